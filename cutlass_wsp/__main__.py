@@ -1,0 +1,5 @@
+import sys
+
+from cutlass_wsp.cli import main
+
+sys.exit(main())
