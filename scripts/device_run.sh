@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One device call: install cutlass-wsp on the lent GPU machine (no network there: wheels carried in
+# .whl/, the compile cache built here carried in .cache/wsp), run the GPU tests, then whatever
+# benchmark commands are given as arguments. Everything worth keeping lands in $OUT.
+#   usage (device tool): bash scripts/device_run.sh [TEST_ARGS...] [-- CMD ...]
+set -u
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || { echo "wheel install failed"; exit 1; }
+export PYTHONPATH=/tmp/site:$PWD
+export CUTLASS_WSP_CACHE=$PWD/.cache/wsp
+export MPLBACKEND=Agg
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --format=csv; nvcc --version | tail -1; } 2>&1 | tee "$OUT/device.txt"
+python3 -m cutlass_wsp env 2>&1 | tee -a "$OUT/device.txt"
+tests=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do tests+=("$1"); shift; done; [ "${1:-}" = "--" ] && shift
+if [ ${#tests[@]} -gt 0 ]; then
+  python3 -m pytest -q -rs -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$OUT/gpu-tests.log" | tail -40
+fi
+[ $# -gt 0 ] && { "$@" 2>&1 | tee "$OUT/bench.log"; }
+# carry back what the device compiled so the next call (and CI) starts warm
+tar czf "$OUT/cache-new.tgz" -C .cache wsp --newer-mtime="$(date -d '-2 hours' '+%Y-%m-%d %H:%M')" 2>/dev/null || true
+exit 0
