@@ -11,6 +11,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site:$PWD
 export CUTLASS_WSP_CACHE=$PWD/.cache/wsp
 export MPLBACKEND=Agg
+# the tree arrives without .git: the commit it was copied from is written here before the call
+[ -f .cache/git-commit ] && export CUTLASS_WSP_GIT_COMMIT=$(cat .cache/git-commit)
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --format=csv; nvcc --version | tail -1; } 2>&1 | tee "$OUT/device.txt"
 python3 -m cutlass_wsp env 2>&1 | tee -a "$OUT/device.txt"
 tests=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do tests+=("$1"); shift; done; [ "${1:-}" = "--" ] && shift

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import os
 import shutil
 import socket
 import subprocess
@@ -31,7 +32,12 @@ def _run(cmd: list[str], cwd: str | Path | None = None, timeout: float = 10.0) -
 
 def git_state(path: str | Path | None = None) -> tuple[str | None, bool | None]:
     """(commit, dirty) of the git checkout holding the cutlass_wsp package (or `path`); (None, None) if
-    that is not the top of a git work tree (e.g. an installed wheel inside someone else's repo)."""
+    that is not the top of a git work tree (e.g. an installed wheel inside someone else's repo).
+    CUTLASS_WSP_GIT_COMMIT names the commit where the tree was copied without its .git (device runs)."""
+    env = os.environ.get("CUTLASS_WSP_GIT_COMMIT")
+    if env:
+        commit, _, flag = env.partition("-")
+        return commit, flag == "dirty"
     if path is None:
         path = Path(__file__).resolve().parents[2]
     path = Path(path).resolve()
