@@ -1,0 +1,84 @@
+"""`cutlass-wsp compare BASE.jsonl NEW.jsonl`: per-point time ratio and verdict; exit 1 on regression."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "compare two result files point by point; exit 1 if NEW regressed against BASE"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("base", metavar="BASE.jsonl", help="baseline results")
+    parser.add_argument("new", metavar="NEW.jsonl", help="candidate results")
+    parser.add_argument("--threshold", default="5%",
+                        help="slowdown that counts as a regression: 5%%, 0.05, or METRIC:5%% (default 5%%)")
+    parser.add_argument("--metric", default=None,
+                        help="time statistic compared: median, min, q1, q3 (default median)")
+    parser.add_argument("--allow-different-gpu", action="store_true",
+                        help="compare files measured on different GPUs anyway")
+    parser.add_argument("--changed", action="store_true", help="list only points whose verdict is not 'same'")
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for j, r in enumerate(rows):
+        cells = [c.ljust(w) if i == 0 or i == len(r) - 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cutlass_wsp.sweep.compare import SAME, compare, parse_metric, parse_threshold
+    from cutlass_wsp.sweep.results import ResultStore, row_provenance
+
+    metric_from_threshold, threshold = parse_threshold(args.threshold)
+    if args.metric is not None:
+        metric = parse_metric(args.metric)
+    else:
+        metric = metric_from_threshold or "median_ms"
+    stores = [ResultStore(args.base), ResultStore(args.new)]
+    base_rows, new_rows = (s.load() for s in stores)
+    header_gpus = [{g} if (g := row_provenance((s.header or {}).get("provenance") or {})["gpu"]) else None
+                   for s in stores]
+    result = compare(base_rows, new_rows, threshold=threshold, metric=metric,
+                     allow_different_gpu=args.allow_different_gpu,
+                     base_gpus=None if base_rows and any(r.get("gpu") for r in base_rows) else header_gpus[0],
+                     new_gpus=None if new_rows and any(r.get("gpu") for r in new_rows) else header_gpus[1])
+
+    shown = [e for e in result.entries if not args.changed or e.verdict != SAME]
+    name = metric.removesuffix("_ms")
+    if shown:
+        table = [["key", f"base {name} ms", f"new {name} ms", "ratio", "verdict"]]
+        for e in shown:
+            verdict = e.verdict
+            if e.verdict in ("broke", "fixed", "not ok"):
+                verdict += f" ({e.base_status} -> {e.new_status})"
+            table.append([e.key, _ms(e.base), _ms(e.new), "-" if e.ratio is None else f"{e.ratio:.3f}", verdict])
+        print(_table(table))
+    for k in result.only_base:
+        print(f"only in BASE: {k}")
+    for k in result.only_new:
+        print(f"only in NEW:  {k}")
+
+    gm = result.geomean_ratio()
+    counts = ", ".join(f"{result.count(v)} {v}" for v in ("slower", "faster", "same", "broke", "fixed", "not ok")
+                       if result.count(v) or v in ("slower", "faster", "same"))
+    print(f"\n{len(result.entries)} points compared on {name} time, threshold {threshold:.1%}: {counts}; "
+          f"geomean ratio {'-' if gm is None else f'{gm:.3f}'}; "
+          f"{len(result.only_base)} only in BASE, {len(result.only_new)} only in NEW")
+    if result.base_gpus != result.new_gpus and result.base_gpus and result.new_gpus:
+        print(f"warning: different GPUs ({', '.join(sorted(result.base_gpus))} vs "
+              f"{', '.join(sorted(result.new_gpus))}), compared because of --allow-different-gpu")
+    regressions = result.regressions
+    if regressions:
+        print(f"REGRESSION: {len(regressions)} point(s) slower by more than {threshold:.1%} or no longer ok")
+        return 1
+    print("no regression")
+    return 0

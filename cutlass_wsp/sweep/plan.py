@@ -1,0 +1,457 @@
+"""Sweeps declared as data: a `SweepSpec` of axes expands into an ordered list of measurement `Point`s.
+
+Not every axis applies to every pattern: dense has neither a ratio nor a balance, FP/WWP/BCBP have a
+ratio but are balanced by construction, WSP-R/WSP-C have both. `PATTERNS` says which axes apply, and
+`expand()` multiplies a pattern only by its own axes, so the dense point of a layer shape is measured
+once (per implementation, batch, tile size and dtype) however many ratios and balances are swept.
+Layers of a network with the same (c, n, H, W) share one GEMM batch and so one point, which keeps
+the names of all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from cutlass_wsp.dtypes import DTYPES
+from cutlass_wsp.errors import InputError
+from cutlass_wsp.problem import BatchProblem
+
+# ---------------------------------------------------------------------------------------------
+# What can be swept
+# ---------------------------------------------------------------------------------------------
+
+IMPLEMENTATIONS: dict[str, str] = {
+    "cutlass": "CUTLASS batched GEMM: one shape for all p² positions",
+    "cublas": "cuBLAS strided-batched GEMM (cublasGemmStridedBatchedEx) on the dense or compacted weights",
+    "cutlass-grouped": "CUTLASS grouped GEMM: one problem per position, shapes may differ",
+    "cutlass-padded": "CUTLASS batched GEMM on weights padded to the largest position (the straggler case)",
+    "cusparse-per-position": "cuSPARSE CSR SpMM, one call per Winograd position",
+    "cusparse-block-diag": "cuSPARSE CSR SpMM on one block-diagonal matrix of all p² positions",
+}
+
+# Which balances an implementation can serve: a batched GEMM needs equal shapes in every position,
+# and padding a balanced pattern would measure the plain batched kernel again.
+ANY, BALANCED_ONLY, UNBALANCED_ONLY = "any", "balanced-only", "unbalanced-only"
+
+
+@dataclass(frozen=True)
+class PatternInfo:
+    name: str
+    description: str
+    uses_ratio: bool
+    uses_balance: bool
+    implementations: Mapping[str, str]   # implementation -> ANY / BALANCED_ONLY / UNBALANCED_ONLY
+    default_implementations: tuple[str, ...]
+
+
+_WSP_IMPLS = {"cutlass": BALANCED_ONLY, "cutlass-grouped": ANY, "cutlass-padded": UNBALANCED_ONLY,
+              "cublas": BALANCED_ONLY}
+
+PATTERNS: dict[str, PatternInfo] = {p.name: p for p in (
+    PatternInfo("dense", "unpruned batched GEMM", False, False,
+                {"cutlass": ANY, "cublas": ANY}, ("cutlass", "cublas")),
+    PatternInfo("fp", "filter pruning: the same rows removed in every position", True, False,
+                {"cutlass": ANY, "cublas": ANY}, ("cutlass", "cublas")),
+    PatternInfo("wsp-r", "Winograd structured pruning, rows of each W_i", True, True,
+                _WSP_IMPLS, ("cutlass", "cutlass-grouped", "cutlass-padded", "cublas")),
+    PatternInfo("wsp-c", "Winograd structured pruning, columns of each W_i: gather X, then GEMM (two passes)",
+                True, True, _WSP_IMPLS, ("cutlass", "cutlass-grouped", "cutlass-padded", "cublas")),
+    PatternInfo("wsp-c-fused", "WSP-C with the gather of X inside the GEMM mainloop", True, True,
+                {"cutlass": BALANCED_ONLY, "cutlass-grouped": ANY, "cutlass-padded": UNBALANCED_ONLY},
+                ("cutlass", "cutlass-padded")),
+    PatternInfo("wwp", "element-wise pruning: sparse × dense", True, False,
+                {"cusparse-per-position": ANY, "cusparse-block-diag": ANY},
+                ("cusparse-per-position", "cusparse-block-diag")),
+    PatternInfo("bcbp", "block-column pruning: the same count of column vectors in every row tile", True, False,
+                {"cutlass": ANY}, ("cutlass",)),
+)}
+
+BALANCES = ("balanced", "unbalanced", "spread:S")  # spread:S = per-position ratios spread by ±S (0 < S <= 1)
+
+
+def _accepted_tiles() -> tuple[int, ...]:
+    from cutlass_wsp.winograd import TILE_PS  # numpy-only module; imported here to keep plan light
+
+    return TILE_PS
+
+
+def default_spec() -> SweepSpec:
+    """The README's main job: VGG-16 and ResNet-18, batch 32, p = 4, fp16, dense/FP/WSP-R/WSP-C/WWP at
+    ratios 0.5, 0.7, 0.9, balanced and unbalanced, with cuBLAS and cuSPARSE baselines."""
+    return SweepSpec(
+        layers=("vgg16", "resnet18"),
+        batches=(32,),
+        tiles=(4,),
+        dtypes=("fp16",),
+        patterns=("dense", "fp", "wsp-r", "wsp-c", "wwp"),
+        ratios=(0.5, 0.7, 0.9),
+        balances=("balanced", "unbalanced"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Spec and points
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Axes of a sweep. `layers` holds `resolve_layers` specs ('vgg16', 'resnet18:layer4.0.conv2',
+    'my_layers.csv'). `implementations` maps a pattern to the implementations to run; a pattern
+    left out runs its `default_implementations`."""
+
+    layers: tuple[str, ...]
+    batches: tuple[int, ...]
+    tiles: tuple[int, ...]
+    dtypes: tuple[str, ...]
+    patterns: tuple[str, ...]
+    ratios: tuple[float, ...] = ()
+    balances: tuple[str, ...] = ("balanced",)
+    implementations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    dedupe_shapes: bool = True
+
+    def implementations_for(self, pattern: str) -> tuple[str, ...]:
+        impls = self.implementations.get(pattern)
+        return tuple(impls) if impls is not None else PATTERNS[pattern].default_implementations
+
+
+def _fmt(x: float) -> str:
+    return format(x, "g")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measurement: a layer shape of one network under one pattern and implementation.
+    `ratio`/`balance` are None where the pattern has no such axis. `layers` names every layer of
+    `net` with this shape (the prunable ones only, for pruned patterns)."""
+
+    net: str
+    layers: tuple[str, ...]
+    c: int
+    n: int
+    H: int
+    W: int
+    batch: int
+    p: int
+    dtype: str
+    pattern: str
+    impl: str
+    ratio: float | None = None
+    balance: str | None = None
+    per_layer: bool = False   # key names the layer (shapes not deduplicated)
+
+    @property
+    def key(self) -> str:
+        """Stable id over all coordinates, e.g. 'vgg16/c256n256@56x56/b32/p4/fp16/wsp-r/cutlass/r0.7/balanced'."""
+        where = self.layers[0] if self.per_layer else self.net
+        parts = [where, f"c{self.c}n{self.n}@{self.H}x{self.W}", f"b{self.batch}", f"p{self.p}",
+                 self.dtype, self.pattern, self.impl]
+        if self.ratio is not None:
+            parts.append(f"r{_fmt(self.ratio)}")
+        if self.balance is not None:
+            parts.append(self.balance)
+        return "/".join(parts)
+
+    @property
+    def shape_key(self) -> tuple:
+        """What the dense reference of this point is: same GEMM batch, any pattern."""
+        return (self.c, self.n, self.H, self.W, self.batch, self.p, self.dtype)
+
+    def coordinates(self) -> dict:
+        """The point's coordinates as result-row fields (see results.COORDINATE_FIELDS)."""
+        return {"net": self.net, "layers": list(self.layers), "c": self.c, "n": self.n, "H": self.H,
+                "W": self.W, "batch": self.batch, "p": self.p, "dtype": self.dtype,
+                "pattern": self.pattern, "impl": self.impl, "ratio": self.ratio, "balance": self.balance}
+
+    def problem(self) -> BatchProblem:
+        """The dense GEMM batch of this layer shape (the pattern decides what is kept of it)."""
+        from cutlass_wsp.layers import Layer, layer_problem
+
+        layer = Layer(self.net, self.layers[0], self.c, self.n, self.H, self.W)
+        return layer_problem(layer, self.batch, self.p)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+def _unknown(axis: str, value, accepted: Iterable) -> InputError:
+    return InputError(f"axis {axis!r}: unknown value {value!r}",
+                      f"accepted values: {', '.join(str(a) for a in accepted)}")
+
+
+def _check_balance(value: str) -> str:
+    if value in ("balanced", "unbalanced"):
+        return value
+    head, sep, tail = value.partition(":")
+    if head == "spread" and sep:
+        try:
+            s = float(tail)
+        except ValueError:
+            s = None
+        if s is not None and 0 < s <= 1:
+            return f"spread:{_fmt(s)}"
+    raise _unknown("balances", value, ("balanced", "unbalanced", "spread:S with 0 < S <= 1, e.g. spread:0.2"))
+
+
+def _dedupe(values: Iterable) -> tuple:
+    return tuple(dict.fromkeys(values))
+
+
+def validate(spec: SweepSpec) -> SweepSpec:
+    """Check every axis value; return the spec with values normalized and duplicates dropped."""
+    for axis in ("layers", "batches", "tiles", "dtypes", "patterns"):
+        if not getattr(spec, axis):
+            raise InputError(f"axis {axis!r} is empty: the sweep has no points", f"give at least one {axis[:-1]}")
+    for b in spec.batches:
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise _unknown("batches", b, ["positive integers"])
+    tile_ps = _accepted_tiles()
+    for p in spec.tiles:
+        if p not in tile_ps or isinstance(p, bool):
+            raise _unknown("tiles", p, tile_ps)
+    for d in spec.dtypes:
+        if d not in DTYPES:
+            raise _unknown("dtypes", d, DTYPES)
+    for pat in spec.patterns:
+        if pat not in PATTERNS:
+            raise _unknown("patterns", pat, PATTERNS)
+    for r in spec.ratios:
+        if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r < 1:
+            raise _unknown("ratios", r, ["fractions pruned, 0 < ratio < 1 (e.g. 0.5, 0.7, 0.9)"])
+    balances = _dedupe(_check_balance(b) for b in spec.balances)
+    for pat in spec.implementations:
+        if pat not in PATTERNS:
+            raise _unknown("implementations", pat, PATTERNS)
+    impls: dict[str, tuple[str, ...]] = {}
+    for pat in _dedupe(spec.patterns):
+        info = PATTERNS[pat]
+        chosen = _dedupe(spec.implementations_for(pat))
+        for impl in chosen:
+            if impl not in info.implementations:
+                raise InputError(f"axis 'implementations': {impl!r} is not an implementation of pattern {pat!r}",
+                                 f"accepted values for {pat}: {', '.join(info.implementations)}")
+        if not chosen:
+            raise InputError(f"pattern {pat!r} has no implementation: the sweep has no points for it",
+                             f"give one of {', '.join(info.implementations)}")
+        if info.uses_ratio and not spec.ratios:
+            raise InputError(f"pattern {pat!r} needs a pruning ratio but axis 'ratios' is empty",
+                             "give at least one ratio (e.g. --ratio 0.7) or drop the pattern")
+        if info.uses_balance:
+            if not balances:
+                raise InputError(f"pattern {pat!r} needs a balance but axis 'balances' is empty",
+                                 "give at least one balance (e.g. --balance balanced)")
+            if not any(_serves(info.implementations[i], b) for i in chosen for b in balances):
+                raise InputError(
+                    f"pattern {pat!r}: no chosen implementation ({', '.join(chosen)}) serves "
+                    f"balance {', '.join(balances)}",
+                    "cutlass and cublas need balanced; cutlass-grouped serves any; cutlass-padded serves unbalanced")
+        impls[pat] = chosen
+    return SweepSpec(
+        layers=_dedupe(spec.layers), batches=_dedupe(spec.batches), tiles=_dedupe(spec.tiles),
+        dtypes=_dedupe(spec.dtypes), patterns=_dedupe(spec.patterns),
+        ratios=_dedupe(float(r) for r in spec.ratios), balances=balances, implementations=impls,
+        dedupe_shapes=spec.dedupe_shapes,
+    )
+
+
+def _serves(rule: str, balance: str) -> bool:
+    if rule == BALANCED_ONLY:
+        return balance == "balanced"
+    if rule == UNBALANCED_ONLY:
+        return balance != "balanced"
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Expansion
+# ---------------------------------------------------------------------------------------------
+
+def _layer_groups(spec: SweepSpec) -> list[tuple[str, list]]:
+    """(net, layers) groups in first-seen order: one per (net, shape) when deduplicating, else one
+    per layer. A layer named by two specs is counted once."""
+    from cutlass_wsp.layers import resolve_layers
+
+    seen: set[tuple[str, str]] = set()
+    groups: dict[tuple, list] = {}
+    for s in spec.layers:
+        for layer in resolve_layers(s):
+            if (layer.net, layer.name) in seen:
+                continue
+            seen.add((layer.net, layer.name))
+            gkey = (layer.net, layer.shape) if spec.dedupe_shapes else (layer.net, layer.name)
+            groups.setdefault(gkey, []).append(layer)
+    return [(gkey[0], layers) for gkey, layers in groups.items()]
+
+
+def expand(spec: SweepSpec) -> list[Point]:
+    """All points of a sweep, in measuring order: for each layer shape, batch, tile size and dtype,
+    the dense points first, then every other pattern × ratio × balance × implementation.
+    Layers marked not prunable get dense points only."""
+    spec = validate(spec)
+    points: list[Point] = []
+    keys: set[str] = set()
+    per_layer = not spec.dedupe_shapes
+    patterns = sorted(spec.patterns, key=lambda p: p != "dense")  # stable: dense first, rest in order
+    for net, layers in _layer_groups(spec):
+        first = layers[0]
+        all_names = tuple(x.name for x in layers)
+        prunable_names = tuple(x.name for x in layers if x.prunable)
+        for batch in spec.batches:
+            for p in spec.tiles:
+                for dtype in spec.dtypes:
+                    for pat in patterns:
+                        info = PATTERNS[pat]
+                        if pat != "dense" and not prunable_names:
+                            continue
+                        names = all_names if pat == "dense" else prunable_names
+                        for ratio in (spec.ratios if info.uses_ratio else (None,)):
+                            for balance in (spec.balances if info.uses_balance else (None,)):
+                                for impl in spec.implementations_for(pat):
+                                    if balance is not None and not _serves(info.implementations[impl], balance):
+                                        continue
+                                    pt = Point(net, names, first.c, first.n, first.H, first.W, batch, p, dtype,
+                                               pat, impl, ratio, balance, per_layer)
+                                    if pt.key not in keys:
+                                        keys.add(pt.key)
+                                        points.append(pt)
+    if not points:
+        raise InputError("the sweep has no points: no chosen layer is prunable and only pruned patterns "
+                         f"were asked for ({', '.join(spec.patterns)})",
+                         "add the dense pattern or choose prunable layers")
+    return points
+
+
+# ---------------------------------------------------------------------------------------------
+# Command-line options (used by `cutlass-wsp sweep`)
+# ---------------------------------------------------------------------------------------------
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options that declare a sweep; each left out takes its value from default_spec()."""
+    d = default_spec()
+    g = parser.add_argument_group("sweep axes (comma lists; defaults: the README's main sweep)")
+    g.add_argument("--net", action="append", metavar="SPEC",
+                   help=f"networks, layer selections or layer files (default {','.join(d.layers)}); "
+                        "e.g. vgg16,resnet18:layer4.0.conv2 or my_layers.csv; repeatable")
+    g.add_argument("--batch", metavar="B,...", help=f"batch sizes (default {_join(d.batches)})")
+    g.add_argument("--tile", metavar="P,...", help=f"Winograd input tile sizes p (default {_join(d.tiles)})")
+    g.add_argument("--dtype", metavar="D,...", help=f"{', '.join(DTYPES)} (default {_join(d.dtypes)})")
+    g.add_argument("--pattern", metavar="P,...",
+                   help=f"{', '.join(PATTERNS)} (default {_join(d.patterns)})")
+    g.add_argument("--ratio", metavar="R,...",
+                   help=f"fractions pruned, 0.7 or 70%% (default {_join(d.ratios)})")
+    g.add_argument("--balance", metavar="B,...",
+                   help=f"balanced, unbalanced, spread:S (default {_join(d.balances)})")
+    g.add_argument("--impl", action="append", metavar="[PATTERN=]IMPL,...",
+                   help="implementations for one pattern (wsp-r=cutlass,cutlass-grouped) or, without "
+                        f"PATTERN=, a filter for every pattern; repeatable. Known: {', '.join(IMPLEMENTATIONS)}")
+    g.add_argument("--no-dedupe", action="store_true",
+                   help="measure every layer, also those with the shape of an earlier layer of the network")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="when resuming, measure again the points whose last row is error or oom")
+
+
+def _join(values: Sequence) -> str:
+    return ",".join(_fmt(v) if isinstance(v, float) else str(v) for v in values)
+
+
+def _split(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _ints(text: str, axis: str) -> tuple[int, ...]:
+    out = []
+    for s in _split(text):
+        try:
+            out.append(int(s))
+        except ValueError:
+            raise InputError(f"axis {axis!r}: {s!r} is not an integer", f"give a comma list of integers for {axis}") \
+                from None
+    return tuple(out)
+
+
+def _ratios(text: str) -> tuple[float, ...]:
+    out = []
+    for s in _split(text):
+        try:
+            out.append(float(s[:-1]) / 100 if s.endswith("%") else float(s))
+        except ValueError:
+            raise InputError(f"axis 'ratios': {s!r} is not a number", "write ratios as 0.7 or 70%") from None
+    return tuple(out)
+
+
+def _layer_specs(values: list[str]) -> tuple[str, ...]:
+    """Split --net values on commas, keeping a selection's own commas: in 'vgg16:conv4_2,conv5_1,resnet18'
+    conv5_1 continues the vgg16 selection and resnet18 (a network) starts a new spec."""
+    from pathlib import Path
+
+    from cutlass_wsp.layers import NETWORKS
+
+    def starts_spec(tok: str) -> bool:
+        norm = tok.lower().replace("-", "").replace("_", "")
+        return ":" in tok or norm in NETWORKS or Path(tok).suffix.lower() in (".csv", ".json", ".yaml", ".yml")
+
+    specs: list[str] = []
+    for value in values:
+        current: str | None = None
+        for tok in _split(value):
+            if current is not None and ":" in current and not starts_spec(tok):
+                current += "," + tok
+                specs[-1] = current
+            else:
+                current = tok
+                specs.append(tok)
+    return tuple(specs)
+
+
+def _impls(values: list[str], patterns: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    chosen: dict[str, tuple[str, ...]] = {}
+    filters: list[str] = []
+    for value in values:
+        pat, sep, rest = value.partition("=")
+        if sep:
+            pat = pat.strip()
+            if pat not in PATTERNS:
+                raise _unknown("implementations", pat, PATTERNS)
+            chosen[pat] = tuple(_split(rest))
+        else:
+            filters.extend(_split(value))
+    for impl in filters:
+        if impl not in IMPLEMENTATIONS:
+            raise _unknown("implementations", impl, IMPLEMENTATIONS)
+    if filters:
+        for pat in patterns:
+            if pat in chosen or pat not in PATTERNS:
+                continue
+            chosen[pat] = tuple(i for i in filters if i in PATTERNS[pat].implementations)
+            if not chosen[pat]:
+                raise InputError(f"--impl {','.join(filters)} leaves pattern {pat!r} with no implementation",
+                                 f"add one of {', '.join(PATTERNS[pat].implementations)} or "
+                                 f"name it per pattern: --impl {pat}=IMPL")
+    return chosen
+
+
+def spec_from_args(args: argparse.Namespace) -> SweepSpec:
+    """A SweepSpec from the options of add_sweep_arguments(); validated."""
+    d = default_spec()
+    patterns = tuple(_split(args.pattern)) if args.pattern is not None else d.patterns
+    spec = SweepSpec(
+        layers=_layer_specs(args.net) if args.net else d.layers,
+        batches=_ints(args.batch, "batches") if args.batch is not None else d.batches,
+        tiles=_ints(args.tile, "tiles") if args.tile is not None else d.tiles,
+        dtypes=tuple(_split(args.dtype)) if args.dtype is not None else d.dtypes,
+        patterns=patterns,
+        ratios=_ratios(args.ratio) if args.ratio is not None else d.ratios,
+        balances=tuple(_split(args.balance)) if args.balance is not None else d.balances,
+        implementations=_impls(args.impl or [], patterns),
+        dedupe_shapes=not getattr(args, "no_dedupe", False),
+    )
+    return validate(spec)
+
+
+def from_args(argv: Sequence[str]) -> SweepSpec:
+    """A SweepSpec from a list of sweep options, e.g. ['--net', 'vgg16', '--ratio', '0.7']."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_sweep_arguments(parser)
+    return spec_from_args(parser.parse_args(list(argv)))

@@ -1,0 +1,115 @@
+"""Regression comparison: verdicts, thresholds, different GPUs, and `cutlass-wsp compare` exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from cutlass_wsp.cli import main
+from cutlass_wsp.errors import InputError
+from cutlass_wsp.sweep.compare import compare, parse_threshold
+from cutlass_wsp.sweep.results import ResultStore, make_row
+
+
+def row(key, ms=None, status="ok", gpu="GPU-A", **kw):
+    return make_row(None, status, key=key, median_ms=ms, min_ms=None if ms is None else ms * 0.9, gpu=gpu, **kw)
+
+
+def write(path, rows, provenance=None):
+    store = ResultStore(path, provenance=provenance)
+    for r in rows:
+        store.append(r)
+    return str(path)
+
+
+BASE = [row("a", 1.0), row("b", 1.0), row("c", 1.0), row("d", 1.0), row("e", None, "unsupported"),
+        row("only-base", 1.0)]
+NEW = [row("a", 1.06), row("b", 1.04), row("c", 0.90), row("d", None, "wrong"), row("e", 2.0),
+       row("only-new", 1.0)]
+
+
+def test_verdicts_by_threshold():
+    result = compare(BASE, NEW, threshold=0.05)
+    verdicts = {e.key: e.verdict for e in result.entries}
+    assert verdicts == {"a": "slower", "b": "same", "c": "faster", "d": "broke", "e": "fixed"}
+    ratios = {e.key: e.ratio for e in result.entries}
+    assert ratios["a"] == pytest.approx(1.06) and ratios["d"] is None
+    assert {e.key for e in result.regressions} == {"a", "d"}
+    assert result.only_base == ["only-base"] and result.only_new == ["only-new"]
+    assert {e.key for e in compare(BASE, NEW, threshold=0.10).regressions} == {"d"}
+
+
+def test_metric_choice_changes_the_ratio():
+    base = [row("a", 1.0)]
+    new = [make_row(None, "ok", key="a", median_ms=1.0, min_ms=1.5, gpu="GPU-A")]
+    assert compare(base, new, metric="median_ms").entries[0].verdict == "same"
+    e = compare(base, new, metric="min").entries[0]
+    assert e.verdict == "slower" and e.ratio == pytest.approx(1.5 / 0.9)
+
+
+@pytest.mark.parametrize("text,expected", [("5%", (None, 0.05)), ("0.05", (None, 0.05)),
+                                           ("min:10%", ("min_ms", 0.10)), ("150%", (None, 1.5))])
+def test_parse_threshold(text, expected):
+    metric, value = parse_threshold(text)
+    assert metric == expected[0] and value == pytest.approx(expected[1])
+
+
+@pytest.mark.parametrize("text,match", [("abc", "not a number"), ("5", "percentage"), ("-5%", "negative"),
+                                        ("max:5%", "unknown metric")])
+def test_parse_threshold_errors(text, match):
+    with pytest.raises(InputError, match=match):
+        parse_threshold(text)
+
+
+def test_different_gpus_are_refused_unless_allowed():
+    other = [row("a", 1.0, gpu="GPU-B")]
+    with pytest.raises(InputError, match="GPU-A.*GPU-B.*--allow-different-gpu"):
+        compare([row("a", 1.0)], other)
+    assert compare([row("a", 1.0)], other, allow_different_gpu=True).entries[0].verdict == "same"
+
+
+def test_cli_exit_1_on_regression_and_prints_table(tmp_path, capsys):
+    base, new = write(tmp_path / "base.jsonl", BASE), write(tmp_path / "new.jsonl", NEW)
+    assert main(["compare", base, new]) == 1
+    out = capsys.readouterr().out
+    line_a = next(x for x in out.splitlines() if x.startswith("a "))
+    assert "1.0000" in line_a and "1.0600" in line_a and "1.060" in line_a and "slower" in line_a
+    assert "broke (ok -> wrong)" in out
+    assert "only in BASE: only-base" in out and "only in NEW:  only-new" in out
+    assert "REGRESSION: 2 point(s)" in out
+
+
+def test_cli_exit_0_without_regression(tmp_path, capsys):
+    base = write(tmp_path / "base.jsonl", [row("a", 1.0), row("b", 1.0)])
+    new = write(tmp_path / "new.jsonl", [row("a", 1.04), row("b", 0.5)])
+    assert main(["compare", base, new]) == 0
+    assert main(["compare", base, new, "--threshold", "3%"]) == 1
+    assert main(["compare", base, new, "--threshold", "0.05", "--changed"]) == 0
+    out = capsys.readouterr().out
+    assert "no regression" in out
+
+
+def test_cli_exit_2_on_bad_input(tmp_path, capsys):
+    base = write(tmp_path / "base.jsonl", [row("a", 1.0)])
+    other_gpu = write(tmp_path / "h200.jsonl", [row("a", 1.0, gpu="GPU-B")])
+    assert main(["compare", base, str(tmp_path / "missing.jsonl")]) == 2
+    assert main(["compare", base, base, "--threshold", "lots"]) == 2
+    assert main(["compare", base, other_gpu]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "not a number" in err and "different GPUs" in err
+    assert main(["compare", base, other_gpu, "--allow-different-gpu"]) == 0
+
+
+def test_cli_uses_header_gpu_when_rows_have_none(tmp_path):
+    base = write(tmp_path / "base.jsonl", [row("a", 1.0, gpu=None)], provenance={"gpu": "GPU-A"})
+    new = write(tmp_path / "new.jsonl", [row("a", 1.0, gpu=None)], provenance={"gpu_name": "GPU-B"})
+    assert main(["compare", base, new]) == 2
+    same = write(tmp_path / "same.jsonl", [row("a", 1.0, gpu=None)], provenance={"gpu_name": "GPU-A"})
+    assert main(["compare", base, same]) == 0
+
+
+def test_cli_on_the_committed_sample_compares_equal(capsys):
+    from pathlib import Path
+
+    sample = str(Path(__file__).parent / "data" / "results_sample.jsonl")
+    assert main(["compare", sample, sample]) == 0
+    assert "0 slower, 0 faster" in capsys.readouterr().out

@@ -1,0 +1,105 @@
+"""Figures from the committed synthetic sample: files written, titles, skipped rows, CLI; no GPU needed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cutlass_wsp.cli import main
+from cutlass_wsp.errors import InputError
+from cutlass_wsp.sweep.plot import plot_results
+from cutlass_wsp.sweep.results import ResultStore
+
+SAMPLE = Path(__file__).parent / "data" / "results_sample.jsonl"
+
+
+@pytest.fixture(scope="module")
+def sample_rows():
+    return ResultStore(SAMPLE).load()
+
+
+@pytest.fixture(scope="module")
+def drawn(sample_rows, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plots")
+    return out, plot_results(sample_rows, out, ratio=0.7)
+
+
+def _svg_text(path: Path) -> str:
+    """The text elements of an SVG (titles are kept as text: svg.fonttype = none)."""
+    return " ".join(re.findall(r"<text[^>]*>([^<]*)</text>", path.read_text()))
+
+
+def test_every_figure_kind_is_written_as_png_and_svg(drawn):
+    out, paths = drawn
+    names = {p.name for p in paths}
+    for net in ("vgg16", "resnet18"):
+        for stem in (f"speedup_{net}_fp16_b32_p4_r0.7", f"balance_{net}_fp16_b32_p4_r0.7",
+                     f"structured-vs-csr_{net}_fp16_b32_p4_r0.7", f"ratio_{net}_fp16_b32_p4"):
+            assert {f"{stem}.png", f"{stem}.svg"} <= names
+    for p in paths:
+        assert p.parent == out and p.stat().st_size > 5000
+        head = p.read_bytes()[:8]
+        assert head == b"\x89PNG\r\n\x1a\n" if p.suffix == ".png" else b"<svg" in p.read_bytes()[:600]
+
+
+def test_titles_name_gpu_dtype_batch(drawn):
+    out, _ = drawn
+    text = _svg_text(out / "speedup_vgg16_fp16_b32_p4_r0.7.svg")
+    assert "vgg16: speedup over dense at ratio 0.7" in text
+    assert "synthetic-H100, fp16, batch 32, p=4" in text
+    csr = _svg_text(out / "structured-vs-csr_resnet18_fp16_b32_p4_r0.7.svg")
+    assert "structured pruning vs cuSPARSE CSR at ratio 0.7" in csr
+    assert "balanced vs unbalanced" in _svg_text(out / "balance_resnet18_fp16_b32_p4_r0.7.svg")
+    assert "speedup against ratio" in _svg_text(out / "ratio_vgg16_fp16_b32_p4.svg")
+
+
+def test_rows_not_ok_are_counted_on_the_figure(drawn, sample_rows):
+    out, _ = drawn
+    vgg_not_ok = sorted(r["status"] for r in sample_rows if r["net"] == "vgg16" and r["status"] != "ok")
+    note = _svg_text(out / "speedup_vgg16_fp16_b32_p4_r0.7.svg")
+    assert f"not shown: {len(vgg_not_ok)} rows not ok" in note
+    for status in set(vgg_not_ok):
+        assert status in note
+
+
+def test_layer_labels_keep_shared_names_and_skip_unprunable_layers(drawn):
+    out, _ = drawn
+    text = _svg_text(out / "speedup_vgg16_fp16_b32_p4_r0.7.svg")
+    assert "conv4_2 +1" in text            # conv4_2 and conv4_3 share one point
+    assert "conv1_1" not in text           # not prunable: no bar to draw
+
+
+def test_default_ratio_and_a_missing_ratio(sample_rows, tmp_path):
+    paths = plot_results(sample_rows, tmp_path / "a", formats=("png",))
+    assert any(p.name == "speedup_resnet18_fp16_b32_p4_r0.7.png" for p in paths)
+    assert all(p.suffix == ".png" for p in paths)
+    with pytest.raises(InputError, match="no ok rows at ratio 0.6.*0.5, 0.7, 0.9"):
+        plot_results(sample_rows, tmp_path / "b", ratio=0.6)
+
+
+def test_nothing_to_plot_is_an_input_error(sample_rows, tmp_path):
+    bad = [r for r in sample_rows if r["status"] != "ok"]
+    with pytest.raises(InputError, match="none of the 4 rows is ok"):
+        plot_results(bad, tmp_path)
+
+
+def test_plot_cli(tmp_path, capsys):
+    out = tmp_path / "plots"
+    assert main(["plot", str(SAMPLE), "--out", str(out), "--ratio", "50%", "--format", "png"]) == 0
+    printed = capsys.readouterr().out
+    assert (out / "speedup_vgg16_fp16_b32_p4_r0.5.png").stat().st_size > 0
+    assert "4 rows not ok left out" in printed
+    assert main(["plot", str(SAMPLE), "--out", str(out), "--ratio", "0.33"]) == 2
+    assert main(["plot", str(tmp_path / "missing.jsonl"), "--out", str(out)]) == 2
+    assert main(["plot", str(SAMPLE), "--out", str(out), "--format", "gif"]) == 2
+
+
+def test_importing_plot_does_not_load_matplotlib():
+    code = ("import sys, cutlass_wsp.sweep.plot, cutlass_wsp.commands.plot, cutlass_wsp.cli; "
+            "print('matplotlib' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "False"
