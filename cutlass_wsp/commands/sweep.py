@@ -1,0 +1,54 @@
+"""`cutlass-wsp sweep`: measure every point of a sweep (default: the README's main job), append rows
+to a JSON-lines file as they finish, resume where a previous run stopped, then write CSV and plots."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "measure a sweep of layers x patterns x ratios on the GPU (resumable), then plot it"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from cutlass_wsp.sweep.plan import add_sweep_arguments
+
+    add_sweep_arguments(p)
+    o = p.add_argument_group("output and timing")
+    o.add_argument("--out", default="results/sweep.jsonl", type=Path,
+                   help="results file: rows are appended, points already there are skipped (default %(default)s)")
+    o.add_argument("--plots", type=Path, default=None,
+                   help="directory for the plots (default: <out dir>/plots)")
+    o.add_argument("--no-plots", action="store_true", help="skip the plots")
+    o.add_argument("--budget-ms", type=float, default=250.0,
+                   help="time spent timing each point after warm-up (default %(default)s)")
+    o.add_argument("--graph", action="store_true",
+                   help="time CUDA-graph replays (for launch-bound shapes, e.g. batch 1)")
+    o.add_argument("--dry-run", action="store_true", help="list the pending points and exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cutlass_wsp.sweep.plan import expand, spec_from_args
+    from cutlass_wsp.sweep.results import ResultStore
+
+    points = expand(spec_from_args(args))
+    store = ResultStore(args.out)
+    pending = store.pending(points, retry_failed=args.retry_failed)
+    if args.dry_run:
+        for pt in pending:
+            print(pt.key)
+        print(f"{len(pending)} of {len(points)} points pending in {args.out}", file=sys.stderr)
+        return 0
+    from cutlass_wsp.sweep.session import run_sweep
+
+    outcome = run_sweep(points, store, budget_s=args.budget_ms / 1e3, use_graph=args.graph,
+                        retry_failed=args.retry_failed)
+    print(outcome.summary, file=sys.stderr)
+    if not args.no_plots:
+        from cutlass_wsp.sweep.plot import plot_results
+
+        rows = store.load()
+        plot_dir = args.plots or args.out.parent / "plots"
+        paths = plot_results(rows, plot_dir)
+        print(f"{len(paths)} plot files in {plot_dir}", file=sys.stderr)
+    return 0

@@ -1,0 +1,305 @@
+"""Measure one sweep point on the GPU: build its operands, verify the implementation's output against
+an fp32 cuBLAS reference on fresh random data (output poisoned first), then time it.
+
+Weights are He-initialised Winograd-domain weights (so unbalanced pruning is realistically
+unbalanced), one set per layer shape; X is drawn fresh for every point. The reference multiplies the
+masked dense weights -- rounded to the point's dtype exactly as the implementation sees them -- by the
+same X in fp32, so it checks the compaction, the indices and the kernel together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cutlass_wsp.dtypes import DType, get_dtype
+from cutlass_wsp.errors import Unsupported
+from cutlass_wsp.sweep import costs
+from cutlass_wsp.sweep.plan import Point
+from cutlass_wsp.sweep.runner import TimingOptions
+
+
+@dataclass
+class Op:
+    """A prepared implementation: `launch` only launches (timing loops and graphs call it)."""
+
+    launch: Callable[[], None]
+    out: Any                                  # buffer(s) poisoned before the checked run
+    dense_out: Callable[[], Any]              # float32 [L, n, >=T] view of the result (missing rows 0)
+    kernel: str
+    cost: costs.Cost
+    config: dict | None = None
+    fields: dict = field(default_factory=dict)  # kept_m, kept_k, nnz, ...
+    close: Callable[[], None] | None = None
+
+
+@dataclass
+class Inputs:
+    """What a builder gets: the point, its pruned weights and the device-side operands."""
+
+    point: Point
+    dt: DType
+    problem: Any                              # BatchProblem (N = T)
+    pruned: Any                               # cutlass_wsp.pruning.Pruned (dense: ratio 0)
+    X: Any                                    # device [L, c, Npad] in storage dtype, pad columns 0
+    Npad: int
+    arch: str
+    cache: Any                                # KernelCache or None (default)
+
+
+Builder = Callable[[Inputs], Op]
+BUILDERS: dict[tuple[str, str], Builder] = {}
+
+
+def builder(pattern: str, *impls: str):
+    def deco(fn: Builder) -> Builder:
+        for impl in impls:
+            BUILDERS[(pattern, impl)] = fn
+        return fn
+    return deco
+
+
+class Measurer:
+    """Holds what points share: weights per layer shape, pruned weights, kernels, ceilings."""
+
+    def __init__(self, timing: TimingOptions | None = None, cache=None, seed: int = 0):
+        from cutlass_wsp.gpu.device import compute_capability, require_gpu
+        from cutlass_wsp.kernels.manifest import arch_for_device
+
+        require_gpu()
+        self.timing = timing or TimingOptions()
+        self.cache = cache
+        self.seed = seed
+        self.arch = arch_for_device(compute_capability())
+        self._weights: dict[tuple, np.ndarray] = {}
+        self._pruned: dict[tuple, Any] = {}
+        self._ceilings: dict[str, Any] = {}
+        self._ref_gemm = None
+
+    # ---------------------------------------------------------------------------------- shared
+    def ceilings(self, dt: DType):
+        from cutlass_wsp.gpu.ceilings import measure_ceilings
+
+        if dt.name not in self._ceilings:
+            self._ceilings[dt.name] = measure_ceilings(dt.name)
+        return self._ceilings[dt.name]
+
+    def weights(self, point: Point) -> np.ndarray:
+        key = (point.c, point.n, point.p)
+        if key not in self._weights:
+            from cutlass_wsp.weights import he_winograd_weights
+
+            self._weights[key] = he_winograd_weights((point.n, point.c), point.p, seed=self.seed)
+        return self._weights[key]
+
+    def pruned(self, point: Point):
+        from cutlass_wsp.pruning import prune
+
+        pattern = {"wsp-c-fused": "wsp-c", "conv": "dense"}.get(point.pattern, point.pattern)
+        balance = point.balance or "balanced"
+        spread = 0.0
+        if balance.startswith("spread:"):
+            spread, balance = float(balance.split(":", 1)[1]), "spread"
+        key = (point.c, point.n, point.p, pattern, point.ratio, balance, spread)
+        if key not in self._pruned:
+            if len(self._pruned) > 8:      # keep host memory bounded on big sweeps
+                self._pruned.pop(next(iter(self._pruned)))
+            self._pruned[key] = prune(self.weights(point), pattern, point.ratio or 0.0,
+                                      balance=balance, spread=spread, seed=self.seed)
+        return self._pruned[key]
+
+    def reference(self, pruned, X32, dt: DType):
+        """fp32 cuBLAS of the masked dense weights (rounded to dt) and X: [L, n, Npad] float32."""
+        from cutlass_wsp.gpu import arrays
+        from cutlass_wsp.gpu.baselines import CublasBatched
+
+        if self._ref_gemm is None:
+            self._ref_gemm = CublasBatched("fp32")
+        W32 = arrays.to_float32(arrays.from_host(pruned.dense_weights().astype(np.float32), dt), dt)
+        Y32 = arrays.empty((W32.shape[0], W32.shape[1], X32.shape[2]), "fp32")
+        self._ref_gemm.run(W32, X32, Y32)
+        return Y32
+
+    def compile_ahead(self, points) -> None:
+        """Build every kernel the points need, all cores at once; a failure is left for its points' rows."""
+        from cutlass_wsp.errors import WspError
+        from cutlass_wsp.kernels.cache import default_cache
+
+        descs = []
+        for pt in points:
+            fn = DESCS.get((pt.pattern, pt.impl))
+            if fn is None:
+                continue
+            try:
+                descs.extend(fn(pt, self.arch))
+            except WspError:
+                pass   # the point's own measurement reports it
+        if descs:
+            cache = self.cache or default_cache()
+            try:
+                cache.compile_many(dict.fromkeys(descs))
+            except WspError:
+                pass   # each failing point gets its compile_error row when it asks for the kernel
+
+    # --------------------------------------------------------------------------------- measure
+    def measure(self, point: Point) -> dict:
+        import cupy
+
+        from cutlass_wsp.gpu import arrays
+        from cutlass_wsp.gpu.timing import time_gpu
+        from cutlass_wsp.gpu.verify import check
+
+        build = BUILDERS.get((point.pattern, point.impl))
+        if build is None:
+            raise Unsupported(f"no implementation {point.impl!r} of pattern {point.pattern!r} in this build",
+                              "see `cutlass-wsp sweep --help` for the implementations")
+        dt = get_dtype(point.dtype)
+        problem = point.problem()
+        pruned = self.pruned(point)
+        Npad = arrays.npad(problem.N, dt)
+        X = arrays.padded_x(problem.L, problem.K, problem.N, dt)   # fresh random data every point
+        inputs = Inputs(point, dt, problem, pruned, X, Npad, self.arch, self.cache)
+        op = build(inputs)
+        try:
+            ref = self.reference(pruned, arrays.to_float32(X, dt), dt)
+            T = problem.N
+            arrays.poison(op.out, dt) if not isinstance(op.out, (list, tuple)) else [arrays.poison(o, dt) for o in op.out]
+            op.launch()
+            cupy.cuda.get_current_stream().synchronize()
+            got = op.dense_out()[..., :T]
+            err = check(got, ref[..., :T], dt, op.kernel, shape=(problem.L, problem.M, T, problem.K),
+                        K=int(op.fields.get("kept_k") or problem.K))
+            del ref, got
+            t = self.timing
+            timing = time_gpu(op.launch, warmup=t.warmup, min_reps=t.min_reps, max_reps=t.max_reps,
+                              budget_s=t.budget_s, use_graph=t.use_graph)
+        finally:
+            if op.close is not None:
+                op.close()
+        ceil = self.ceilings(dt)
+        floor_ms = op.cost.floor_ms(ceil.gemm_flops, ceil.copy_bw_Bps)
+        return dict(
+            L=problem.L, M=problem.M, N=problem.N, K=problem.K, T=problem.N, Npad=Npad,
+            flops=op.cost.flops, kernel=op.kernel, kernel_config=op.config,
+            median_ms=timing.median_ms, q1_ms=timing.q1_ms, q3_ms=timing.q3_ms, iqr_ms=timing.iqr_ms,
+            min_ms=timing.min_ms, reps=timing.reps, method=timing.method,
+            rel_error=err, floor_ms=floor_ms, **op.fields)
+
+
+# ------------------------------------------------------------------------------------ builders
+def _dense_fields(inp: Inputs) -> dict:
+    pr = inp.problem
+    return dict(kept_m=pr.M, kept_k=pr.K, nnz=pr.L * pr.M * pr.K, kept_fraction=1.0)
+
+
+def _y(inp: Inputs, M: int):
+    from cutlass_wsp.gpu import arrays
+
+    return arrays.empty((inp.problem.L, M, inp.Npad), inp.dt)
+
+
+def _as_dense(Y, dt):
+    from cutlass_wsp.gpu import arrays
+
+    return lambda: arrays.to_float32(Y, dt)
+
+
+def _kernel_config(desc) -> dict:
+    import dataclasses
+
+    return {k: v for k, v in dataclasses.asdict(desc).items()}
+
+
+@builder("dense", "cutlass")
+def _dense_cutlass(inp: Inputs) -> Op:
+    from cutlass_wsp.families.dense import DenseBatch
+    from cutlass_wsp.gpu import arrays
+
+    pr = inp.problem
+    W = arrays.from_host(inp.pruned.weights.astype(np.float32), inp.dt)
+    Y = _y(inp, pr.M)
+    op = DenseBatch.for_problem(type(pr)(pr.L, pr.M, inp.Npad, pr.K), inp.dt.name, inp.arch, inp.cache)
+    return Op(op.prepare(W, inp.X, Y), Y, _as_dense(Y, inp.dt), op.kernel.name,
+              costs.dense_cost(pr, inp.dt), _kernel_config(op.desc), _dense_fields(inp))
+
+
+@builder("dense", "cublas")
+def _dense_cublas(inp: Inputs) -> Op:
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.baselines import CublasBatched
+
+    pr = inp.problem
+    W = arrays.from_host(inp.pruned.weights.astype(np.float32), inp.dt)
+    Y = _y(inp, pr.M)
+    cb = CublasBatched(inp.dt)
+    return Op(lambda: cb.run(W, inp.X, Y), Y, _as_dense(Y, inp.dt), "cublasGemmStridedBatchedEx",
+              costs.dense_cost(pr, inp.dt), {"compute": "32F_FAST_TF32" if inp.dt.name == "tf32" else "32F"},
+              _dense_fields(inp))
+
+
+def _scatter_rows(Yc, rows: np.ndarray, n: int, dt):
+    """Compact rows Yc[L, k, Npad] with kept row indices rows[L, k] -> dense float32 [L, n, Npad]."""
+    import cupy
+
+    from cutlass_wsp.gpu import arrays
+
+    L, k, Np = Yc.shape
+    out = cupy.zeros((L, n, Np), dtype=cupy.float32)
+    idx = cupy.asarray(rows, dtype=cupy.int64)
+    out[cupy.arange(L)[:, None], idx] = arrays.to_float32(Yc, dt)
+    return out
+
+
+@builder("fp", "cublas")
+@builder("wsp-r", "cublas")
+def _rows_cublas(inp: Inputs) -> Op:
+    """cuBLAS on the compacted weights W_i[rows_i] (balanced: one M for every position)."""
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.baselines import CublasBatched
+
+    pr, pd = inp.problem, inp.pruned
+    Wc = arrays.from_host(pd.stacked_weights().astype(np.float32), inp.dt)
+    rows = pd.stacked_indices()
+    Yc = _y(inp, Wc.shape[1])
+    cb = CublasBatched(inp.dt)
+    kept = pd.kept_per_position
+    return Op(lambda: cb.run(Wc, inp.X, Yc), Yc, lambda: _scatter_rows(Yc, rows, pr.M, inp.dt),
+              "cublasGemmStridedBatchedEx", costs.rows_cost(pr, inp.dt, kept), {"output": "compact rows"},
+              dict(kept_m=int(Wc.shape[1]), kept_k=pr.K, nnz=int(pd.mask.sum()),
+                   kept_fraction=float(pd.mask.mean())))
+
+
+@builder("wwp", "cusparse-per-position", "cusparse-block-diag")
+def _wwp_cusparse(inp: Inputs) -> Op:
+    from cutlass_wsp.gpu.baselines import CusparseCsr
+
+    pr, pd = inp.problem, inp.pruned
+    mode = "per_position" if inp.point.impl.endswith("per-position") else "block_diag"
+    Y = _y(inp, pr.M)
+    sp = CusparseCsr(inp.dt, pd.csr, cols=pr.K, mode=mode)
+    nnz = int(pd.mask.sum())
+    return Op(lambda: sp.run(inp.X, Y), Y, _as_dense(Y, inp.dt), f"cusparseSpMM CSR_ALG2 {mode}",
+              costs.csr_cost(pr, inp.dt, nnz), {"mode": mode, "alg": "CUSPARSE_SPMM_CSR_ALG2"},
+              dict(kept_m=pr.M, kept_k=pr.K, nnz=nnz, kept_fraction=float(pd.mask.mean())),
+              close=sp.close)
+
+
+# ------------------------------------------------------------------------------ compile ahead
+# (pattern, impl) -> fn(Inputs-free point data) -> kernel descriptions the builder will ask for, so a
+# sweep compiles everything it needs in parallel before measuring (the cache skips what it has).
+KernelDescs = Callable[[Point, str], list]
+DESCS: dict[tuple[str, str], KernelDescs] = {}
+
+
+def _dense_descs(point: Point, arch: str) -> list:
+    from cutlass_wsp.gpu.arrays import npad
+    from cutlass_wsp.kernels.manifest import select
+
+    pr = point.problem()
+    return [select(type(pr)(pr.L, pr.M, npad(pr.N, point.dtype), pr.K), point.dtype, arch)]
+
+
+DESCS[("dense", "cutlass")] = _dense_descs
