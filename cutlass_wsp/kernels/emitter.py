@@ -1,0 +1,110 @@
+"""KernelDesc -> CUDA C++ source, through templates/<family>_<arch>.cu.j2 (jinja2, StrictUndefined).
+
+Every template gets the same context (below), so a new family is a new template file and a new
+`KernelDesc.family` value; nothing here changes.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+from cutlass_wsp.dtypes import get_dtype
+from cutlass_wsp.errors import Unsupported
+from cutlass_wsp.kernels.description import KernelDesc
+
+# CUTLASS type for each sm90 schedule name in KernelDesc.
+SM90_KERNEL_SCHEDULE_TYPES = {
+    "tma": "cutlass::gemm::KernelTma",
+    "tma_ws": "cutlass::gemm::KernelTmaWarpSpecialized",
+    "tma_ws_cooperative": "cutlass::gemm::KernelTmaWarpSpecializedCooperative",
+    "tma_ws_pingpong": "cutlass::gemm::KernelTmaWarpSpecializedPingpong",
+    "cpasync_ws": "cutlass::gemm::KernelCpAsyncWarpSpecialized",
+    "cpasync_ws_cooperative": "cutlass::gemm::KernelCpAsyncWarpSpecializedCooperative",
+    "cpasync_ws_pingpong": "cutlass::gemm::KernelCpAsyncWarpSpecializedPingpong",
+}
+
+
+def templates_dir() -> Path:
+    """`cutlass_wsp/templates` in an installed wheel (force-included), else the repo's `templates/`."""
+    pkg = Path(__file__).resolve().parent.parent
+    installed = pkg / "templates"
+    if installed.is_dir():
+        return installed
+    return pkg.parent / "templates"
+
+
+@functools.lru_cache(maxsize=None)
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def template_name(desc: KernelDesc) -> str:
+    return f"{desc.family}_{desc.arch}.cu.j2"
+
+
+def _sm90_epilogue_type(kernel_schedule: str, epilogue_schedule: str) -> str:
+    if epilogue_schedule == "transposed":
+        return "cutlass::gemm::EpilogueTransposed"
+    if epilogue_schedule == "tma":
+        # the TMA epilogue comes in a cooperative flavour that must pair with the cooperative kernel
+        if kernel_schedule.endswith("cooperative"):
+            return "cutlass::epilogue::TmaWarpSpecializedCooperative"
+        return "cutlass::epilogue::TmaWarpSpecialized"
+    return "cutlass::epilogue::NoSmemWarpSpecialized"
+
+
+def context(desc: KernelDesc) -> dict[str, Any]:
+    """Everything a template may use. Schedules are resolved ('auto' replaced) before rendering."""
+    r = desc.resolved()
+    dt = get_dtype(desc.dtype)
+    ctx: dict[str, Any] = {
+        "name": desc.name,
+        "family": desc.family,
+        "dtype": desc.dtype,
+        "arch": desc.arch,
+        "element": dt.cutlass,
+        "accumulator": dt.compute,
+        "itemsize": dt.itemsize,
+        "tile": list(desc.tile),
+        "cutlass_tile": list(desc.cutlass_tile),
+        "stages": desc.stages,
+        "cluster": list(desc.cluster),
+        "alignment": desc.alignment,
+        "kernel_schedule": r.kernel_schedule,
+        "epilogue_schedule": r.epilogue_schedule,
+        "kernel_schedule_type": SM90_KERNEL_SCHEDULE_TYPES.get(r.kernel_schedule, ""),
+        "epilogue_schedule_type": _sm90_epilogue_type(r.kernel_schedule, r.epilogue_schedule),
+        "swizzle": desc.swizzle,
+        "warp": list(desc.warp_shape()),
+        "instruction": [16, 8, 8] if desc.dtype == "tf32" else [16, 8, 16],
+        "sm80_stages": desc.sm80_stages() if desc.arch == "sm80" else 0,
+        "extra": desc.extra_dict(),
+    }
+    return ctx
+
+
+def render(desc: KernelDesc) -> str:
+    """CUDA source for `desc` (validated first). Unsupported when no template serves family x arch."""
+    import jinja2
+
+    desc.validate()
+    name = template_name(desc)
+    try:
+        template = _environment().get_template(name)
+    except jinja2.TemplateNotFound:
+        raise Unsupported(
+            f"no kernel template {name} for family {desc.family!r} on {desc.arch}",
+            f"add {templates_dir() / name} or pick another family/arch",
+        ) from None
+    return template.render(**context(desc))
