@@ -252,3 +252,12 @@ def test_a_given_toolchain_is_used_without_discovery(tmp_path, monkeypatch):
     monkeypatch.delenv("CUTLASS_WSP_NVCC", raising=False)
     c = KernelCache(tmp_path / "c", toolchain=make_fake_toolchain(tmp_path))
     assert len(c.key(DESC)) == 64 and c.lookup(DESC) is None
+
+
+def test_relative_cache_root_is_made_absolute(tmp_path, monkeypatch):
+    """nvcc runs inside the build directory: a relative root would send it to the wrong path."""
+    from cutlass_wsp.kernels.cache import KernelCache
+
+    monkeypatch.chdir(tmp_path)
+    cache = KernelCache("rel-cache")
+    assert cache.root.is_absolute() and cache.root == tmp_path / "rel-cache"

@@ -112,7 +112,9 @@ class KernelCache:
     """Compiles kernel descriptions to shared libraries once, and finds them again."""
 
     def __init__(self, root: str | os.PathLike | None = None, toolchain: Toolchain | None = None):
-        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        # absolute: nvcc runs inside the build directory, so relative paths would point elsewhere
+        root = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.root = root.resolve()
         self._toolchain = toolchain
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
