@@ -113,3 +113,14 @@ def test_cli_on_the_committed_sample_compares_equal(capsys):
     sample = str(Path(__file__).parent / "data" / "results_sample.jsonl")
     assert main(["compare", sample, sample]) == 0
     assert "0 slower, 0 faster" in capsys.readouterr().out
+
+
+def test_whole_layer_metric():
+    base = [row("a", 1.0, layer_ms=2.0), row("b", 1.0)]
+    new = [row("a", 1.0, layer_ms=2.3), row("b", 1.0, layer_ms=1.0)]
+    result = compare(base, new, metric="layer")
+    verdicts = {e.key: e.verdict for e in result.entries}
+    assert result.metric == "layer_ms"
+    assert verdicts == {"a": "slower", "b": "no metric"}       # b had no layer time in BASE
+    assert compare(base, new).entries[0].verdict == "same"     # the GEMM batch alone did not move
+    assert parse_threshold("layer:5%") == ("layer_ms", 0.05)

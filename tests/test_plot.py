@@ -40,6 +40,7 @@ def test_every_figure_kind_is_written_as_png_and_svg(drawn):
         for stem in (f"speedup_{net}_fp16_b32_p4_r0.7", f"balance_{net}_fp16_b32_p4_r0.7",
                      f"structured-vs-csr_{net}_fp16_b32_p4_r0.7", f"ratio_{net}_fp16_b32_p4"):
             assert {f"{stem}.png", f"{stem}.svg"} <= names
+        assert {f"layer_{net}_fp16_b32_r0.7.png", f"layer_{net}_fp16_b32_r0.7.svg"} <= names
     for p in paths:
         assert p.parent == out and p.stat().st_size > 5000
         head = p.read_bytes()[:8]
@@ -103,3 +104,28 @@ def test_importing_plot_does_not_load_matplotlib():
             "print('matplotlib' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "False"
+
+
+def test_layer_figure_shows_cudnn_dense_patterns_and_the_plan_choice(drawn, sample_rows):
+    from cutlass_wsp.sweep.planner import plan_layers
+
+    out, _ = drawn
+    svg = out / "layer_vgg16_fp16_b32_r0.7.svg"
+    text = _svg_text(svg)
+    assert "vgg16: whole-layer time vs cuDNN at ratio 0.7" in text
+    assert "synthetic-H100, fp16, batch 32" in text
+    for label in ("cuDNN", "Winograd dense", "wsp-r r0.7", "fp r0.7", "plan's choice"):
+        assert label in text
+    # each layer's choice is annotated with its speedup over cuDNN
+    for e in plan_layers(sample_rows):
+        if e.net == "vgg16":
+            assert f"{e.chosen(0.7).speedup_vs_cudnn:.2f}×" in text
+    assert "1 no layer time" in text          # the ok row that was not timed as a layer is counted
+
+
+def test_layer_figure_without_pruned_rows(sample_rows, tmp_path):
+    rows = [r for r in sample_rows if r["pattern"] in ("conv", "dense")]
+    paths = plot_results(rows, tmp_path, formats=("svg",))
+    names = {p.name for p in paths}
+    assert names == {"layer_vgg16_fp16_b32.svg", "layer_resnet18_fp16_b32.svg"}
+    assert "whole-layer time vs cuDNN" in _svg_text(tmp_path / "layer_vgg16_fp16_b32.svg")

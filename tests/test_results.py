@@ -273,3 +273,57 @@ def test_committed_sample_follows_the_schema_and_its_generator(tmp_path):
     assert gen.main([str(tmp_path / "again.jsonl")]) == 0
     again = ResultStore(tmp_path / "again.jsonl").load(all_rows=True)
     assert again == rows, "tests/data/results_sample.jsonl is stale: run python tests/data/make_results_sample.py"
+
+
+# --- whole-layer fields ------------------------------------------------------------------------------
+
+def test_layer_fields_follow_quality_and_derive_transform_pct():
+    i = ROW_FIELDS.index
+    assert i("layer_ms") == i("gflops") + 1 and ROW_FIELDS[i("layer_ms"):i("layout") + 1] == R.LAYER_FIELDS
+    r = ok_row(points()[0], layer_ms=3.0, layer_q1_ms=2.9, layer_q3_ms=3.2, transform_ms=1.6,
+               transform_floor_ms=0.4, layer_rel_error=1e-3, layout="nhwc")
+    assert r["transform_pct_of_floor"] == pytest.approx(25.0)
+    R.check_row(r)
+    assert ok_row(points()[0])["transform_pct_of_floor"] is None     # not timed: nothing derived
+
+
+def test_layer_fields_are_checked(tmp_path):
+    store = ResultStore(tmp_path / "r.jsonl")
+    p = points()[0]
+    with pytest.raises(ValueError, match="layer_ms must be a positive number"):
+        store.append(ok_row(p, layer_ms=-1.0))
+    with pytest.raises(ValueError, match="layer quartiles without layer_ms"):
+        store.append(ok_row(p, layer_q1_ms=1.0))
+    with pytest.raises(ValueError, match="layout 'NHWC'"):
+        store.append(ok_row(p, layer_ms=1.0, layout="NHWC"))
+    with pytest.raises(ValueError, match="must carry no time, but layer_ms"):
+        store.append(make_row(p, "wrong", layer_ms=1.0))
+    # a layer that failed its check is wrong: it keeps its error, never a time
+    store.append(make_row(p, "wrong", reason="layer rel_error 0.2", layer_rel_error=0.2, layout="nchw"))
+    assert store.load()[0]["layer_rel_error"] == 0.2
+
+
+def test_conv_rows_round_trip(tmp_path):
+    conv = next(p for p in expand(SweepSpec(layers=("resnet18",), batches=(32,), tiles=(4,), dtypes=("fp16",),
+                                            patterns=("conv",))))
+    r = make_row(conv, "ok", median_ms=0.03, layer_ms=0.03, layout="nhwc", gpu="GPU-A")
+    assert r["p"] is None and r["key"].split("/")[3] == "p-"
+    store = ResultStore(tmp_path / "r.jsonl")
+    store.append(r)
+    assert ResultStore(store.path).load() == [r]
+
+
+def test_sample_has_layer_fields_on_some_rows():
+    rows = ResultStore(DATA / "results_sample.jsonl").load()
+    timed = [r for r in rows if r["layer_ms"] is not None]
+    assert 0 < len(timed) < len(rows)
+    assert {r["pattern"] for r in timed} >= {"conv", "dense", "wsp-r"}
+    assert {r["p"] for r in timed if r["pattern"] == "dense"} == {4, 6}
+    assert any(r["status"] == "ok" and r["layer_ms"] is None and r["reason"] for r in rows)
+    for r in timed:
+        assert r["layer_q1_ms"] <= r["layer_ms"] <= r["layer_q3_ms"] and r["layout"] in R.LAYOUTS
+        if r["pattern"] == "conv":
+            assert r["layer_ms"] == r["median_ms"] and r["transform_ms"] is None
+        else:
+            # the whole layer holds the GEMM batch and the transforms
+            assert r["layer_ms"] > r["median_ms"] and r["layer_ms"] > r["transform_ms"] > r["transform_floor_ms"]

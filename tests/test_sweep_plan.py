@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from cutlass_wsp.errors import InputError
+from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.layers import NETWORKS
 from cutlass_wsp.sweep.plan import PATTERNS, SweepSpec, default_spec, expand, from_args, validate
 
@@ -34,7 +34,7 @@ def test_default_spec_point_count_from_the_axes():
     pruned_per_shape = 0
     for pat in spec.patterns:
         info = PATTERNS[pat]
-        if pat == "dense":
+        if pat in ("dense", "conv"):
             continue
         impls = info.default_implementations
         if info.uses_balance:
@@ -42,11 +42,13 @@ def test_default_spec_point_count_from_the_axes():
         else:
             per_ratio = len(impls)
         pruned_per_shape += len(spec.ratios) * per_ratio
-    expected = len(shapes) * dense_per_shape + len(prunable) * pruned_per_shape
+    # cuDNN's conv: once per shape, batch and dtype, whatever the tile sizes; every layer, prunable or not
+    conv_per_shape = len(spec.batches) * len(spec.dtypes) * ("conv" in spec.patterns)
+    expected = len(shapes) * (dense_per_shape + conv_per_shape) + len(prunable) * pruned_per_shape
     # By hand: 9 VGG-16 + 4 ResNet-18 shapes, conv1_1 not prunable; per prunable shape
-    # fp 3×2 + wsp-r 3×(3 balanced + 2 unbalanced) + wsp-c the same + wwp 3×2 = 42.
-    assert (len(shapes), len(prunable), pruned_per_shape) == (13, 12, 42)
-    assert len(expand(spec)) == expected == 13 * 2 + 12 * 42
+    # fp 3×2 + wsp-r 3×(3 balanced + 2 unbalanced) + wsp-c the same + wwp 3×2 = 42; one cuDNN conv per shape.
+    assert (len(shapes), len(prunable), pruned_per_shape, conv_per_shape) == (13, 12, 42, 1)
+    assert len(expand(spec)) == expected == 13 * 2 + 13 + 12 * 42 == 543
 
 
 def test_dense_is_not_multiplied_by_ratio_or_balance():
@@ -211,3 +213,58 @@ def test_from_args_bad_numbers():
         from_args(["--batch", "32,x"])
     with pytest.raises(InputError, match="'ratios'"):
         from_args(["--ratio", "lots"])
+
+
+# --- cuDNN conv points ---------------------------------------------------------------------------
+
+def test_conv_point_has_no_tile_size_and_says_so_in_its_key():
+    points = expand(small_spec(patterns=("conv", "dense"), tiles=(4, 6), dtypes=("fp16", "fp32"), batches=(1, 32)))
+    conv = [p for p in points if p.pattern == "conv"]
+    # once per shape, batch and dtype: the two tile sizes do not multiply it
+    assert len(conv) == 4 * 2 * 2
+    assert len({(p.c, p.n, p.H, p.W, p.batch, p.dtype) for p in conv}) == len(conv)
+    p = next(p for p in conv if (p.c, p.H, p.batch, p.dtype) == (512, 7, 32, "fp16"))
+    assert p.key == "resnet18/c512n512@7x7/b32/p-/fp16/conv/cudnn"
+    assert p.coordinates()["p"] is None and p.impl == "cudnn"
+    assert p.ratio is None and p.balance is None
+    assert p.shape_key == (512, 512, 7, 7, 32, None, "fp16")
+    # same position of every key segment as a Winograd point: b, p, dtype, pattern, impl
+    dense = next(d for d in points if d.pattern == "dense" and (d.c, d.H, d.batch, d.dtype) == (512, 7, 32, "fp16"))
+    assert [s[0] for s in p.key.split("/")[2:4]] == [s[0] for s in dense.key.split("/")[2:4]] == ["b", "p"]
+    with pytest.raises(Unsupported, match="no Winograd GEMM batch"):
+        p.problem()
+
+
+def test_conv_points_cover_unprunable_layers_and_come_first():
+    points = expand(small_spec(layers=("vgg16",), patterns=("wsp-r", "dense", "conv")))
+    conv1_1 = [p for p in points if "vgg16.conv1_1" in p.layers]
+    assert {p.pattern for p in conv1_1} == {"conv", "dense"}
+    first_of_shape: dict = {}
+    for p in points:
+        first_of_shape.setdefault((p.c, p.n, p.H, p.W), p.pattern)
+    assert set(first_of_shape.values()) == {"conv"}
+    shared = next(p for p in points if p.pattern == "conv" and (p.c, p.H) == (256, 56))
+    assert shared.layers == ("vgg16.conv3_2", "vgg16.conv3_3")
+
+
+def test_conv_only_sweep_and_per_layer_keys():
+    points = expand(small_spec(patterns=("conv",), ratios=(), balances=(), dedupe_shapes=False))
+    assert len(points) == len(NETWORKS["resnet18"])
+    assert all(p.key.startswith(p.layers[0] + "/") and "/p-/" in p.key for p in points)
+
+
+def test_conv_keys_stable_and_unique_over_tiles():
+    spec = small_spec(patterns=("conv", "dense", "wsp-r"), tiles=(4, 6, 8))
+    a, b = [p.key for p in expand(spec)], [p.key for p in expand(spec)]
+    assert a == b and len(a) == len(set(a))
+    assert sum("/conv/" in k for k in a) == 4
+
+
+def test_layer_time_axis():
+    assert default_spec().layer_time is True
+    assert from_args([]).layer_time is True
+    assert from_args(["--no-layer-time"]).layer_time is False
+    assert from_args(["--layer-time"]).layer_time is True
+    assert validate(small_spec(layer_time=False)).layer_time is False
+    # a measuring option, not a coordinate: the same points and keys either way
+    assert [p.key for p in expand(small_spec(layer_time=False))] == [p.key for p in expand(small_spec())]

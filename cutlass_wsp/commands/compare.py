@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threshold", default="5%",
                         help="slowdown that counts as a regression: 5%%, 0.05, or METRIC:5%% (default 5%%)")
     parser.add_argument("--metric", default=None,
-                        help="time statistic compared: median, min, q1, q3 (default median)")
+                        help="time statistic compared: median, min, q1, q3 of the GEMM batch, or layer (the whole layer's median) (default median)")
     parser.add_argument("--allow-different-gpu", action="store_true",
                         help="compare files measured on different GPUs anyway")
     parser.add_argument("--changed", action="store_true", help="list only points whose verdict is not 'same'")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from cutlass_wsp.errors import InputError
 
-METRICS = ("median_ms", "min_ms", "q1_ms", "q3_ms")
+METRICS = ("median_ms", "min_ms", "q1_ms", "q3_ms", "layer_ms")   # layer_ms: the whole layer (schema LAYER_FIELDS)
 
 # Verdicts of one matched point. 'slower' and 'broke' are regressions.
 SLOWER, FASTER, SAME, BROKE, FIXED, NOT_OK, NO_METRIC = (

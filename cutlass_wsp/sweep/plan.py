@@ -4,6 +4,8 @@ Not every axis applies to every pattern: dense has neither a ratio nor a balance
 ratio but are balanced by construction, WSP-R/WSP-C have both. `PATTERNS` says which axes apply, and
 `expand()` multiplies a pattern only by its own axes, so the dense point of a layer shape is measured
 once (per implementation, batch, tile size and dtype) however many ratios and balances are swept.
+The `conv` pattern (cuDNN's dense convolution, the whole-layer bar) has no tile size either: it is
+measured once per layer shape, batch and dtype, its `p` is None and its key says `p-`.
 Layers of a network with the same (c, n, H, W) share one GEMM batch and so one point, which keeps
 the names of all of them.
 """
@@ -15,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cutlass_wsp.dtypes import DTYPES
-from cutlass_wsp.errors import InputError
+from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.problem import BatchProblem
 
 # ---------------------------------------------------------------------------------------------
@@ -29,6 +31,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "cutlass-padded": "CUTLASS batched GEMM on weights padded to the largest position (the straggler case)",
     "cusparse-per-position": "cuSPARSE CSR SpMM, one call per Winograd position",
     "cusparse-block-diag": "cuSPARSE CSR SpMM on one block-diagonal matrix of all p² positions",
+    "cudnn": "cuDNN convolution (through PyTorch or the cuDNN frontend): its fastest algorithm for the shape",
 }
 
 # Which balances an implementation can serve: a batched GEMM needs equal shapes in every position,
@@ -44,12 +47,17 @@ class PatternInfo:
     uses_balance: bool
     implementations: Mapping[str, str]   # implementation -> ANY / BALANCED_ONLY / UNBALANCED_ONLY
     default_implementations: tuple[str, ...]
+    uses_tile: bool = True                # False: no Winograd tile size (p is None, key 'p-')
 
 
 _WSP_IMPLS = {"cutlass": BALANCED_ONLY, "cutlass-grouped": ANY, "cutlass-padded": UNBALANCED_ONLY,
               "cublas": BALANCED_ONLY}
 
+CONV = "conv"   # the whole-layer baseline: not a GEMM batch at all
+
 PATTERNS: dict[str, PatternInfo] = {p.name: p for p in (
+    PatternInfo(CONV, "direct convolution, no Winograd: cuDNN picks its algorithm", False, False,
+                {"cudnn": ANY}, ("cudnn",), uses_tile=False),
     PatternInfo("dense", "unpruned batched GEMM", False, False,
                 {"cutlass": ANY, "cublas": ANY}, ("cutlass", "cublas")),
     PatternInfo("fp", "filter pruning: the same rows removed in every position", True, False,
@@ -79,13 +87,14 @@ def _accepted_tiles() -> tuple[int, ...]:
 
 def default_spec() -> SweepSpec:
     """The README's main job: VGG-16 and ResNet-18, batch 32, p = 4, fp16, dense/FP/WSP-R/WSP-C/WWP at
-    ratios 0.5, 0.7, 0.9, balanced and unbalanced, with cuBLAS and cuSPARSE baselines."""
+    ratios 0.5, 0.7, 0.9, balanced and unbalanced, with cuBLAS and cuSPARSE baselines; cuDNN's conv
+    and whole-layer times too, so the same sweep gives the per-layer plan (`cutlass-wsp plan`)."""
     return SweepSpec(
         layers=("vgg16", "resnet18"),
         batches=(32,),
         tiles=(4,),
         dtypes=("fp16",),
-        patterns=("dense", "fp", "wsp-r", "wsp-c", "wwp"),
+        patterns=(CONV, "dense", "fp", "wsp-r", "wsp-c", "wwp"),
         ratios=(0.5, 0.7, 0.9),
         balances=("balanced", "unbalanced"),
     )
@@ -99,7 +108,9 @@ def default_spec() -> SweepSpec:
 class SweepSpec:
     """Axes of a sweep. `layers` holds `resolve_layers` specs ('vgg16', 'resnet18:layer4.0.conv2',
     'my_layers.csv'). `implementations` maps a pattern to the implementations to run; a pattern
-    left out runs its `default_implementations`."""
+    left out runs its `default_implementations`. `layer_time`: Winograd points also time the whole
+    layer (input transform + GEMM batch + output transform); it is how a point is measured, not a
+    coordinate, so it is not in the keys."""
 
     layers: tuple[str, ...]
     batches: tuple[int, ...]
@@ -110,6 +121,7 @@ class SweepSpec:
     balances: tuple[str, ...] = ("balanced",)
     implementations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     dedupe_shapes: bool = True
+    layer_time: bool = True
 
     def implementations_for(self, pattern: str) -> tuple[str, ...]:
         impls = self.implementations.get(pattern)
@@ -123,8 +135,9 @@ def _fmt(x: float) -> str:
 @dataclass(frozen=True)
 class Point:
     """One measurement: a layer shape of one network under one pattern and implementation.
-    `ratio`/`balance` are None where the pattern has no such axis. `layers` names every layer of
-    `net` with this shape (the prunable ones only, for pruned patterns)."""
+    `ratio`/`balance` are None where the pattern has no such axis, `p` where it has no tile size
+    (conv). `layers` names every layer of `net` with this shape (the prunable ones only, for pruned
+    patterns)."""
 
     net: str
     layers: tuple[str, ...]
@@ -133,7 +146,7 @@ class Point:
     H: int
     W: int
     batch: int
-    p: int
+    p: int | None
     dtype: str
     pattern: str
     impl: str
@@ -143,9 +156,11 @@ class Point:
 
     @property
     def key(self) -> str:
-        """Stable id over all coordinates, e.g. 'vgg16/c256n256@56x56/b32/p4/fp16/wsp-r/cutlass/r0.7/balanced'."""
+        """Stable id over all coordinates, e.g. 'vgg16/c256n256@56x56/b32/p4/fp16/wsp-r/cutlass/r0.7/balanced';
+        a point without a tile size keeps the segment as 'p-': 'vgg16/c256n256@56x56/b32/p-/fp16/conv/cudnn'."""
         where = self.layers[0] if self.per_layer else self.net
-        parts = [where, f"c{self.c}n{self.n}@{self.H}x{self.W}", f"b{self.batch}", f"p{self.p}",
+        parts = [where, f"c{self.c}n{self.n}@{self.H}x{self.W}", f"b{self.batch}",
+                 "p-" if self.p is None else f"p{self.p}",
                  self.dtype, self.pattern, self.impl]
         if self.ratio is not None:
             parts.append(f"r{_fmt(self.ratio)}")
@@ -165,9 +180,13 @@ class Point:
                 "pattern": self.pattern, "impl": self.impl, "ratio": self.ratio, "balance": self.balance}
 
     def problem(self) -> BatchProblem:
-        """The dense GEMM batch of this layer shape (the pattern decides what is kept of it)."""
+        """The dense GEMM batch of this layer shape (the pattern decides what is kept of it).
+        A conv point has none: Unsupported."""
         from cutlass_wsp.layers import Layer, layer_problem
 
+        if self.p is None:
+            raise Unsupported(f"point {self.key} ({self.pattern}) has no Winograd GEMM batch",
+                              "time it as a whole convolution (gpu/cudnn.py), not as a GEMM batch")
         layer = Layer(self.net, self.layers[0], self.c, self.n, self.H, self.W)
         return layer_problem(layer, self.batch, self.p)
 
@@ -252,7 +271,7 @@ def validate(spec: SweepSpec) -> SweepSpec:
         layers=_dedupe(spec.layers), batches=_dedupe(spec.batches), tiles=_dedupe(spec.tiles),
         dtypes=_dedupe(spec.dtypes), patterns=_dedupe(spec.patterns),
         ratios=_dedupe(float(r) for r in spec.ratios), balances=balances, implementations=impls,
-        dedupe_shapes=spec.dedupe_shapes,
+        dedupe_shapes=spec.dedupe_shapes, layer_time=bool(spec.layer_time),
     )
 
 
@@ -287,13 +306,15 @@ def _layer_groups(spec: SweepSpec) -> list[tuple[str, list]]:
 
 def expand(spec: SweepSpec) -> list[Point]:
     """All points of a sweep, in measuring order: for each layer shape, batch, tile size and dtype,
-    the dense points first, then every other pattern × ratio × balance × implementation.
-    Layers marked not prunable get dense points only."""
+    the conv point (first tile size only: it has none), the dense points, then every other
+    pattern × ratio × balance × implementation. Layers marked not prunable get conv and dense
+    points only."""
     spec = validate(spec)
     points: list[Point] = []
     keys: set[str] = set()
     per_layer = not spec.dedupe_shapes
-    patterns = sorted(spec.patterns, key=lambda p: p != "dense")  # stable: dense first, rest in order
+    unpruned = (CONV, "dense")
+    patterns = sorted(spec.patterns, key=lambda p: unpruned.index(p) if p in unpruned else 2)  # stable
     for net, layers in _layer_groups(spec):
         first = layers[0]
         all_names = tuple(x.name for x in layers)
@@ -303,23 +324,24 @@ def expand(spec: SweepSpec) -> list[Point]:
                 for dtype in spec.dtypes:
                     for pat in patterns:
                         info = PATTERNS[pat]
-                        if pat != "dense" and not prunable_names:
+                        if pat not in unpruned and not prunable_names:
                             continue
-                        names = all_names if pat == "dense" else prunable_names
+                        names = all_names if pat in unpruned else prunable_names
+                        tile = p if info.uses_tile else None   # conv: one point for every tile size
                         for ratio in (spec.ratios if info.uses_ratio else (None,)):
                             for balance in (spec.balances if info.uses_balance else (None,)):
                                 for impl in spec.implementations_for(pat):
                                     if balance is not None and not _serves(info.implementations[impl], balance):
                                         continue
-                                    pt = Point(net, names, first.c, first.n, first.H, first.W, batch, p, dtype,
-                                               pat, impl, ratio, balance, per_layer)
+                                    pt = Point(net, names, first.c, first.n, first.H, first.W, batch, tile,
+                                               dtype, pat, impl, ratio, balance, per_layer)
                                     if pt.key not in keys:
                                         keys.add(pt.key)
                                         points.append(pt)
     if not points:
         raise InputError("the sweep has no points: no chosen layer is prunable and only pruned patterns "
                          f"were asked for ({', '.join(spec.patterns)})",
-                         "add the dense pattern or choose prunable layers")
+                         "add the dense or conv pattern or choose prunable layers")
     return points
 
 
@@ -348,6 +370,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                         f"PATTERN=, a filter for every pattern; repeatable. Known: {', '.join(IMPLEMENTATIONS)}")
     g.add_argument("--no-dedupe", action="store_true",
                    help="measure every layer, also those with the shape of an earlier layer of the network")
+    g.add_argument("--layer-time", action=argparse.BooleanOptionalAction, default=None,
+                   help="Winograd points also time the whole layer: input transform + GEMM batch + output "
+                        "transform as one CUDA graph (default on; --no-layer-time times the GEMM batch only)")
     parser.add_argument("--retry-failed", action="store_true",
                         help="when resuming, measure again the points whose last row is error or oom")
 
@@ -446,6 +471,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         balances=tuple(_split(args.balance)) if args.balance is not None else d.balances,
         implementations=_impls(args.impl or [], patterns),
         dedupe_shapes=not getattr(args, "no_dedupe", False),
+        layer_time=d.layer_time if getattr(args, "layer_time", None) is None else bool(args.layer_time),
     )
     return validate(spec)
 

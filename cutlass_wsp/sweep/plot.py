@@ -5,6 +5,9 @@ One set of figures per (GPU, network, dtype, batch, tile size), each titled with
   ratio_*              speedup against ratio, one panel per layer, one line per pattern
   balance_*            balanced against unbalanced, per layer, for the patterns that have a balance
   structured-vs-csr_*  best structured pruning (WSP-R/WSP-C) against cuSPARSE CSR (WWP), per layer
+and one per (GPU, network, dtype, batch), over every tile size:
+  layer_*              whole-layer time of cuDNN, Winograd dense and each pruned pattern at one ratio,
+                       per layer, with the per-layer plan's choice marked (sweep/planner.py)
 Speedup = fastest ok dense time of the same GEMM batch ÷ fastest ok time of the pattern (over its
 implementations); predicted = dense roofline floor ÷ the pattern's floor. Rows whose status is not
 ok are left out and counted in a note at the foot of each figure.
@@ -240,6 +243,87 @@ def _structured_figure(ctx, shapes, ratio, out, stem, formats) -> list[Path]:
                    out, stem, formats)
 
 
+_LAYER_COLORS = {"cuDNN": "0.25", "Winograd dense": "0.6"}
+
+
+def _layer_figure(entries: list, ratio: float | None, title: str, out: Path, stem: str, formats) -> list[Path]:
+    """Grouped bars of whole-layer time (log scale): cuDNN, the best Winograd dense over p, and the
+    best option of each pruned pattern at `ratio`; a star over the plan's choice, with its speedup
+    over cuDNN."""
+    import numpy as np
+
+    entries = [e for e in entries if e.has_candidates]
+    if not entries:
+        return []
+    patterns = [p for p in PATTERNS if any((rp := e.at(ratio)) and p in rp.best_per_pattern for e in entries)]
+    series: list[tuple[str, list]] = [("cuDNN", [e.cudnn for e in entries]),
+                                      ("Winograd dense", [e.winograd_dense for e in entries])]
+    for pat in patterns:
+        series.append((f"{pat} r{ratio:g}", [(rp.best_per_pattern.get(pat) if (rp := e.at(ratio)) else None)
+                                             for e in entries]))
+    series = [(label, found) for label, found in series if any(found)]
+    fig = _figure(len(entries))
+    ax = fig.add_subplot()
+    x = np.arange(len(entries))
+    width = 0.8 / len(series)
+    for i, (label, found) in enumerate(series):
+        xs = x - 0.4 + width * (i + 0.5)
+        ys = [o.layer_ms if o else np.nan for o in found]
+        ax.bar(xs, ys, width * 0.92, label=label, color=_LAYER_COLORS.get(label))
+    starred = False
+    for j, e in enumerate(entries):
+        chosen = e.chosen(ratio)
+        if chosen is None:
+            continue
+        i = next((i for i, (_, found) in enumerate(series) if found[j] is not None and found[j].key == chosen.key), None)
+        if i is None:
+            continue
+        xx = x[j] - 0.4 + width * (i + 0.5)
+        ax.scatter([xx], [chosen.layer_ms * 1.25], marker="*", s=90, color="black", zorder=3,
+                   label=None if starred else "plan's choice (× over cuDNN)")
+        starred = True
+        if chosen.speedup_vs_cudnn is not None:
+            ax.annotate(f"{chosen.speedup_vs_cudnn:.2f}×", (xx, chosen.layer_ms * 1.5), ha="center", fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("whole-layer time (ms, log scale)")
+    labels = []
+    for e in entries:
+        names = [n.removeprefix(f"{e.net}.") for n in e.layers] or ["?"]
+        labels.append(f"{names[0]}{f' +{len(names) - 1}' if len(names) > 1 else ''}\n{e.shape}")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.margins(y=0.15)
+    fig.legend(loc="outside right upper", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    ignored: Counter = Counter()
+    for e in entries:
+        ignored.update(e.ignored)
+    if ignored:
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(ignored.items()))
+        fig.supxlabel(f"not shown: {sum(ignored.values())} rows ({parts})", fontsize=7, color="0.35")
+    paths = []
+    for fmt in formats:
+        path = out / f"{stem}.{fmt}"
+        fig.savefig(path, dpi=120)
+        paths.append(path)
+    return paths
+
+
+def _layer_figures(rows: list[dict], ratio: float | None, out: Path, several_gpus: bool, formats) -> list[Path]:
+    from cutlass_wsp.sweep.planner import plan_layers
+
+    groups: dict[tuple, list] = {}
+    for e in plan_layers(rows):
+        groups.setdefault((e.gpu, e.net, e.dtype, e.batch), []).append(e)
+    paths: list[Path] = []
+    for (gpu, net, dtype, batch), entries in groups.items():
+        base = f"{_slug(net)}_{dtype}_b{batch}" + (f"_{_slug(gpu)}" if several_gpus else "")
+        what = f"whole-layer time vs cuDNN at ratio {ratio:g}" if ratio is not None else "whole-layer time vs cuDNN"
+        title = f"{net}: {what}\n{gpu or 'unknown GPU'}, {dtype}, batch {batch}, best p per option"
+        stem = f"layer_{base}" + (f"_r{ratio:g}" if ratio is not None else "")
+        paths += _layer_figure(entries, ratio, title, out, stem, formats)
+    return paths
+
+
 def available_ratios(rows: Iterable[Mapping]) -> list[float]:
     return sorted({r["ratio"] for r in rows if r.get("status") == "ok" and r.get("ratio") is not None})
 
@@ -284,4 +368,5 @@ def plot_results(rows: Iterable[Mapping], out_dir: str | Path, ratio: float | No
                 paths += _balance_figure(ctx, shapes, ratio, out, f"balance_{base}{r_s}", formats)
                 paths += _structured_figure(ctx, shapes, ratio, out, f"structured-vs-csr_{base}{r_s}", formats)
             paths += _ratio_lines(ctx, shapes, out, f"ratio_{base}", formats)
+        paths += _layer_figures(rows, ratio, out, several_gpus, formats)
     return paths

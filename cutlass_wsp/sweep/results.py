@@ -32,13 +32,21 @@ SHAPE_FIELDS = ("L", "M", "N", "K", "T", "Npad", "kept_m", "kept_k", "nnz", "kep
 KERNEL_FIELDS = ("kernel", "kernel_config")
 TIME_FIELDS = ("median_ms", "q1_ms", "q3_ms", "iqr_ms", "min_ms", "reps", "method")
 QUALITY_FIELDS = ("rel_error", "floor_ms", "pct_of_floor", "gflops")
+# The whole layer (input transform + GEMM batch + output transform, or cuDNN's conv): what a
+# Winograd layer must beat. Null where the layer was not timed (--no-layer-time).
+LAYER_FIELDS = ("layer_ms", "layer_q1_ms", "layer_q3_ms", "transform_ms", "transform_floor_ms",
+                "transform_pct_of_floor", "layer_rel_error", "layout")
+LAYOUTS = ("nchw", "nhwc")   # the layer input's layout (gpu/transforms.py and gpu/cudnn.py spell them so)
 SPEEDUP_FIELDS = ("dense_ms", "speedup", "floor_speedup")
 PROVENANCE_FIELDS = ("gpu", "sm_count", "sm_clock_mhz", "mem_clock_mhz", "driver", "cuda", "cupy",
                      "cutlass", "nvcc", "git_commit", "timestamp")
 
 # Every row has exactly these fields, in this order (CSV columns too). docs/results-schema.md explains each.
 ROW_FIELDS: tuple[str, ...] = (IDENTITY_FIELDS + COORDINATE_FIELDS + SHAPE_FIELDS + KERNEL_FIELDS
-                               + TIME_FIELDS + QUALITY_FIELDS + SPEEDUP_FIELDS + PROVENANCE_FIELDS)
+                               + TIME_FIELDS + QUALITY_FIELDS + LAYER_FIELDS + SPEEDUP_FIELDS + PROVENANCE_FIELDS)
+# Times a row carries only when its status is ok (reps and method may record a partial run).
+MEASURED_TIME_FIELDS = ("median_ms", "q1_ms", "q3_ms", "iqr_ms", "min_ms", "layer_ms", "layer_q1_ms",
+                        "layer_q3_ms", "transform_ms")
 HEADER_FIELDS = ("schema", "version", "created", "provenance")
 
 
@@ -55,7 +63,8 @@ def _finite(x) -> bool:
 
 
 def derive(row: dict) -> dict:
-    """Fill iqr_ms, gflops and pct_of_floor from the measured fields where they are missing."""
+    """Fill iqr_ms, gflops, pct_of_floor and transform_pct_of_floor from the measured fields where
+    they are missing."""
     med = row.get("median_ms")
     if row.get("iqr_ms") is None and _finite(row.get("q1_ms")) and _finite(row.get("q3_ms")):
         row["iqr_ms"] = row["q3_ms"] - row["q1_ms"]
@@ -64,6 +73,9 @@ def derive(row: dict) -> dict:
             row["gflops"] = row["flops"] / (med * 1e6)      # FLOP / (ms · 1e-3) / 1e9
         if row.get("pct_of_floor") is None and _finite(row.get("floor_ms")):
             row["pct_of_floor"] = 100.0 * row["floor_ms"] / med
+    tr = row.get("transform_ms")
+    if row.get("transform_pct_of_floor") is None and _finite(tr) and tr > 0 and _finite(row.get("transform_floor_ms")):
+        row["transform_pct_of_floor"] = 100.0 * row["transform_floor_ms"] / tr
     return row
 
 
@@ -95,10 +107,19 @@ def check_row(row: Mapping) -> None:
     if status == "ok":
         if not _finite(row.get("median_ms")) or row["median_ms"] <= 0:
             raise ValueError(f"row {row['key']}: status ok needs a positive median_ms")
+        for f in ("layer_ms", "layer_q1_ms", "layer_q3_ms", "transform_ms"):
+            v = row.get(f)
+            if v is not None and not (_finite(v) and v > 0):
+                raise ValueError(f"row {row['key']}: {f} must be a positive number or null, not {v!r}")
+        if row.get("layer_ms") is None and (row.get("layer_q1_ms") is not None or row.get("layer_q3_ms") is not None):
+            raise ValueError(f"row {row['key']}: layer quartiles without layer_ms")
     else:
-        timed = [f for f in TIME_FIELDS if f not in ("reps", "method") and row.get(f) is not None]
+        timed = [f for f in MEASURED_TIME_FIELDS if row.get(f) is not None]
         if timed:
             raise ValueError(f"row {row['key']}: status {status} must carry no time, but {timed[0]} is set")
+    layout = row.get("layout")
+    if layout is not None and layout not in LAYOUTS:
+        raise ValueError(f"row {row['key']}: layout {layout!r} is not one of {', '.join(LAYOUTS)}")
 
 
 def _json_safe(value):
