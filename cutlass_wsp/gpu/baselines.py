@@ -131,6 +131,10 @@ def block_diagonal_csr(parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]
     return indptr, indices, data
 
 
+# cusparseSpMMAlg_t value from cusparse.h: CuPy's low-level module does not export this one.
+CUSPARSE_SPMM_CSR_ALG2 = 6
+
+
 def _status_name(err: Exception) -> str:
     return str(err).split(":")[0].strip() or type(err).__name__
 
@@ -242,7 +246,7 @@ class CusparseCsr:
                     need = max(need, sp.spMM_bufferSize(
                         handle, sp.CUSPARSE_OPERATION_NON_TRANSPOSE, sp.CUSPARSE_OPERATION_NON_TRANSPOSE,
                         self._alpha.ctypes.data, self._mats[l], b, self._beta.ctypes.data, c,
-                        CUDA_R_32F, sp.CUSPARSE_SPMM_CSR_ALG2))
+                        CUDA_R_32F, CUSPARSE_SPMM_CSR_ALG2))
         except sp.CuSparseError as e:
             for b, c, _ in calls:
                 sp.destroyDnMat(b)
@@ -275,7 +279,7 @@ class CusparseCsr:
                     continue
                 sp.spMM(handle, sp.CUSPARSE_OPERATION_NON_TRANSPOSE, sp.CUSPARSE_OPERATION_NON_TRANSPOSE,
                         self._alpha.ctypes.data, self._mats[l], b, self._beta.ctypes.data, c,
-                        CUDA_R_32F, sp.CUSPARSE_SPMM_CSR_ALG2, buf.data.ptr)
+                        CUDA_R_32F, CUSPARSE_SPMM_CSR_ALG2, buf.data.ptr)
         except sp.CuSparseError as e:
             raise self._error(e, "SpMM") from None
 

@@ -157,6 +157,7 @@ def test_repeat_launches_follow_new_arguments(kernels, device_cc, arch):
     dense.run(W, X, Y)                                   # identical arguments: fast path
     _check(W, X, Y, T, "fp16", "repeat launch")
     W2, X2, Y2 = _inputs(problem, T, "fp16", seed=2)
+    cupy.cuda.get_current_stream().synchronize()   # inputs and poison are written on the current stream
     stream = cupy.cuda.Stream(non_blocking=True)
     dense.run(W2, X2, Y2, stream=stream)
     stream.synchronize()
