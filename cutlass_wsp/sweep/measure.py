@@ -131,6 +131,8 @@ class Measurer:
         descs = []
         for pt in points:
             fn = DESCS.get((pt.pattern, pt.impl))
+            if fn is None and (pt.pattern, pt.impl) in BUILDERS and BUILDERS[(pt.pattern, pt.impl)] is _pruned_cutlass:
+                fn = _family_descs(self)
             if fn is None:
                 continue
             try:
@@ -171,7 +173,7 @@ class Measurer:
             cupy.cuda.get_current_stream().synchronize()
             got = op.dense_out()[..., :T]
             err = check(got, ref[..., :T], dt, op.kernel, shape=(problem.L, problem.M, T, problem.K),
-                        K=int(op.fields.get("kept_k") or problem.K))
+                        K=problem.K)
             del ref, got
             t = self.timing
             timing = time_gpu(op.launch, warmup=t.warmup, min_reps=t.min_reps, max_reps=t.max_reps,
@@ -192,7 +194,7 @@ class Measurer:
 # ------------------------------------------------------------------------------------ builders
 def _dense_fields(inp: Inputs) -> dict:
     pr = inp.problem
-    return dict(kept_m=pr.M, kept_k=pr.K, nnz=pr.L * pr.M * pr.K, kept_fraction=1.0)
+    return dict(nnz=pr.L * pr.M * pr.K, kept_fraction=1.0)
 
 
 def _y(inp: Inputs, M: int):
@@ -218,12 +220,20 @@ def _dense_cutlass(inp: Inputs) -> Op:
     from cutlass_wsp.families.dense import DenseBatch
     from cutlass_wsp.gpu import arrays
 
+    import cupy
+
     pr = inp.problem
-    W = arrays.from_host(inp.pruned.weights.astype(np.float32), inp.dt)
+    w, X, K = inp.pruned.weights.astype(np.float32), inp.X, pr.K
+    Kpad = -(-K // inp.dt.alignment) * inp.dt.alignment
+    if Kpad != K:   # e.g. the first layer (c = 3): zero channels so every access is 16 bytes wide
+        w = np.concatenate([w, np.zeros((pr.L, pr.M, Kpad - K), np.float32)], axis=2)
+        X = cupy.concatenate([inp.X, cupy.zeros((pr.L, Kpad - K, inp.Npad), inp.X.dtype)], axis=1)
+    W = arrays.from_host(w, inp.dt)
     Y = _y(inp, pr.M)
-    op = DenseBatch.for_problem(type(pr)(pr.L, pr.M, inp.Npad, pr.K), inp.dt.name, inp.arch, inp.cache)
-    return Op(op.prepare(W, inp.X, Y), Y, _as_dense(Y, inp.dt), op.kernel.name,
-              costs.dense_cost(pr, inp.dt), _kernel_config(op.desc), _dense_fields(inp))
+    op = DenseBatch.for_problem(type(pr)(pr.L, pr.M, inp.Npad, Kpad), inp.dt.name, inp.arch, inp.cache)
+    return Op(op.prepare(W, X, Y), Y, _as_dense(Y, inp.dt), op.kernel.name,
+              costs.dense_cost(pr, inp.dt), {**_kernel_config(op.desc), "K_padded": Kpad},
+              _dense_fields(inp))
 
 
 @builder("dense", "cublas")
@@ -240,23 +250,11 @@ def _dense_cublas(inp: Inputs) -> Op:
               _dense_fields(inp))
 
 
-def _scatter_rows(Yc, rows: np.ndarray, n: int, dt):
-    """Compact rows Yc[L, k, Npad] with kept row indices rows[L, k] -> dense float32 [L, n, Npad]."""
-    import cupy
-
-    from cutlass_wsp.gpu import arrays
-
-    L, k, Np = Yc.shape
-    out = cupy.zeros((L, n, Np), dtype=cupy.float32)
-    idx = cupy.asarray(rows, dtype=cupy.int64)
-    out[cupy.arange(L)[:, None], idx] = arrays.to_float32(Yc, dt)
-    return out
-
-
 @builder("fp", "cublas")
 @builder("wsp-r", "cublas")
 def _rows_cublas(inp: Inputs) -> Op:
     """cuBLAS on the compacted weights W_i[rows_i] (balanced: one M for every position)."""
+    from cutlass_wsp.families.wsp_r import scatter_rows
     from cutlass_wsp.gpu import arrays
     from cutlass_wsp.gpu.baselines import CublasBatched
 
@@ -266,9 +264,36 @@ def _rows_cublas(inp: Inputs) -> Op:
     Yc = _y(inp, Wc.shape[1])
     cb = CublasBatched(inp.dt)
     kept = pd.kept_per_position
-    return Op(lambda: cb.run(Wc, inp.X, Yc), Yc, lambda: _scatter_rows(Yc, rows, pr.M, inp.dt),
+    return Op(lambda: cb.run(Wc, inp.X, Yc), Yc,
+              lambda: arrays.to_float32(scatter_rows(Yc, rows.astype(np.int32), pr.M), inp.dt),
               "cublasGemmStridedBatchedEx", costs.rows_cost(pr, inp.dt, kept), {"output": "compact rows"},
-              dict(kept_m=int(Wc.shape[1]), kept_k=pr.K, nnz=int(pd.mask.sum()),
+              dict(kept_m=[int(k) for k in kept], nnz=int(pd.mask.sum()),
+                   kept_fraction=float(pd.mask.mean())))
+
+
+@builder("wsp-c", "cublas")
+def _cols_cublas(inp: Inputs) -> Op:
+    """The paper's two passes with cuBLAS as the GEMM: gather X_i's kept rows, then one strided batch."""
+    import cupy
+
+    from cutlass_wsp.families.gather import Launches, RowGather
+    from cutlass_wsp.families.wsp_c import column_layout
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.baselines import CublasBatched
+
+    pr, pd = inp.problem, inp.pruned
+    lay = column_layout(pd)
+    K = lay.K(inp.dt.alignment)
+    Wc = arrays.from_host(np.ascontiguousarray(lay.padded_weights(K)), inp.dt)
+    index = cupy.asarray(np.ascontiguousarray(lay.global_index(K).reshape(-1)))
+    Xg = arrays.empty((pr.L, K, inp.Npad), inp.dt)
+    Y = _y(inp, pr.M)
+    cb = CublasBatched(inp.dt)
+    gather = RowGather().prepare(inp.X, Xg, index)
+    launch = Launches([gather, lambda: cb.run(Wc, Xg, Y)], (inp.X, Y))
+    return Op(launch, Y, _as_dense(Y, inp.dt), "row gather + cublasGemmStridedBatchedEx",
+              costs.cols_cost(pr, inp.dt, pd.kept_per_position), {"K_padded": K},
+              dict(kept_k=[int(k) for k in pd.kept_per_position], nnz=int(pd.mask.sum()),
                    kept_fraction=float(pd.mask.mean())))
 
 
@@ -283,8 +308,64 @@ def _wwp_cusparse(inp: Inputs) -> Op:
     nnz = int(pd.mask.sum())
     return Op(lambda: sp.run(inp.X, Y), Y, _as_dense(Y, inp.dt), f"cusparseSpMM CSR_ALG2 {mode}",
               costs.csr_cost(pr, inp.dt, nnz), {"mode": mode, "alg": "CUSPARSE_SPMM_CSR_ALG2"},
-              dict(kept_m=pr.M, kept_k=pr.K, nnz=nnz, kept_fraction=float(pd.mask.mean())),
+              dict(nnz=nnz, kept_fraction=float(pd.mask.mean())),
               close=sp.close)
+
+
+# ------------------------------------------------------------------------------ our pruned kernels
+# (pattern, impl) -> the family object for a point: constructed on the host (checks, layout, kernel
+# choice), so the same function also names the kernels to compile ahead.
+def _family(point: Point, pruned, Npad: int, arch: str):
+    from cutlass_wsp.families.bcbp import Bcbp
+    from cutlass_wsp.families.fp import Fp
+    from cutlass_wsp.families.wsp_c import WspC
+    from cutlass_wsp.families.wsp_r import WspR
+
+    pat, impl, dt = point.pattern, point.impl, point.dtype
+    if pat == "fp":
+        return Fp(pruned, dt, Npad, arch=arch)
+    if pat == "bcbp":
+        return Bcbp(pruned, dt, Npad, arch=arch)
+    if pat == "wsp-r":
+        mode = {"cutlass": "batched", "cutlass-padded": "padded", "cutlass-grouped": "grouped"}[impl]
+        return WspR(pruned, dt, Npad, arch=arch, mode=mode)
+    if pat in ("wsp-c", "wsp-c-fused"):
+        if impl == "cutlass-grouped":
+            raise Unsupported("no grouped WSP-C kernel: unequal c_i run padded to max c_i",
+                              "use --impl wsp-c=cutlass-padded")
+        return WspC(pruned, dt, Npad, arch=arch, mode="fused" if pat == "wsp-c-fused" else "two_pass")
+    raise Unsupported(f"no CUTLASS family for pattern {pat!r}", "see docs/families.md")
+
+
+def _family_cost(point: Point, inp: Inputs) -> costs.Cost:
+    pd, pr, dt = inp.pruned, inp.problem, inp.dt
+    if point.pattern in ("fp", "wsp-r"):
+        return costs.rows_cost(pr, dt, pd.kept_per_position)
+    if point.pattern == "bcbp":
+        return costs.block_cols_cost(pr, dt, pd.tile_cols)
+    return costs.cols_cost(pr, dt, pd.kept_per_position)
+
+
+@builder("fp", "cutlass")
+@builder("bcbp", "cutlass")
+@builder("wsp-r", "cutlass", "cutlass-padded", "cutlass-grouped")
+@builder("wsp-c", "cutlass", "cutlass-padded", "cutlass-grouped")
+@builder("wsp-c-fused", "cutlass", "cutlass-padded", "cutlass-grouped")
+def _pruned_cutlass(inp: Inputs) -> Op:
+    from cutlass_wsp.gpu import arrays
+
+    fam = _family(inp.point, inp.pruned, inp.Npad, inp.arch).setup(inp.cache)
+    Y = fam.output()
+    pd = inp.pruned
+    kept = [int(k) for k in pd.kept_per_position]
+    rows = inp.point.pattern in ("fp", "wsp-r")
+    fields = dict(kept_m=kept if rows else None, kept_k=None if rows else kept,
+                  nnz=int(pd.mask.sum()), kept_fraction=float(pd.mask.mean()))
+    names = sorted({d.name for d in fam.kernel_descs})
+    return Op(fam.prepare(inp.X, Y), Y, lambda: arrays.to_float32(fam.to_dense_output(Y), inp.dt),
+              " + ".join(names), _family_cost(inp.point, inp),
+              {"mode": getattr(fam, "mode", None), "kernels": [_kernel_config(d) for d in fam.kernel_descs]},
+              fields)
 
 
 # ------------------------------------------------------------------------------ compile ahead
@@ -298,8 +379,20 @@ def _dense_descs(point: Point, arch: str) -> list:
     from cutlass_wsp.gpu.arrays import npad
     from cutlass_wsp.kernels.manifest import select
 
+    from cutlass_wsp.dtypes import get_dtype
+
     pr = point.problem()
-    return [select(type(pr)(pr.L, pr.M, npad(pr.N, point.dtype), pr.K), point.dtype, arch)]
+    a = get_dtype(point.dtype).alignment
+    return [select(type(pr)(pr.L, pr.M, npad(pr.N, point.dtype), -(-pr.K // a) * a), point.dtype, arch)]
 
 
 DESCS[("dense", "cutlass")] = _dense_descs
+
+
+def _family_descs(measurer: "Measurer"):
+    def descs(point: Point, arch: str) -> list:
+        from cutlass_wsp.gpu.arrays import npad
+
+        fam = _family(point, measurer.pruned(point), npad(point.problem().N, point.dtype), arch)
+        return list(fam.kernel_descs)
+    return descs

@@ -64,10 +64,12 @@ PATTERNS: dict[str, PatternInfo] = {p.name: p for p in (
                 {"cutlass": ANY, "cublas": ANY}, ("cutlass", "cublas")),
     PatternInfo("wsp-r", "Winograd structured pruning, rows of each W_i", True, True,
                 _WSP_IMPLS, ("cutlass", "cutlass-grouped", "cutlass-padded", "cublas")),
+    # WSP-C has no grouped kernel: unequal c_i run padded to max c_i (docs/families.md)
     PatternInfo("wsp-c", "Winograd structured pruning, columns of each W_i: gather X, then GEMM (two passes)",
-                True, True, _WSP_IMPLS, ("cutlass", "cutlass-grouped", "cutlass-padded", "cublas")),
+                True, True, {"cutlass": BALANCED_ONLY, "cutlass-padded": UNBALANCED_ONLY, "cublas": BALANCED_ONLY},
+                ("cutlass", "cutlass-padded", "cublas")),
     PatternInfo("wsp-c-fused", "WSP-C with the gather of X inside the GEMM mainloop", True, True,
-                {"cutlass": BALANCED_ONLY, "cutlass-grouped": ANY, "cutlass-padded": UNBALANCED_ONLY},
+                {"cutlass": BALANCED_ONLY, "cutlass-padded": UNBALANCED_ONLY},
                 ("cutlass", "cutlass-padded")),
     PatternInfo("wwp", "element-wise pruning: sparse × dense", True, False,
                 {"cusparse-per-position": ANY, "cusparse-block-diag": ANY},
@@ -94,7 +96,7 @@ def default_spec() -> SweepSpec:
         batches=(32,),
         tiles=(4,),
         dtypes=("fp16",),
-        patterns=(CONV, "dense", "fp", "wsp-r", "wsp-c", "wwp"),
+        patterns=(CONV, "dense", "fp", "wsp-r", "wsp-c", "wsp-c-fused", "wwp"),
         ratios=(0.5, 0.7, 0.9),
         balances=("balanced", "unbalanced"),
     )

@@ -1,0 +1,72 @@
+"""Compile, here and ahead of a device call, every kernel the GPU tests and the default sweep need, so
+the device starts warm (carry .cache/wsp). Run: python scripts/warm_cache.py [--arch sm90] [--jobs 2]"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests" / "gpu"), str(ROOT / "tests")]
+
+
+def gpu_test_descs(arch: str) -> set:
+    import test_dense_gpu as td
+    import test_families_gpu as tf
+
+    descs = {d for d in td._descs().values() if d.arch == "sm80" or arch == "sm90"}
+    for dtype, case_arch, layer, batch, ratios in tf.CASES:
+        a = arch if case_arch == "native" else case_arch
+        N, _ = tf._npad_T(layer, batch, dtype)
+        for pattern, balance, _, pruned in tf._configs(layer, ratios):
+            for _, vpattern, balances, make in tf._variants():
+                if vpattern == pattern and balance in balances:
+                    descs.update(make(pruned, dtype, N, a).kernel_descs)
+    return {d for d in descs if d.arch == "sm80" or arch == "sm90"}
+
+
+def sweep_descs(arch: str) -> set:
+    from cutlass_wsp.errors import WspError
+    from cutlass_wsp.sweep import measure as m
+    from cutlass_wsp.sweep.plan import default_spec, expand
+
+    class HostOnly:   # the Measurer's weight/pruning caches without its GPU check
+        seed, _weights, _pruned = 0, {}, {}
+        weights, pruned = m.Measurer.weights, m.Measurer.pruned
+
+    host = HostOnly()
+    descs = set()
+    for pt in expand(default_spec()):
+        fn = m.DESCS.get((pt.pattern, pt.impl))
+        if fn is None and m.BUILDERS.get((pt.pattern, pt.impl)) is m._pruned_cutlass:
+            fn = m._family_descs(host)
+        if fn is not None:
+            try:
+                descs.update(fn(pt, arch))
+            except WspError:
+                pass
+    return descs
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", default="sm90")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--cache", default=str(ROOT / ".cache" / "wsp"))
+    args = ap.parse_args()
+    from cutlass_wsp.kernels.cache import KernelCache
+
+    descs = sorted(gpu_test_descs(args.arch) | sweep_descs(args.arch), key=lambda d: d.name)
+    cache = KernelCache(args.cache)
+    missing = [d for d in descs if cache.lookup(d) is None]
+    print(f"{len(descs)} kernels, {len(missing)} to build: {[d.name for d in missing]}", flush=True)
+    t = time.time()
+    cache.compile_many(missing, jobs=args.jobs)
+    print(f"built in {time.time() - t:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
