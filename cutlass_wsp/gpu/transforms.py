@@ -1,0 +1,485 @@
+"""GPU Winograd input and output transforms (the EC2B conversion around the GEMM batch).
+
+    InputTransform(p, dt, layout)(d) -> X[L, c, Npad]          X = B^T d_tile B, pad columns zero
+    OutputTransform(p, dt, layout)(Y, out)                    out = A^T y_tile A, cropped to H x W
+    OutputTransform(p, dt, layout, compact=True)(Yc, out, row_map=OutputTransform.row_map(rows, n))
+
+Kernels are rendered from templates/transform_{input,output}.cu.j2 with the transform constants of
+`winograd.matrices_float(m)` baked in as literals, compiled once per (p, dtype, layout) by NVRTC through
+`cupy.RawModule` (CuPy's own compile cache) and launched on CuPy's current stream.
+docs/transforms.md describes the kernels, the layouts and the compact-row convention.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cutlass_wsp.dtypes import DType
+from cutlass_wsp.errors import CompileError, InputError, Unsupported
+from cutlass_wsp.gpu.arrays import as_dtype, npad, storage_dtype
+from cutlass_wsp.winograd import matrices_float, tile_grid
+
+LAYOUTS = ("nchw", "nhwc")
+SUPPORTED_P = (4, 6, 8)
+INPUT_KERNEL = "wsp_input_transform"
+OUTPUT_KERNEL = "wsp_output_transform"
+
+# Storage type and fp32 conversions per dtype. fp16/bf16 travel as raw 16-bit words (arrays.py stores
+# bf16 as uint16 bits); one PTX cvt each way keeps the kernels free of CUDA header includes.
+_CONVERSIONS = {
+    "float16": """typedef unsigned short storage_t;  // fp16 bits
+__device__ __forceinline__ float to_f32(storage_t h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ storage_t from_f32(float f) { storage_t h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+// Two adjacent elements (4-byte aligned) in one store: lo at p[0], hi at p[1].
+__device__ __forceinline__ void store_pair(storage_t* p, float lo, float hi) {
+#if __CUDA_ARCH__ >= 800
+    unsigned int u; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(u) : "f"(hi), "f"(lo));
+#else
+    const unsigned int u = (unsigned int)from_f32(lo) | ((unsigned int)from_f32(hi) << 16);
+#endif
+    *reinterpret_cast<unsigned int*>(p) = u; }""",
+    "bfloat16": """typedef unsigned short storage_t;  // bf16 bits
+__device__ __forceinline__ float to_f32(storage_t h) { return __uint_as_float(((unsigned int)h) << 16); }
+__device__ __forceinline__ storage_t from_f32(float f) { storage_t h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+// Two adjacent elements (4-byte aligned) in one store: lo at p[0], hi at p[1].
+__device__ __forceinline__ void store_pair(storage_t* p, float lo, float hi) {
+    unsigned int u; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(u) : "f"(hi), "f"(lo)); *reinterpret_cast<unsigned int*>(p) = u; }""",
+    "float32": """typedef float storage_t;  // fp32 (also tf32 layers: the transforms stay fp32)
+__device__ __forceinline__ float to_f32(storage_t x) { return x; }
+__device__ __forceinline__ storage_t from_f32(float x) { return x; }
+// Two adjacent elements (8-byte aligned) in one store: lo at p[0], hi at p[1].
+struct alignas(8) F32Pair { float lo, hi; };
+__device__ __forceinline__ void store_pair(storage_t* p, float lo, float hi) { *reinterpret_cast<F32Pair*>(p) = F32Pair{lo, hi}; }""",
+}
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation
+# ------------------------------------------------------------------------------------------------
+
+def check_layout(layout: str) -> str:
+    name = str(layout).lower()
+    if name not in LAYOUTS:
+        raise InputError(f"unknown layout {layout!r}", "use 'nchw' or 'nhwc'")
+    return name
+
+
+def check_p(p) -> int:
+    if not isinstance(p, (int, np.integer)) or int(p) not in SUPPORTED_P:
+        raise Unsupported(f"Winograd tile p={p!r} has no GPU transform",
+                          "use p = 4, 6 or 8 (F(2x2,3x3), F(4x4,3x3), F(6x6,3x3))")
+    return int(p)
+
+
+def _check_pixels(batch: int, H: int, W: int) -> None:
+    """The kernels index pixels (b * H + y) * W + x and tiles in 32-bit integers."""
+    if batch * (H + 2) * (W + 2) >= 2**31:
+        raise Unsupported(f"batch {batch} of {H}x{W} maps has too many pixels for 32-bit indices",
+                          "split the batch into smaller ones")
+
+
+def _check_device_array(a, name: str, shape: tuple[int, ...] | None, dt: DType, ndim: int, what: str) -> None:
+    """A C-contiguous cupy array of `dt`'s storage type (and `shape` when given)."""
+    import cupy
+
+    if not isinstance(a, cupy.ndarray):
+        raise InputError(f"{name} is a {type(a).__name__}, not a CuPy array",
+                         "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
+    if a.ndim != ndim:
+        raise InputError(f"{name} must be {ndim}-D {what}; got shape {tuple(a.shape)}", f"pass {what}")
+    if a.dtype != storage_dtype(dt):
+        raise InputError(f"{name} has dtype {a.dtype}, not the {dt.name} storage type {storage_dtype(dt)}",
+                         "convert it with cutlass_wsp.gpu.arrays.to_storage")
+    if not a.flags.c_contiguous:
+        raise InputError(f"{name} is not C-contiguous", "pass cupy.ascontiguousarray(...) of it")
+    if shape is not None and tuple(a.shape) != tuple(shape):
+        raise InputError(f"{name} has shape {tuple(a.shape)}; expected {tuple(shape)} {what}",
+                         "allocate it with the transform's output_shape()/x_shape()")
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering
+# ------------------------------------------------------------------------------------------------
+
+def cfloat(x: float) -> str:
+    """A float32 C literal; repr is exact for the dyadic rationals of F(2/4/6, 3)."""
+    return f"{float(x)!r}f"
+
+
+def lincomb(coefs, pattern: str) -> str:
+    """'c0 * term(0) + c1 * term(1) ...' with zero terms left out and +-1 written as a bare term.
+    `pattern` has '@' where the index goes, e.g. 'v[@][q]'."""
+    parts: list[str] = []
+    for a, c in enumerate(coefs):
+        c = float(c)
+        if c == 0.0:
+            continue
+        term = pattern.replace("@", str(a))
+        body = term if abs(c) == 1.0 else f"{cfloat(abs(c))} * {term}"
+        if not parts:
+            parts.append(("-" if c < 0 else "") + body)
+        else:
+            parts.append(("- " if c < 0 else "+ ") + body)
+    return " ".join(parts) if parts else "0.0f"
+
+
+@functools.lru_cache(maxsize=None)
+def _environment():
+    import jinja2
+
+    from cutlass_wsp.kernels.emitter import templates_dir
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.globals["lincomb"] = lincomb
+    return env
+
+
+STAGE_BYTES = 24 * 1024  # shared memory for staging Y (NHWC output): 4+ blocks of 256 threads fit an SM
+LOAD_TYPES = {16: "Vec16", 8: "Vec8", 4: "unsigned int", 2: "unsigned short"}  # NHWC input loads
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Block shape of one kernel: `tt` tiles x `cc` channels (or filters), `tpt` tiles per thread.
+    `srow`: staged row stride (elements) of the output kernels; `rs`: rows of the p x p tile staged at a
+    time (NHWC output); `pstr`: staged elements per thread's tiles (NHWC input)."""
+
+    tt: int
+    cc: int
+    srow: int = 0
+    rs: int = 1
+    pstr: int = 0
+    tpt: int = 1
+
+    @property
+    def threads(self) -> int:
+        return self.tt // self.tpt * self.cc
+
+    def grid(self, columns: int, channels: int) -> tuple[int, int, int]:
+        """(channel groups, tile groups split over y and z): channel group fastest, no grid limit hit."""
+        groups = -(-columns // self.tt)
+        y = min(groups, 65535)
+        return (-(-channels // self.cc), y, -(-groups // y))
+
+
+def _rows_per_stage(p: int, bytes_per_position: int) -> int:
+    """Most rows of the p x p tile (a divisor of p) whose staged positions fit STAGE_BYTES: fewer
+    barriers and load loops per block."""
+    return max(r for r in range(1, p + 1) if p % r == 0 and r * p * bytes_per_position <= STAGE_BYTES)
+
+
+@dataclass(frozen=True)
+class RowMap:
+    """Compact-row map of one pruned layer, on the GPU: inv[i, f] = row of Yc holding filter f at
+    position i, or -1 (pruned: zero). `positions` x `nrows` is the Yc it indexes; `n` the filters."""
+
+    inv: Any
+    positions: int
+    nrows: int
+    n: int
+
+
+def input_geometry(dt: DType, layout: str, p: int) -> Geometry:
+    """A thread takes `tpt` adjacent tiles (2 for p <= 6: packed stores, shared addressing; 1 for p = 8,
+    whose 64 values per tile fill the registers). NCHW: 32 threads along t x 8 channels (X rows written
+    64+ bytes per warp). NHWC: 16 (2-byte) or 8 (fp32) threads along t, so X rows are written in whole
+    32-byte sectors, x 16 or 32 channels (32+ bytes of a pixel per load), shared memory <= 40 KB; `pstr`
+    (elements per thread's staged tiles) is padded so that a warp's shared-memory reads hit distinct
+    banks (2-byte: 16 threads on distinct even banks, channel pairs share a word; fp32: bank 4 * thread
+    + channel)."""
+    tpt = 2 if p <= 6 else 1
+    if layout == "nchw":
+        return Geometry(tt=32 * tpt, cc=8, tpt=tpt)
+    if dt.itemsize == 2:
+        tp, cc = 16, 16
+    else:
+        tp, cc = 8, (32 if p == 4 else 16)
+    return Geometry(tt=tp * tpt, cc=cc, tpt=tpt, pstr=p * p * tpt * cc + 4)
+
+
+def input_load_bytes(dt: DType, c: int) -> int:
+    """Widest NHWC load (16, 8, 4 or 2 bytes) that whole channels of every pixel fill and align."""
+    return next(b for b in (16, 8, 4, 2) if b >= dt.itemsize and (c * dt.itemsize) % b == 0)
+
+
+def output_geometry(dt: DType, layout: str, p: int) -> Geometry:
+    """NCHW: 32 tiles x 8 filters (6 for m = 6, so that the writer threads split evenly over the
+    32*m staged columns), whole m x m outputs staged. NHWC: Y staged RS tile rows at a time, 16 (2-byte)
+    or 32 (fp32) tiles x 16 or 8 filters; `srow` pads staged rows against bank conflicts."""
+    m = p - 2
+    if layout == "nchw":
+        return Geometry(tt=32, cc=6 if m == 6 else 8, srow=32 * m)
+    tt, cc, srow = (16, 16, 24) if dt.itemsize == 2 else (32, 8, 36)
+    return Geometry(tt=tt, cc=cc, srow=srow, rs=_rows_per_stage(p, cc * srow * dt.itemsize))
+
+
+def render_input(p: int, dt: DType | str, layout: str, load_bytes: int = 16) -> tuple[str, dict[str, Any]]:
+    """(CUDA source, template context) of the input transform; `load_bytes`: NHWC load width."""
+    p, d, layout = check_p(p), as_dtype(dt), check_layout(layout)
+    if load_bytes not in LOAD_TYPES or load_bytes < d.itemsize:
+        raise InputError(f"load width {load_bytes} bytes is not one of 16, 8, 4, 2 (>= {d.itemsize})",
+                         "use input_load_bytes(dt, c)")
+    m = p - 2
+    g = input_geometry(d, layout, p)
+    ctx = {"p": p, "m": m, "dtype": d.name, "layout": layout, "tt": g.tt, "cc": g.cc, "tpt": g.tpt,
+           "pstr": g.pstr, "load_type": LOAD_TYPES[load_bytes], "bt": matrices_float(m)[2].tolist(),
+           "conversions": _CONVERSIONS[d.storage]}
+    return _environment().get_template("transform_input.cu.j2").render(**ctx), ctx
+
+
+def render_output(p: int, dt: DType | str, layout: str, compact: bool = False) -> tuple[str, dict[str, Any]]:
+    """(CUDA source, template context) of the output transform (dense Y or compact rows)."""
+    p, d, layout = check_p(p), as_dtype(dt), check_layout(layout)
+    m = p - 2
+    g = output_geometry(d, layout, p)
+    ctx = {"p": p, "m": m, "dtype": d.name, "layout": layout, "compact": bool(compact), "tt": g.tt,
+           "cc": g.cc, "srow": g.srow, "rs": g.rs, "at": matrices_float(m)[0].tolist(),
+           "conversions": _CONVERSIONS[d.storage]}
+    return _environment().get_template("transform_output.cu.j2").render(**ctx), ctx
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(source: str, kernel: str):
+    """NVRTC through cupy.RawModule; CuPy caches the binary on disk by source and options."""
+    import cupy
+
+    from cutlass_wsp.gpu.device import require_gpu
+
+    require_gpu()
+    try:
+        module = cupy.RawModule(code=source, options=("-std=c++17",))
+        return module.get_function(kernel)
+    except cupy.cuda.compiler.CompileException as e:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile("w", suffix=".cu", prefix=f"{kernel}_", delete=False) as f:
+            f.write(source)
+        raise CompileError(f"NVRTC failed to compile {kernel} (source kept at {f.name})",
+                           "report it with the log; the generated source is a bug, not a user error",
+                           source_path=f.name, log=str(e)) from None
+
+
+def _check_bf16_arch(d: DType) -> None:
+    if d.storage == "bfloat16":
+        from cutlass_wsp.gpu.device import compute_capability
+
+        if compute_capability() < 80:
+            raise Unsupported("bf16 transforms need an sm_80 or newer GPU (cvt.rn.bf16.f32)",
+                              "use fp16 or fp32 on this GPU")
+
+
+# ------------------------------------------------------------------------------------------------
+# Public objects
+# ------------------------------------------------------------------------------------------------
+
+class InputTransform:
+    """d (NCHW [B, c, H, W] or NHWC [B, H, W, c]) -> X[p*p, c, Npad] in `dt` storage."""
+
+    def __init__(self, p: int, dt: DType | str, layout: str):
+        self.p = check_p(p)
+        self.m = self.p - 2
+        self.dtype = as_dtype(dt)
+        self.layout = check_layout(layout)
+        self.geometry = input_geometry(self.dtype, self.layout, self.p)
+        self._kernels: dict[int, Any] = {}
+
+    def source(self, c: int = 16) -> str:
+        """Kernel source for inputs of `c` channels (NHWC loads are as wide as c allows)."""
+        return render_input(self.p, self.dtype, self.layout, self._load_bytes(c))[0]
+
+    def _load_bytes(self, c: int) -> int:
+        return input_load_bytes(self.dtype, c) if self.layout == "nhwc" else 16
+
+    def kernel(self, c: int = 16):
+        """The compiled cupy.RawKernel for `c` channels (NVRTC on first use; needs a GPU)."""
+        key = self._load_bytes(c)
+        if key not in self._kernels:
+            _check_bf16_arch(self.dtype)
+            self._kernels[key] = _compiled(self.source(c), INPUT_KERNEL)
+        return self._kernels[key]
+
+    def dims(self, d_shape) -> tuple[int, int, int, int]:
+        """(batch, c, H, W) of an input of shape `d_shape` in this layout."""
+        if len(d_shape) != 4:
+            raise InputError(f"input must be 4-D {self.layout.upper()}; got shape {tuple(d_shape)}",
+                             "pass [B, c, H, W] (nchw) or [B, H, W, c] (nhwc)")
+        if self.layout == "nchw":
+            B, c, H, W = d_shape
+        else:
+            B, H, W, c = d_shape
+        if min(B, c, H, W) < 1:
+            raise InputError(f"input has an empty dimension: shape {tuple(d_shape)}", "every dimension must be >= 1")
+        return int(B), int(c), int(H), int(W)
+
+    def tiles(self, batch: int, H: int, W: int) -> int:
+        th, tw = tile_grid(H, W, self.m)
+        return batch * th * tw
+
+    def x_shape(self, batch: int, c: int, H: int, W: int) -> tuple[int, int, int]:
+        return (self.p * self.p, c, npad(self.tiles(batch, H, W), self.dtype))
+
+    def bytes_moved(self, batch: int, c: int, H: int, W: int) -> int:
+        """Fewest bytes: d read once, X (with its pad columns) written once."""
+        L, _, Np = self.x_shape(batch, c, H, W)
+        return self.dtype.itemsize * (batch * c * H * W + L * c * Np)
+
+    def __call__(self, d, X=None):
+        """Transform `d` into `X` (allocated when None) on CuPy's current stream; returns X."""
+        import cupy
+
+        if not isinstance(d, cupy.ndarray):
+            raise InputError(f"input is a {type(d).__name__}, not a CuPy array",
+                             "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
+        B, c, H, W = self.dims(d.shape)
+        _check_device_array(d, "input", None, self.dtype, 4, f"{self.layout.upper()} input")
+        _check_pixels(B, H, W)
+        th, tw = tile_grid(H, W, self.m)
+        T = B * th * tw
+        shape = self.x_shape(B, c, H, W)
+        if X is None:
+            X = cupy.empty(shape, dtype=storage_dtype(self.dtype))
+        _check_device_array(X, "X", shape, self.dtype, 3, "[p*p, c, Npad]")
+        g = self.geometry
+        grid = g.grid(shape[2], c)
+        i32 = np.int32
+        self.kernel(c)(grid, (g.threads, 1, 1),
+                       (d, X, i32(c), i32(H), i32(W), i32(th), i32(tw), i32(T), i32(shape[2]),
+                        i32(-(-shape[2] // g.tt))))
+        return X
+
+
+class OutputTransform:
+    """Y[p*p, n, Npad] (or compact Yc[p*p, nmax, Npad] + row map) -> out NCHW [B, n, H, W] or NHWC [B, H, W, n]."""
+
+    def __init__(self, p: int, dt: DType | str, layout: str, compact: bool = False):
+        self.p = check_p(p)
+        self.m = self.p - 2
+        self.dtype = as_dtype(dt)
+        self.layout = check_layout(layout)
+        self.compact = bool(compact)
+        self.geometry = output_geometry(self.dtype, self.layout, self.p)
+        self._kernel = None
+
+    def source(self) -> str:
+        return render_output(self.p, self.dtype, self.layout, self.compact)[0]
+
+    def kernel(self):
+        """The compiled cupy.RawKernel (NVRTC on first use; needs a GPU)."""
+        if self._kernel is None:
+            _check_bf16_arch(self.dtype)
+            self._kernel = _compiled(self.source(), OUTPUT_KERNEL)
+        return self._kernel
+
+    def output_shape(self, batch: int, n: int, H: int, W: int) -> tuple[int, int, int, int]:
+        return (batch, n, H, W) if self.layout == "nchw" else (batch, H, W, n)
+
+    def dims(self, out_shape) -> tuple[int, int, int, int]:
+        """(batch, n, H, W) of an output of shape `out_shape` in this layout."""
+        if len(out_shape) != 4:
+            raise InputError(f"output must be 4-D {self.layout.upper()}; got shape {tuple(out_shape)}",
+                             "pass [B, n, H, W] (nchw) or [B, H, W, n] (nhwc)")
+        if self.layout == "nchw":
+            B, n, H, W = out_shape
+        else:
+            B, H, W, n = out_shape
+        if min(B, n, H, W) < 1:
+            raise InputError(f"output has an empty dimension: shape {tuple(out_shape)}", "every dimension must be >= 1")
+        return int(B), int(n), int(H), int(W)
+
+    def bytes_moved(self, batch: int, n: int, H: int, W: int, kept_rows: int | None = None) -> int:
+        """Fewest bytes: Y read once (its `kept_rows` rows per position when compact, default n),
+        out written once; the compact variant also reads its [p*p, n] int32 row map."""
+        th, tw = tile_grid(H, W, self.m)
+        Np = npad(batch * th * tw, self.dtype)
+        L = self.p * self.p
+        rows = n if kept_rows is None else kept_rows
+        moved = self.dtype.itemsize * (L * rows * Np + batch * n * H * W)
+        return moved + (4 * L * n if self.compact else 0)
+
+    @staticmethod
+    def inverse_rows(rows, n: int) -> np.ndarray:
+        """Kept-row indices -> the kernel's inverse map, on the host (numpy int32 [L, n]).
+
+        rows[i, j] = the filter held by row j of Yc at position i, or -1 for a padding row (positions
+        keep different counts; Yc is padded to the largest). Result inv[i, f] = j, or -1 where filter f
+        was pruned at position i (its contribution to the output is zero)."""
+        r = np.asarray(rows)
+        if r.ndim != 2 or not np.issubdtype(r.dtype, np.integer):
+            raise InputError(f"rows must be a 2-D integer array [L, nmax]; got {r.dtype} shape {r.shape}",
+                             "pass the kept filter indices per position, -1 for padding")
+        if r.size and (r.min() < -1 or r.max() >= n):
+            raise InputError(f"rows holds filter indices outside [-1, {n}): {r.min()}..{r.max()}",
+                             f"use filter indices 0..{n - 1}, -1 for padding")
+        inv = np.full((r.shape[0], n), -1, dtype=np.int32)
+        for i, row in enumerate(r):
+            js = np.flatnonzero(row >= 0)
+            fs = row[js]
+            if len(np.unique(fs)) != len(fs):
+                raise InputError(f"rows[{i}] keeps a filter twice", "each kept filter appears once per position")
+            inv[i, fs] = js
+        return inv
+
+    @staticmethod
+    def row_map(rows, n: int) -> "RowMap":
+        """`inverse_rows` on the GPU, with the shapes it fits: build it once per pruning mask, not per call."""
+        import cupy
+
+        host = cupy.asnumpy(rows) if isinstance(rows, cupy.ndarray) else np.asarray(rows)
+        inv = OutputTransform.inverse_rows(host, n)
+        return RowMap(inv=cupy.asarray(inv), positions=host.shape[0], nrows=host.shape[1], n=n)
+
+    def __call__(self, Y, out, row_map=None):
+        """Transform Y (compact: Yc with `row_map` from `row_map(rows, n)`) into `out`; returns out."""
+        import cupy
+
+        for a, name in ((Y, "Y"), (out, "output")):
+            if not isinstance(a, cupy.ndarray):
+                raise InputError(f"{name} is a {type(a).__name__}, not a CuPy array",
+                                 "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
+        B, n, H, W = self.dims(out.shape)
+        _check_device_array(out, "output", None, self.dtype, 4, f"{self.layout.upper()} output")
+        _check_pixels(B, H, W)
+        th, tw = tile_grid(H, W, self.m)
+        T = B * th * tw
+        Np = npad(T, self.dtype)
+        L = self.p * self.p
+        if self.compact:
+            if row_map is None:
+                raise InputError("the compact output transform needs row_map",
+                                 "pass row_map=OutputTransform.row_map(rows, n)")
+            if not isinstance(Y, cupy.ndarray) or Y.ndim != 3 or Y.shape[1] < 1:
+                raise InputError(f"Yc must be [L={L}, nmax, Npad={Np}]; got shape {tuple(Y.shape)}",
+                                 "pass the compact GEMM output of this layer")
+            rows = Y.shape[1]
+            _check_device_array(Y, "Yc", (L, rows, Np), self.dtype, 3, "[p*p, nmax, Npad]")
+            if not isinstance(row_map, RowMap):
+                raise InputError(f"row_map is a {type(row_map).__name__}, not a RowMap",
+                                 "build it with OutputTransform.row_map(rows, n)")
+            if (row_map.positions, row_map.nrows, row_map.n) != (L, rows, n):
+                raise InputError(
+                    f"row_map fits Yc[{row_map.positions}, {row_map.nrows}, :] and n={row_map.n}, "
+                    f"not Yc{tuple(Y.shape)} and n={n}",
+                    "build the row map from the same rows[L, nmax] that laid out Yc")
+        else:
+            if row_map is not None:
+                raise InputError("row_map was given to a dense output transform",
+                                 "build OutputTransform(..., compact=True) for compact rows")
+            _check_device_array(Y, "Y", (L, n, Np), self.dtype, 3, "[p*p, n, Npad]")
+        g = self.geometry
+        grid = g.grid(T, n)
+        i32 = np.int32
+        head = (Y, row_map.inv, i32(rows), out) if self.compact else (Y, out)
+        self.kernel()(grid, (g.threads, 1, 1),
+                      head + (i32(n), i32(H), i32(W), i32(th), i32(tw), i32(T), i32(Np), i32(-(-T // g.tt))))
+        return out

@@ -1,0 +1,100 @@
+"""cuDNN dense 3x3 conv baseline against the float64 direct convolution of cutlass_wsp.winograd, on
+CuPy's current stream; skips with the 'unavailable' reason when neither torch nor the cuDNN frontend
+is installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cutlass_wsp import winograd as wg
+from cutlass_wsp.errors import InputError
+from cutlass_wsp.gpu import arrays
+from cutlass_wsp.gpu.cudnn import CudnnConv, available
+from cutlass_wsp.gpu.verify import check
+
+cp = pytest.importorskip("cupy")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cudnn():
+    ok, why = available()
+    if not ok:
+        pytest.skip(why)
+
+
+def _nchw_values(a, dt, layout, weight=False) -> np.ndarray:
+    """float64 host copy of the stored values, in NCHW ([n, c, 3, 3] for weights)."""
+    v = arrays.to_host_float32(a, dt).astype(np.float64)
+    return v if layout == "nchw" else v.transpose(0, 3, 1, 2)
+
+
+def _case(name, layout, shape=(2, 5, 7, 9, 11), seed=0):
+    B, c, n, H, W = shape
+    conv = CudnnConv(c, n, H, W, B, name, layout)
+    x = arrays.random(conv.input_shape, name, seed=seed + 1)
+    w = arrays.random(conv.weight_shape, name, seed=seed + 2, scale=0.3)
+    ref = wg.direct_conv2d(_nchw_values(x, name, layout), _nchw_values(w, name, layout))
+    return conv, x, w, ref
+
+
+def _got(out, layout):
+    return out if layout == "nchw" else out.transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("name", ["fp16", "bf16", "fp32", "tf32"])
+def test_cudnn_matches_direct_conv(name, layout):
+    """fp32 must stay under fp32's tolerance (1e-5): TF32 tensor cores there would fail it."""
+    if name not in ("fp16", "bf16") and available()[1].startswith("cudnn-frontend"):
+        pytest.skip("the cuDNN frontend path serves fp16/bf16 only")
+    conv, x, w, ref = _case(name, layout)
+    out = arrays.poison(arrays.empty(conv.output_shape, name), name)
+    assert conv.run(x, w, out) is out
+    cp.cuda.get_current_stream().synchronize()
+    check(_got(out, layout), ref, name, f"cudnn {conv.method} {name} {layout}", shape=out.shape, K=5 * 9)
+
+
+def test_cudnn_runs_on_cupy_current_stream():
+    conv, x, w, ref = _case("fp16", "nhwc", shape=(4, 32, 48, 28, 28), seed=7)
+    stream = cp.cuda.Stream(non_blocking=True)
+    with stream:
+        out = arrays.poison(arrays.empty(conv.output_shape, "fp16"), "fp16")
+        launch = conv.launcher(x, w, out)
+        for _ in range(3):
+            launch()
+        copy = out.copy()  # ordered after the conv only if the conv ran on this stream
+        if conv.backend == "torch":
+            assert conv._impl._stream().cuda_stream == stream.ptr
+    stream.synchronize()
+    check(_got(copy, "nhwc"), ref, "fp16", "cudnn on a CuPy stream", K=32 * 9)
+
+
+def test_cudnn_validates_operands():
+    conv, x, w, _ = _case("fp16", "nchw")
+    out = arrays.empty(conv.output_shape, "fp16")
+    with pytest.raises(InputError, match="expected"):
+        conv.run(x.reshape(x.shape[0], x.shape[1], -1), w, out)
+    with pytest.raises(InputError, match="dtype float32"):
+        conv.run(x.astype(cp.float32), w, out)
+    with pytest.raises(InputError, match="not a CuPy array"):
+        conv.run(cp.asnumpy(x), w, out)
+
+
+def test_cudnn_timing_smoke(capsys):
+    """VGG 512->512@28 and 64->64@224, batch 32, fp16 NHWC: printed next to BRIEF's probe3 (0.171 and
+    0.276 ms on an H100), not asserted."""
+    from cutlass_wsp.gpu.timing import time_gpu
+
+    lines = []
+    for c, H, probe_ms in ((512, 28, 0.171), (64, 224, 0.276)):
+        conv = CudnnConv(c, c, H, H, 32, "fp16", "nhwc")
+        x = arrays.random(conv.input_shape, "fp16", seed=1)
+        w = arrays.random(conv.weight_shape, "fp16", seed=2, scale=0.05)
+        out = arrays.empty(conv.output_shape, "fp16")
+        t = time_gpu(conv.launcher(x, w, out), warmup=5, min_reps=10, max_reps=50, budget_s=2.0)
+        tflops = conv.flops() / (t.median_ms * 1e-3) / 1e12
+        lines.append(f"{c}->{c}@{H}: {t.median_ms:.3f} ms ({tflops:.0f} TFLOP/s; probe3 {probe_ms} ms) via {conv.method}")
+        del x, w, out
+    with capsys.disabled():
+        print("\n[cuDNN fp16 NHWC batch 32]\n  " + "\n  ".join(lines))
