@@ -157,9 +157,14 @@ class CudaBackend:
             s.begin_capture()
             try:
                 body()
-            except BaseException:
+            except BaseException as e:
                 with contextlib.suppress(Exception):
                     s.end_capture()
+                if isinstance(e, NotImplementedError):   # e.g. CuPy's cuBLAS wrappers refuse capture
+                    from cutlass_wsp.errors import Unsupported
+
+                    raise Unsupported(f"this launch cannot be captured into a CUDA graph ({e})",
+                                      "time it without --graph") from None
                 raise
             graph = s.end_capture()
         graph.upload(s)

@@ -47,23 +47,40 @@ def test_graph_replays_the_captured_launches():
     assert replayed % 16 == 0 and replayed // 16 >= 5  # whole batches, at least one per sample
 
 
-def test_graph_of_cublas_and_rotation():
-    from cutlass_wsp.gpu.baselines import CublasBatched
+def test_graph_of_a_cutlass_kernel_with_rotation():
+    from cutlass_wsp.families.dense import DenseBatch
+    from cutlass_wsp.problem import BatchProblem
 
     dt = arrays.as_dtype("fp16")
     sets = []
     for _ in range(3):
         W, X = arrays.random((16, 64, 64), dt), arrays.padded_x(16, 64, 196, dt)
         sets.append((W, X, arrays.empty((16, 64, X.shape[2]), dt)))
-    gemm = CublasBatched(dt)
-    eager = time_gpu(gemm.run, rotate=sets, budget_s=0.2)
-    graph = time_gpu(gemm.run, rotate=sets, use_graph=True, graph_batch=9, budget_s=0.2)
+    dense = DenseBatch.for_problem(BatchProblem(16, 64, sets[0][1].shape[2], 64), "fp16")
+    eager = time_gpu(dense.run, rotate=sets, budget_s=0.2)
+    graph = time_gpu(dense.run, rotate=sets, use_graph=True, graph_batch=9, budget_s=0.2)
     assert eager.method == "events+rotate3+gate" and graph.method == "graph9+rotate3+gate"
     assert 0 < graph.median_ms and 0 < eager.median_ms
     # the graph ran the GEMMs: every output holds W . X
     for W, X, Y in sets:
         ref = cp.matmul(W.astype(cp.float32), X.astype(cp.float32))
         assert float(cp.abs(Y.astype(cp.float32) - ref).max()) < 0.1
+
+
+def test_graph_capture_of_cublas_is_refused_clearly():
+    """CuPy's cuBLAS wrappers raise inside stream capture: that is reported as Unsupported, and the
+    stream is left usable (capture ended)."""
+    from cutlass_wsp.errors import Unsupported
+    from cutlass_wsp.gpu.baselines import CublasBatched
+
+    dt = arrays.as_dtype("fp16")
+    W, X = arrays.random((16, 64, 64), dt), arrays.padded_x(16, 64, 196, dt)
+    Y = arrays.empty((16, 64, X.shape[2]), dt)
+    gemm = CublasBatched(dt)
+    with pytest.raises(Unsupported, match="graph"):
+        time_gpu(lambda: gemm.run(W, X, Y), use_graph=True, graph_batch=4, budget_s=0.1)
+    t = time_gpu(lambda: gemm.run(W, X, Y), budget_s=0.1)   # still works eagerly afterwards
+    assert t.median_ms > 0
 
 
 def test_ceilings_are_physical_and_cached():
