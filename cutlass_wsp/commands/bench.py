@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--balance", default=None)
     p.add_argument("--budget-ms", type=float, default=250.0)
     p.add_argument("--graph", action="store_true", help="time CUDA-graph replays")
+    p.add_argument("--no-layer-time", action="store_true", help="time the GEMM batch only, not the whole layer")
     p.add_argument("--out", type=Path, default=None, help="also append the row to this results file")
     p.add_argument("--json", action="store_true", help="print the whole row as JSON")
 
@@ -44,12 +45,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.layer!r} names {len(points)} layer shapes", "name one layer, e.g. vgg16:conv4_2")
     from cutlass_wsp.sweep.session import measure_one
 
-    row = measure_one(points[0], budget_s=args.budget_ms / 1e3, use_graph=args.graph, out=args.out)
+    row = measure_one(points[0], budget_s=args.budget_ms / 1e3, use_graph=args.graph, out=args.out,
+                      layer_time=not args.no_layer_time)
     if args.json:
         print(json.dumps(row, indent=1))
     else:
         keys = ("key", "status", "reason", "kernel", "median_ms", "iqr_ms", "reps", "floor_ms",
-                "pct_of_floor", "rel_error")
+                "pct_of_floor", "rel_error", "layer_ms", "transform_ms", "transform_pct_of_floor")
         for k in keys:
             if row.get(k) is not None:
                 print(f"{k:>13}: {row[k]}")

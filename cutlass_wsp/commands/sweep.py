@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
     from cutlass_wsp.sweep.plan import expand, spec_from_args
     from cutlass_wsp.sweep.results import ResultStore
 
-    points = expand(spec_from_args(args))
+    spec = spec_from_args(args)
+    points = expand(spec)
     store = ResultStore(args.out)
     pending = store.pending(points, retry_failed=args.retry_failed)
     if args.dry_run:
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from cutlass_wsp.sweep.session import run_sweep
 
     outcome = run_sweep(points, store, budget_s=args.budget_ms / 1e3, use_graph=args.graph,
-                        retry_failed=args.retry_failed)
+                        retry_failed=args.retry_failed, layer_time=spec.layer_time)
     print(outcome.summary, file=sys.stderr)
     if not args.no_plots:
         from cutlass_wsp.sweep.plot import plot_results

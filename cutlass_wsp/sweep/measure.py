@@ -34,6 +34,8 @@ class Op:
     config: dict | None = None
     fields: dict = field(default_factory=dict)  # kept_m, kept_k, nnz, ...
     close: Callable[[], None] | None = None
+    x: Any = None                             # the X buffer launch reads (default: Inputs.X)
+    rows: np.ndarray | None = None            # compact output: kept filter per row of `out`, -1 = pad
 
 
 @dataclass
@@ -65,7 +67,8 @@ def builder(pattern: str, *impls: str):
 class Measurer:
     """Holds what points share: weights per layer shape, pruned weights, kernels, ceilings."""
 
-    def __init__(self, timing: TimingOptions | None = None, cache=None, seed: int = 0):
+    def __init__(self, timing: TimingOptions | None = None, cache=None, seed: int = 0,
+                 layer_time: bool = True):
         from cutlass_wsp.gpu.device import compute_capability, require_gpu
         from cutlass_wsp.kernels.manifest import arch_for_device
 
@@ -73,6 +76,7 @@ class Measurer:
         self.timing = timing or TimingOptions()
         self.cache = cache
         self.seed = seed
+        self.layer_time = layer_time
         self.arch = arch_for_device(compute_capability())
         self._weights: dict[tuple, np.ndarray] = {}
         self._pruned: dict[tuple, Any] = {}
@@ -112,7 +116,8 @@ class Measurer:
         return self._pruned[key]
 
     def reference(self, pruned, X32, dt: DType):
-        """fp32 cuBLAS of the masked dense weights (rounded to dt) and X: [L, n, Npad] float32."""
+        """(W32, Y32): the masked dense weights rounded to dt, in fp32, and their fp32 cuBLAS product
+        with X: [L, n, Npad] float32."""
         from cutlass_wsp.gpu import arrays
         from cutlass_wsp.gpu.baselines import CublasBatched
 
@@ -121,7 +126,7 @@ class Measurer:
         W32 = arrays.to_float32(arrays.from_host(pruned.dense_weights().astype(np.float32), dt), dt)
         Y32 = arrays.empty((W32.shape[0], W32.shape[1], X32.shape[2]), "fp32")
         self._ref_gemm.run(W32, X32, Y32)
-        return Y32
+        return W32, Y32
 
     def compile_ahead(self, points) -> None:
         """Build every kernel the points need, all cores at once; a failure is left for its points' rows."""
@@ -146,6 +151,16 @@ class Measurer:
             except WspError:
                 pass   # each failing point gets its compile_error row when it asks for the kernel
 
+    def _layer_fields(self, point: Point, dt: DType, W32, op: Op, ceil) -> dict:
+        """The whole layer around this GEMM batch; a layer the pipeline cannot serve is noted, not fatal."""
+        from cutlass_wsp.sweep import layer_time
+
+        ops = layer_time.LayerOperands(X=op.x, Y=op.out, rows=op.rows, launch=op.launch)
+        try:
+            return layer_time.measure_layer(point, dt, W32, ops, ceil.copy_bw_Bps, self.timing)
+        except Unsupported as e:
+            return {"reason": f"layer not timed: {e}"}
+
     # --------------------------------------------------------------------------------- measure
     def measure(self, point: Point) -> dict:
         import cupy
@@ -154,6 +169,11 @@ class Measurer:
         from cutlass_wsp.gpu.timing import time_gpu
         from cutlass_wsp.gpu.verify import check
 
+        if point.pattern == "conv":
+            from cutlass_wsp.sweep.layer_time import measure_conv
+
+            dt = get_dtype(point.dtype)
+            return measure_conv(point, dt, self.ceilings(dt), self.timing, seed=self.seed)
         build = BUILDERS.get((point.pattern, point.impl))
         if build is None:
             raise Unsupported(f"no implementation {point.impl!r} of pattern {point.pattern!r} in this build",
@@ -165,8 +185,10 @@ class Measurer:
         X = arrays.padded_x(problem.L, problem.K, problem.N, dt)   # fresh random data every point
         inputs = Inputs(point, dt, problem, pruned, X, Npad, self.arch, self.cache)
         op = build(inputs)
+        if op.x is None:
+            op.x = X
         try:
-            ref = self.reference(pruned, arrays.to_float32(X, dt), dt)
+            W32, ref = self.reference(pruned, arrays.to_float32(X, dt), dt)
             T = problem.N
             arrays.poison(op.out, dt) if not isinstance(op.out, (list, tuple)) else [arrays.poison(o, dt) for o in op.out]
             op.launch()
@@ -178,12 +200,13 @@ class Measurer:
             t = self.timing
             timing = time_gpu(op.launch, warmup=t.warmup, min_reps=t.min_reps, max_reps=t.max_reps,
                               budget_s=t.budget_s, use_graph=t.use_graph)
+            ceil = self.ceilings(dt)
+            layer = self._layer_fields(point, dt, W32, op, ceil) if self.layer_time else {}
         finally:
             if op.close is not None:
                 op.close()
-        ceil = self.ceilings(dt)
         floor_ms = op.cost.floor_ms(ceil.gemm_flops, ceil.copy_bw_Bps)
-        return dict(
+        return dict(**layer,
             L=problem.L, M=problem.M, N=problem.N, K=problem.K, T=problem.N, Npad=Npad,
             flops=op.cost.flops, kernel=op.kernel, kernel_config=op.config,
             median_ms=timing.median_ms, q1_ms=timing.q1_ms, q3_ms=timing.q3_ms, iqr_ms=timing.iqr_ms,
@@ -233,7 +256,7 @@ def _dense_cutlass(inp: Inputs) -> Op:
     op = DenseBatch.for_problem(type(pr)(pr.L, pr.M, inp.Npad, Kpad), inp.dt.name, inp.arch, inp.cache)
     return Op(op.prepare(W, X, Y), Y, _as_dense(Y, inp.dt), op.kernel.name,
               costs.dense_cost(pr, inp.dt), {**_kernel_config(op.desc), "K_padded": Kpad},
-              _dense_fields(inp))
+              _dense_fields(inp), x=X)
 
 
 @builder("dense", "cublas")
@@ -268,7 +291,7 @@ def _rows_cublas(inp: Inputs) -> Op:
               lambda: arrays.to_float32(scatter_rows(Yc, rows.astype(np.int32), pr.M), inp.dt),
               "cublasGemmStridedBatchedEx", costs.rows_cost(pr, inp.dt, kept), {"output": "compact rows"},
               dict(kept_m=[int(k) for k in kept], nnz=int(pd.mask.sum()),
-                   kept_fraction=float(pd.mask.mean())))
+                   kept_fraction=float(pd.mask.mean())), rows=rows.astype(np.int32))
 
 
 @builder("wsp-c", "cublas")
@@ -365,7 +388,7 @@ def _pruned_cutlass(inp: Inputs) -> Op:
     return Op(fam.prepare(inp.X, Y), Y, lambda: arrays.to_float32(fam.to_dense_output(Y), inp.dt),
               " + ".join(names), _family_cost(inp.point, inp),
               {"mode": getattr(fam, "mode", None), "kernels": [_kernel_config(d) for d in fam.kernel_descs]},
-              fields)
+              fields, rows=getattr(fam, "row_index", None) if rows else None)
 
 
 # ------------------------------------------------------------------------------ compile ahead

@@ -36,7 +36,7 @@ def _row_fields(prov_fields: dict) -> dict:
 
 
 def run_sweep(points: Sequence[Point], store: ResultStore, *, budget_s: float = 0.25,
-              use_graph: bool = False, retry_failed: bool = False) -> SweepResult:
+              use_graph: bool = False, retry_failed: bool = False, layer_time: bool = True) -> SweepResult:
     from cutlass_wsp.gpu.device import require_gpu
     from cutlass_wsp.sweep.measure import Measurer
     from cutlass_wsp.sweep.progress import Progress
@@ -44,7 +44,7 @@ def run_sweep(points: Sequence[Point], store: ResultStore, *, budget_s: float = 
     require_gpu()
     prov, prov_fields = _provenance()
     store.provenance = prov
-    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph))
+    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time)
     pending = store.pending(points, retry_failed=retry_failed)
     m.compile_ahead(pending)
 
@@ -55,13 +55,13 @@ def run_sweep(points: Sequence[Point], store: ResultStore, *, budget_s: float = 
 
 
 def measure_one(point: Point, *, budget_s: float = 0.25, use_graph: bool = False,
-                out: Path | None = None) -> dict:
+                out: Path | None = None, layer_time: bool = True) -> dict:
     from cutlass_wsp.gpu.device import require_gpu
     from cutlass_wsp.sweep.measure import Measurer
 
     require_gpu()
     _, prov_fields = _provenance()
-    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph))
+    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time)
     try:
         row = make_row(point, "ok", **m.measure(point), **_row_fields(prov_fields))
     except Exception as exc:  # noqa: BLE001 -- reported as a row, like in a sweep
