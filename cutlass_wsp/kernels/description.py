@@ -41,6 +41,15 @@ SM80_MAX_AUTO_STAGES = 4
 
 _NAME_TOKEN = re.compile(r"^[a-z0-9][a-z0-9.]*$")
 
+# extra knob 'scheduler': the sm90 tile scheduler. Absent = CUTLASS's default persistent scheduler (so a
+# default kernel has one name); 'streamk' splits the K loops of a short last wave over idle SMs. Only the
+# cooperative TMA kernel takes it (CUTLASS's ping-pong and non-persistent kernels static_assert against it).
+# extra knob 'splits' (with 'streamk'): split-K into that many K slices through the same scheduler (CUTLASS's
+# stream-K heuristic never splits a tile of 8 or fewer k-tiles, i.e. K <= 512 with tile K 64).
+TILE_SCHEDULERS = ("streamk",)
+TILE_SCHEDULER_FAMILIES = ("dense",)    # templates that read extra['scheduler'] and extra['splits']
+MAX_SPLITS = 16
+
 
 def _triple(value: Any, what: str) -> tuple[int, int, int]:
     t = tuple(int(v) for v in value)
@@ -184,6 +193,7 @@ class KernelDesc:
             if not _NAME_TOKEN.match(k) or not _NAME_TOKEN.match(str(v)):
                 raise Unsupported(f"extra knob {k}={v!r} cannot appear in a kernel name",
                                   "use lower-case letters, digits and '.' for extra keys and values")
+        self._validate_scheduler()
         a = self.alignment
         if a < 1 or a & (a - 1) or self.alignment_bytes > 16:
             raise Unsupported(f"alignment {a} ({self.alignment_bytes} bytes) does not divide 16 bytes",
@@ -198,6 +208,31 @@ class KernelDesc:
         else:
             self._validate_sm80()
         return self
+
+    def _validate_scheduler(self) -> None:
+        sched = self.extra_dict().get("scheduler")
+        splits = self.extra_dict().get("splits")
+        if splits is not None:
+            if sched != "streamk":
+                raise Unsupported(f"splits={splits!r} without the stream-K scheduler",
+                                  "add extra scheduler='streamk' (split-K runs through it)")
+            if isinstance(splits, bool) or not isinstance(splits, int) or not 2 <= splits <= MAX_SPLITS:
+                raise Unsupported(f"splits={splits!r}", f"give splits as an integer in 2..{MAX_SPLITS}, or leave it "
+                                  "out for the stream-K heuristic")
+        if sched is None:
+            return
+        if sched not in TILE_SCHEDULERS:
+            raise Unsupported(f"tile scheduler {sched!r}", "use extra scheduler='streamk', or leave the knob out "
+                              "for the default persistent scheduler")
+        if self.family not in TILE_SCHEDULER_FAMILIES or self.arch != "sm90":
+            raise Unsupported(f"the {self.family} {self.arch} template has no tile-scheduler knob",
+                              f"use scheduler='streamk' only with family {'/'.join(TILE_SCHEDULER_FAMILIES)} on sm90")
+        if self.kernel_schedule not in SM90_KERNEL_SCHEDULES:
+            return   # _validate_sm90 names the unknown schedule
+        ks = self.resolved().kernel_schedule
+        if ks != "tma_ws_cooperative":
+            raise Unsupported(f"stream-K needs the cooperative TMA kernel schedule, got {ks}",
+                              "use kernel_schedule 'tma_ws_cooperative' (tile M 128 or 256)")
 
     def _validate_sm90(self) -> None:
         if self.kernel_schedule not in SM90_KERNEL_SCHEDULES:
