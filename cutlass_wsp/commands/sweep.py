@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="time spent timing each point after warm-up (default %(default)s)")
     o.add_argument("--graph", action="store_true",
                    help="time CUDA-graph replays (for launch-bound shapes, e.g. batch 1)")
+    o.add_argument("--tune", action="store_true",
+                   help="search the dense kernel configs of every shape again first (else the tuning cache, "
+                        "or the default config, is used)")
     o.add_argument("--dry-run", action="store_true", help="list the pending points and exit")
 
 
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from cutlass_wsp.sweep.session import run_sweep
 
     outcome = run_sweep(points, store, budget_s=args.budget_ms / 1e3, use_graph=args.graph,
-                        retry_failed=args.retry_failed, layer_time=spec.layer_time)
+                        retry_failed=args.retry_failed, layer_time=spec.layer_time,
+                        tune=args.tune)
     print(outcome.summary, file=sys.stderr)
     if not args.no_plots:
         from cutlass_wsp.sweep.plot import plot_results

@@ -9,6 +9,7 @@ same X in fp32, so it checks the compaction, the indices and the kernel together
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,7 +69,7 @@ class Measurer:
     """Holds what points share: weights per layer shape, pruned weights, kernels, ceilings."""
 
     def __init__(self, timing: TimingOptions | None = None, cache=None, seed: int = 0,
-                 layer_time: bool = True):
+                 layer_time: bool = True, tune: bool = False):
         from cutlass_wsp.gpu.device import compute_capability, require_gpu
         from cutlass_wsp.kernels.manifest import arch_for_device
 
@@ -77,6 +78,7 @@ class Measurer:
         self.cache = cache
         self.seed = seed
         self.layer_time = layer_time
+        self.tune = tune
         self.arch = arch_for_device(compute_capability())
         self._weights: dict[tuple, np.ndarray] = {}
         self._pruned: dict[tuple, Any] = {}
@@ -129,9 +131,22 @@ class Measurer:
         return W32, Y32
 
     def compile_ahead(self, points) -> None:
-        """Build every kernel the points need, all cores at once; a failure is left for its points' rows."""
+        """Build every kernel the points need, all cores at once; a failure is left for its points' rows.
+        With `tune`, search the dense kernel configs of every shape first (winners go to the tuning
+        cache, which the dense builder reads)."""
         from cutlass_wsp.errors import WspError
         from cutlass_wsp.kernels.cache import default_cache
+
+        if self.tune:
+            from cutlass_wsp.kernels.tuning import tune_many
+
+            by_dtype: dict[str, dict] = {}
+            for pt in points:
+                if (pt.pattern, pt.impl) == ("dense", "cutlass"):
+                    by_dtype.setdefault(pt.dtype, {})[_dense_kernel_problem(pt)] = None
+            for dtype, problems in by_dtype.items():
+                tune_many(list(problems), dtype, self.arch, cache=self.cache or default_cache(),
+                          progress=lambda msg: print(f"tune: {msg}", file=sys.stderr))
 
         descs = []
         for pt in points:
@@ -251,9 +266,13 @@ def _dense_cutlass(inp: Inputs) -> Op:
     if Kpad != K:   # e.g. the first layer (c = 3): zero channels so every access is 16 bytes wide
         w = np.concatenate([w, np.zeros((pr.L, pr.M, Kpad - K), np.float32)], axis=2)
         X = cupy.concatenate([inp.X, cupy.zeros((pr.L, Kpad - K, inp.Npad), inp.X.dtype)], axis=1)
+    from cutlass_wsp.kernels.library import get_kernel
+    from cutlass_wsp.kernels.tuning import tuned_or_default
+
     W = arrays.from_host(w, inp.dt)
     Y = _y(inp, pr.M)
-    op = DenseBatch.for_problem(type(pr)(pr.L, pr.M, inp.Npad, Kpad), inp.dt.name, inp.arch, inp.cache)
+    desc = tuned_or_default(type(pr)(pr.L, pr.M, inp.Npad, Kpad), inp.dt.name, inp.arch, inp.cache)
+    op = DenseBatch(get_kernel(desc, inp.cache))
     return Op(op.prepare(W, X, Y), Y, _as_dense(Y, inp.dt), op.kernel.name,
               costs.dense_cost(pr, inp.dt), {**_kernel_config(op.desc), "K_padded": Kpad},
               _dense_fields(inp), x=X)
@@ -399,14 +418,19 @@ DESCS: dict[tuple[str, str], KernelDescs] = {}
 
 
 def _dense_descs(point: Point, arch: str) -> list:
-    from cutlass_wsp.gpu.arrays import npad
-    from cutlass_wsp.kernels.manifest import select
+    from cutlass_wsp.kernels.tuning import tuned_or_default
 
+    return [tuned_or_default(_dense_kernel_problem(point), point.dtype, arch)]
+
+
+def _dense_kernel_problem(point: Point):
+    """The dense GEMM batch as the kernel runs it: N padded to 16 bytes, K to the alignment."""
     from cutlass_wsp.dtypes import get_dtype
+    from cutlass_wsp.gpu.arrays import npad
 
     pr = point.problem()
     a = get_dtype(point.dtype).alignment
-    return [select(type(pr)(pr.L, pr.M, npad(pr.N, point.dtype), -(-pr.K // a) * a), point.dtype, arch)]
+    return type(pr)(pr.L, pr.M, npad(pr.N, point.dtype), -(-pr.K // a) * a)
 
 
 DESCS[("dense", "cutlass")] = _dense_descs
