@@ -34,6 +34,10 @@ BASE_FLAGS = [
     "-Xcompiler", "-fPIC", "-shared",
     "--expt-relaxed-constexpr",
     "-cudart", "static",                      # the .so loads without libcudart on the library path
+    # Keep each library's C++ statics its own: GCC otherwise marks template statics STB_GNU_UNIQUE and
+    # glibc shares them across RTLD_LOCAL libraries, so a second library with the same CUTLASS type
+    # skipped its own init (the gather_b bf16/tf32 launch failures on the H100).
+    "-Xcompiler", "-fno-gnu-unique",
 ]
 
 
