@@ -32,7 +32,7 @@ class FakeDeviceArray:
 
 @pytest.fixture
 def batch(gcc_cache, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(dense, "_sm_count", lambda device_id: 132)
+    monkeypatch.setattr(dense, "sm_count", lambda device_id: 132)
     return DenseBatch(get_kernel(default_desc("dense", "fp16", "sm80"), gcc_cache))
 
 

@@ -3,28 +3,11 @@ N = Npad with zero pad columns in X). Everything is checked before anything is l
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable
 
 from cutlass_wsp.errors import InputError, Unsupported
+from cutlass_wsp.gpu.launch import sm_count, stream_pointer
 from cutlass_wsp.kernels.library import KernelLibrary, WspArgs, make_args
-
-
-@functools.lru_cache(maxsize=None)
-def _sm_count(device_id: int) -> int:
-    import cupy
-
-    return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
-
-
-def _stream_ptr(stream: Any) -> int:
-    import cupy
-
-    if stream is None:
-        return int(cupy.cuda.get_current_stream().ptr)
-    if isinstance(stream, int):
-        return stream
-    return int(stream.ptr)
 
 
 def _row_major_strides(name: str, a: Any) -> tuple[int, int]:
@@ -127,7 +110,7 @@ class DenseBatch:
         dev = W.device.id
         return make_args(M=M, N=N, K=K, L=L, A=W.data.ptr, B=X.data.ptr, D=Y.data.ptr,
                          lda=lda, ldb=ldb, ldd=ldd, batch_stride_A=bA, batch_stride_B=bB, batch_stride_D=bD,
-                         alpha=1.0, beta=0.0, sm_count=_sm_count(dev), device_id=dev)
+                         alpha=1.0, beta=0.0, sm_count=sm_count(dev), device_id=dev)
 
     # ---------------------------------------------------------------------------------- launch
     def prepare(self, W: Any, X: Any, Y: Any, *, stream: Any = None) -> Callable[[], None]:
@@ -143,7 +126,7 @@ class DenseBatch:
                 with cupy.cuda.Device(args.device_id):
                     self._workspace = cupy.empty(need, dtype=cupy.uint8)
             workspace = self._workspace
-        return _Launch(self.kernel, args, workspace, _stream_ptr(stream), (W, X, Y))
+        return _Launch(self.kernel, args, workspace, stream_pointer(stream), (W, X, Y))
 
     def run(self, W: Any, X: Any, Y: Any, *, stream: Any = None) -> Any:
         """Y[l] = W[l] . X[l] on `stream` (default: CuPy's current stream). Returns Y."""

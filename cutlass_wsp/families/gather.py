@@ -25,6 +25,7 @@ import numpy as np
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.kernels.description import KernelDesc, default_desc
 from cutlass_wsp.kernels.library import KernelLibrary, WspArgs, make_args
+from cutlass_wsp.gpu.launch import sm_count, stream_object, stream_pointer  # noqa: F401 (re-exported)
 from cutlass_wsp.problem import round_up
 
 GATHER_FAMILY = "gather_b"
@@ -145,28 +146,6 @@ def same_device(**arrays: Any) -> int:
     if len(devices) != 1:
         raise InputError(f"{', '.join(arrays)} live on different GPUs {sorted(devices)}", "put them on one device")
     return devices.pop()
-
-
-@functools.lru_cache(maxsize=None)
-def sm_count(device_id: int) -> int:
-    import cupy
-
-    return int(cupy.cuda.Device(device_id).attributes["MultiProcessorCount"])
-
-
-def stream_object(stream: Any):
-    """A CuPy stream for `stream`: None = CuPy's current stream, an int = a raw cudaStream_t."""
-    import cupy
-
-    if stream is None:
-        return cupy.cuda.get_current_stream()
-    if isinstance(stream, int):
-        return cupy.cuda.ExternalStream(stream)
-    return stream
-
-
-def stream_pointer(stream: Any) -> int:
-    return stream if isinstance(stream, int) else int(stream_object(stream).ptr)
 
 
 def finish_uploads() -> None:

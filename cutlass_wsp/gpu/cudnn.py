@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from cutlass_wsp.gpu.launch import stream_pointer
 from cutlass_wsp.dtypes import DType
 from cutlass_wsp.errors import InputError, KernelError, Unsupported
 from cutlass_wsp.gpu.arrays import as_dtype, storage_dtype
@@ -162,12 +163,6 @@ class CudnnConv:
         return out
 
 
-def _current_stream_ptr() -> int:
-    import cupy
-
-    return cupy.cuda.get_current_stream().ptr
-
-
 class _TorchConv:
     """torch.ops.aten.cudnn_convolution.out: cuDNN (benchmark mode) writing straight into `out`."""
 
@@ -186,7 +181,7 @@ class _TorchConv:
         import cupy
         import torch
 
-        ptr = _current_stream_ptr()
+        ptr = stream_pointer(None)
         device = torch.device("cuda", cupy.cuda.Device().id)
         if ptr == 0:
             return torch.cuda.default_stream(device)
@@ -280,7 +275,7 @@ class _FrontendConv:
         pack = {self.X: x, self.Wt: w, self.Y: out}
 
         def launch() -> None:
-            ptr = _current_stream_ptr()
+            ptr = stream_pointer(None)
             if ptr != self._stream_ptr:  # set_stream costs microseconds: only when it changes
                 cudnn.set_stream(handle=self.handle, stream=ptr)
                 self._stream_ptr = ptr
