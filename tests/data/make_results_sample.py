@@ -53,7 +53,7 @@ def sample_spec() -> SweepSpec:
         ratios=(0.5, 0.7, 0.9), balances=("balanced", "unbalanced"),
         implementations={"conv": ("cudnn",), "dense": ("cutlass", "cublas"), "fp": ("cutlass",),
                          "wsp-r": ("cutlass", "cutlass-grouped", "cutlass-padded"),
-                         "wsp-c": ("cutlass", "cutlass-grouped", "cutlass-padded"),
+                         "wsp-c": ("cutlass", "cutlass-padded"),
                          "wwp": ("cusparse-block-diag",)},
     )
 
