@@ -17,7 +17,9 @@ export MPLBACKEND=Agg
 python3 -m cutlass_wsp env 2>&1 | tee -a "$OUT/device.txt"
 tests=(); while [ $# -gt 0 ] && [ "$1" != "--" ]; do tests+=("$1"); shift; done; [ "${1:-}" = "--" ] && shift
 if [ ${#tests[@]} -gt 0 ]; then
-  python3 -m pytest -q -rs -p no:cacheprovider "${tests[@]}" 2>&1 | tee "$OUT/gpu-tests.log" | tail -40
+  # -rs lists each skip with its reason; pass no -q (with -qq pytest drops its closing summary line)
+  python3 -m pytest -rs -p no:cacheprovider --junitxml="$OUT/junit.xml" "${tests[@]}" 2>&1 | tee "$OUT/gpu-tests.log" | tail -40
+  echo "pytest exit status: ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-tests.log"
 fi
 [ $# -gt 0 ] && { "$@" 2>&1 | tee "$OUT/bench.log"; }
 # carry back what the device compiled so the next call (and CI) starts warm
