@@ -27,3 +27,17 @@ def compile_cache_dir(tmp_path_factory):
     if path:
         return path
     return str(tmp_path_factory.mktemp("wsp-cache"))
+
+
+@pytest.fixture(scope="session")
+def kernel_cache(compile_cache_dir):
+    """A KernelCache on the session's cache dir; compile tests skip (with the reason) without nvcc."""
+    from cutlass_wsp.errors import WspError
+    from cutlass_wsp.kernels.cache import KernelCache
+
+    cache = KernelCache(compile_cache_dir)
+    try:
+        cache.toolchain
+    except WspError as e:
+        pytest.skip(f"no CUDA toolchain: {e}")
+    return cache

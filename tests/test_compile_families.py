@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from cutlass_wsp.errors import WspError
 from cutlass_wsp.families.gather import gather_desc
 from cutlass_wsp.families.wsp_r import check_grouped_desc
 from cutlass_wsp.gpu.device import gpu_status
-from cutlass_wsp.kernels.cache import KernelCache
 from cutlass_wsp.kernels.description import default_desc
 from cutlass_wsp.kernels.library import load, make_args
 
@@ -25,13 +23,8 @@ INVALID_PROBLEM, MISALIGNED, NOT_SUPPORTED = 4, 1, 5
 
 
 @pytest.fixture(scope="module")
-def cache(compile_cache_dir):
-    c = KernelCache(compile_cache_dir)
-    try:
-        c.toolchain
-    except WspError as e:
-        pytest.skip(f"no CUDA toolchain: {e}")
-    return c
+def cache(kernel_cache):
+    return kernel_cache
 
 
 @pytest.fixture(scope="module")

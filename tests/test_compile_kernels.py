@@ -8,9 +8,8 @@ import subprocess
 
 import pytest
 
-from cutlass_wsp.errors import KernelError, WspError
+from cutlass_wsp.errors import KernelError
 from cutlass_wsp.gpu.device import gpu_status
-from cutlass_wsp.kernels.cache import KernelCache
 from cutlass_wsp.kernels.description import default_desc
 from cutlass_wsp.kernels.library import KernelLibrary, load, make_args
 
@@ -22,13 +21,8 @@ ABI_FUNCTIONS = ("wsp_abi_version", "wsp_args_size", "wsp_kernel_name", "wsp_can
 
 
 @pytest.fixture(scope="module")
-def cache(compile_cache_dir):
-    c = KernelCache(compile_cache_dir)
-    try:
-        c.toolchain
-    except WspError as e:
-        pytest.skip(f"no CUDA toolchain: {e}")
-    return c
+def cache(kernel_cache):
+    return kernel_cache
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,9 @@ def template_root(tmp_path, monkeypatch):
     for name in ("wsp_abi.h", "_abi_impl.cu.j2"):
         (tmp_path / name).write_text((emitter.templates_dir() / name).read_text())
     monkeypatch.setattr(emitter, "templates_dir", lambda: tmp_path)
-    emitter._environment.cache_clear()
+    emitter.environment.cache_clear()
     yield tmp_path
-    emitter._environment.cache_clear()
+    emitter.environment.cache_clear()
 
 
 @pytest.mark.parametrize("arch", ["sm90", "sm80"])

@@ -127,22 +127,10 @@ def lincomb(coefs, pattern: str) -> str:
     return " ".join(parts) if parts else "0.0f"
 
 
-@functools.lru_cache(maxsize=None)
-def _environment():
-    import jinja2
+def _render(template: str, ctx: dict) -> str:
+    from cutlass_wsp.kernels.emitter import environment
 
-    from cutlass_wsp.kernels.emitter import templates_dir
-
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir())),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-    env.globals["lincomb"] = lincomb
-    return env
+    return environment().get_template(template).render(lincomb=lincomb, **ctx)
 
 
 STAGE_BYTES = 24 * 1024  # shared memory for staging Y (NHWC output): 4+ blocks of 256 threads fit an SM
@@ -235,7 +223,7 @@ def render_input(p: int, dt: DType | str, layout: str, load_bytes: int = 16) -> 
     ctx = {"p": p, "m": m, "dtype": d.name, "layout": layout, "tt": g.tt, "cc": g.cc, "tpt": g.tpt,
            "pstr": g.pstr, "load_type": LOAD_TYPES[load_bytes], "bt": matrices_float(m)[2].tolist(),
            "conversions": _CONVERSIONS[d.storage]}
-    return _environment().get_template("transform_input.cu.j2").render(**ctx), ctx
+    return _render("transform_input.cu.j2", ctx), ctx
 
 
 def render_output(p: int, dt: DType | str, layout: str, compact: bool = False) -> tuple[str, dict[str, Any]]:
@@ -246,7 +234,7 @@ def render_output(p: int, dt: DType | str, layout: str, compact: bool = False) -
     ctx = {"p": p, "m": m, "dtype": d.name, "layout": layout, "compact": bool(compact), "tt": g.tt,
            "cc": g.cc, "srow": g.srow, "rs": g.rs, "at": matrices_float(m)[0].tolist(),
            "conversions": _CONVERSIONS[d.storage]}
-    return _environment().get_template("transform_output.cu.j2").render(**ctx), ctx
+    return _render("transform_output.cu.j2", ctx), ctx
 
 
 @functools.lru_cache(maxsize=None)

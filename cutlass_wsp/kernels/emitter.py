@@ -36,7 +36,8 @@ def templates_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _environment():
+def environment():
+    """The one jinja2 environment for every template (StrictUndefined: a missing variable fails)."""
     import jinja2
 
     return jinja2.Environment(
@@ -101,7 +102,7 @@ def render(desc: KernelDesc) -> str:
     desc.validate()
     name = template_name(desc)
     try:
-        template = _environment().get_template(name)
+        template = environment().get_template(name)
     except jinja2.TemplateNotFound:
         raise Unsupported(
             f"no kernel template {name} for family {desc.family!r} on {desc.arch}",

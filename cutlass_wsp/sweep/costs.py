@@ -52,7 +52,7 @@ def csr_cost(problem: BatchProblem, dt: DType, nnz: int) -> Cost:
 def block_cols_cost(problem: BatchProblem, dt: DType, tile_cols: np.ndarray) -> Cost:
     """BCBP: tile_cols[i, j, :] are the columns row tile j of position i keeps. X rows read once per
     position: the union of its tiles' columns."""
-    L, M, N, K, s = problem.L, problem.M, problem.N, problem.K, dt.itemsize
+    L, M, N, s = problem.L, problem.M, problem.N, dt.itemsize
     n_tiles, kept = tile_cols.shape[1], tile_cols.shape[2]
     t = M // n_tiles
     x_rows = sum(len(np.unique(tile_cols[i])) for i in range(L))
