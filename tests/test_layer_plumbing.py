@@ -53,3 +53,15 @@ def test_every_default_point_has_an_implementation():
     missing = {(p.pattern, p.impl) for p in expand(default_spec())
                if p.pattern != "conv" and (p.pattern, p.impl) not in measure.BUILDERS}
     assert not missing
+
+
+def test_transform_floor_counts_kept_rows_per_position():
+    """The output transform's bytes take rows *per position*: a compact output of 16 positions
+    keeping 3, 3 and 2 rows (padded with -1) reads 8/3 rows per position on average."""
+    import numpy as np
+
+    rows = np.array([[0, 5, 7], [1, 2, 4], [6, 3, -1]], dtype=np.int32)
+    assert layer_time.kept_rows_per_position(rows) == 3   # round(8 / 3)
+    assert layer_time.kept_rows_per_position(None) is None
+    balanced = np.tile(np.arange(19, dtype=np.int32), (16, 1))
+    assert layer_time.kept_rows_per_position(balanced) == 19

@@ -35,6 +35,13 @@ class LayerOperands:
     launch: Any                   # the op's launch-only callable
 
 
+def kept_rows_per_position(rows: np.ndarray | None) -> int | None:
+    """Rows of Y the compact output transform reads per position (mean over positions); None = all n."""
+    if rows is None:
+        return None
+    return int(round(float((rows >= 0).sum()) / rows.shape[0]))
+
+
 def layer_rtol(dt: DType, p: int, K: int) -> float:
     from cutlass_wsp.gpu.verify import tolerance
 
@@ -94,8 +101,7 @@ def measure_layer(point, dt: DType, W32, ops: LayerOperands, copy_bw: float, tim
     kw = dict(warmup=t.warmup, min_reps=t.min_reps, max_reps=t.max_reps, budget_s=t.budget_s)
     lt = time_gpu(layer, **kw)
     tt = time_gpu(transforms, **kw)
-    kept = None if ops.rows is None else int((ops.rows >= 0).sum())
-    tbytes = tin.bytes_moved(B, c, H, Wd) + tout.bytes_moved(B, n, H, Wd, kept_rows=kept)
+    tbytes = tin.bytes_moved(B, c, H, Wd) + tout.bytes_moved(B, n, H, Wd, kept_rows=kept_rows_per_position(ops.rows))
     tfloor = 1e3 * tbytes / copy_bw
     return dict(layer_ms=lt.median_ms, layer_q1_ms=lt.q1_ms, layer_q3_ms=lt.q3_ms,
                 transform_ms=tt.median_ms, transform_floor_ms=tfloor, layer_rel_error=err, layout=LAYOUT)
