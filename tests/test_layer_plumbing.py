@@ -65,3 +65,22 @@ def test_transform_floor_counts_kept_rows_per_position():
     assert layer_time.kept_rows_per_position(None) is None
     balanced = np.tile(np.arange(19, dtype=np.int32), (16, 1))
     assert layer_time.kept_rows_per_position(balanced) == 19
+
+
+def test_tuning_covers_the_dense_kernel_of_every_family():
+    """--tune searches the problem each point's dense kernel runs: pruned families run it on their
+    compacted shapes (WSP-R: M = kept rows), gather/cuSPARSE points run none."""
+    from cutlass_wsp.sweep.plan import SweepSpec, expand
+
+    m = object.__new__(measure.Measurer)
+    m.arch, m.seed, m._weights, m._pruned = "sm90", 0, {}, {}
+    spec = SweepSpec(layers=("resnet18:12",), batches=(32,), tiles=(4,), dtypes=("fp16",),
+                     patterns=("dense", "wsp-r", "wsp-c-fused", "wwp"), ratios=(0.7,),
+                     balances=("balanced",), implementations={"dense": ("cutlass",), "wsp-r": ("cutlass",)})
+    got = {(p.pattern, p.impl): m._dense_problem_of(p) for p in expand(spec)}
+    dense = got[("dense", "cutlass")]
+    assert (dense.L, dense.M, dense.K, dense.N) == (16, 512, 512, 512)
+    wsp_r = got[("wsp-r", "cutlass")]
+    assert (wsp_r.M, wsp_r.K, wsp_r.N) == (round(0.3 * 512), 512, 512)
+    assert got[("wsp-c-fused", "cutlass")] is None
+    assert all(v is None for (pat, _), v in got.items() if pat == "wwp")

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--tune", action="store_true",
                    help="search the dense kernel configs of every shape again first (else the tuning cache, "
                         "or the default config, is used)")
+    o.add_argument("--tune-budget-ms", type=float, default=1000.0,
+                   help="timing per shape and candidate set when tuning (default %(default)s)")
     o.add_argument("--dry-run", action="store_true", help="list the pending points and exit")
 
 
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     outcome = run_sweep(points, store, budget_s=args.budget_ms / 1e3, use_graph=args.graph,
                         retry_failed=args.retry_failed, layer_time=spec.layer_time,
-                        tune=args.tune)
+                        tune=args.tune, tune_budget_s=args.tune_budget_ms / 1e3)
     print(outcome.summary, file=sys.stderr)
     if not args.no_plots:
         from cutlass_wsp.sweep.plot import plot_results

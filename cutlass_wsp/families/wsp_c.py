@@ -116,11 +116,12 @@ class WspC:
                              a_batch_stride=lay.n * self.K, d_batch_stride=lay.n * self.N)
 
     def _default_desc(self) -> KernelDesc:
-        from cutlass_wsp.kernels.manifest import select
+        # the dense kernel tuned for this exact problem when the tuning cache has one (else the default)
+        from cutlass_wsp.kernels.tuning import tuned_or_default
 
         if self.mode == "fused":
             return gather_desc(self.dtype, N=self.N, K=self.K)
-        return select(self.problem, self.dtype, self.arch)
+        return tuned_or_default(self.problem, self.dtype, self.arch)
 
     def _check_desc(self, desc: KernelDesc) -> KernelDesc:
         want = GATHER_FAMILY if self.mode == "fused" else "dense"

@@ -228,11 +228,12 @@ class WspR:
         return BatchProblem(L=lay.L, M=self.M, N=self.N, K=lay.c)
 
     def _default_desc(self) -> KernelDesc:
-        from cutlass_wsp.kernels.manifest import select
+        # the dense kernel tuned for this exact problem when the tuning cache has one (else the default)
+        from cutlass_wsp.kernels.tuning import tuned_or_default
 
         if self.mode == "grouped":
             return grouped_desc(self.dtype, self.arch, N=self.N, K=self.layout.c)
-        return select(self.problem, self.dtype, self.arch)
+        return tuned_or_default(self.problem, self.dtype, self.arch)
 
     def _check_desc(self, desc: KernelDesc) -> KernelDesc:
         want = GROUPED_FAMILY if self.mode == "grouped" else "dense"

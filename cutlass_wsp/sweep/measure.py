@@ -69,7 +69,7 @@ class Measurer:
     """Holds what points share: weights per layer shape, pruned weights, kernels, ceilings."""
 
     def __init__(self, timing: TimingOptions | None = None, cache=None, seed: int = 0,
-                 layer_time: bool = True, tune: bool = False):
+                 layer_time: bool = True, tune: bool = False, tune_budget_s: float = 1.0):
         from cutlass_wsp.gpu.device import compute_capability, require_gpu
         from cutlass_wsp.kernels.manifest import arch_for_device
 
@@ -79,6 +79,7 @@ class Measurer:
         self.seed = seed
         self.layer_time = layer_time
         self.tune = tune
+        self.tune_budget_s = tune_budget_s
         self.arch = arch_for_device(compute_capability())
         self._weights: dict[tuple, np.ndarray] = {}
         self._pruned: dict[tuple, Any] = {}
@@ -142,10 +143,12 @@ class Measurer:
 
             by_dtype: dict[str, dict] = {}
             for pt in points:
-                if (pt.pattern, pt.impl) == ("dense", "cutlass"):
-                    by_dtype.setdefault(pt.dtype, {})[_dense_kernel_problem(pt)] = None
+                problem = self._dense_problem_of(pt)
+                if problem is not None:
+                    by_dtype.setdefault(pt.dtype, {})[problem] = None
             for dtype, problems in by_dtype.items():
                 tune_many(list(problems), dtype, self.arch, cache=self.cache or default_cache(),
+                          budget_s=self.tune_budget_s,
                           progress=lambda msg: print(f"tune: {msg}", file=sys.stderr))
 
         descs = []
@@ -165,6 +168,22 @@ class Measurer:
                 cache.compile_many(dict.fromkeys(descs))
             except WspError:
                 pass   # each failing point gets its compile_error row when it asks for the kernel
+
+    def _dense_problem_of(self, pt: Point):
+        """The problem a point's dense CUTLASS kernel runs (dense, FP, WSP-R batched/padded, WSP-C
+        two-pass), for tuning; None for points that run no dense kernel."""
+        from cutlass_wsp.errors import WspError
+        from cutlass_wsp.gpu.arrays import npad
+
+        if (pt.pattern, pt.impl) == ("dense", "cutlass"):
+            return _dense_kernel_problem(pt)
+        if BUILDERS.get((pt.pattern, pt.impl)) is not _pruned_cutlass:
+            return None
+        try:
+            fam = _family(pt, self.pruned(pt), npad(pt.problem().N, pt.dtype), self.arch)
+        except WspError:
+            return None
+        return fam.problem if fam.desc.family == "dense" else None
 
     def _layer_fields(self, point: Point, dt: DType, W32, op: Op, ceil) -> dict:
         """The whole layer around this GEMM batch; a layer the pipeline cannot serve is noted, not fatal."""

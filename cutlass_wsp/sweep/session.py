@@ -37,7 +37,7 @@ def _row_fields(prov_fields: dict) -> dict:
 
 def run_sweep(points: Sequence[Point], store: ResultStore, *, budget_s: float = 0.25,
               use_graph: bool = False, retry_failed: bool = False, layer_time: bool = True,
-              tune: bool = False) -> SweepResult:
+              tune: bool = False, tune_budget_s: float = 1.0) -> SweepResult:
     from cutlass_wsp.gpu.device import require_gpu
     from cutlass_wsp.sweep.measure import Measurer
     from cutlass_wsp.sweep.progress import Progress
@@ -45,7 +45,8 @@ def run_sweep(points: Sequence[Point], store: ResultStore, *, budget_s: float = 
     require_gpu()
     prov, prov_fields = _provenance()
     store.provenance = prov
-    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time, tune=tune)
+    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time, tune=tune,
+                 tune_budget_s=tune_budget_s)
     pending = store.pending(points, retry_failed=retry_failed)
     m.compile_ahead(pending)
 
