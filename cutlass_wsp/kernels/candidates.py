@@ -7,8 +7,8 @@ candidates follow from where bytes go (docs/tuning.md):
 - 2x1 clusters multicast each B tile to the two CTAs of a cluster when M spans several tile rows.
 - ping-pong overlaps one tile's epilogue with the next tile's mainloop (short K loops: K = 64..512);
   cooperative splits a 128/256-row tile over two warp groups.
-- When the tiles fill fewer than ~2 waves of SMs (the small late layers), narrower N tiles and the
-  stream-K scheduler spread the work over all SMs.
+- When the tiles fill fewer than ~2 waves of SMs (the small late layers), narrower tiles (ping-pong,
+  1x2 clusters) spread the work over all SMs; tile K 128 halves the k-blocks of short K loops.
 The default kernel (`manifest.select`) is always candidate 0, so tuning never loses the baseline.
 Order is deterministic (the declared order below), duplicates are dropped, every candidate passes
 `validate()`, and at most MAX_CANDIDATES are kept.
@@ -26,7 +26,7 @@ from cutlass_wsp.problem import BatchProblem
 
 DEFAULT_SM_COUNT = 132          # H100 SXM and H200; pass the GPU's own count when one is at hand
 MAX_CANDIDATES = 12
-FEW_WAVES = 2.0                 # below this many waves of tiles, try narrow N tiles and stream-K
+FEW_WAVES = 2.0                 # below this many waves of tiles, try narrow tiles and 1x2 clusters
 MAX_ROW_WASTE = 0.25            # a tile M may leave at most this fraction of its rows empty
 
 
@@ -83,40 +83,38 @@ def shape_allows(desc: KernelDesc, problem: BatchProblem) -> bool:
 
 # ------------------------------------------------------------------------------------------- menus
 def _sm90_recipes(problem: BatchProblem, dtype: str, sm_count: int) -> list[Recipe]:
+    """fp16/bf16 menu, pruned by the H100 batch-32 run (docs/tuning.md, "Pruned"): ping-pong won 15 of
+    24 shapes, so it gets the new variants (2x1 clusters, tile K 128, narrow tiles); the no-smem
+    epilogue, the non-persistent kernel, stream-K/split-K, 256x64 and the 2x1 clusters of 128x256 and
+    256x128 never won and are gone."""
     if dtype == "tf32":
         return _sm90_tf32_recipes(problem)
-    M = problem.M
+    M, K = problem.M, problem.K
+    pp = "tma_ws_pingpong"
     out: list[Recipe] = []
     tms = tile_m_choices(M)
     for tm in tms:
         if tm == 64:
-            out += [Recipe((64, 128, 64), "tma_ws_pingpong"),
-                    Recipe((64, 256, 64), "tma_ws_pingpong"),
-                    Recipe((64, 256, 64), "tma_ws_pingpong", epilogue="nosmem"),
-                    Recipe((64, 128, 64), "tma_ws_pingpong", epilogue="nosmem"),
-                    Recipe((64, 256, 64), "tma_ws")]          # not persistent: one CTA per tile
+            out += [Recipe((64, 128, 64), pp), Recipe((64, 256, 64), pp)]
+            if M > 64:     # two 64-row CTAs share each X tile through TMA multicast: X read once
+                out += [Recipe((64, 128, 64), pp, cluster=(2, 1, 1)), Recipe((64, 256, 64), pp, cluster=(2, 1, 1))]
+            if K % 128 == 0:
+                out += [Recipe((64, 128, 128), pp)]
         elif tm == 128:
-            out += [Recipe((128, 128, 64)),
-                    Recipe((128, 256, 64)),
-                    Recipe((128, 128, 64), "tma_ws_pingpong")]
+            out += [Recipe((128, 128, 64)), Recipe((128, 256, 64)), Recipe((128, 128, 64), pp)]
+            if K % 128 == 0:   # half the k-blocks (and their barrier round trips) per tile
+                out += [Recipe((128, 128, 128), pp)]
             if M > 128:
-                out += [Recipe((128, 128, 64), cluster=(2, 1, 1)),
-                        Recipe((128, 256, 64), cluster=(2, 1, 1))]
+                out += [Recipe((128, 128, 64), pp, cluster=(2, 1, 1)), Recipe((128, 128, 64), cluster=(2, 1, 1))]
         else:  # 256
             out += [Recipe((256, 128, 64))]
-            if M > 256:
-                out += [Recipe((256, 128, 64), cluster=(2, 1, 1))]
-    # Few tiles: narrower N tiles, split-K and stream-K keep every SM busy. CUTLASS's stream-K
-    # heuristic only splits tiles of more than 8 k-tiles, hence tile K 32 for it (K = 512: 16 k-tiles).
+    # Few tiles (the small late layers): narrower tiles put more CTAs in flight; ping-pong hides each
+    # tile's epilogue behind the other warp group's mainloop, and a 1x2 cluster multicasts the W tile
+    # (A, the big operand when N is small) to both N-neighbours.
     tm = tms[0]
-    if waves(problem, (tm, 128, 64), sm_count) < FEW_WAVES:
-        out += [Recipe((tm, 64, 64), "tma_ws_cooperative" if tm >= 128 else "tma_ws_pingpong")]
-        if len(tms) > 1 and tms[1] >= 128:
-            out += [Recipe((tms[1], 64, 64))]
-        if tm >= 128 and problem.K >= 2 * 64:
-            out += [Recipe((tm, 128, 64), scheduler="streamk", splits=2)]
-        if tm >= 128 and problem.K > 8 * 32:
-            out += [Recipe((tm, 128, 32), scheduler="streamk")]
+    if waves(problem, (tm, 128, 64), sm_count) < FEW_WAVES and tm >= 128:
+        out += [Recipe((128, 64, 64)), Recipe((128, 64, 64), pp), Recipe((64, 128, 64), pp),
+                Recipe((128, 64, 64), pp, cluster=(1, 2, 1))]
     return out
 
 
