@@ -41,24 +41,13 @@ __device__ __forceinline__ void store_pair(storage_t* p, float lo, float hi) {
 #else
     const unsigned int u = (unsigned int)from_f32(lo) | ((unsigned int)from_f32(hi) << 16);
 #endif
-    *reinterpret_cast<unsigned int*>(p) = u; }
-// Two adjacent elements packed in one 32-bit word: lo in the low half (the lower address).
-__device__ __forceinline__ unsigned int pack_pair(float lo, float hi) {
-#if __CUDA_ARCH__ >= 800
-    unsigned int u; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(u) : "f"(hi), "f"(lo)); return u;
-#else
-    return (unsigned int)from_f32(lo) | ((unsigned int)from_f32(hi) << 16);
-#endif
-}""",
+    *reinterpret_cast<unsigned int*>(p) = u; }""",
     "bfloat16": """typedef unsigned short storage_t;  // bf16 bits
 __device__ __forceinline__ float to_f32(storage_t h) { return __uint_as_float(((unsigned int)h) << 16); }
 __device__ __forceinline__ storage_t from_f32(float f) { storage_t h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 // Two adjacent elements (4-byte aligned) in one store: lo at p[0], hi at p[1].
 __device__ __forceinline__ void store_pair(storage_t* p, float lo, float hi) {
-    unsigned int u; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(u) : "f"(hi), "f"(lo)); *reinterpret_cast<unsigned int*>(p) = u; }
-// Two adjacent elements packed in one 32-bit word: lo in the low half (the lower address).
-__device__ __forceinline__ unsigned int pack_pair(float lo, float hi) {
-    unsigned int u; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(u) : "f"(hi), "f"(lo)); return u; }""",
+    unsigned int u; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(u) : "f"(hi), "f"(lo)); *reinterpret_cast<unsigned int*>(p) = u; }""",
     "float32": """typedef float storage_t;  // fp32 (also tf32 layers: the transforms stay fp32)
 __device__ __forceinline__ float to_f32(storage_t x) { return x; }
 __device__ __forceinline__ storage_t from_f32(float x) { return x; }
@@ -150,8 +139,7 @@ LOAD_TYPES = {16: "Vec16", 8: "Vec8", 4: "unsigned int", 2: "unsigned short"}  #
 
 @dataclass(frozen=True)
 class Geometry:
-    """Block shape of one kernel: `tt` tiles x `cc` channels (or filters), `tpt` tiles per thread,
-    `fpt` filters per thread (NHWC output).
+    """Block shape of one kernel: `tt` tiles x `cc` channels (or filters), `tpt` tiles per thread.
     `srow`: staged row stride (elements) of the output kernels; `rs`: rows of the p x p tile staged at a
     time (NHWC output); `pstr`: staged elements per thread's tiles (NHWC input)."""
 
@@ -161,16 +149,10 @@ class Geometry:
     rs: int = 1
     pstr: int = 0
     tpt: int = 1
-    fpt: int = 1
 
     @property
     def threads(self) -> int:
-        return self.tt // self.tpt * (self.cc // self.fpt)
-
-    @property
-    def min_blocks(self) -> int:
-        """`__launch_bounds__` blocks per SM: small blocks ask for more (the register cap stays 128)."""
-        return max(2, 512 // self.threads)
+        return self.tt // self.tpt * self.cc
 
     def grid(self, columns: int, channels: int) -> tuple[int, int, int]:
         """(channel groups, tile groups split over y and z): channel group fastest, no grid limit hit."""
@@ -222,18 +204,10 @@ def input_load_bytes(dt: DType, c: int) -> int:
 def output_geometry(dt: DType, layout: str, p: int) -> Geometry:
     """NCHW: 32 tiles x 8 filters (6 for m = 6, so that the writer threads split evenly over the
     32*m staged columns), whole m x m outputs staged. NHWC: Y staged RS tile rows at a time, 16 (2-byte)
-    or 32 (fp32) tiles x 16 or 8 filters, one filter per thread; p = 4: 16 bytes of filters per thread
-    (`fpt`), whole tile staged. `srow` pads staged rows against bank conflicts."""
+    or 32 (fp32) tiles x 16 or 8 filters; `srow` pads staged rows against bank conflicts."""
     m = p - 2
     if layout == "nchw":
         return Geometry(tt=32, cc=6 if m == 6 else 8, srow=32 * m)
-    if p == 4:
-        # A thread takes 16 bytes of filters (fpt = 8 fp16/bf16, 4 fp32) of one tile: one 16-byte store
-        # per output pixel and the per-thread work (tile table, addresses) shared by fpt filters. The whole
-        # tile is staged (rs = p, 24 KB); srow = 24 puts a warp's 4 filter groups x 8 tiles on distinct banks.
-        fpt = 16 // dt.itemsize
-        cc = 4 * fpt  # 4 threads along the filters: 64 bytes of each output pixel per block
-        return Geometry(tt=16, cc=cc, srow=24, rs=_rows_per_stage(p, cc * 24 * dt.itemsize), fpt=fpt)
     tt, cc, srow = (16, 16, 24) if dt.itemsize == 2 else (32, 8, 36)
     return Geometry(tt=tt, cc=cc, srow=srow, rs=_rows_per_stage(p, cc * srow * dt.itemsize))
 
@@ -258,8 +232,7 @@ def render_output(p: int, dt: DType | str, layout: str, compact: bool = False) -
     m = p - 2
     g = output_geometry(d, layout, p)
     ctx = {"p": p, "m": m, "dtype": d.name, "layout": layout, "compact": bool(compact), "tt": g.tt,
-           "cc": g.cc, "srow": g.srow, "rs": g.rs, "fpt": g.fpt, "min_blocks": g.min_blocks,
-           "itemsize": d.itemsize, "at": matrices_float(m)[0].tolist(),
+           "cc": g.cc, "srow": g.srow, "rs": g.rs, "at": matrices_float(m)[0].tolist(),
            "conversions": _CONVERSIONS[d.storage]}
     return _render("transform_output.cu.j2", ctx), ctx
 
