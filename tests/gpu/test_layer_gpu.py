@@ -63,3 +63,21 @@ def test_every_pattern_gives_a_verified_layer(batch):
         assert fields["layer_ms"] > 0 and fields["layer_rel_error"] is not None, pt.key
         checked.append(pt.pattern)
     assert {"dense", "fp", "wsp-r", "wsp-c", "wsp-c-fused", "wwp", "bcbp"} <= set(checked)
+
+
+def test_layer_as_one_cuda_graph():
+    """With --graph the layer's three launches (input transform, CUTLASS GEMM batch, output
+    transform) are captured into one CUDA graph and replayed; no fallback note on the row."""
+    from cutlass_wsp.sweep.measure import Measurer
+    from cutlass_wsp.sweep.plan import SweepSpec, expand
+    from cutlass_wsp.sweep.runner import TimingOptions
+
+    spec = SweepSpec(layers=("resnet18:12",), batches=(32,), tiles=(4,), dtypes=("fp16",),
+                     patterns=("wsp-r",), ratios=(0.7,), balances=("balanced",),
+                     implementations={"wsp-r": ("cutlass",)})
+    m = Measurer(TimingOptions(budget_s=0.05, min_reps=3, max_reps=10, warmup=1, use_graph=True),
+                 layer_time=True)
+    (pt,) = expand(spec)
+    fields = m.measure(pt)
+    assert fields["method"].startswith("graph") and fields["layer_ms"] > 0
+    assert "reason" not in fields, fields.get("reason")
