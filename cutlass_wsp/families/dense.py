@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from cutlass_wsp.errors import InputError, Unsupported
-from cutlass_wsp.gpu.launch import sm_count, stream_pointer
+from cutlass_wsp.gpu.launch import bound_stream_pointer, launch_stream_pointer, sm_count
 from cutlass_wsp.kernels.library import KernelLibrary, WspArgs, make_args
 
 
@@ -31,12 +31,12 @@ class _Launch:
 
     __slots__ = ("kernel", "args", "workspace", "stream_ptr", "arrays")
 
-    def __init__(self, kernel: KernelLibrary, args: WspArgs, workspace: Any, stream_ptr: int, arrays: tuple):
+    def __init__(self, kernel: KernelLibrary, args: WspArgs, workspace: Any, stream_ptr: int | None, arrays: tuple):
         self.kernel, self.args, self.workspace, self.stream_ptr, self.arrays = (
             kernel, args, workspace, stream_ptr, arrays)
 
     def __call__(self) -> None:
-        self.kernel.run(self.args, self.workspace, self.stream_ptr)
+        self.kernel.run(self.args, self.workspace, launch_stream_pointer(self.stream_ptr))
 
 
 class DenseBatch:
@@ -126,7 +126,7 @@ class DenseBatch:
                 with cupy.cuda.Device(args.device_id):
                     self._workspace = cupy.empty(need, dtype=cupy.uint8)
             workspace = self._workspace
-        return _Launch(self.kernel, args, workspace, stream_pointer(stream), (W, X, Y))
+        return _Launch(self.kernel, args, workspace, bound_stream_pointer(stream), (W, X, Y))
 
     def run(self, W: Any, X: Any, Y: Any, *, stream: Any = None) -> Any:
         """Y[l] = W[l] . X[l] on `stream` (default: CuPy's current stream). Returns Y."""

@@ -25,7 +25,8 @@ import numpy as np
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.kernels.description import KernelDesc, default_desc
 from cutlass_wsp.kernels.library import KernelLibrary, WspArgs, make_args
-from cutlass_wsp.gpu.launch import sm_count, stream_object, stream_pointer  # noqa: F401 (re-exported)
+from cutlass_wsp.gpu.launch import (  # noqa: F401 (re-exported)
+    bound_stream_pointer, launch_stream_pointer, sm_count, stream_object)
 from cutlass_wsp.problem import round_up
 
 GATHER_FAMILY = "gather_b"
@@ -187,13 +188,15 @@ class Launches:
             step()
 
 
-def kernel_step(kernel: KernelLibrary, args: WspArgs, workspace: Workspace, stream_ptr: int) -> Callable[[], None]:
-    """Check `args` with the kernel's can_implement, size its workspace: a launch-only callable."""
+def kernel_step(kernel: KernelLibrary, args: WspArgs, workspace: Workspace, stream_ptr: int | None
+                ) -> Callable[[], None]:
+    """Check `args` with the kernel's can_implement, size its workspace: a launch-only callable
+    (`stream_ptr` None: CuPy's current stream when it is called)."""
     kernel.check(args)
     ws = workspace.get(kernel.workspace_size(args), int(args.device_id))
 
     def launch() -> None:
-        kernel.run(args, ws, stream_ptr)
+        kernel.run(args, ws, launch_stream_pointer(stream_ptr))
 
     return launch
 
@@ -285,8 +288,9 @@ class RowGather:
         device_id = same_device(src=src, dst=dst, index=index)
         fn = _row_gather_module(device_id).get_function(f"wsp_gather_rows_{vec}")
         grid = gather_grid(rows_out, row_vecs)
-        # Bind the stream now, as the CUTLASS launches do, so both passes of a family share it.
-        stream_obj = stream_object(stream)
+        # An explicit stream is bound now; None follows CuPy's current stream at launch, as the CUTLASS
+        # launches do, so both passes of a family share it.
+        stream_obj = None if stream is None else stream_object(stream)
         args = (src, dst, index, np.int64(rows_out), np.int64(row_vecs))
 
         def launch() -> None:
@@ -361,4 +365,4 @@ class GatherGemm:
 
     def prepare(self, X: Any, D: Any, *, stream: Any = None) -> Callable[[], None]:
         args = self.arguments(X, D)
-        return kernel_step(self.kernel, args, self._workspace, stream_pointer(stream))
+        return kernel_step(self.kernel, args, self._workspace, bound_stream_pointer(stream))

@@ -25,7 +25,7 @@ import numpy as np
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.families.gather import (
     Launches, Workspace, check_device_array, check_index_list, check_mask_matches, check_pruned,
-    finish_uploads, kernel_step, require_family, same_device, sm_count, stream_object, stream_pointer,
+    bound_stream_pointer, finish_uploads, kernel_step, require_family, same_device, sm_count, stream_object,
 )
 from cutlass_wsp.kernels.description import ARCHS, KernelDesc, default_desc
 from cutlass_wsp.kernels.library import make_args
@@ -334,7 +334,7 @@ class _GroupedRows:
             ptr_A=ptr_a.data.ptr, ptr_B=ptr_b.data.ptr, ptr_D=ptr_d.data.ptr,
             lda_array=self.lda.data.ptr, ldb_array=self.ldb.data.ptr, ldd_array=self.ldd.data.ptr,
             sm_count=sm_count(dev), device_id=dev)
-        step = kernel_step(self.kernel, args, self._workspace, stream_pointer(stream))
+        step = kernel_step(self.kernel, args, self._workspace, bound_stream_pointer(stream))
         # the launcher owns the pointer tables and the host sizes the ABI points into
         return Launches([step], (X, Yc, ptr_a, ptr_b, ptr_d, self.host_sizes, self.device_sizes))
 

@@ -26,3 +26,14 @@ def stream_object(stream: Any):
 
 def stream_pointer(stream: Any) -> int:
     return stream if isinstance(stream, int) else int(stream_object(stream).ptr)
+
+
+def bound_stream_pointer(stream: Any) -> int | None:
+    """What a prepared launcher keeps: the raw pointer of an explicit stream, or None, meaning CuPy's
+    current stream *at launch time* (so a launcher prepared once follows a timing loop's or a CUDA-graph
+    capture's stream)."""
+    return None if stream is None else stream_pointer(stream)
+
+
+def launch_stream_pointer(bound: int | None) -> int:
+    return bound if bound is not None else stream_pointer(None)

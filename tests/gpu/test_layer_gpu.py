@@ -81,3 +81,29 @@ def test_layer_as_one_cuda_graph():
     fields = m.measure(pt)
     assert fields["method"].startswith("graph") and fields["layer_ms"] > 0
     assert "reason" not in fields, fields.get("reason")
+
+
+def test_prepared_launchers_follow_the_current_stream():
+    """A launcher prepared without a stream launches on CuPy's current stream *when called*: inside a
+    CUDA-graph capture it is captured (a prepared launch bound to the old stream would run eagerly
+    and leave the graph empty)."""
+    from cutlass_wsp.families.dense import DenseBatch
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.problem import BatchProblem
+
+    W, X = arrays.random((16, 64, 64), "fp16"), arrays.padded_x(16, 64, 196, "fp16")
+    Y = arrays.empty((16, 64, X.shape[2]), "fp16")
+    launch = DenseBatch.for_problem(BatchProblem(16, 64, X.shape[2], 64), "fp16").prepare(W, X, Y)
+    cp.cuda.get_current_stream().synchronize()
+    s = cp.cuda.Stream(non_blocking=True)
+    with s:
+        s.begin_capture()
+        launch()
+        graph = s.end_capture()
+    arrays.poison(Y, "fp16")
+    cp.cuda.get_current_stream().synchronize()
+    graph.launch(s)
+    s.synchronize()
+    ref = cp.matmul(W.astype(cp.float32), X.astype(cp.float32))
+    assert not bool(cp.isnan(Y.astype(cp.float32)).any())     # the replay wrote Y
+    assert float(cp.abs(Y.astype(cp.float32) - ref).max()) < 0.1
