@@ -273,6 +273,20 @@ def _check_bf16_arch(d: DType) -> None:
 # Public objects
 # ------------------------------------------------------------------------------------------------
 
+def _layout_dims(shape, layout: str, what: str, ch: str) -> tuple[int, int, int, int]:
+    """(batch, channels, H, W) of a 4-D NCHW or NHWC `shape`; `what`/`ch` name it in errors."""
+    if len(shape) != 4:
+        raise InputError(f"{what} must be 4-D {layout.upper()}; got shape {tuple(shape)}",
+                         f"pass [B, {ch}, H, W] (nchw) or [B, H, W, {ch}] (nhwc)")
+    if layout == "nchw":
+        B, c, H, W = shape
+    else:
+        B, H, W, c = shape
+    if min(B, c, H, W) < 1:
+        raise InputError(f"{what} has an empty dimension: shape {tuple(shape)}", "every dimension must be >= 1")
+    return int(B), int(c), int(H), int(W)
+
+
 class InputTransform:
     """d (NCHW [B, c, H, W] or NHWC [B, H, W, c]) -> X[p*p, c, Npad] in `dt` storage."""
 
@@ -301,16 +315,7 @@ class InputTransform:
 
     def dims(self, d_shape) -> tuple[int, int, int, int]:
         """(batch, c, H, W) of an input of shape `d_shape` in this layout."""
-        if len(d_shape) != 4:
-            raise InputError(f"input must be 4-D {self.layout.upper()}; got shape {tuple(d_shape)}",
-                             "pass [B, c, H, W] (nchw) or [B, H, W, c] (nhwc)")
-        if self.layout == "nchw":
-            B, c, H, W = d_shape
-        else:
-            B, H, W, c = d_shape
-        if min(B, c, H, W) < 1:
-            raise InputError(f"input has an empty dimension: shape {tuple(d_shape)}", "every dimension must be >= 1")
-        return int(B), int(c), int(H), int(W)
+        return _layout_dims(d_shape, self.layout, "input", "c")
 
     def tiles(self, batch: int, H: int, W: int) -> int:
         th, tw = tile_grid(H, W, self.m)
@@ -376,16 +381,7 @@ class OutputTransform:
 
     def dims(self, out_shape) -> tuple[int, int, int, int]:
         """(batch, n, H, W) of an output of shape `out_shape` in this layout."""
-        if len(out_shape) != 4:
-            raise InputError(f"output must be 4-D {self.layout.upper()}; got shape {tuple(out_shape)}",
-                             "pass [B, n, H, W] (nchw) or [B, H, W, n] (nhwc)")
-        if self.layout == "nchw":
-            B, n, H, W = out_shape
-        else:
-            B, H, W, n = out_shape
-        if min(B, n, H, W) < 1:
-            raise InputError(f"output has an empty dimension: shape {tuple(out_shape)}", "every dimension must be >= 1")
-        return int(B), int(n), int(H), int(W)
+        return _layout_dims(out_shape, self.layout, "output", "n")
 
     def bytes_moved(self, batch: int, n: int, H: int, W: int, kept_rows: int | None = None) -> int:
         """Fewest bytes: Y read once (its `kept_rows` rows per position when compact, default n),
