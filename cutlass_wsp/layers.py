@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cutlass_wsp.errors import InputError, Unsupported
-from cutlass_wsp.problem import BatchProblem, tiles
+from cutlass_wsp.problem import BatchProblem
 
 
 @dataclass(frozen=True)
@@ -261,7 +261,7 @@ def unique_shapes(layers: Iterable[Layer]) -> dict[tuple[int, int, int, int], li
 
 def layer_tiles(layer: Layer, batch: int, p: int) -> int:
     """T = batch · ceil(H/m) · ceil(W/m) with m = p - 2."""
-    from cutlass_wsp.winograd import tile_m
+    from cutlass_wsp.winograd import tile_grid, tile_m
 
     m = tile_m(p)
     try:
@@ -270,7 +270,8 @@ def layer_tiles(layer: Layer, batch: int, p: int) -> int:
         b = None
     if b is None or isinstance(batch, bool) or b < 1:
         raise InputError(f"batch {batch!r} is not a positive integer", "use --batch 1 or more")
-    return b * tiles(layer.H, layer.W, m)
+    th, tw = tile_grid(layer.H, layer.W, m)
+    return b * th * tw
 
 
 def layer_problem(layer: Layer, batch: int, p: int) -> BatchProblem:

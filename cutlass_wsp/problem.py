@@ -8,7 +8,6 @@ are zero and padded columns of Y are ignored.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from cutlass_wsp.dtypes import DType
@@ -16,11 +15,6 @@ from cutlass_wsp.dtypes import DType
 
 def round_up(x: int, k: int) -> int:
     return -(-x // k) * k
-
-
-def tiles(H: int, W: int, m: int) -> int:
-    """Output tiles of size m x m covering an H x W map (stride-1 'same' 3x3 conv)."""
-    return math.ceil(H / m) * math.ceil(W / m)
 
 
 @dataclass(frozen=True)

@@ -23,20 +23,15 @@ INVALID_PROBLEM, MISALIGNED, NOT_SUPPORTED = 4, 1, 5
 
 
 @pytest.fixture(scope="module")
-def cache(kernel_cache):
-    return kernel_cache
-
-
-@pytest.fixture(scope="module")
-def libs(cache):
-    paths = cache.compile_many(DESCS.values(), jobs=2)
+def libs(kernel_cache):
+    paths = kernel_cache.compile_many(DESCS.values(), jobs=2)
     return {key: load(path, desc) for (key, desc), path in zip(DESCS.items(), paths)}
 
 
-def test_libraries_carry_their_names(libs, cache):
+def test_libraries_carry_their_names(libs, kernel_cache):
     for key, desc in DESCS.items():
         assert libs[key].name == desc.name
-        assert cache.lookup(desc) is not None
+        assert kernel_cache.lookup(desc) is not None
 
 
 def _gather_args(**kw):

@@ -21,13 +21,8 @@ ABI_FUNCTIONS = ("wsp_abi_version", "wsp_args_size", "wsp_kernel_name", "wsp_can
 
 
 @pytest.fixture(scope="module")
-def cache(kernel_cache):
-    return kernel_cache
-
-
-@pytest.fixture(scope="module")
-def built(cache):
-    paths = cache.compile_many(DESCS.values(), jobs=2)
+def built(kernel_cache):
+    paths = kernel_cache.compile_many(DESCS.values(), jobs=2)
     return dict(zip(DESCS, paths))
 
 
@@ -67,11 +62,11 @@ def test_library_loads_and_checks_arguments(built, arch):
 
 
 @pytest.mark.parametrize("arch", list(DESCS))
-def test_build_is_clean_and_cached(cache, built, arch):
+def test_build_is_clean_and_cached(kernel_cache, built, arch):
     desc = DESCS[arch]
-    assert cache.lookup(desc) == built[arch]
-    manifest = cache.manifest(desc)
-    assert manifest["nvcc_version"] == cache.toolchain.nvcc_version
+    assert kernel_cache.lookup(desc) == built[arch]
+    manifest = kernel_cache.manifest(desc)
+    assert manifest["nvcc_version"] == kernel_cache.toolchain.nvcc_version
     assert "warning" not in manifest["log"].lower(), manifest["log"]        # e.g. C7510 wgmma serialization
 
 

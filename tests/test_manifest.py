@@ -7,7 +7,8 @@ import pytest
 from cutlass_wsp.dtypes import get_dtype
 from cutlass_wsp.errors import Unsupported
 from cutlass_wsp.kernels.manifest import alignment_for, arch_for_device, select
-from cutlass_wsp.problem import BatchProblem, round_up, tiles
+from cutlass_wsp.problem import BatchProblem, round_up
+from cutlass_wsp.winograd import tile_grid
 
 
 @pytest.mark.parametrize("dtype,extents,expected", [
@@ -39,7 +40,8 @@ def test_arch_for_unsupported_device_names_it(cc):
 @pytest.mark.parametrize("c,n,H,batch,p", [(64, 64, 224, 32, 4), (512, 512, 7, 1, 4), (256, 256, 14, 1, 6)])
 def test_padded_layout_always_gets_16_bytes(dtype, arch, c, n, H, batch, p):
     dt = get_dtype(dtype)
-    T = batch * tiles(H, H, p - 2)
+    th, tw = tile_grid(H, H, p - 2)
+    T = batch * th * tw
     prob = BatchProblem(L=p * p, M=n, N=round_up(T, dt.alignment), K=c)
     d = select(prob, dtype, arch)
     assert d.alignment_bytes == 16 and d.arch == arch and d.dtype == dtype

@@ -9,7 +9,8 @@ import pytest
 
 from cutlass_wsp.dtypes import DTYPES
 from cutlass_wsp.errors import InputError, KernelError, Unsupported
-from cutlass_wsp.problem import BatchProblem, round_up, tiles
+from cutlass_wsp.problem import BatchProblem, round_up
+from cutlass_wsp.winograd import tile_grid
 
 # (c, n, H): the unique 3x3 stride-1 layer shapes of VGG-16 and ResNet-18 on 224x224 inputs
 LAYERS = [(64, 64, 224), (64, 128, 112), (128, 128, 112), (128, 256, 56), (256, 256, 56), (256, 512, 28),
@@ -22,7 +23,8 @@ BATCHES = (32, 1)
 
 def problem_for(c: int, n: int, H: int, p: int, batch: int, dtype: str) -> tuple[BatchProblem, int]:
     """The padded EC2B problem (N = Npad) and the true tile count T."""
-    T = batch * tiles(H, H, p - 2)
+    th, tw = tile_grid(H, H, p - 2)
+    T = batch * th * tw
     return BatchProblem(L=p * p, M=n, N=round_up(T, DTYPES[dtype].alignment), K=c), T
 
 
