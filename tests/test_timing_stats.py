@@ -85,12 +85,14 @@ class FakeBackend:
         self.clock = clock
         self.gpu_ms = iter(gpu_ms)
         self.log: list = []
+        self.modes: list = []
 
     def activate(self):
         return contextlib.nullcontext()
 
-    def flush_l2(self, rep):
+    def flush_l2(self, rep, mode="dirty"):
         self.log.append("flush")
+        self.modes.append(mode)
 
     def gate(self, us):
         self.log.append(("gate", us))
@@ -186,8 +188,26 @@ def test_time_gpu_without_flush_says_warm():
     assert t.method == "events+warm" and "flush" not in be.log
 
 
+@pytest.mark.parametrize("mode, tag", [("clean", "l2clean"), ("dirty", "l2flush")])
+def test_time_gpu_flush_mode_reaches_the_backend_and_the_method(mode, tag):
+    clock = FakeClock()
+    be = FakeBackend(clock, itertools.repeat(1.0))
+    t = time_gpu(_fn(clock, []), min_reps=3, max_reps=3, budget_s=0, gate=False, flush_mode=mode,
+                 backend=be, clock=clock)
+    assert be.modes == [mode] * 3 and t.method == f"events+{tag}"
+
+
+def test_time_gpu_default_flush_mode_is_the_module_setting(monkeypatch):
+    from cutlass_wsp.gpu import timing
+
+    monkeypatch.setattr(timing, "FLUSH_MODE", "clean")
+    be = FakeBackend(FakeClock(), itertools.repeat(1.0))
+    t = time_gpu(_fn(be.clock, []), min_reps=2, max_reps=2, budget_s=0, gate=False, backend=be, clock=be.clock)
+    assert be.modes == ["clean", "clean"] and t.method.endswith("+l2clean")
+
+
 @pytest.mark.parametrize("kw", [dict(min_reps=0), dict(min_reps=5, max_reps=4), dict(budget_s=-1),
-                                dict(rotate=[]), dict(graph_batch=0)])
+                                dict(rotate=[]), dict(graph_batch=0), dict(flush_mode="lukewarm")])
 def test_time_gpu_rejects_bad_settings(kw):
     with pytest.raises(InputError):
         time_gpu(lambda: None, backend=FakeBackend(FakeClock(), []), **kw)

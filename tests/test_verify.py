@@ -83,7 +83,7 @@ class _Backend:
     def activate(self):
         return contextlib.nullcontext()
 
-    def flush_l2(self, rep):
+    def flush_l2(self, rep, mode="dirty"):
         pass
 
     def gate(self, us):

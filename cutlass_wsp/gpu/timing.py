@@ -1,8 +1,10 @@
 """Time a GPU launch with CUDA events: warm-up, repetitions until a budget, median and IQR.
 
 Each repetition is one `fn` launch (or one replay of a captured CUDA graph of `graph_batch` launches)
-between two CUDA events. Between repetitions, outside the timed region, either L2 is flushed by
-writing a buffer of twice its size, or the inputs rotate through caller-supplied argument sets.
+between two CUDA events. Between repetitions, outside the timed region, either L2 is flushed (a buffer
+of twice its size is read, so the timed launch starts with a cold and clean L2: "clean"; or written,
+so it also pays to write back the flush's dirty lines: "dirty"), or the inputs rotate through
+caller-supplied argument sets.
 A short spin kernel (the "gate") holds the GPU before the start event while the host enqueues the
 launch, so the time is the GPU's, not Python's launch overhead; a repetition whose enqueue outlasted
 the gate is flagged (`launch_gap_risk`). See docs/measurement.md.
@@ -14,6 +16,7 @@ fake clock and fake events; `CudaBackend` is the real one (cupy imported inside)
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -74,7 +77,24 @@ extern "C" __global__ void wsp_gate_spin(unsigned long long ns) {
     } while (t - t0 < ns);
 }
 """
+# Reads every 16-byte word of the flush buffer through L2 (ld.global.cg); the xor keeps the loads alive
+# and the store is practically never taken, so the sweep leaves L2 holding clean lines only.
+_SWEEP_SRC = r"""
+extern "C" __global__ void wsp_l2_sweep(const uint4* __restrict__ p, unsigned long long n, unsigned int* sink) {
+    unsigned int acc = 0;
+    for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;
+         i += (unsigned long long)gridDim.x * blockDim.x) {
+        const uint4 v = __ldcg(p + i);
+        acc ^= v.x ^ v.y ^ v.z ^ v.w;
+    }
+    if (acc == 0x9e3779b9u) sink[0] = acc;
+}
+"""
+FLUSH_MODES = ("clean", "dirty")
+FLUSH_MODE = "dirty"           # what time_gpu's flush does unless told (docs/measurement.md, "Cold L2")
+FLUSH_ENV = "CUTLASS_WSP_L2_FLUSH"   # overrides FLUSH_MODE for a whole run (A/B of the two states)
 _flush_buffers: dict[int, Any] = {}
+_sweep_kernel: list[Any] = []
 _gate_kernel: list[Any] = []   # [RawKernel] once compiled; [None] if it could not be
 
 
@@ -125,14 +145,24 @@ class CudaBackend:
         """Context in which `fn` runs: makes our stream current, so cupy/cuBLAS/kernels launch on it."""
         return self.stream
 
-    def flush_l2(self, rep: int) -> None:
+    def flush_l2(self, rep: int, mode: str = "dirty") -> None:
         cp = self._cp
         dev = cp.cuda.Device().id
         buf = _flush_buffers.get(dev)
         if buf is None:
-            buf = _flush_buffers[dev] = cp.empty(2 * l2_bytes(dev), dtype=cp.uint8)
+            buf = _flush_buffers[dev] = cp.zeros(2 * l2_bytes(dev) // 16 * 16 + 16, dtype=cp.uint8)
+        if mode == "clean":
+            # Reading evicts the timed buffers (their dirty lines are written back now, untimed) and
+            # leaves only clean lines: the next launch pays for its own traffic and nothing else.
+            if not _sweep_kernel:
+                _sweep_kernel.append(cp.RawKernel(_SWEEP_SRC, "wsp_l2_sweep"))
+            n = (buf.nbytes - 16) // 16
+            sms = int(cp.cuda.Device(dev).attributes["MultiProcessorCount"])
+            with self.stream:
+                _sweep_kernel[0]((sms * 4,), (512,), (buf, np.uint64(n), buf[-16:]))
+            return
         # A different byte each time, so no write can be skipped as a no-op.
-        cp.cuda.runtime.memsetAsync(buf.data.ptr, 1 + rep % 255, buf.nbytes, self.stream.ptr)
+        cp.cuda.runtime.memsetAsync(buf.data.ptr, 1 + rep % 255, buf.nbytes - 16, self.stream.ptr)
 
     def gate(self, us: float) -> None:
         k = _gate()
@@ -203,14 +233,17 @@ def _check_args(warmup, min_reps, max_reps, budget_s, graph_batch, rotate):
 
 def time_gpu(fn: Callable[..., Any], *, warmup: int = 3, min_reps: int = 10, max_reps: int = 500,
              budget_s: float = 0.5, flush_l2: bool = True, rotate: Sequence[Sequence[Any]] | None = None,
-             use_graph: bool = False, graph_batch: int = 20, gate: bool = True,
+             use_graph: bool = False, graph_batch: int = 20, gate: bool = True, flush_mode: str | None = None,
              backend=None, clock: Callable[[], float] = time.perf_counter) -> Timing:
     """Median time of one `fn` launch on the GPU, with quartiles.
 
     fn: launches work on cupy's current stream and returns without synchronizing or allocating.
         Called as fn() or, with `rotate`, as fn(*rotate[i % len(rotate)]).
-    flush_l2: write 2x the L2 size between repetitions (ignored when `rotate` is given: rotation over
+    flush_l2: sweep 2x the L2 size between repetitions (ignored when `rotate` is given: rotation over
         enough data to exceed L2 keeps inputs cold instead).
+    flush_mode: "clean" reads the flush buffer (L2 left cold and clean), "dirty" writes it (the launch
+        also writes back up to an L2 of someone else's dirty lines); None = $CUTLASS_WSP_L2_FLUSH, else
+        the module's FLUSH_MODE.
     use_graph: capture `graph_batch` launches into a CUDA graph and time its replays (the sample is
         replay time / graph_batch): for launch-bound shapes. A flush then only precedes each replay,
         so only the first launch in it starts cold; rotation is captured into the graph.
@@ -218,6 +251,10 @@ def time_gpu(fn: Callable[..., Any], *, warmup: int = 3, min_reps: int = 10, max
         during warm-up, so Python launch overhead is not timed.
     """
     _check_args(warmup, min_reps, max_reps, budget_s, graph_batch, rotate)
+    mode = flush_mode if flush_mode is not None else (os.environ.get(FLUSH_ENV) or FLUSH_MODE)
+    if mode not in FLUSH_MODES:
+        raise InputError(f"unknown L2 flush mode {mode!r}" + ("" if flush_mode else f" (from ${FLUSH_ENV})"),
+                         f"use one of {', '.join(FLUSH_MODES)}")
     be = backend if backend is not None else CudaBackend(for_graph=use_graph)
     sets = [tuple(a) for a in rotate] if rotate is not None else [()]
     do_flush = flush_l2 and rotate is None
@@ -243,7 +280,7 @@ def time_gpu(fn: Callable[..., Any], *, warmup: int = 3, min_reps: int = 10, max
 
         def rep(i: int) -> float:
             if do_flush:
-                be.flush_l2(i)
+                be.flush_l2(i, mode)
             if gate_us > 0:
                 be.gate(gate_us)
             h0 = clock()
@@ -267,7 +304,7 @@ def time_gpu(fn: Callable[..., Any], *, warmup: int = 3, min_reps: int = 10, max
     # Drop enqueue times of warm-up calls inside run_reps (recorded before the first sample).
     enqueue_ms = enqueue_ms[len(enqueue_ms) - len(samples):]
     method = f"graph{graph_batch}" if use_graph else "events"
-    method += "+l2flush" if do_flush else (f"+rotate{len(sets)}" if rotate is not None else "+warm")
+    method += ("+l2flush" if mode == "dirty" else "+l2clean") if do_flush else (f"+rotate{len(sets)}" if rotate is not None else "+warm")
     if gate_us > 0:
         method += "+gate"
     gap = gate_us > 0 and any(h > gate_us / 1e3 for h in enqueue_ms)

@@ -25,8 +25,12 @@ from cutlass_wsp.kernels.manifest import select
 from cutlass_wsp.problem import BatchProblem
 
 DEFAULT_SM_COUNT = 132          # H100 SXM and H200; pass the GPU's own count when one is at hand
-MAX_CANDIDATES = 12
+MAX_CANDIDATES = 16
 FEW_WAVES = 2.0                 # below this many waves of tiles, try narrow tiles and 1x2 clusters
+FIT_WAVES = 8.0                 # below this many waves, a last partial wave costs enough to fit tile N to it
+FIT_TILE_N = (96, 160, 192, 224)   # wgmma takes any N multiple of 8; TMA/smem atoms want multiples of 32
+FIT_MAX_WASTE = 0.05            # a fitted tile N leaves at most this fraction of its last column tile empty
+FIT_MIN_GAIN = 0.05             # ... and fills the last wave at least this much better than tile N 128
 MAX_ROW_WASTE = 0.25            # a tile M may leave at most this fraction of its rows empty
 
 
@@ -63,6 +67,30 @@ def tile_count(problem: BatchProblem, tile: tuple[int, int, int]) -> int:
 
 def waves(problem: BatchProblem, tile: tuple[int, int, int], sm_count: int = DEFAULT_SM_COUNT) -> float:
     return tile_count(problem, tile) / sm_count
+
+
+def wave_fill(problem: BatchProblem, tile: tuple[int, int, int], sm_count: int = DEFAULT_SM_COUNT) -> float:
+    """Fraction of the SM slots of all waves that hold a tile (1.0: the last wave is full)."""
+    tiles = tile_count(problem, tile)
+    return tiles / (_ceil_div(tiles, sm_count) * sm_count)
+
+
+def fitted_tile_n(problem: BatchProblem, tm: int, sm_count: int = DEFAULT_SM_COUNT) -> int | None:
+    """A tile N from FIT_TILE_N for shapes of under FIT_WAVES waves of (tm x 128) tiles: the one whose
+    last wave is fullest, if it wastes at most FIT_MAX_WASTE of its last column tile and fills the
+    waves FIT_MIN_GAIN better than 128; else None. Ties go to the wider tile (fewer re-reads of W)."""
+    base = (tm, 128, 64)
+    if waves(problem, base, sm_count) >= FIT_WAVES:
+        return None
+    best: tuple[float, int] | None = None
+    for tn in FIT_TILE_N:
+        covered = _ceil_div(problem.N, tn) * tn
+        if (covered - problem.N) > FIT_MAX_WASTE * covered:
+            continue
+        fill = wave_fill(problem, (tm, tn, 64), sm_count)
+        if fill >= wave_fill(problem, base, sm_count) + FIT_MIN_GAIN and (best is None or (fill, tn) > best):
+            best = (fill, tn)
+    return best[1] if best else None
 
 
 def _wastes(extent: int, tile: int) -> bool:
@@ -106,8 +134,19 @@ def _sm90_recipes(problem: BatchProblem, dtype: str, sm_count: int) -> list[Reci
                 out += [Recipe((128, 128, 128), pp)]
             if M > 128:
                 out += [Recipe((128, 128, 64), pp, cluster=(2, 1, 1)), Recipe((128, 128, 64), cluster=(2, 1, 1))]
+                # 2x2: each W tile multicast to the 2 N-neighbours and each X tile to the 2 M-neighbours,
+                # halving the L2->SM bytes of the K = 256..512 shapes, which re-read both operands.
+                out += [Recipe((128, 128, 64), cluster=(2, 2, 1)), Recipe((128, 128, 64), pp, cluster=(2, 2, 1))]
         else:  # 256
-            out += [Recipe((256, 128, 64))]
+            out += [Recipe((256, 128, 64)), Recipe((256, 128, 64), cluster=(1, 2, 1))]
+            if M > 256:
+                out += [Recipe((256, 128, 64), cluster=(2, 2, 1))]
+    # Few waves: a tile N that splits N evenly and fills the last wave better than 128 does (the tile
+    # count of a small layer is fixed by its shape; cuBLAS's fixed tile menu cannot fit it).
+    for tm in tms[:1]:
+        tn = fitted_tile_n(problem, tm, sm_count)
+        if tn is not None:
+            out += [Recipe((tm, tn, 64), "tma_ws_cooperative" if tm >= 128 else pp)]
     # Few tiles (the small late layers): narrower tiles put more CTAs in flight; ping-pong hides each
     # tile's epilogue behind the other warp group's mainloop, and a 1x2 cluster multicasts the W tile
     # (A, the big operand when N is small) to both N-neighbours.

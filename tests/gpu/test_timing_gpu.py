@@ -33,6 +33,22 @@ def test_time_gpu_sane_and_ordered():
           f"enqueue {small.host_enqueue_ms * 1e3:.1f} us, gap risk {small.launch_gap_risk}")
 
 
+def test_both_flushes_leave_l2_cold():
+    """16 MiB read back by a reduction fits in L2: warm it is served from L2, after either flush
+    from DRAM. The dirty flush also leaves up to an L2 of dirty lines for the read to write back."""
+    a = cp.ones(1 << 22, cp.float32)
+    out = cp.empty((), cp.float32)
+    read = lambda: cp.sum(a, out=out)                          # noqa: E731
+    warm = time_gpu(read, budget_s=0.2, flush_l2=False)
+    clean = time_gpu(read, budget_s=0.2, flush_mode="clean")
+    dirty = time_gpu(read, budget_s=0.2, flush_mode="dirty")
+    assert clean.method.endswith("+l2clean+gate") and dirty.method.endswith("+l2flush+gate")
+    assert float(out) == a.size
+    print(f"\n16 MiB sum: warm {warm.median_ms * 1e3:.1f} us, clean {clean.median_ms * 1e3:.1f} us, "
+          f"dirty {dirty.median_ms * 1e3:.1f} us")
+    assert clean.median_ms > 1.15 * warm.median_ms and dirty.median_ms > 1.15 * warm.median_ms
+
+
 def test_l2_size_read():
     assert 1 << 20 <= l2_bytes() <= 1 << 30
 
