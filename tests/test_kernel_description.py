@@ -167,3 +167,19 @@ def test_default_desc_rejects_unknown_arch_and_bad_overrides():
         default_desc("dense", "fp16", "sm75")
     with pytest.raises(Unsupported):
         default_desc("dense", "fp16", "sm80", cluster=(2, 1, 1))
+
+
+@pytest.mark.parametrize("tile, schedule, ok", [
+    ((256, 128, 64), "tma_ws_cooperative", True),    # 128 accumulators per thread
+    ((128, 256, 64), "tma_ws_cooperative", True),
+    ((64, 256, 64), "tma_ws_pingpong", True),
+    ((256, 224, 64), "tma_ws_cooperative", False),   # 224: spilled on the H100
+    ((128, 256, 64), "tma_ws_pingpong", False),      # a whole 128x256 tile per warp group
+])
+def test_sm90_tiles_that_would_spill_their_accumulators_are_refused(tile, schedule, ok):
+    d = KernelDesc(tile=tile, kernel_schedule=schedule)
+    if ok:
+        assert d.validate() is d
+    else:
+        with pytest.raises(Unsupported, match="accumulators per thread"):
+            d.validate()

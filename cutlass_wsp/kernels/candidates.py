@@ -143,7 +143,7 @@ def _sm90_recipes(problem: BatchProblem, dtype: str, sm_count: int) -> list[Reci
                 out += [Recipe((256, 128, 64), cluster=(2, 2, 1))]
     # Few waves: a tile N that splits N evenly and fills the last wave better than 128 does (the tile
     # count of a small layer is fixed by its shape; cuBLAS's fixed tile menu cannot fit it).
-    for tm in tms[:1]:
+    for tm in tms:     # the widest fitted tiles hold too many accumulators; validate() drops them
         tn = fitted_tile_n(problem, tm, sm_count)
         if tn is not None:
             out += [Recipe((tm, tn, 64), "tma_ws_cooperative" if tm >= 128 else pp)]

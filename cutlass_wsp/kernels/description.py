@@ -35,6 +35,7 @@ SM80_SWIZZLES = (1, 2, 4, 8)
 # Shared-memory budgets (bytes per CTA). sm90: CUTLASS's sm90_smem_capacity_bytes. sm80: what an A100
 # can opt into (163 KB); auto stage counts stay under 96 KB so sm86/sm89 parts (99 KB) run them too.
 SM90_SMEM_BYTES = 232448
+SM90_MAX_ACCUMULATORS = 128     # fp32 accumulator registers per consumer thread (of 168 per thread)
 SM80_SMEM_BYTES = 163 * 1024
 SM80_AUTO_STAGE_BUDGET = 96 * 1024
 SM80_MAX_AUTO_STAGES = 4
@@ -294,6 +295,14 @@ class KernelDesc:
                               f"memory; sm90 has {SM90_SMEM_BYTES // 1024} KB", "use a smaller tile or fewer stages")
         if self.stages == 1:
             raise Unsupported("a 1-stage pipeline cannot overlap loads", "use stages 0 (auto) or >= 2")
+        # fp32 accumulators live in registers: cooperative splits the tile over 2 warp groups, ping-pong
+        # gives each warp group a whole tile. Past 128 per thread the kernel spills (256x224 cooperative:
+        # a 304-byte stack and 3x the time of 128x128 on the H100, bench/kernel_resources.py).
+        per_thread = mm * mn // (256 if ks.endswith("cooperative") else 128)
+        if per_thread > SM90_MAX_ACCUMULATORS:
+            raise Unsupported(f"tile {mm}x{mn} with {ks} holds {per_thread} fp32 accumulators per thread "
+                              f"(over {SM90_MAX_ACCUMULATORS}: register spills)",
+                              "use a smaller tile, or the cooperative schedule for a 256x128 / 128x256 tile")
 
     def _validate_sm80(self) -> None:
         if self.cluster != (1, 1, 1):
