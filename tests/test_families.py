@@ -193,6 +193,44 @@ def test_wsp_c_fused_kernel_and_problem(W, dtype, align):
     assert g.a_batch_stride == N_FILTERS * f.K and g.d_batch_stride == N_FILTERS * 40
 
 
+@pytest.mark.parametrize("balance", ["balanced", "unbalanced"])
+def test_wsp_c_xform_runs_the_dense_kernel_on_what_the_transform_writes(W, X, balance):
+    """xform: the compact input transform writes X_i[c] to row channel_map[i, c] of Xc (pad rows stay
+    the zeros Xc was allocated with); the dense batch Wc . Xc is the pruned product."""
+    from cutlass_wsp.gpu.transforms import InputTransform
+
+    P = _pruned(W, "wsp-c", 0.6, balance)
+    f = wsp_c.WspC(P, "fp16", 24, arch="sm90", mode="xform")
+    assert f.desc.family == "dense" and f.problem == wsp_c.WspC(P, "fp16", 24, arch="sm90", mode="two_pass").problem
+    assert f.input_shape == (L, f.K, 24) and f.K == -(-int(P.kept_per_position.max()) // 8) * 8 < C
+    xrow = InputTransform.channel_rows(f.layout.cols, C, f.K)
+    Xc = np.zeros((L, f.K, T))
+    for i, ch in zip(*np.nonzero(xrow >= 0)):                      # what the compact transform stores
+        Xc[i, xrow[i, ch]] = X[i, ch]
+    assert ((xrow >= 0).sum(axis=1) == P.kept_per_position).all()
+    Y = np.matmul(f.layout.padded_weights(f.K), Xc)
+    np.testing.assert_allclose(Y, P.reference(X), rtol=1e-12, atol=1e-12)
+    # compact_input's gather (the GEMM-batch benchmark's Xc): kept rows identical, pad rows finite copies
+    Xg = X.reshape(L * C, T)[f.index.reshape(-1)].reshape(L, f.K, T)
+    for i in range(L):
+        k = len(P.cols[i])
+        assert np.array_equal(Xg[i, :k], Xc[i, :k])
+    np.testing.assert_allclose(np.matmul(f.layout.padded_weights(f.K), Xg), Y, rtol=1e-12, atol=1e-12)
+
+
+def test_wsp_c_xform_checks_before_setup_and_takes_dense_kernels_only(W):
+    P = _pruned(W, "wsp-c", 0.5)
+    f = wsp_c.WspC(P, "bf16", 24, arch="sm80", mode="xform")
+    assert f.desc.arch == "sm80" and f.desc.dtype == "bf16" and f.kernel_descs == [f.desc]
+    with pytest.raises(InputError, match="not set up"):
+        f.prepare(None, None)
+    with pytest.raises(InputError, match="not set up"):
+        f.compact_input(None)
+    with pytest.raises(InputError, match="WSP-C xform runs a bf16 'dense' kernel"):
+        wsp_c.WspC(P, "bf16", 24, arch="sm80", mode="xform", desc=gather.gather_desc("bf16", N=24, K=24))
+    assert "xform" in wsp_c.MODES
+
+
 # ------------------------------------------------------------------------------------------ BCBP
 @pytest.mark.parametrize("tile_rows", [32, 16, 8])
 def test_bcbp_batches_cover_the_row_tiles(W, X, tile_rows):

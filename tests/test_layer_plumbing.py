@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cutlass_wsp.dtypes import get_dtype
-from cutlass_wsp.errors import Unsupported, VerificationError
+from cutlass_wsp.errors import InputError, Unsupported, VerificationError
 from cutlass_wsp.sweep import layer_time, measure
 
 
@@ -83,4 +83,107 @@ def test_tuning_covers_the_dense_kernel_of_every_family():
     wsp_r = got[("wsp-r", "cutlass")]
     assert (wsp_r.M, wsp_r.K, wsp_r.N) == (round(0.3 * 512), 512, 512)
     assert got[("wsp-c-fused", "cutlass")] is None
+    xform = got[("wsp-c-fused", "cutlass-xform")]          # the dense kernel on the compact Xc
+    kept = max(len(c) for c in m.pruned(next(p for p in expand(spec) if p.impl == "cutlass-xform")).cols)
+    assert (xform.L, xform.M, xform.N, xform.K) == (16, 512, 512, -(-kept // 8) * 8)
+    assert xform.K < 512
     assert all(v is None for (pat, _), v in got.items() if pat == "wwp")
+
+
+# ------------------------------------------------------------------------------ WSP-C xform wiring
+def _xform_point(balance="unbalanced"):
+    from cutlass_wsp.sweep.plan import SweepSpec, expand
+
+    spec = SweepSpec(layers=("resnet18:12",), batches=(32,), tiles=(4,), dtypes=("fp16",),
+                     patterns=("wsp-c-fused",), ratios=(0.7,), balances=(balance,),
+                     implementations={"wsp-c-fused": ("cutlass-xform",)})
+    (pt,) = expand(spec)
+    return pt
+
+
+def test_xform_point_runs_the_dense_kernel_on_the_compact_input():
+    """cutlass-xform: the measuring builder is the pruned-family one (so compile-ahead names its kernel)
+    and its family is WSP-C in xform mode: a dense kernel on Xc[L, K, Npad]."""
+    from cutlass_wsp.families.wsp_c import WspC
+
+    m = object.__new__(measure.Measurer)
+    m.arch, m.seed, m._weights, m._pruned = "sm90", 0, {}, {}
+    pt = _xform_point()
+    assert measure.BUILDERS[(pt.pattern, pt.impl)] is measure._pruned_cutlass
+    fam = measure._family(pt, m.pruned(pt), 512, "sm90")
+    assert isinstance(fam, WspC) and fam.mode == "xform"
+    assert fam.desc.family == "dense" and fam.input_shape == (16, fam.K, 512)
+    two_pass = WspC(m.pruned(pt), "fp16", 512, arch="sm90", mode="two_pass")
+    assert measure._family_descs(m)(pt, "sm90") == [fam.desc] == [two_pass.desc]   # same dense problem
+
+
+class _FakeXformFamily:
+    mode = "xform"
+
+    def __init__(self):
+        self.calls = []
+
+    def compact_input(self, X):
+        self.calls.append(("compact_input", X))
+        return "Xc"
+
+    def channel_map(self):
+        self.calls.append(("channel_map",))
+        return "map"
+
+
+def test_xform_builder_feeds_the_compact_input_and_its_map():
+    """The op reads Xc built once from the point's X (outside the timed launch) and carries the channel
+    map for the layer pipeline; other families read X itself and have no map."""
+    fam = _FakeXformFamily()
+    assert measure._gemm_input(fam, "X") == ("Xc", "map")
+    assert fam.calls == [("compact_input", "X"), ("channel_map",)]
+
+    class TwoPass:
+        mode = "two_pass"
+
+    assert measure._gemm_input(TwoPass(), "X") == ("X", None)
+    assert measure._gemm_input(object(), "X") == ("X", None)
+
+
+def test_layer_fields_pass_the_channel_map(monkeypatch):
+    seen = {}
+
+    def capture(point, dt, W32, ops, copy_bw, timing):
+        seen["ops"] = ops
+        return {"layer_ms": 1.0}
+
+    monkeypatch.setattr(layer_time, "measure_layer", capture)
+    op = measure.Op(launch=lambda: None, out=None, dense_out=lambda: None, kernel="k", cost=None, x="Xc",
+                    channel_map="map")
+    assert _bare_measurer()._layer_fields(None, get_dtype("fp16"), None, op, _Ceil()) == {"layer_ms": 1.0}
+    assert (seen["ops"].X, seen["ops"].channel_map) == ("Xc", "map")
+
+
+class _X:
+    def __init__(self, *shape):
+        self.shape = shape
+
+
+def _cmap(c, K, counts):
+    from cutlass_wsp.gpu.transforms import ChannelMap
+
+    return ChannelMap(xrow=None, positions=len(counts), c=c, K=K, counts=tuple(counts))
+
+
+def test_input_rows_compact_and_dense():
+    """The transform floor counts the rows the input transform writes: kept channels per position for a
+    compact Xc, all c for the dense X; a channel-padded dense X is a note, a map that does not fit Xc an error."""
+    ops = layer_time.LayerOperands(X=_X(16, 24, 64), Y=None, rows=None, launch=None,
+                                   channel_map=_cmap(64, 24, [20] * 8 + [16] * 8))
+    assert layer_time.input_rows_per_position(ops, 64) == 18          # 18 rows per position on average
+    dense = layer_time.LayerOperands(X=_X(16, 64, 64), Y=None, rows=None, launch=None)
+    assert layer_time.input_rows_per_position(dense, 64) is None
+    with pytest.raises(Unsupported, match="channel-padded X"):
+        layer_time.input_rows_per_position(layer_time.LayerOperands(_X(16, 8, 64), None, None, None), 3)
+    with pytest.raises(InputError, match="do not fit"):
+        layer_time.input_rows_per_position(
+            layer_time.LayerOperands(_X(16, 32, 64), None, None, None, channel_map=_cmap(64, 24, [20] * 16)), 64)
+    with pytest.raises(InputError, match="do not fit"):
+        layer_time.input_rows_per_position(
+            layer_time.LayerOperands(_X(16, 24, 64), None, None, None, channel_map=_cmap(48, 24, [20] * 16)), 64)

@@ -46,9 +46,22 @@ def test_default_spec_point_count_from_the_axes():
     conv_per_shape = len(spec.batches) * len(spec.dtypes) * ("conv" in spec.patterns)
     expected = len(shapes) * (dense_per_shape + conv_per_shape) + len(prunable) * pruned_per_shape
     # By hand: 9 VGG-16 + 4 ResNet-18 shapes, conv1_1 not prunable; per prunable shape
-    # fp 3×2 + wsp-r 3×(3 balanced + 2 unbalanced) + wsp-c the same + wwp 3×2 = 42; one cuDNN conv per shape.
-    assert (len(shapes), len(prunable), pruned_per_shape, conv_per_shape) == (13, 12, 42, 1)
-    assert len(expand(spec)) == expected == 13 * 2 + 13 + 12 * 42 == 543
+    # fp 3×2 + wsp-r 3×(3 balanced + 2 unbalanced) + wsp-c 3×(2 balanced + 1 unbalanced)
+    # + wsp-c-fused 3×(2 balanced + 2 unbalanced: cutlass-xform serves both) + wwp 3×2 = 48;
+    # one cuDNN conv per shape. (README, docs/performance.md)
+    assert (len(shapes), len(prunable), pruned_per_shape, conv_per_shape) == (13, 12, 48, 1)
+    assert len(expand(spec)) == expected == 13 * 2 + 13 + 12 * 48 == 615
+
+
+def test_default_sweep_measures_wsp_c_with_the_gather_in_the_transform():
+    """cutlass-xform runs WSP-C balanced and unbalanced (padded to max c_i like the fused kernel)."""
+    points = expand(default_spec())
+    xform = [p for p in points if p.impl == "cutlass-xform"]
+    assert {p.pattern for p in xform} == {"wsp-c-fused"}
+    assert {p.balance for p in xform} == {"balanced", "unbalanced"}
+    assert {p.ratio for p in xform} == {0.5, 0.7, 0.9}
+    assert len(xform) == 12 * 3 * 2
+    assert "cutlass-xform" not in PATTERNS["wsp-c"].implementations   # one WSP-C variant per impl name
 
 
 def test_dense_is_not_multiplied_by_ratio_or_balance():
@@ -206,6 +219,16 @@ def test_from_args_impl_filter_and_per_pattern():
                                     "wwp": ("cusparse-block-diag",)}
     with pytest.raises(InputError, match="leaves pattern 'wwp' with no implementation"):
         from_args(["--pattern", "dense,wwp", "--impl", "cublas"])
+
+
+def test_from_args_xform_alone_serves_every_balance():
+    spec = from_args(["--net", "resnet18:layer4.0.conv2", "--pattern", "wsp-c-fused", "--impl", "cutlass-xform",
+                      "--ratio", "0.7", "--balance", "balanced,unbalanced,spread:0.2"])
+    keys = [p.key for p in expand(spec)]
+    assert keys == [f"resnet18/c512n512@7x7/b32/p4/fp16/wsp-c-fused/cutlass-xform/r0.7/{b}"
+                    for b in ("balanced", "unbalanced", "spread:0.2")]
+    with pytest.raises(InputError, match="cutlass-xform.*not an implementation of pattern 'wsp-c'"):
+        from_args(["--pattern", "wsp-c", "--impl", "wsp-c=cutlass-xform"])
 
 
 def test_from_args_bad_numbers():

@@ -4,6 +4,7 @@ invariants, inputs are validated before any launch, and (with nvcc) every varian
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import subprocess
@@ -89,6 +90,27 @@ def test_output_renders_with_the_matrices_constants(p, dt, layout, compact):
     # the compact variant, and only it, reads the inverse row map
     assert ("const int* __restrict__ inv" in src) == compact
     assert ("inv[i * N +" in src) == compact
+
+
+@pytest.mark.parametrize("p,dt,layout", COMBOS)
+def test_compact_input_renders_and_only_it_reads_the_channel_map(p, dt, layout):
+    """The compact variant computes the same transform (same constants) and differs only in where it
+    stores: the row of Xc that xrow names, in blocks of K rows per position, skipping -1."""
+    dense, dctx = tr.render_input(p, dt, layout)
+    compact, cctx = tr.render_input(p, dt, layout, compact=True)
+    assert (dctx["compact"], cctx["compact"]) == (False, True)
+    assert compact != dense
+    BT = matrices_float(p - 2)[2]
+    second = matrix_from_lines(compact, r"u\[h\]\[(\d+)\] = (.*);", r"w\[h\]\[r\]\[(\d+)\]", (p, p))
+    assert np.array_equal(second, BT)
+    sig = compact[compact.index(tr.INPUT_KERNEL + "("): compact.index("{", compact.index(tr.INPUT_KERNEL + "("))]
+    assert re.sub(r"\s+", " ", sig).endswith(
+        "storage_t* __restrict__ X, const int* __restrict__ xrow, int K, int C, int H, int W, int th, int tw, "
+        "int T, int Npad, int tile_groups) ")
+    assert "__restrict__ xrow" not in dense and "rowp" not in dense and "int K," not in dense
+    assert "(long long)K * Npad" in compact and "(long long)C * Npad" not in compact
+    assert "if (row < 0) continue;" in compact and "(long long)row * Npad" in compact
+    assert "compact rows" in compact.splitlines()[1] and "compact rows" not in dense.splitlines()[1]
 
 
 @pytest.mark.parametrize("dt,marker", [("fp16", "cvt.rn.f16.f32"), ("bf16", "cvt.rn.bf16.f32"),
@@ -214,6 +236,61 @@ def test_shapes_and_bytes():
             ot.dims(bad)
 
 
+def test_compact_input_shapes_and_bytes():
+    it = tr.InputTransform(4, "fp16", "nhwc", compact=True)
+    assert it.compact and not tr.InputTransform(4, "fp16", "nhwc").compact
+    assert it.x_shape(2, 48, 7, 9, K=24) == (16, 24, 40)
+    assert it.x_shape(2, 48, 7, 9) == (16, 48, 40)
+    # d: 2*48*7*9 fp16 = 12096 B; Xc: 16 positions x 20 written rows x 40 columns x 2 B; map 16 x 48 int32
+    assert it.bytes_moved(2, 48, 7, 9, kept_rows=20) == 12096 + 16 * 20 * 40 * 2 + 4 * 16 * 48
+    dense = tr.InputTransform(4, "fp16", "nhwc")
+    assert dense.bytes_moved(2, 48, 7, 9) == 12096 + 16 * 48 * 40 * 2
+    # the compact transform writes (1 - ratio) of X: at 70 % pruned, under half the dense bytes of X
+    assert it.bytes_moved(2, 48, 7, 9, kept_rows=14) - 12096 < 0.5 * (dense.bytes_moved(2, 48, 7, 9) - 12096)
+
+
+def test_channel_rows():
+    # position 0 keeps channels 1, 4 (rows 0, 1); position 1 keeps 3 in row 1 (row 0 padding); 2 keeps none
+    cols = [np.array([1, 4]), np.array([-1, 3]), np.array([], dtype=np.int64)]
+    xrow = tr.InputTransform.channel_rows(cols, 5, 2)
+    assert xrow.dtype == np.int32 and xrow.shape == (3, 5)
+    assert xrow.tolist() == [[-1, 0, -1, -1, 1], [-1, -1, -1, 1, -1], [-1, -1, -1, -1, -1]]
+    # any row order; a 2-D array is one row per position
+    assert tr.InputTransform.channel_rows(np.array([[2, 0], [0, 1]]), 3, 4).tolist() == [[1, -1, 0], [0, 1, -1]]
+
+
+@pytest.mark.parametrize("cols,c,K,match", [
+    ([np.array([0, 5])], 5, 4, r"cols\[0\] holds channels outside \[-1, 5\)"),
+    ([np.array([-2, 1])], 5, 4, "outside"),
+    ([np.array([1, 2]), np.array([3, 3])], 5, 4, r"cols\[1\] keeps a channel twice"),
+    ([np.array([0, 1, 2])], 5, 2, r"cols\[0\] has 3 rows, more than Xc's K=2"),
+    ([np.array([[0, 1]])], 5, 4, r"cols\[0\] has shape \(1, 2\)"),
+    ([np.array([0.0, 1.0])], 5, 4, "1-D integer"),
+    ([], 5, 4, "no positions"),
+    (None, 5, 4, "no positions"),
+    ([np.array([0])], 0, 4, "c=0"),
+    ([np.array([0])], 5, 0, "K=0"),
+    ([np.array([0])], 5, 2.0, "K=2.0"),
+])
+def test_bad_channel_maps_are_input_errors(cols, c, K, match):
+    with pytest.raises(InputError, match=match):
+        tr.InputTransform.channel_rows(cols, c, K)
+    with pytest.raises(InputError, match=match):          # checked before anything goes to the GPU
+        tr.InputTransform.channel_map(cols, c, K)
+
+
+def test_channel_map_counts_and_kept_rows():
+    cmap = tr.ChannelMap(xrow=None, positions=4, c=8, K=8, counts=(8, 6, 6, 4))
+    assert cmap.kept_rows == 6
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cmap.K = 4
+
+
+def test_compact_input_call_is_validated_before_cupy():
+    with pytest.raises(InputError, match="not a CuPy array"):
+        tr.InputTransform(4, "fp16", "nhwc", compact=True)(np.zeros((1, 4, 4, 2), np.float16), None, None)
+
+
 def test_arrays_must_be_cupy():
     with pytest.raises(InputError, match="not a CuPy array"):
         tr.InputTransform(4, "fp16", "nchw")(np.zeros((1, 2, 4, 4), np.float16))
@@ -243,7 +320,7 @@ def test_inverse_rows():
 
 @pytest.mark.compile
 def test_every_variant_compiles(tmp_path):
-    """All 78 storage x layout x p x variant (x NHWC load width) kernels in one translation unit (each in its own namespace,
+    """All 96 storage x layout x p x variant (x NHWC load width) kernels in one translation unit (each in its own namespace,
     its kernel renamed), to PTX: catches template syntax errors and the static_asserts."""
     from cutlass_wsp.kernels.toolchain import find_nvcc
 
@@ -255,6 +332,7 @@ def test_every_variant_compiles(tmp_path):
     for p, dt, layout in itertools.product(PS, ("fp16", "bf16", "fp32"), LAYOUTS):
         widths = [b for b in (16, 8, 4, 2) if b >= get_dtype(dt).itemsize] if layout == "nhwc" else [16]
         sources += [tr.render_input(p, dt, layout, load_bytes=b)[0] for b in widths]
+        sources.append(tr.render_input(p, dt, layout, compact=True)[0])   # the map only moves the stores
         sources += [tr.render_output(p, dt, layout)[0], tr.render_output(p, dt, layout, compact=True)[0]]
     parts = []
     for k, src in enumerate(sources):
@@ -266,4 +344,4 @@ def test_every_variant_compiles(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     ptx = (tmp_path / "t.ptx").read_text()
-    assert ptx.count(".entry wsp_") == len(sources) == 78
+    assert ptx.count(".entry wsp_") == len(sources) == 96

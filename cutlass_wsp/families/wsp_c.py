@@ -13,6 +13,13 @@ Modes:
             also runs on sm90 (there is no TMA gather: TMA cannot gather rows).
   two_pass  RowGather (CuPy RawKernel, 16-byte vectors) writes Xg[L, K, Npad], then the dense batched
             kernel with K columns: simple, costs one extra read and write of Xg.
+  xform     the gather moves into the Winograd input transform: the compact transform
+            (gpu/transforms.py, `channel_map()`) writes only X_i's kept rows, straight into
+            Xc[L, K, Npad], and the GEMM batch is the plain dense kernel on Wc . Xc. No gather pass, no
+            gather mainloop, and the transform writes (1 - ratio) fewer rows. `prepare` takes Xc;
+            `compact_input(X)` builds it from a dense X (what the GEMM-batch benchmark feeds).
+            Xc's pad rows (rows >= c_i of position i) are never written by the transform: they must be
+            finite (zero-fill Xc once when allocating it), so that the zero weight columns add exactly 0.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from cutlass_wsp.families.wsp_r import resolve_arch
 from cutlass_wsp.kernels.description import KernelDesc
 from cutlass_wsp.problem import BatchProblem
 
-MODES = ("fused", "two_pass")
+MODES = ("fused", "two_pass", "xform")
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,7 +91,8 @@ def column_layout(pruned: Any) -> ColumnLayout:
 class WspC:
     """WSP-C on the GPU. Construct (host only: checks, layout, kernel choice), `setup()` (loads kernels,
     uploads weights and index once), then `run(X, Y)` or `prepare(X, Y)()`.
-    X: EC2B input [L, c, N] (N = Npad); Y = output(): dense [L, n, N]."""
+    X: EC2B input [L, c, N] (N = Npad); xform mode: the compact Xc [L, K, N] (`input_shape`).
+    Y = output(): dense [L, n, N]."""
 
     def __init__(self, pruned: Any, dtype: str, N: int, *, arch: str | None = None, mode: str = "fused",
                  desc: KernelDesc | None = None):
@@ -150,11 +158,42 @@ class WspC:
             self._launcher = GatherGemm(kernel, self.gather_problem, self._weights, self._index, x_rows=lay.L * lay.c)
         else:
             self._dense = DenseBatch(kernel)
-            self._gather = RowGather()
-            self._xg = empty((lay.L, self.K, self.N), self.dtype)
+            if self.mode == "two_pass":     # xform's GEMM reads the transform's Xc: no Xg of its own
+                self._xg = empty((lay.L, self.K, self.N), self.dtype)
             self._launcher = True
+        self._gather = RowGather()
         finish_uploads()
         return self
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """What prepare() reads: X[L, c, N], or in xform mode the compact Xc[L, K, N]."""
+        lay = self.layout
+        return (lay.L, self.K if self.mode == "xform" else lay.c, self.N)
+
+    def channel_map(self) -> Any:
+        """The compact input transform's map for this layer (a `transforms.ChannelMap`, on the GPU):
+        row k of Xc at position i takes channel cols_i[k], the column order of the compact weights."""
+        from cutlass_wsp.gpu.transforms import InputTransform
+
+        lay = self.layout
+        return InputTransform.channel_map(lay.cols, lay.c, self.K)
+
+    def compact_input(self, X: Any, Xc: Any = None) -> Any:
+        """Xc[L, K, N] = X_i's kept rows (pad rows: copies of the last kept row, finite) from a dense
+        X[L, c, N], on CuPy's current stream: the operand the transform would have written, for running
+        the xform GEMM batch on a given X. Not part of the launch."""
+        from cutlass_wsp.gpu.arrays import empty
+
+        if self._launcher is None:
+            raise InputError("WSP-C was not set up", "call setup() before compact_input()")
+        lay = self.layout
+        check_device_array("X", X, (lay.L, lay.c, self.N), self.dtype)
+        if Xc is None:
+            Xc = empty((lay.L, self.K, self.N), self.dtype)
+        check_device_array("Xc", Xc, (lay.L, self.K, self.N), self.dtype)
+        self._gather.prepare(X, Xc, self._index)()
+        return Xc
 
     def output(self) -> Any:
         from cutlass_wsp.gpu.arrays import empty
@@ -165,10 +204,16 @@ class WspC:
         if self._launcher is None:
             raise InputError("WSP-C was not set up", "call setup() before run()/prepare()")
         lay = self.layout
-        check_device_array("X", X, (lay.L, lay.c, self.N), self.dtype)
+        if self.mode == "xform" and tuple(getattr(X, "shape", ())) != self.input_shape:
+            raise InputError(f"WSP-C xform reads the compact Xc{self.input_shape} (K={self.K} kept rows per "
+                             f"position), got an array of shape {tuple(getattr(X, 'shape', ()))}",
+                             "pass the compact input transform's Xc (channel_map()) or compact_input(X)")
+        check_device_array("Xc" if self.mode == "xform" else "X", X, self.input_shape, self.dtype)
         check_device_array("Y", Y, (lay.L, lay.n, self.N), self.dtype)
         if self.mode == "fused":
             return Launches([self._launcher.prepare(X, Y, stream=stream)], (X, Y))
+        if self.mode == "xform":
+            return Launches([self._dense.prepare(self._weights, X, Y, stream=stream)], (X, Y))
         gather = self._gather.prepare(X, self._xg, self._index, stream=stream)
         gemm = self._dense.prepare(self._weights, self._xg, Y, stream=stream)
         return Launches([gather, gemm], (X, Y))

@@ -1,13 +1,15 @@
 """GPU Winograd input and output transforms (the EC2B conversion around the GEMM batch).
 
     InputTransform(p, dt, layout)(d) -> X[L, c, Npad]          X = B^T d_tile B, pad columns zero
+    InputTransform(p, dt, layout, compact=True)(d, Xc, InputTransform.channel_map(cols, c, K))
+                                                              WSP-C: only kept channels, Xc[L, K, Npad]
     OutputTransform(p, dt, layout)(Y, out)                    out = A^T y_tile A, cropped to H x W
     OutputTransform(p, dt, layout, compact=True)(Yc, out, row_map=OutputTransform.row_map(rows, n))
 
 Kernels are rendered from templates/transform_{input,output}.cu.j2 with the transform constants of
-`winograd.matrices_float(m)` baked in as literals, compiled once per (p, dtype, layout) by NVRTC through
-`cupy.RawModule` (CuPy's own compile cache) and launched on CuPy's current stream.
-docs/transforms.md describes the kernels, the layouts and the compact-row convention.
+`winograd.matrices_float(m)` baked in as literals, compiled once per (p, dtype, layout, compact) by NVRTC
+through `cupy.RawModule` (CuPy's own compile cache) and launched on CuPy's current stream.
+docs/transforms.md describes the kernels, the layouts and the compact-row conventions.
 """
 
 from __future__ import annotations
@@ -82,11 +84,18 @@ def _check_pixels(batch: int, H: int, W: int) -> None:
                           "split the batch into smaller ones")
 
 
+def _is_cupy_array(a) -> bool:
+    """isinstance(a, cupy.ndarray); False without cupy (a host array is refused the same way)."""
+    try:
+        import cupy
+    except ImportError:
+        return False
+    return isinstance(a, cupy.ndarray)
+
+
 def _check_device_array(a, name: str, shape: tuple[int, ...] | None, dt: DType, ndim: int, what: str) -> None:
     """A C-contiguous cupy array of `dt`'s storage type (and `shape` when given)."""
-    import cupy
-
-    if not isinstance(a, cupy.ndarray):
+    if not _is_cupy_array(a):
         raise InputError(f"{name} is a {type(a).__name__}, not a CuPy array",
                          "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
     if a.ndim != ndim:
@@ -168,6 +177,24 @@ def _rows_per_stage(p: int, bytes_per_position: int) -> int:
 
 
 @dataclass(frozen=True)
+class ChannelMap:
+    """Compact-input map of one WSP-C layer, on the GPU: xrow[i, c] = row of Xc that takes channel c at
+    position i, or -1 (pruned there: not written). `positions` x `K` is the Xc it fills, `c` the
+    channels; `counts[i]` = channels kept at position i (host, for the byte count)."""
+
+    xrow: Any
+    positions: int
+    c: int
+    K: int
+    counts: tuple[int, ...]
+
+    @property
+    def kept_rows(self) -> int:
+        """Rows of Xc written per position (mean over positions, rounded)."""
+        return int(round(sum(self.counts) / self.positions))
+
+
+@dataclass(frozen=True)
 class RowMap:
     """Compact-row map of one pruned layer, on the GPU: inv[i, f] = row of Yc holding filter f at
     position i, or -1 (pruned: zero). `positions` x `nrows` is the Yc it indexes; `n` the filters."""
@@ -214,17 +241,19 @@ def output_geometry(dt: DType, layout: str, p: int) -> Geometry:
     return Geometry(tt=tt, cc=cc, srow=srow, rs=_rows_per_stage(p, cc * srow * dt.itemsize))
 
 
-def render_input(p: int, dt: DType | str, layout: str, load_bytes: int = 16) -> tuple[str, dict[str, Any]]:
-    """(CUDA source, template context) of the input transform; `load_bytes`: NHWC load width."""
+def render_input(p: int, dt: DType | str, layout: str, load_bytes: int = 16,
+                 compact: bool = False) -> tuple[str, dict[str, Any]]:
+    """(CUDA source, template context) of the input transform (dense X or compact rows); `load_bytes`:
+    NHWC load width."""
     p, d, layout = check_p(p), as_dtype(dt), check_layout(layout)
     if load_bytes not in LOAD_TYPES or load_bytes < d.itemsize:
         raise InputError(f"load width {load_bytes} bytes is not one of 16, 8, 4, 2 (>= {d.itemsize})",
                          "use input_load_bytes(dt, c)")
     m = p - 2
     g = input_geometry(d, layout, p)
-    ctx = {"p": p, "m": m, "dtype": d.name, "layout": layout, "tt": g.tt, "cc": g.cc, "tpt": g.tpt,
-           "pstr": g.pstr, "load_type": LOAD_TYPES[load_bytes], "bt": matrices_float(m)[2].tolist(),
-           "conversions": _CONVERSIONS[d.storage]}
+    ctx = {"p": p, "m": m, "dtype": d.name, "layout": layout, "compact": bool(compact), "tt": g.tt,
+           "cc": g.cc, "tpt": g.tpt, "pstr": g.pstr, "load_type": LOAD_TYPES[load_bytes],
+           "bt": matrices_float(m)[2].tolist(), "conversions": _CONVERSIONS[d.storage]}
     return _render("transform_input.cu.j2", ctx), ctx
 
 
@@ -288,19 +317,21 @@ def _layout_dims(shape, layout: str, what: str, ch: str) -> tuple[int, int, int,
 
 
 class InputTransform:
-    """d (NCHW [B, c, H, W] or NHWC [B, H, W, c]) -> X[p*p, c, Npad] in `dt` storage."""
+    """d (NCHW [B, c, H, W] or NHWC [B, H, W, c]) -> X[p*p, c, Npad] in `dt` storage; compact: only the
+    channels a `ChannelMap` keeps at each position, into Xc[p*p, K, Npad]."""
 
-    def __init__(self, p: int, dt: DType | str, layout: str):
+    def __init__(self, p: int, dt: DType | str, layout: str, compact: bool = False):
         self.p = check_p(p)
         self.m = self.p - 2
         self.dtype = as_dtype(dt)
         self.layout = check_layout(layout)
+        self.compact = bool(compact)
         self.geometry = input_geometry(self.dtype, self.layout, self.p)
         self._kernels: dict[int, Any] = {}
 
     def source(self, c: int = 16) -> str:
         """Kernel source for inputs of `c` channels (NHWC loads are as wide as c allows)."""
-        return render_input(self.p, self.dtype, self.layout, self._load_bytes(c))[0]
+        return render_input(self.p, self.dtype, self.layout, self._load_bytes(c), self.compact)[0]
 
     def _load_bytes(self, c: int) -> int:
         return input_load_bytes(self.dtype, c) if self.layout == "nhwc" else 16
@@ -321,37 +352,122 @@ class InputTransform:
         th, tw = tile_grid(H, W, self.m)
         return batch * th * tw
 
-    def x_shape(self, batch: int, c: int, H: int, W: int) -> tuple[int, int, int]:
-        return (self.p * self.p, c, npad(self.tiles(batch, H, W), self.dtype))
+    def x_shape(self, batch: int, c: int, H: int, W: int, K: int | None = None) -> tuple[int, int, int]:
+        """X's shape; `K` rows per position for a compact Xc (default c: the dense X)."""
+        return (self.p * self.p, c if K is None else K, npad(self.tiles(batch, H, W), self.dtype))
 
-    def bytes_moved(self, batch: int, c: int, H: int, W: int) -> int:
-        """Fewest bytes: d read once, X (with its pad columns) written once."""
+    def bytes_moved(self, batch: int, c: int, H: int, W: int, kept_rows: int | None = None) -> int:
+        """Fewest bytes: d read once, X (with its pad columns) written once: `kept_rows` rows per
+        position when compact (default c; Xc's pad rows are not written), plus the compact variant's
+        [p*p, c] int32 channel map."""
         L, _, Np = self.x_shape(batch, c, H, W)
-        return self.dtype.itemsize * (batch * c * H * W + L * c * Np)
+        rows = c if kept_rows is None else kept_rows
+        moved = self.dtype.itemsize * (batch * c * H * W + L * rows * Np)
+        return moved + (4 * L * c if self.compact else 0)
 
-    def __call__(self, d, X=None):
-        """Transform `d` into `X` (allocated when None) on CuPy's current stream; returns X."""
+    @staticmethod
+    def channel_rows(cols, c: int, K: int) -> np.ndarray:
+        """Kept channels -> the kernel's row map, on the host (numpy int32 [L, c]).
+
+        cols[i] (1-D integers, one array per position) = the channels position i keeps, in Xc row order:
+        row j of Xc[i] takes channel cols[i][j]; -1 marks a row no channel goes to. WSP-C passes its
+        ascending `Pruned.cols`, the column order of its compact weights. Result xrow[i, ch] = j, or -1
+        where channel ch is pruned at position i (nothing is written for it)."""
+        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 1:
+            raise InputError(f"c={c!r} channels", "pass the input's channel count (>= 1)")
+        if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or K < 1:
+            raise InputError(f"K={K!r} rows per position", "pass Xc's rows per position (>= 1)")
+        if cols is None or isinstance(cols, (str, bytes)) or len(cols) == 0:
+            raise InputError("cols holds no positions", "give one array of kept channels per Winograd position")
+        xrow = np.full((len(cols), int(c)), -1, dtype=np.int32)
+        for i, kept in enumerate(cols):
+            xrow[i] = _position_rows(np.asarray(kept), i, int(c), int(K))
+        return xrow
+
+    @staticmethod
+    def channel_map(cols, c: int, K: int) -> ChannelMap:
+        """`channel_rows` on the GPU, with the shapes it fits: build it once per pruning mask, not per call."""
+        # checked on the host before cupy is imported: a bad map fails the same way with or without a GPU
+        host = None if cols is None else [k.get() if hasattr(k, "__cuda_array_interface__") else np.asarray(k)
+                                          for k in cols]
+        xrow = InputTransform.channel_rows(host, c, K)
         import cupy
 
-        if not isinstance(d, cupy.ndarray):
+        counts = tuple(int((xrow[i] >= 0).sum()) for i in range(xrow.shape[0]))
+        return ChannelMap(xrow=cupy.asarray(xrow), positions=xrow.shape[0], c=int(c), K=int(K), counts=counts)
+
+    def _check_channel_map(self, channel_map, c: int) -> ChannelMap | None:
+        L = self.p * self.p
+        if not self.compact:
+            if channel_map is not None:
+                raise InputError("channel_map was given to a dense input transform",
+                                 "build InputTransform(..., compact=True) for compact rows")
+            return None
+        if channel_map is None:
+            raise InputError("the compact input transform needs channel_map",
+                             "pass InputTransform.channel_map(cols, c, K)")
+        if not isinstance(channel_map, ChannelMap):
+            raise InputError(f"channel_map is a {type(channel_map).__name__}, not a ChannelMap",
+                             "build it with InputTransform.channel_map(cols, c, K)")
+        if (channel_map.positions, channel_map.c) != (L, c):
+            raise InputError(f"channel_map fits {channel_map.positions} positions of {channel_map.c} channels, "
+                             f"not {L} positions (p={self.p}) of c={c}",
+                             "build the channel map from this layer's kept channels, one array per position")
+        return channel_map
+
+    def __call__(self, d, X=None, channel_map: ChannelMap | None = None):
+        """Transform `d` into `X` (allocated when None) on CuPy's current stream; returns X.
+
+        Compact: X is Xc[p*p, K, Npad] and `channel_map` comes from `channel_map(cols, c, K)`. Only the
+        mapped rows are written; the caller zero-fills Xc once when it allocates it (an Xc allocated here
+        is zeros), so that its pad rows are finite: their weight columns are zero, they add exactly 0."""
+        if not _is_cupy_array(d):
             raise InputError(f"input is a {type(d).__name__}, not a CuPy array",
                              "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
+        import cupy
+
         B, c, H, W = self.dims(d.shape)
         _check_device_array(d, "input", None, self.dtype, 4, f"{self.layout.upper()} input")
         _check_pixels(B, H, W)
+        cmap = self._check_channel_map(channel_map, c)
         th, tw = tile_grid(H, W, self.m)
         T = B * th * tw
-        shape = self.x_shape(B, c, H, W)
-        if X is None:
-            X = cupy.empty(shape, dtype=storage_dtype(self.dtype))
-        _check_device_array(X, "X", shape, self.dtype, 3, "[p*p, c, Npad]")
+        compact = cmap is not None
+        shape = self.x_shape(B, c, H, W, K=cmap.K if compact else None)
+        if X is None:   # a compact Xc's pad rows are never written: zeros, not garbage
+            X = (cupy.zeros if compact else cupy.empty)(shape, dtype=storage_dtype(self.dtype))
+        _check_device_array(X, "Xc" if compact else "X", shape, self.dtype, 3,
+                            "[p*p, K, Npad]" if compact else "[p*p, c, Npad]")
         g = self.geometry
         grid = g.grid(shape[2], c)
         i32 = np.int32
+        head = (d, X, cmap.xrow, i32(cmap.K)) if compact else (d, X)
         self.kernel(c)(grid, (g.threads, 1, 1),
-                       (d, X, i32(c), i32(H), i32(W), i32(th), i32(tw), i32(T), i32(shape[2]),
-                        i32(-(-shape[2] // g.tt))))
+                       head + (i32(c), i32(H), i32(W), i32(th), i32(tw), i32(T), i32(shape[2]),
+                               i32(-(-shape[2] // g.tt))))
         return X
+
+
+def _position_rows(kept: np.ndarray, i: int, c: int, K: int) -> np.ndarray:
+    """xrow[i, :] of `channel_rows` from position i's kept channels (checked)."""
+    if kept.ndim != 1 or not (np.issubdtype(kept.dtype, np.integer) or kept.size == 0):
+        raise InputError(f"cols[{i}] has shape {kept.shape} and dtype {kept.dtype}",
+                         "give each position's kept channels as a 1-D integer array")
+    if kept.size > K:
+        raise InputError(f"cols[{i}] has {kept.size} rows, more than Xc's K={K}",
+                         "pass K >= the longest position (ColumnLayout.K)")
+    row = np.full(c, -1, dtype=np.int32)
+    if kept.size == 0:
+        return row
+    if kept.min() < -1 or kept.max() >= c:
+        raise InputError(f"cols[{i}] holds channels outside [-1, {c}): {kept.min()}..{kept.max()}",
+                         f"use channel indices 0..{c - 1}, -1 for a pad row")
+    js = np.flatnonzero(kept >= 0)
+    chans = kept[js]
+    if len(np.unique(chans)) != len(chans):
+        raise InputError(f"cols[{i}] keeps a channel twice", "each kept channel appears once per position")
+    row[chans] = js
+    return row
 
 
 class OutputTransform:
@@ -427,10 +543,8 @@ class OutputTransform:
 
     def __call__(self, Y, out, row_map=None):
         """Transform Y (compact: Yc with `row_map` from `row_map(rows, n)`) into `out`; returns out."""
-        import cupy
-
         for a, name in ((Y, "Y"), (out, "output")):
-            if not isinstance(a, cupy.ndarray):
+            if not _is_cupy_array(a):
                 raise InputError(f"{name} is a {type(a).__name__}, not a CuPy array",
                                  "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
         B, n, H, W = self.dims(out.shape)
@@ -444,7 +558,7 @@ class OutputTransform:
             if row_map is None:
                 raise InputError("the compact output transform needs row_map",
                                  "pass row_map=OutputTransform.row_map(rows, n)")
-            if not isinstance(Y, cupy.ndarray) or Y.ndim != 3 or Y.shape[1] < 1:
+            if Y.ndim != 3 or Y.shape[1] < 1:
                 raise InputError(f"Yc must be [L={L}, nmax, Npad={Np}]; got shape {tuple(Y.shape)}",
                                  "pass the compact GEMM output of this layer")
             rows = Y.shape[1]

@@ -37,6 +37,7 @@ class Op:
     close: Callable[[], None] | None = None
     x: Any = None                             # the X buffer launch reads (default: Inputs.X)
     rows: np.ndarray | None = None            # compact output: kept filter per row of `out`, -1 = pad
+    channel_map: Any = None                   # compact x (WSP-C xform): the input transform's ChannelMap
 
 
 @dataclass
@@ -171,7 +172,7 @@ class Measurer:
 
     def _dense_problem_of(self, pt: Point):
         """The problem a point's dense CUTLASS kernel runs (dense, FP, WSP-R batched/padded, WSP-C
-        two-pass), for tuning; None for points that run no dense kernel."""
+        two-pass and xform), for tuning; None for points that run no dense kernel."""
         from cutlass_wsp.errors import WspError
         from cutlass_wsp.gpu.arrays import npad
 
@@ -189,7 +190,8 @@ class Measurer:
         """The whole layer around this GEMM batch; a layer the pipeline cannot serve is noted, not fatal."""
         from cutlass_wsp.sweep import layer_time
 
-        ops = layer_time.LayerOperands(X=op.x, Y=op.out, rows=op.rows, launch=op.launch)
+        ops = layer_time.LayerOperands(X=op.x, Y=op.out, rows=op.rows, launch=op.launch,
+                                       channel_map=op.channel_map)
         try:
             return layer_time.measure_layer(point, dt, W32, ops, ceil.copy_bw_Bps, self.timing)
         except Unsupported as e:
@@ -394,6 +396,8 @@ def _family(point: Point, pruned, Npad: int, arch: str):
         if impl == "cutlass-grouped":
             raise Unsupported("no grouped WSP-C kernel: unequal c_i run padded to max c_i",
                               "use --impl wsp-c=cutlass-padded")
+        if impl == "cutlass-xform":    # the gather fused into the input transform: a dense GEMM on Xc
+            return WspC(pruned, dt, Npad, arch=arch, mode="xform")
         return WspC(pruned, dt, Npad, arch=arch, mode="fused" if pat == "wsp-c-fused" else "two_pass")
     raise Unsupported(f"no CUTLASS family for pattern {pat!r}", "see docs/families.md")
 
@@ -411,11 +415,12 @@ def _family_cost(point: Point, inp: Inputs) -> costs.Cost:
 @builder("bcbp", "cutlass")
 @builder("wsp-r", "cutlass", "cutlass-padded", "cutlass-grouped")
 @builder("wsp-c", "cutlass", "cutlass-padded", "cutlass-grouped")
-@builder("wsp-c-fused", "cutlass", "cutlass-padded", "cutlass-grouped")
+@builder("wsp-c-fused", "cutlass", "cutlass-padded", "cutlass-grouped", "cutlass-xform")
 def _pruned_cutlass(inp: Inputs) -> Op:
     from cutlass_wsp.gpu import arrays
 
     fam = _family(inp.point, inp.pruned, inp.Npad, inp.arch).setup(inp.cache)
+    x, channel_map = _gemm_input(fam, inp.X)
     Y = fam.output()
     pd = inp.pruned
     kept = [int(k) for k in pd.kept_per_position]
@@ -423,10 +428,19 @@ def _pruned_cutlass(inp: Inputs) -> Op:
     fields = dict(kept_m=kept if rows else None, kept_k=None if rows else kept,
                   nnz=int(pd.mask.sum()), kept_fraction=float(pd.mask.mean()))
     names = sorted({d.name for d in fam.kernel_descs})
-    return Op(fam.prepare(inp.X, Y), Y, lambda: arrays.to_float32(fam.to_dense_output(Y), inp.dt),
+    return Op(fam.prepare(x, Y), Y, lambda: arrays.to_float32(fam.to_dense_output(Y), inp.dt),
               " + ".join(names), _family_cost(inp.point, inp),
               {"mode": getattr(fam, "mode", None), "kernels": [_kernel_config(d) for d in fam.kernel_descs]},
-              fields, rows=getattr(fam, "row_index", None) if rows else None)
+              fields, rows=getattr(fam, "row_index", None) if rows else None, x=x, channel_map=channel_map)
+
+
+def _gemm_input(fam, X) -> tuple[Any, Any]:
+    """(the X a family's launch reads, the input transform's channel map or None). WSP-C xform reads the
+    compact Xc the transform would write: gathered here from the point's X, outside the timed launch,
+    so that the reference (masked dense weights times X) checks exactly X's kept rows."""
+    if getattr(fam, "mode", None) != "xform":
+        return X, None
+    return fam.compact_input(X), fam.channel_map()
 
 
 # ------------------------------------------------------------------------------ compile ahead

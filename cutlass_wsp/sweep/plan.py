@@ -29,6 +29,8 @@ IMPLEMENTATIONS: dict[str, str] = {
     "cublas": "cuBLAS strided-batched GEMM (cublasGemmStridedBatchedEx) on the dense or compacted weights",
     "cutlass-grouped": "CUTLASS grouped GEMM: one problem per position, shapes may differ",
     "cutlass-padded": "CUTLASS batched GEMM on weights padded to the largest position (the straggler case)",
+    "cutlass-xform": "WSP-C: the input transform writes only the kept rows of X (compact Xc), then the dense "
+                     "CUTLASS batched GEMM on them: no gather pass, no gather mainloop",
     "cusparse-per-position": "cuSPARSE CSR SpMM, one call per Winograd position",
     "cusparse-block-diag": "cuSPARSE CSR SpMM on one block-diagonal matrix of all p² positions",
     "cudnn": "cuDNN convolution (through PyTorch or the cuDNN frontend): its fastest algorithm for the shape",
@@ -68,9 +70,12 @@ PATTERNS: dict[str, PatternInfo] = {p.name: p for p in (
     PatternInfo("wsp-c", "Winograd structured pruning, columns of each W_i: gather X, then GEMM (two passes)",
                 True, True, {"cutlass": BALANCED_ONLY, "cutlass-padded": UNBALANCED_ONLY, "cublas": BALANCED_ONLY},
                 ("cutlass", "cutlass-padded", "cublas")),
-    PatternInfo("wsp-c-fused", "WSP-C with the gather of X inside the GEMM mainloop", True, True,
-                {"cutlass": BALANCED_ONLY, "cutlass-padded": UNBALANCED_ONLY},
-                ("cutlass", "cutlass-padded")),
+    # cutlass/cutlass-padded fuse the gather into the GEMM mainloop, cutlass-xform into the input
+    # transform (padded to max c_i like the others, so it serves any balance)
+    PatternInfo("wsp-c-fused", "WSP-C with the gather of X fused: into the GEMM mainloop (cutlass, "
+                "cutlass-padded) or into the Winograd input transform (cutlass-xform)", True, True,
+                {"cutlass": BALANCED_ONLY, "cutlass-padded": UNBALANCED_ONLY, "cutlass-xform": ANY},
+                ("cutlass", "cutlass-padded", "cutlass-xform")),
     PatternInfo("wwp", "element-wise pruning: sparse × dense", True, False,
                 {"cusparse-per-position": ANY, "cusparse-block-diag": ANY},
                 ("cusparse-per-position", "cusparse-block-diag")),
@@ -267,7 +272,8 @@ def validate(spec: SweepSpec) -> SweepSpec:
                 raise InputError(
                     f"pattern {pat!r}: no chosen implementation ({', '.join(chosen)}) serves "
                     f"balance {', '.join(balances)}",
-                    "cutlass and cublas need balanced; cutlass-grouped serves any; cutlass-padded serves unbalanced")
+                    "cutlass and cublas need balanced; cutlass-grouped and cutlass-xform serve any; "
+                    "cutlass-padded serves unbalanced")
         impls[pat] = chosen
     return SweepSpec(
         layers=_dedupe(spec.layers), batches=_dedupe(spec.batches), tiles=_dedupe(spec.tiles),

@@ -1,4 +1,4 @@
-"""Pruned families on the GPU: FP, WSP-R (batched, padded, grouped), WSP-C (fused, two-pass) and BCBP on
+"""Pruned families on the GPU: FP, WSP-R (batched, padded, grouped), WSP-C (fused, two-pass, xform) and BCBP on
 every unique prunable 3x3 layer shape of VGG-16 and ResNet-18 (p = 4), batch 32 and 1, ratios 0.5, 0.7,
 0.9, balanced and unbalanced, against a float32 product of the masked dense weights (as stored in the
 kernel's dtype) and X, with poisoned outputs so an unwritten element fails. fp16 on every shape; bf16,
@@ -52,6 +52,8 @@ def _variants() -> list[tuple[str, str, tuple[str, ...], Callable[..., Any]]]:
         ("wsp-r grouped", "wsp-r", both, lambda Pr, dt, N, a: WspR(Pr, dt, N, arch=a, mode="grouped")),
         ("wsp-c fused", "wsp-c", both, lambda Pr, dt, N, a: WspC(Pr, dt, N, arch=a, mode="fused")),
         ("wsp-c two_pass", "wsp-c", both, lambda Pr, dt, N, a: WspC(Pr, dt, N, arch=a, mode="two_pass")),
+        # xform reads Xc = X's kept rows (compact_input): the dense kernel of two_pass, no new compile
+        ("wsp-c xform", "wsp-c", both, lambda Pr, dt, N, a: WspC(Pr, dt, N, arch=a, mode="xform")),
         ("bcbp", "bcbp", ("balanced",), lambda Pr, dt, N, a: Bcbp(Pr, dt, N, arch=a)),
     ]
 
@@ -135,6 +137,8 @@ def _run_and_check(fam, X, ref, T: int, dtype: str, K: int, label: str, cache) -
     from cutlass_wsp.gpu.verify import check
 
     fam.setup(cache)
+    if getattr(fam, "mode", None) == "xform":      # the operand the compact input transform writes
+        X = fam.compact_input(X)
     out = arrays.poison(fam.output(), dtype)
     fam.run(X, out)
     cupy.cuda.get_current_stream().synchronize()
@@ -235,6 +239,34 @@ def test_two_pass_and_fused_run_on_a_side_stream(cache, arch):
         fam.run(X, out, stream=stream)
         stream.synchronize()
         check(out[..., :T], ref, "bf16", f"wsp-c {mode} on a side stream", K=layer.c)
+
+
+def test_xform_gemm_reads_the_compact_input(cache, arch):
+    """WSP-C xform on a side stream: Wc . Xc with Xc from compact_input equals the masked-dense fp32
+    product of the full X; a dense X is refused before launch (xform reads the compact Xc)."""
+    import cupy
+
+    from cutlass_wsp.families.wsp_c import WspC
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.verify import check
+
+    layer, pruned = _small("wsp-c", "unbalanced", 0.7)
+    N, T = _npad_T(layer, 8, "fp16")
+    X = arrays.padded_x(16, layer.c, T, "fp16", seed=9)
+    ref = cupy.matmul(arrays.to_float32(arrays.from_host(pruned.dense_weights(), "fp16"), "fp16"),
+                      arrays.to_float32(X[..., :T], "fp16"))
+    fam = WspC(pruned, "fp16", N, arch=arch, mode="xform").setup(cache)
+    Xc = fam.compact_input(X)
+    cupy.cuda.get_current_stream().synchronize()       # the side stream does not wait for CuPy's stream
+    assert Xc.shape == fam.input_shape == (16, fam.K, N) and fam.K < layer.c
+    out = arrays.poison(fam.output(), "fp16")
+    with pytest.raises(InputError, match="reads the compact Xc"):
+        fam.prepare(X, out)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    fam.run(Xc, out, stream=stream)
+    stream.synchronize()
+    err = check(out[..., :T], ref, "fp16", "wsp-c xform on a side stream", K=layer.c)
+    assert err > 0                     # a computed product, not a copy of the reference
 
 
 def test_bad_device_inputs_are_refused_before_launch(cache, arch):

@@ -57,12 +57,22 @@ def test_every_pattern_gives_a_verified_layer(batch):
     from cutlass_wsp.sweep.runner import TimingOptions
 
     m = Measurer(TimingOptions(budget_s=0.01, min_reps=3, max_reps=5, warmup=1), layer_time=True)
-    checked = []
+    checked = {}
     for pt in _points(batch):
         fields = m.measure(pt)
         assert fields["layer_ms"] > 0 and fields["layer_rel_error"] is not None, pt.key
-        checked.append(pt.pattern)
-    assert {"dense", "fp", "wsp-r", "wsp-c", "wsp-c-fused", "wwp", "bcbp"} <= set(checked)
+        assert "reason" not in fields, f"{pt.key}: {fields['reason']}"
+        checked[(pt.pattern, pt.impl, pt.balance)] = fields
+    assert {"dense", "fp", "wsp-r", "wsp-c", "wsp-c-fused", "wwp", "bcbp"} <= {k[0] for k in checked}
+    # WSP-C xform: the layer ran the compact input transform, which writes only the kept rows of X, so
+    # its transform floor is below the two-pass layer's (same output transform, dense X written)
+    for balance in ("balanced", "unbalanced"):
+        xform = checked[("wsp-c-fused", "cutlass-xform", balance)]
+        assert xform["kernel_config"]["mode"] == "xform"
+        assert xform["K"] == 512 and xform["kept_fraction"] < 0.5
+        two_pass = checked[("wsp-c", "cutlass" if balance == "balanced" else "cutlass-padded", balance)]
+        # 30 % of X's rows written: ~0.76 of the bytes at batch 1 (the int32 map weighs), ~0.7 at batch 32
+        assert xform["transform_floor_ms"] < 0.85 * two_pass["transform_floor_ms"]
 
 
 def test_layer_as_one_cuda_graph():

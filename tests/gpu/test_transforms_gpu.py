@@ -1,6 +1,7 @@
 """GPU Winograd transforms against the numpy float64 references of cutlass_wsp.winograd: input and
 output transforms for p = 4, 6, 8 x fp16/bf16/fp32 x NCHW/NHWC on odd and even maps, poisoned outputs
-fully written (X's pad columns zero), the compact-row output, and a bandwidth smoke print."""
+fully written (X's pad columns zero), the compact-row output, the compact (WSP-C) input against the dense
+one, and a bandwidth smoke print."""
 
 from __future__ import annotations
 
@@ -151,6 +152,86 @@ def test_compact_with_every_row_kept_equals_dense():
                                                            row_map=OutputTransform.row_map(rows, n))
     _sync()
     assert bool(cp.array_equal(dense, compact))
+
+
+def _bits(a):
+    """The stored bits of a storage array (NaN-safe bitwise comparison)."""
+    return a.view(cp.uint16 if a.dtype.itemsize == 2 else cp.uint32)
+
+
+def _channel_case(rng, L: int, c: int, pad: int = 2):
+    """Random WSP-C kept channels: position i keeps k_i of c (one 0, one c, the rest random) in a random
+    row order of Xc, with -1 rows (padding) mixed in; K = max k_i + pad. Returns (cols [L][K], K)."""
+    counts = rng.integers(1, c + 1, size=L)
+    counts[0], counts[-1] = 0, c
+    K = int(counts.max()) + pad
+    cols = np.full((L, K), -1, dtype=np.int64)
+    for i in range(L):
+        cols[i, rng.permutation(K)[: counts[i]]] = rng.permutation(c)[: counts[i]]
+    return cols, K
+
+
+# (p, dtype, layout, (batch, c, H, W)): every p, dtype and layout once; NHWC loads of 16 and 4 bytes.
+COMPACT_CASES = [(4, "fp16", "nhwc", (2, 24, 9, 7)), (6, "bf16", "nchw", (1, 12, 13, 13)),
+                 (8, "fp32", "nhwc", (2, 6, 11, 10)), (4, "fp32", "nchw", (2, 16, 14, 14)),
+                 (6, "fp16", "nhwc", (1, 64, 20, 20))]
+
+
+@pytest.mark.parametrize("p,name,layout,shape", COMPACT_CASES, ids=lambda v: "x".join(map(str, v))
+                         if isinstance(v, tuple) else str(v))
+def test_compact_input_transform_writes_exactly_the_kept_rows(p, name, layout, shape):
+    """Xc[i, j] is bitwise the dense transform's X[i, cols[i][j]] (pad columns included); rows no channel
+    maps to keep the poison they had (never written)."""
+    dt = get_dtype(name)
+    B, c, H, W = shape
+    rng = np.random.default_rng(_seed(p, name, layout, shape, "compact-in"))
+    d = arrays.from_host(_to_layout(rng.standard_normal((B, c, H, W)).astype(np.float32), layout), dt)
+    X = InputTransform(p, dt, layout)(d)
+    cols, K = _channel_case(rng, p * p, c)
+    tc = InputTransform(p, dt, layout, compact=True)
+    Xc = arrays.poison(arrays.empty(tc.x_shape(B, c, H, W, K=K), dt), dt)
+    assert tc(d, Xc, InputTransform.channel_map(cols, c, K)) is Xc
+    _sync()
+    got, dense = cp.asnumpy(_bits(Xc)), cp.asnumpy(_bits(X))
+    nan = cp.asnumpy(_bits(arrays.poison(arrays.empty((1,), dt), dt)))[0]
+    kept = cols >= 0
+    assert np.array_equal(got[kept], dense[np.nonzero(kept)[0], cols[kept]])
+    assert (got[~kept] == nan).all(), "the compact transform wrote a row no channel maps to"
+
+
+def test_compact_input_transform_allocates_zero_pad_rows():
+    dt, p, (B, c, H, W) = get_dtype("fp16"), 4, (1, 8, 6, 6)
+    d = arrays.random((B, H, W, c), dt, seed=4)
+    cols = [np.array([1, 5])] * 8 + [np.array([7])] * 8
+    Xc = InputTransform(p, dt, "nhwc", compact=True)(d, None, InputTransform.channel_map(cols, c, 8))
+    X = InputTransform(p, dt, "nhwc")(d)
+    _sync()
+    assert Xc.shape == (16, 8, X.shape[2])
+    assert bool(cp.array_equal(Xc[:8, :2], X[:8, cp.asarray([1, 5])]))
+    assert bool(cp.array_equal(Xc[8:, 0], X[8:, 7]))
+    assert not bool(Xc[:8, 2:].any()) and not bool(Xc[8:, 1:].any())
+
+
+def test_compact_input_calls_are_validated_before_launch():
+    dt = get_dtype("fp16")
+    d = arrays.zeros((1, 7, 9, 8), dt)                        # NHWC, c = 8: 4 x 5 tiles -> Npad 24
+    cmap = InputTransform.channel_map([np.arange(4)] * 16, 8, 8)
+    tc = InputTransform(4, dt, "nhwc", compact=True)
+    Xc = arrays.poison(arrays.empty((16, 8, 24), dt), dt)
+    with pytest.raises(InputError, match="needs channel_map"):
+        tc(d, Xc)
+    with pytest.raises(InputError, match="not a ChannelMap"):
+        tc(d, Xc, cmap.xrow)
+    with pytest.raises(InputError, match="fits 16 positions of 8 channels, not 36"):
+        InputTransform(6, dt, "nhwc", compact=True)(d, None, cmap)
+    with pytest.raises(InputError, match="not 16 positions .* of c=4"):
+        tc(arrays.zeros((1, 7, 9, 4), dt), None, cmap)
+    with pytest.raises(InputError, match="expected"):
+        tc(d, arrays.empty((16, 4, 24), dt), cmap)            # K = 8, not 4
+    with pytest.raises(InputError, match="channel_map was given to a dense"):
+        InputTransform(4, dt, "nhwc")(d, None, cmap)
+    _sync()
+    assert bool(cp.isnan(Xc.astype(cp.float32)).all()), "a refused call was launched"
 
 
 def test_calls_are_validated_before_launch():
