@@ -129,7 +129,7 @@ def test_time_gpu_flush_gate_and_stats():
     be = FakeBackend(clock, itertools.cycle([1.0, 3.0, 2.0]))
     t = time_gpu(_fn(clock, calls, enqueue_s=1e-4), warmup=3, min_reps=6, max_reps=6, budget_s=0,
                  backend=be, clock=clock)
-    assert t.reps == 6 and t.method == "events+l2flush+gate"
+    assert t.reps == 6 and t.method == "events+l2clean+gate"
     # 2 gate-sizing reps consumed 1.0 and 3.0; timed samples continue the cycle 2,1,3,2,1,3
     assert t.samples_ms == [2.0, 1.0, 3.0, 2.0, 1.0, 3.0]
     assert t.median_ms == 2.0
@@ -177,7 +177,7 @@ def test_time_gpu_graph_divides_by_batch():
     assert be.log.count("capture") == 1
     assert len(calls) == 2 + 8  # eager warm-up, then the captured batch
     assert be.log.count("replay") == 1 + 4  # one untimed warm-up replay, then one per sample
-    assert t.median_ms == pytest.approx(5.0) and t.method == "graph8+l2flush"
+    assert t.median_ms == pytest.approx(5.0) and t.method == "graph8+l2clean"
 
 
 def test_time_gpu_without_flush_says_warm():

@@ -91,7 +91,7 @@ extern "C" __global__ void wsp_l2_sweep(const uint4* __restrict__ p, unsigned lo
 }
 """
 FLUSH_MODES = ("clean", "dirty")
-FLUSH_MODE = "dirty"           # what time_gpu's flush does unless told (docs/measurement.md, "Cold L2")
+FLUSH_MODE = "clean"           # what time_gpu's flush does unless told (docs/measurement.md, "Cold L2")
 FLUSH_ENV = "CUTLASS_WSP_L2_FLUSH"   # overrides FLUSH_MODE for a whole run (A/B of the two states)
 _flush_buffers: dict[int, Any] = {}
 _sweep_kernel: list[Any] = []
@@ -145,7 +145,7 @@ class CudaBackend:
         """Context in which `fn` runs: makes our stream current, so cupy/cuBLAS/kernels launch on it."""
         return self.stream
 
-    def flush_l2(self, rep: int, mode: str = "dirty") -> None:
+    def flush_l2(self, rep: int, mode: str = "clean") -> None:
         cp = self._cp
         dev = cp.cuda.Device().id
         buf = _flush_buffers.get(dev)

@@ -24,7 +24,7 @@ def test_time_gpu_sane_and_ordered():
     for t in (small, big):
         assert t.median_ms > 0 and t.reps >= 10
         assert t.q1_ms <= t.median_ms <= t.q3_ms and t.min_ms <= t.q1_ms
-        assert t.method == "events+l2flush+gate"
+        assert t.method == "events+l2clean+gate"
         assert t.host_enqueue_ms is not None and t.host_enqueue_ms > 0
     assert big.median_ms > 20 * small.median_ms  # 128x the bytes
     # 1 GiB moved at most at 5 TB/s
