@@ -61,6 +61,7 @@ def families_table(rows, ratio: float) -> str:
             ("wsp-c", "cutlass", ratio, "balanced", "WSP-C 2-pass"),
             ("wsp-c", "cublas", ratio, "balanced", "WSP-C 2-pass cuBLAS"),
             ("wsp-c-fused", "cutlass", ratio, "balanced", "WSP-C fused"),
+            ("wsp-c-fused", "cutlass-xform", ratio, "balanced", "WSP-C xform"),
             ("wwp", "cusparse-block-diag", ratio, None, "CSR block-diag")]
     lines = ["| layer | floor dense | " + " | ".join(c[-1] for c in cols) + " |",
              "|---" * (len(cols) + 2) + "|"]
@@ -94,8 +95,13 @@ def imbalance_table(rows) -> str:
     return "\n".join(lines)
 
 
+TARGET_IMPLS = {("wsp-r", "cutlass"): "wsp-r", ("wsp-c", "cutlass"): "wsp-c (2-pass)",
+                ("wsp-c-fused", "cutlass"): "wsp-c fused (gather in the GEMM mainloop)",
+                ("wsp-c-fused", "cutlass-xform"): "wsp-c fused (gather in the input transform)"}
+
+
 def target_table(rows) -> str:
-    """Speedup over our dense vs the floor-predicted speedup (issue 7)."""
+    """Speedup over our dense vs the floor-predicted speedup (issue 7), balanced pruning."""
     out = ["| pattern | ratio | shapes (floor ≥ 20 µs) | geomean speedup | geomean predicted | achieved / predicted |",
            "|---|---|---|---|---|---|"]
     groups = defaultdict(list)
@@ -104,13 +110,39 @@ def target_table(rows) -> str:
         if not dense or dense["floor_ms"] < 0.020:
             continue
         for (pat, impl, q, bal), r in pts.items():
-            if (pat, impl, bal) in (("wsp-r", "cutlass", "balanced"), ("wsp-c-fused", "cutlass", "balanced"),
-                                    ("wsp-c", "cutlass", "balanced")):
-                groups[(pat, q)].append((dense["median_ms"] / r["median_ms"], dense["floor_ms"] / r["floor_ms"]))
-    for (pat, q), xs in sorted(groups.items()):
+            if (pat, impl) in TARGET_IMPLS and bal == "balanced":
+                groups[(TARGET_IMPLS[(pat, impl)], q)].append(
+                    (dense["median_ms"] / r["median_ms"], dense["floor_ms"] / r["floor_ms"]))
+    for (name, q), xs in sorted(groups.items()):
         s, f = _geomean([x for x, _ in xs]), _geomean([y for _, y in xs])
-        out.append(f"| {pat} | {q:g} | {len(xs)} | {s:.2f}× | {f:.2f}× | {100 * s / f:.0f}% |")
+        out.append(f"| {name} | {q:g} | {len(xs)} | {s:.2f}× | {f:.2f}× | {100 * s / f:.0f}% |")
     return "\n".join(out)
+
+
+def kept_share(rows, min_gain: float = 0.10) -> str:
+    """How much of the balanced speedup the unbalanced grouped / padded WSP-R launches keep:
+    (dense/unbalanced - 1) / (dense/balanced - 1) per layer and ratio where balanced gains >= min_gain."""
+    shares: dict[str, list[float]] = {"cutlass-grouped": [], "cutlass-padded": []}
+    for shape, pts in _by_shape(rows).items():
+        dense = pts.get(("dense", "cutlass", None, None))
+        for (pat, impl, q, bal), b in pts.items():
+            if not dense or (pat, impl, bal) != ("wsp-r", "cutlass", "balanced"):
+                continue
+            gain = dense["median_ms"] / b["median_ms"] - 1
+            if gain < min_gain:
+                continue
+            for other in shares:
+                u = pts.get(("wsp-r", other, q, "unbalanced"))
+                if u:
+                    shares[other].append((dense["median_ms"] / u["median_ms"] - 1) / gain)
+    lines = ["| unbalanced launch | points (balanced gains ≥ 10 %) | median share kept | min | max |",
+             "|---|---|---|---|---|"]
+    for impl, xs in shares.items():
+        if xs:
+            xs = sorted(xs)
+            med = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+            lines.append(f"| {impl} | {len(xs)} | {100 * med:.0f}% | {100 * xs[0]:.0f}% | {100 * xs[-1]:.0f}% |")
+    return "\n".join(lines)
 
 
 def layer_table(rows, ratio: float) -> str:
@@ -118,18 +150,19 @@ def layer_table(rows, ratio: float) -> str:
     conv = {(r["net"], r["c"], r["n"], r["H"], r["batch"], r["dtype"]): r for r in rows
             if r.get("status") == "ok" and r.get("pattern") == "conv"}
     lines = ["| layer | cuDNN µs | dense µs (transforms µs, % of their floor) | FP | WSP-R | WSP-C 2-pass | "
-             "WSP-C fused | best / cuDNN |", "|---|---|---|---|---|---|---|---|"]
+             "WSP-C fused | WSP-C xform | best / cuDNN |", "|---|---|---|---|---|---|---|---|---|"]
     for shape, pts in _by_shape(rows).items():
         net, c, n, H, b, p, dt = shape
         cd = conv.get((net, c, n, H, b, dt))
         dense = pts.get(("dense", "cutlass", None, None))
 
-        def lay(pat, bal="balanced"):
+        def lay(pat, impls=None, bal="balanced"):
             cands = [r for (p_, i_, q_, b_), r in pts.items() if p_ == pat and _close(q_, ratio)
-                     and (b_ in (None, bal)) and r.get("layer_ms")]
+                     and (impls is None or i_ in impls) and (b_ in (None, bal)) and r.get("layer_ms")]
             return min(cands, key=lambda r: r["layer_ms"]) if cands else None
 
-        opts = [dense, lay("fp"), lay("wsp-r"), lay("wsp-c"), lay("wsp-c-fused")]
+        opts = [dense, lay("fp"), lay("wsp-r"), lay("wsp-c"), lay("wsp-c-fused", ("cutlass", "cutlass-padded")),
+                lay("wsp-c-fused", ("cutlass-xform",))]
         best = min((r["layer_ms"] for r in opts if r and r.get("layer_ms")), default=None)
         dcell = "—"
         if dense and dense.get("layer_ms"):
@@ -192,6 +225,7 @@ def main() -> int:
     for title, body in (
             (f"GEMM batch per layer at ratio {args.ratio:g} (µs, median)", families_table(rows, args.ratio)),
             ("Imbalance: WSP-R balanced vs unbalanced (grouped, padded)", imbalance_table(rows)),
+            ("Share of the balanced WSP-R speedup the unbalanced launches keep", kept_share(rows)),
             ("Speedup over our dense vs the roofline-predicted speedup", target_table(rows)),
             (f"Whole layer vs cuDNN at ratio {args.ratio:g} (µs)", layer_table(rows, args.ratio)),
             (f"VGG-16 per layer at ratio {args.ratio:g}: WSP-R vs WSP-C (paper Figure 9)",

@@ -1,0 +1,115 @@
+"""The host-side parts of the bench/ tools: report tables from result rows, the ncu CSV reader, and
+the cuobjdump readers -- fed with synthetic rows and tool output (no GPU, no profiler)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))       # profile_dense imports its sibling tune_dense
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCH / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def _row(pattern, impl, ms, ratio=None, balance=None, floor=0.050, H=28):
+    return {"status": "ok", "net": "vgg16", "c": 512, "n": 512, "H": H, "batch": 32, "p": 4, "dtype": "fp16",
+            "pattern": pattern, "impl": impl, "ratio": ratio, "balance": balance, "median_ms": ms,
+            "floor_ms": floor, "layers": ["vgg16.conv4_2"]}
+
+
+def test_kept_share_is_the_median_fraction_of_the_balanced_gain():
+    report = _load("report")
+    rows = [_row("dense", "cutlass", 0.100),
+            _row("wsp-r", "cutlass", 0.050, 0.7, "balanced"),          # gain 1.0
+            _row("wsp-r", "cutlass-grouped", 0.080, 0.7, "unbalanced"),  # 0.25 of it
+            _row("wsp-r", "cutlass-padded", 0.100, 0.7, "unbalanced"),   # none of it
+            _row("wsp-r", "cutlass", 0.098, 0.5, "balanced"),          # gain 2 %: not counted
+            _row("wsp-r", "cutlass-grouped", 0.050, 0.5, "unbalanced")]
+    text = report.kept_share(rows)
+    assert "| cutlass-grouped | 1 | 25% | 25% | 25% |" in text
+    assert "| cutlass-padded | 1 | 0% | 0% | 0% |" in text
+
+
+def test_target_table_names_each_wsp_c_implementation_apart():
+    report = _load("report")
+    rows = [_row("dense", "cutlass", 0.100, floor=0.050),
+            _row("wsp-c-fused", "cutlass", 0.080, 0.7, "balanced", floor=0.025),
+            _row("wsp-c-fused", "cutlass-xform", 0.055, 0.7, "balanced", floor=0.025)]
+    text = report.target_table(rows)
+    # predicted 2.00x; achieved 1.25x (62 %) in the mainloop, 1.82x (91 %) in the transform
+    assert "| wsp-c fused (gather in the GEMM mainloop) | 0.7 | 1 | 1.25× | 2.00× | 62% |" in text
+    assert "| wsp-c fused (gather in the input transform) | 0.7 | 1 | 1.82× | 2.00× | 91% |" in text
+
+
+NCU_CSV = '''==PROF== Connected to process 1
+"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream","Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit","Metric Value"
+"0","1","python3","h","wsp_mark_0_ours","1","7","(1, 1, 1)","(1, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","ns","1,024"
+"1","1","python3","h","void cutlass::device_kernel<X>(T1)","1","7","(384, 1, 1)","(132, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","ns","27,700"
+"1","1","python3","h","void cutlass::device_kernel<X>(T1)","1","7","(384, 1, 1)","(132, 1, 1)","0","9.0","Command line profiler metrics","dram__bytes_read.sum","byte","34,100,000"
+"2","1","python3","h","wsp_mark_0_cublas","1","7","(1, 1, 1)","(1, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","ns","1,000"
+"3","1","python3","h","nvjet_sm90_hsh_160x128_64x5_1x2_h_bz_NNN","1","7","(384, 1, 1)","(132, 1, 1)","0","9.0","Command line profiler metrics","gpu__time_duration.sum","ns","24,100"
+'''
+
+
+def test_ncu_csv_rows_become_one_record_per_launch_tagged_by_the_marker_before_it():
+    prof = _load("profile_dense")
+    kernels = prof.parse_ncu_csv(NCU_CSV)
+    assert [k["id"] for k in kernels] == [0, 1, 2, 3]
+    assert kernels[1]["gpu__time_duration.sum"] == 27700.0 and kernels[1]["dram__bytes_read.sum"] == 34.1e6
+    tagged = prof.attribute(kernels)
+    assert [(k["shape"], k["who"], k["kernel"][:5]) for k in tagged] == [(0, "ours", "void "), (0, "cublas", "nvjet")]
+    assert prof.parse_ncu_csv("no profile here\n") == []
+
+
+RES = """
+Resource usage:
+ Common:
+  GLOBAL:0
+ Function _ZN7cutlass13device_kernelIN4wsp6KernelEEEvNT_6ParamsE:
+  REG:168 STACK:304 SHARED:1024 LOCAL:0 CONSTANT[0]:1040 TEXTURE:0 SURFACE:0 SAMPLER:0
+"""
+SASS = """
+        /*0a10*/                   HGMMA.64x128x16.F32 R24, gdesc[UR4], RZ, !UPT ;
+        /*0a20*/                   HGMMA.64x128x16.F32 R24, gdesc[UR8], R24 ;
+        /*0a30*/               @P0 UTMALDG.2D [UR8], [UR10] ;
+        /*0a40*/                   LDGSTS.E.BYPASS.128 [R3], desc[UR4][R4.64] ;
+        /*0a50*/                   LDG.E.128 R8, desc[UR4][R2.64] ;
+        /*0a60*/              @!P1 SYNCS.EXCH.64 URZ, [UR4], UR6 ;
+        /*0a70*/                   LDSM.16.M88.4 R4, [R2] ;
+"""
+
+
+def test_cuobjdump_readers(monkeypatch, tmp_path):
+    res = _load("kernel_resources")
+
+    class Done:
+        def __init__(self, out):
+            self.stdout = out
+
+    monkeypatch.setattr(res.subprocess, "run", lambda cmd, **kw: Done(RES if "-res-usage" in cmd else SASS))
+    usage = res.resources("cuobjdump", tmp_path / "k.so")
+    assert usage == [{"function": "_ZN7cutlass13device_kernelIN4wsp6KernelEEEvNT_6ParamsE", "regs": 168,
+                      "stack": 304, "shared": 1024, "local": 0}]
+    mix = res.sass_mix("cuobjdump", tmp_path / "k.so")
+    assert mix["HGMMA"] == 2 and mix["UTMALDG"] == 1 and mix["LDGSTS"] == 1 and mix["LDG"] == 1
+    assert mix["SYNCS"] == 1 and mix["LDSM"] == 1 and mix["LDS"] == 0
+
+
+@pytest.mark.parametrize("only, expect", [("resnet18.layer4", 2), ("vgg16.conv5_1,resnet18.layer3", 4)])
+def test_profile_shape_selection_by_label_prefix(only, expect):
+    prof = _load("profile_dense")
+    args = type("A", (), {"only": only, "tiles": "4,6", "dtype": "fp16"})()
+    picked = prof.selected(args)
+    assert len(picked) == expect and all(any(s.label.startswith(o) for o in only.split(",")) for s in picked)
