@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cutlass_wsp.errors import KernelError, Unsupported, VerificationError
+from cutlass_wsp.errors import InputError, KernelError, Unsupported, VerificationError
 from cutlass_wsp.kernels import candidates as cand
 from cutlass_wsp.kernels import emitter, tuning
 from cutlass_wsp.kernels.cache import KernelCache
@@ -213,7 +213,9 @@ def test_tile_n_not_far_above_n():
 def test_limit_and_bad_requests():
     p = PROBLEMS[0]
     assert candidates(p, "fp16", "sm90", limit=3) == candidates(p, "fp16", "sm90")[:3]
-    with pytest.raises(Unsupported, match="family"):
+    with pytest.raises(Unsupported, match="family 'bcbp'"):
+        candidates(p, "fp16", "sm90", family="bcbp")
+    with pytest.raises(InputError, match="GroupedTuneProblem"):       # each family reads its own problem type
         candidates(p, "fp16", "sm90", family="wsp_r_grouped")
     with pytest.raises(Unsupported, match="limit"):
         candidates(p, "fp16", "sm90", limit=0)
