@@ -422,8 +422,10 @@ def test_bcbp_gather_launch_arguments(W, monkeypatch):
 def test_grouped_pointer_tables(W):
     P = _pruned(W, "wsp-r", 0.7, "unbalanced")
     lay = wsp_r.row_layout(P)
-    rows = object.__new__(wsp_r._GroupedRows)        # the table arithmetic only, no device uploads
-    rows.layout, rows.M, rows.N, rows.weights = lay, lay.M, 40, _Fake(0x10000, (int(lay.counts.sum()), C))
+    rows = object.__new__(wsp_r.GroupedRows)         # the table arithmetic only, no device uploads
+    rows.L, rows.K, rows.M, rows.N = L, C, lay.M, 40
+    rows.offsets = lay.row_offsets()
+    rows.weights = _Fake(0x10000, (int(lay.counts.sum()), C))
     X, Yc = _Fake(0x800000, (L, C, 40)), _Fake(0x900000, (L, lay.M, 40))
     pa, pb, pd = rows.pointer_tables(X, Yc)
     before = np.concatenate([[0], np.cumsum(P.kept_per_position)[:-1]])

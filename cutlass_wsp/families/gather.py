@@ -104,6 +104,15 @@ def padded_global_index(local: Sequence[np.ndarray], base: Sequence[int], K: int
     return out.astype(np.int32)
 
 
+def random_global_index(L: int, c: int, K: int, rng: np.random.Generator) -> np.ndarray:
+    """int32 [L, K]: per position one sorted random choice of min(K, c) of its c columns, as global rows
+    of X_flat[L*c, N] (i*c + column) padded to K like padded_global_index (a realistic WSP-C index for
+    timing a gather kernel without a pruned layer)."""
+    kept = min(int(K), int(c))
+    local = [np.sort(rng.choice(int(c), size=kept, replace=False)) for _ in range(int(L))]
+    return padded_global_index(local, [i * int(c) for i in range(int(L))], int(K))
+
+
 def pad_columns_with_zeros(w: np.ndarray, K: int) -> np.ndarray:
     """[..., k] -> [..., K] with zero columns appended (their products with pad rows of X are 0)."""
     k = w.shape[-1]

@@ -37,7 +37,7 @@ from cutlass_wsp.families.gather import (
 )
 from cutlass_wsp.families.wsp_r import resolve_arch
 from cutlass_wsp.kernels.description import KernelDesc
-from cutlass_wsp.problem import BatchProblem
+from cutlass_wsp.problem import BatchProblem, GatherTuneProblem
 
 MODES = ("fused", "two_pass", "xform")
 
@@ -123,12 +123,21 @@ class WspC:
         return GatherProblem(batches=lay.L, M=lay.n, N=self.N, K=self.K,
                              a_batch_stride=lay.n * self.K, d_batch_stride=lay.n * self.N)
 
+    @property
+    def tune_problem(self) -> tuple[str, BatchProblem | GatherTuneProblem]:
+        """(family, problem) under which the tuner searches and remembers this instance's kernel."""
+        if self.mode == "fused":
+            return GATHER_FAMILY, GatherTuneProblem(self.problem, self.layout.c)
+        return "dense", self.problem
+
     def _default_desc(self) -> KernelDesc:
-        # the dense kernel tuned for this exact problem when the tuning cache has one (else the default)
-        from cutlass_wsp.kernels.tuning import tuned_or_default
+        # the kernel tuned for this exact problem when the tuning cache has one (else the untuned default)
+        from cutlass_wsp.kernels.tuning import best_desc, tuned_or_default
 
         if self.mode == "fused":
-            return gather_desc(self.dtype, N=self.N, K=self.K)
+            family, problem = self.tune_problem
+            tuned = best_desc(problem, self.dtype, self.arch, family=family)
+            return tuned or gather_desc(self.dtype, N=self.N, K=self.K)
         return tuned_or_default(self.problem, self.dtype, self.arch)
 
     def _check_desc(self, desc: KernelDesc) -> KernelDesc:

@@ -29,7 +29,7 @@ from cutlass_wsp.families.gather import (
 )
 from cutlass_wsp.kernels.description import ARCHS, KernelDesc, default_desc
 from cutlass_wsp.kernels.library import make_args
-from cutlass_wsp.problem import BatchProblem
+from cutlass_wsp.problem import BatchProblem, GroupedTuneProblem
 
 MODES = ("auto", "batched", "padded", "grouped")
 GROUPED_FAMILY = "wsp_r_grouped"
@@ -227,12 +227,21 @@ class WspR:
         lay = self.layout
         return BatchProblem(L=lay.L, M=self.M, N=self.N, K=lay.c)
 
+    @property
+    def tune_problem(self) -> tuple[str, BatchProblem | GroupedTuneProblem]:
+        """(family, problem) under which the tuner searches and remembers this instance's kernel."""
+        if self.mode == "grouped":
+            return GROUPED_FAMILY, GroupedTuneProblem(tuple(self.layout.counts), self.N, self.layout.c)
+        return "dense", self.problem
+
     def _default_desc(self) -> KernelDesc:
-        # the dense kernel tuned for this exact problem when the tuning cache has one (else the default)
-        from cutlass_wsp.kernels.tuning import tuned_or_default
+        # the kernel tuned for this exact problem when the tuning cache has one (else the untuned default)
+        from cutlass_wsp.kernels.tuning import best_desc, tuned_or_default
 
         if self.mode == "grouped":
-            return grouped_desc(self.dtype, self.arch, N=self.N, K=self.layout.c)
+            family, problem = self.tune_problem
+            tuned = best_desc(problem, self.dtype, self.arch, family=family)
+            return tuned or grouped_desc(self.dtype, self.arch, N=self.N, K=self.layout.c)
         return tuned_or_default(self.problem, self.dtype, self.arch)
 
     def _check_desc(self, desc: KernelDesc) -> KernelDesc:
@@ -256,7 +265,8 @@ class WspR:
 
         kernel = get_kernel(self.desc, cache)
         if self.mode == "grouped":
-            self._impl = _GroupedRows(kernel, self.layout, self.M, self.N, self.dtype)
+            weights = from_host(np.ascontiguousarray(self.layout.packed_weights()), self.dtype)
+            self._impl = GroupedRows(kernel, self.layout.counts, K=self.layout.c, N=self.N, weights=weights, M=self.M)
         else:
             self._weights = from_host(np.ascontiguousarray(self.layout.padded_weights(self.M)), self.dtype)
             self._impl = DenseBatch(kernel)
@@ -289,33 +299,38 @@ class WspR:
         return scatter_rows(Yc, self.row_index, self.layout.n)
 
 
-class _GroupedRows:
-    """Launches the grouped kernel: group i = (M = n_i, N, K = c), A_i in the packed compact weights,
-    B_i = X[i], D_i = the first n_i rows of Yc[i]. Problem sizes and weights are uploaded once; the
-    pointer tables depend on X and Yc and are built in prepare()."""
+class GroupedRows:
+    """Launches the grouped kernel: group i = (M = counts[i], N, K), A_i = rows offsets[i] .. of the
+    packed weights A[sum counts, K] (device), B_i = X[i], D_i = the first counts[i] rows of D[i]
+    (D = [L, M, N], M >= max counts). Problem sizes go up once; the pointer tables depend on X and D
+    and are built in prepare(). WSP-R passes its compact weights; the tuner passes random ones."""
 
-    def __init__(self, kernel: Any, layout: RowLayout, M: int, N: int, dtype: str):
-        from cutlass_wsp.gpu.arrays import from_host
-
+    def __init__(self, kernel: Any, counts: Any, *, K: int, N: int, weights: Any, M: int | None = None):
         import cupy
 
         self.desc = require_family(kernel, GROUPED_FAMILY)
-        self.kernel, self.layout, self.M, self.N, self.dtype = kernel, layout, M, N, dtype
-        lay = layout
+        self.kernel = kernel
+        counts = np.asarray(counts, dtype=np.int64)
+        self.L, self.K, self.N = len(counts), int(K), int(N)
+        self.M = int(counts.max()) if M is None else int(M)
+        if tuple(weights.shape) != (int(counts.sum()), self.K):
+            raise InputError(f"packed weights have shape {tuple(weights.shape)}, the groups need "
+                             f"({int(counts.sum())}, {self.K})", "pass the compact rows of every W_i back to back")
+        self.offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self.host_sizes = np.ascontiguousarray(
-            np.stack([lay.counts, np.full(lay.L, N), np.full(lay.L, lay.c)], axis=1).astype(np.int32))
+            np.stack([counts, np.full(self.L, N), np.full(self.L, K)], axis=1).astype(np.int32))
         self.device_sizes = cupy.asarray(self.host_sizes)
-        self.weights = from_host(np.ascontiguousarray(lay.packed_weights()), dtype)
-        self.lda = cupy.full(lay.L, lay.c, dtype=cupy.int64)
-        self.ldb = cupy.full(lay.L, N, dtype=cupy.int64)
-        self.ldd = cupy.full(lay.L, N, dtype=cupy.int64)
+        self.weights = weights
+        self.lda = cupy.full(self.L, self.K, dtype=cupy.int64)
+        self.ldb = cupy.full(self.L, self.N, dtype=cupy.int64)
+        self.ldd = cupy.full(self.L, self.N, dtype=cupy.int64)
         self._workspace = Workspace()
 
     def pointer_tables(self, X: Any, Yc: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        lay, item = self.layout, X.dtype.itemsize
-        g = np.arange(lay.L, dtype=np.uint64)
-        ptr_a = np.uint64(self.weights.data.ptr) + lay.row_offsets().astype(np.uint64) * np.uint64(lay.c * item)
-        ptr_b = np.uint64(X.data.ptr) + g * np.uint64(lay.c * self.N * item)
+        item = X.dtype.itemsize
+        g = np.arange(self.L, dtype=np.uint64)
+        ptr_a = np.uint64(self.weights.data.ptr) + self.offsets.astype(np.uint64) * np.uint64(self.K * item)
+        ptr_b = np.uint64(X.data.ptr) + g * np.uint64(self.K * self.N * item)
         ptr_d = np.uint64(Yc.data.ptr) + g * np.uint64(self.M * self.N * item)
         return ptr_a, ptr_b, ptr_d
 
@@ -328,13 +343,12 @@ class _GroupedRows:
         with cupy.cuda.Device(dev), stream_object(stream):
             ptr_a, ptr_b, ptr_d = (cupy.asarray(p) for p in self.pointer_tables(X, Yc))
         args = make_args(
-            M=self.M, N=self.N, K=self.layout.c, L=self.layout.L, alpha=1.0, beta=0.0,
-            group_count=self.layout.L,
+            M=self.M, N=self.N, K=self.K, L=self.L, alpha=1.0, beta=0.0,
+            group_count=self.L,
             host_problem_sizes=self.host_sizes.ctypes.data, device_problem_sizes=self.device_sizes.data.ptr,
             ptr_A=ptr_a.data.ptr, ptr_B=ptr_b.data.ptr, ptr_D=ptr_d.data.ptr,
             lda_array=self.lda.data.ptr, ldb_array=self.ldb.data.ptr, ldd_array=self.ldd.data.ptr,
             sm_count=sm_count(dev), device_id=dev)
         step = kernel_step(self.kernel, args, self._workspace, bound_stream_pointer(stream))
         # the launcher owns the pointer tables and the host sizes the ABI points into
-        return Launches([step], (X, Yc, ptr_a, ptr_b, ptr_d, self.host_sizes, self.device_sizes))
-
+        return Launches([step], (X, Yc, ptr_a, ptr_b, ptr_d, self.host_sizes, self.device_sizes, self.weights))
