@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--graph", action="store_true",
                    help="time CUDA-graph replays (for launch-bound shapes, e.g. batch 1)")
     o.add_argument("--tune", action="store_true",
-                   help="search the dense kernel configs of every shape again first (else the tuning cache, "
+                   help="search the kernel configs of every shape again first: the dense batches, fused "
+                        "WSP-C's gather_b and unbalanced WSP-R's grouped kernels (else the tuning cache, "
                         "or the default config, is used)")
     o.add_argument("--tune-budget-ms", type=float, default=1000.0,
                    help="timing per shape and candidate set when tuning (default %(default)s)")

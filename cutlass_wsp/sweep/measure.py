@@ -134,23 +134,25 @@ class Measurer:
 
     def compile_ahead(self, points) -> None:
         """Build every kernel the points need, all cores at once; a failure is left for its points' rows.
-        With `tune`, search the dense kernel configs of every shape first (winners go to the tuning
-        cache, which the dense builder reads)."""
+        With `tune`, search the kernel configs of every shape first: the dense batches, the gather_b
+        launches of fused WSP-C and the grouped launches of unbalanced WSP-R, all candidates compiled
+        in one parallel build (winners go to the tuning cache, which the builders read)."""
         from cutlass_wsp.errors import WspError
         from cutlass_wsp.kernels.cache import default_cache
 
         if self.tune:
-            from cutlass_wsp.kernels.tuning import tune_many
+            from cutlass_wsp.kernels.tuning import tune_by_family
 
-            by_dtype: dict[str, dict] = {}
+            requests: dict[tuple[str, str], dict] = {}
             for pt in points:
-                problem = self._dense_problem_of(pt)
-                if problem is not None:
-                    by_dtype.setdefault(pt.dtype, {})[problem] = None
-            for dtype, problems in by_dtype.items():
-                tune_many(list(problems), dtype, self.arch, cache=self.cache or default_cache(),
-                          budget_s=self.tune_budget_s,
-                          progress=lambda msg: print(f"tune: {msg}", file=sys.stderr))
+                found = self._tune_problem_of(pt)
+                if found is not None:
+                    family, problem = found
+                    requests.setdefault((family, pt.dtype), {})[problem] = None
+            if requests:
+                tune_by_family({key: list(problems) for key, problems in requests.items()}, self.arch,
+                               cache=self.cache or default_cache(), budget_s=self.tune_budget_s,
+                               progress=lambda msg: print(f"tune: {msg}", file=sys.stderr))
 
         descs = []
         for pt in points:
@@ -170,21 +172,28 @@ class Measurer:
             except WspError:
                 pass   # each failing point gets its compile_error row when it asks for the kernel
 
-    def _dense_problem_of(self, pt: Point):
-        """The problem a point's dense CUTLASS kernel runs (dense, FP, WSP-R batched/padded, WSP-C
-        two-pass and xform), for tuning; None for points that run no dense kernel."""
+    def _tune_problem_of(self, pt: Point):
+        """(family, problem) of the point's tunable CUTLASS kernel: ('dense', BatchProblem) for dense,
+        FP, WSP-R batched/padded and WSP-C two-pass and xform; ('gather_b', GatherTuneProblem) for
+        fused WSP-C; ('wsp_r_grouped', GroupedTuneProblem) for WSP-R grouped. None for points that
+        run none of them (cuBLAS, cuSPARSE, BCBP's row-tile gather)."""
         from cutlass_wsp.errors import WspError
         from cutlass_wsp.gpu.arrays import npad
 
         if (pt.pattern, pt.impl) == ("dense", "cutlass"):
-            return _dense_kernel_problem(pt)
+            return "dense", _dense_kernel_problem(pt)
         if BUILDERS.get((pt.pattern, pt.impl)) is not _pruned_cutlass:
             return None
         try:
             fam = _family(pt, self.pruned(pt), npad(pt.problem().N, pt.dtype), self.arch)
         except WspError:
             return None
-        return fam.problem if fam.desc.family == "dense" else None
+        return getattr(fam, "tune_problem", None)
+
+    def _dense_problem_of(self, pt: Point):
+        """The problem a point's dense CUTLASS kernel runs, or None for points that run no dense kernel."""
+        found = self._tune_problem_of(pt)
+        return found[1] if found is not None and found[0] == "dense" else None
 
     def _layer_fields(self, point: Point, dt: DType, W32, op: Op, ceil) -> dict:
         """The whole layer around this GEMM batch; a layer the pipeline cannot serve is noted, not fatal."""
