@@ -56,7 +56,7 @@ def test_gather_menu_starts_with_the_fused_default_and_is_valid_distinct_and_det
     assert [[d.name for d in s] for s in sets] == [[d.name for d in s] for s in again]
     for p, s in zip(GATHER_PROBLEMS, sets):
         assert s[0] == gather_desc(dtype, N=p.N, K=p.K)           # exactly what WspC(mode="fused") runs
-        assert 1 <= len(s) <= cand.MAX_CANDIDATES
+        assert 1 <= len(s) <= cand.PRUNED_MAX_CANDIDATES == 12
         assert len({d.name for d in s}) == len(s)                 # distinct kernels, not only distinct objects
         for d in s:
             assert (d.family, d.dtype, d.arch) == (GATHER, dtype, "sm80")
@@ -72,7 +72,7 @@ def test_grouped_menu_starts_with_the_grouped_default_and_passes_the_template_ch
         s = candidates(p, dtype, arch, family=GROUPED)
         assert s == candidates(p, dtype, arch, family=GROUPED)
         assert s[0] == grouped_desc(dtype, arch, N=p.N, K=p.K)   # exactly what WspR(mode="grouped") runs
-        assert 3 <= len(s) <= cand.MAX_CANDIDATES and len({d.name for d in s}) == len(s)
+        assert 3 <= len(s) <= cand.PRUNED_MAX_CANDIDATES == 12 and len({d.name for d in s}) == len(s)
         for d in s:
             assert (d.family, d.dtype, d.arch) == (GROUPED, dtype, kernel_arch)
             assert check_grouped_desc(d) is d
@@ -155,6 +155,14 @@ def test_grouped_tiles_follow_the_group_rows():
     # the median group spans 2 tile rows of 64 but not of 128
     mixed = candidates(MIXED_GROUPS, "fp16", "sm90", family=GROUPED)
     assert [d.tile for d in mixed if d.cluster == (2, 1, 1)] == [(64, 128, 64)]
+
+
+def test_limit_cuts_the_menus_in_order_and_they_stay_within_12():
+    for family, p in ((GATHER, GATHER_PROBLEMS[6]), (GROUPED, LARGE_GROUPS)):
+        full = candidates(p, "fp16", "sm90", family=family, limit=16)
+        assert len(full) <= 12 and candidates(p, "fp16", "sm90", family=family, limit=3) == full[:3]
+    with pytest.raises(Unsupported, match="limit"):
+        candidates(LARGE_GROUPS, "fp16", "sm90", family=GROUPED, limit=0)
 
 
 def test_group_row_waste_and_tile_count():

@@ -215,6 +215,7 @@ def _adapt(recipe: Recipe, base: KernelDesc) -> KernelDesc | None:
 GATHER_FAMILY = "gather_b"              # = families.gather.GATHER_FAMILY (not imported: keeps this light)
 GROUPED_FAMILY = "wsp_r_grouped"        # = families.wsp_r.GROUPED_FAMILY
 DEEP_STAGES = 6                         # sm80 stages beyond the auto 96 KB budget (H100/A100 have room)
+PRUNED_MAX_CANDIDATES = 12              # the pruned families' menus: at most this many per problem
 
 
 def _gather_recipes(problem: GatherTuneProblem, base: KernelDesc, sm_count: int) -> list[Recipe]:
@@ -255,7 +256,7 @@ def _gather_candidates(problem: GatherTuneProblem, dtype: str, sm_count: int, li
     base = gather_desc(dtype, N=problem.N, K=problem.K)   # what WspC(mode="fused") runs untuned
     recipes = _gather_recipes(problem, base, sm_count)
     return _menu(base, recipes, lambda r: _explicit_warp(_adapt(r, base)),
-                 lambda d: shape_allows(d, problem), KernelDesc.validate, limit)
+                 lambda d: shape_allows(d, problem), KernelDesc.validate, min(limit, PRUNED_MAX_CANDIDATES))
 
 
 def _explicit_warp(desc: KernelDesc | None) -> KernelDesc | None:
@@ -342,7 +343,8 @@ def _grouped_candidates(problem: GroupedTuneProblem, dtype: str, arch: str, sm_c
     else:
         recipes = _grouped_sm80_recipes(problem, base, sm_count)
         adapt = lambda r: _explicit_warp(_adapt(r, base))        # noqa: E731
-    return _menu(base, recipes, adapt, lambda d: grouped_shape_allows(d, problem), check_grouped_desc, limit)
+    return _menu(base, recipes, adapt, lambda d: grouped_shape_allows(d, problem), check_grouped_desc,
+                 min(limit, PRUNED_MAX_CANDIDATES))
 
 
 # -------------------------------------------------------------------------------------------- API
