@@ -6,6 +6,7 @@
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+START=$(mktemp); sleep 1   # files of the compile cache newer than this were made by this call
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/nvidia_cutlass-*.whl \
   || { echo "wheel install failed"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD
@@ -22,6 +23,7 @@ if [ ${#tests[@]} -gt 0 ]; then
   echo "pytest exit status: ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-tests.log"
 fi
 [ $# -gt 0 ] && { "$@" 2>&1 | tee "$OUT/bench.log"; }
-# carry back what the device compiled so the next call (and CI) starts warm
-tar czf "$OUT/cache-new.tgz" -C .cache wsp --newer-mtime="$(date -d '-2 hours' '+%Y-%m-%d %H:%M')" 2>/dev/null || true
+# carry back what this call compiled and tuned (only that: the whole cache is over $OUT's size limit)
+(cd .cache && find wsp -type f -newer "$START" \( -name '*.so' -o -name '*.json' \) -print0 \
+  | tar czf "$OUT/cache-new.tgz" --null -T -) 2>/dev/null || true
 exit 0
