@@ -167,10 +167,16 @@ def list_mode(all_shapes: list[Shape], dtype: str, arch: str, sm_count: int) -> 
 
 def compile_only(all_shapes: list[Shape], dtype: str, arch: str, sm_count: int, cache, jobs) -> int:
     from cutlass_wsp.kernels.candidates import candidate_union
-    from cutlass_wsp.kernels.tuning import compile_candidates
 
     union = candidate_union([s.problem for s in all_shapes], dtype, arch, sm_count=sm_count)
-    print(f"compiling {len(union)} distinct kernels for {len(all_shapes)} shapes into {cache.root}", flush=True)
+    return compile_union(union, f"{len(all_shapes)} shapes", cache, jobs)
+
+
+def compile_union(union, what: str, cache, jobs) -> int:
+    """Build every kernel of `union` (`jobs` nvcc at a time), listing them and the failures; 1 if any failed."""
+    from cutlass_wsp.kernels.tuning import compile_candidates
+
+    print(f"compiling {len(union)} distinct kernels for {what} into {cache.root}", flush=True)
     for d in union:
         print(f"    {d.name}", flush=True)
     t0 = time.perf_counter()

@@ -255,18 +255,11 @@ def list_mode(all_cases: list[Case], dtype: str, arch: str, sm_count: int, budge
 
 
 def compile_only(all_cases: list[Case], dtype: str, arch: str, sm_count: int, cache, jobs) -> int:
-    from cutlass_wsp.kernels.tuning import compile_candidates
+    sys.path.insert(0, str(Path(__file__).resolve().parent))   # the sibling script's build-and-report
+    from tune_dense import compile_union
 
     _, union = candidate_sets(all_cases, dtype, arch, sm_count)
-    print(f"compiling {len(union)} distinct kernels for {len(all_cases)} problems into {cache.root}", flush=True)
-    for d in union:
-        print(f"    {d.name}", flush=True)
-    t0 = time.perf_counter()
-    built, failed = compile_candidates(union, cache, jobs=jobs)
-    print(f"built {len(built)} in {time.perf_counter() - t0:.0f} s, {len(failed)} failed")
-    for d, why in failed.items():
-        print(f"FAILED {d.name}: {why}")
-    return 1 if failed else 0
+    return compile_union(union, f"{len(all_cases)} problems", cache, jobs)
 
 
 def progress(verbose: bool):
