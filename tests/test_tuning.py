@@ -210,6 +210,13 @@ def test_tile_n_not_far_above_n():
     assert all(d.tile[1] <= 128 for d in candidates(p, "fp16", "sm90"))
 
 
+@pytest.mark.parametrize("dtype,arch", [("fp16", "sm90"), ("fp16", "sm80"), ("tf32", "sm80")])
+def test_no_kernel_is_timed_twice_under_two_descriptions(dtype, arch):
+    for p in batch32_problems(dtype):
+        names = [d.name for d in candidates(p, dtype, arch)]
+        assert len(names) == len(set(names)), (p, names)
+
+
 def test_limit_and_bad_requests():
     p = PROBLEMS[0]
     assert candidates(p, "fp16", "sm90", limit=3) == candidates(p, "fp16", "sm90")[:3]

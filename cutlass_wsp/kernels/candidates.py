@@ -367,9 +367,10 @@ def check_problem(problem: object, family: str) -> None:
 def _menu(base: KernelDesc, recipes: Iterable[Recipe], adapt, allows, check, limit: int) -> list[KernelDesc]:
     """The default, then each recipe adapted to it that is new, passes `check` and the shape filter."""
     out: dict[KernelDesc, None] = {base: None}
+    names = {base.name}     # one kernel, one trial: e.g. sm80 warp (0,0,0) and its explicit 2x2 shape
     for r in recipes:
         d = adapt(r)
-        if d is None or d in out:
+        if d is None or d in out or d.name in names:
             continue
         try:
             check(d)
@@ -377,6 +378,7 @@ def _menu(base: KernelDesc, recipes: Iterable[Recipe], adapt, allows, check, lim
             continue
         if allows(d):
             out[d] = None
+            names.add(d.name)
     return list(out)[:limit]
 
 
