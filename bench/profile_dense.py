@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tune_dense import Shape, shapes, short_config  # bench/ is this script's directory
+from tune_dense import Shape, shapes, short_config, verified_launches  # bench/ is this script's directory
 
 METRICS = (
     "gpu__time_duration.sum",
@@ -52,35 +52,13 @@ def selected(args) -> list[Shape]:
 
 
 def operands(shape: Shape, dtype: str, cache):
-    """(ours, cublas, desc): launch-only callables on fresh operands, each verified on a poisoned output."""
-    import cupy
-
-    from cutlass_wsp.families.dense import DenseBatch
-    from cutlass_wsp.gpu import arrays
-    from cutlass_wsp.gpu.baselines import CublasBatched
+    """(ours, cublas, desc): the tuned kernel (else the default) and cuBLAS, verified (verified_launches)."""
     from cutlass_wsp.gpu.device import compute_capability
-    from cutlass_wsp.gpu.verify import check
-    from cutlass_wsp.kernels.library import get_kernel
     from cutlass_wsp.kernels.manifest import arch_for_device
     from cutlass_wsp.kernels.tuning import tuned_or_default
 
-    pr, T = shape.problem, shape.T
-    desc = tuned_or_default(pr, dtype, arch_for_device(compute_capability()), cache)
-    W = arrays.random((pr.L, pr.M, pr.K), dtype)
-    X = arrays.padded_x(pr.L, pr.K, T, dtype)
-    Yo = arrays.empty((pr.L, pr.M, pr.N), dtype)
-    Yc = arrays.empty((pr.L, pr.M, pr.N), dtype)
-    ours = DenseBatch(get_kernel(desc, cache)).prepare(W, X, Yo)
-    gemm = CublasBatched(dtype)
-    cub = lambda: gemm.run(W, X, Yc)                                      # noqa: E731
-    ref = arrays.empty((pr.L, pr.M, pr.N), "fp32")
-    CublasBatched("fp32").run(arrays.to_float32(W, dtype), arrays.to_float32(X, dtype), ref)
-    for name, launch, Y in (("ours", ours, Yo), ("cublas", cub, Yc)):
-        arrays.poison(Y, dtype)
-        launch()
-        cupy.cuda.get_current_stream().synchronize()
-        check(Y[..., :T], ref[..., :T], dtype, name, shape=(pr.L, pr.M, T, pr.K), K=pr.K)
-    del ref
+    desc = tuned_or_default(shape.problem, dtype, arch_for_device(compute_capability()), cache)
+    ours, cub, _ = verified_launches(shape, desc, dtype, cache)
     return ours, cub, desc
 
 

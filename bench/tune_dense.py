@@ -68,15 +68,14 @@ def shapes(nets: list[str], tiles: list[int], batch: int, dtype: str) -> list[Sh
 
 
 # ---------------------------------------------------------------------------------- comparison
-def compare(shape: Shape, desc, dtype: str, cache, budget_s: float, rounds: int = 3) -> dict[str, Any]:
-    """Ours and cuBLAS on the same fresh operands (pad columns of X zero): both verified on a poisoned
-    output against fp32 cuBLAS, then timed alternately `rounds` times; medians of the round medians."""
+def verified_launches(shape: Shape, desc, dtype: str, cache):
+    """(ours, cublas, errors): launch-only callables for our kernel `desc` and cuBLAS on the same fresh
+    operands (pad columns of X zero), each already checked on a poisoned output against fp32 cuBLAS."""
     import cupy
 
     from cutlass_wsp.families.dense import DenseBatch
     from cutlass_wsp.gpu import arrays
     from cutlass_wsp.gpu.baselines import CublasBatched
-    from cutlass_wsp.gpu.timing import time_gpu
     from cutlass_wsp.gpu.verify import check
     from cutlass_wsp.kernels.library import get_kernel
 
@@ -99,8 +98,15 @@ def compare(shape: Shape, desc, dtype: str, cache, budget_s: float, rounds: int 
         launch()
         cupy.cuda.get_current_stream().synchronize()
         errors[name] = check(Y[..., :T], ref[..., :T], dtype, name, shape=(pr.L, pr.M, T, pr.K), K=pr.K)
-    del ref
+    return ours, cub, errors
 
+
+def compare(shape: Shape, desc, dtype: str, cache, budget_s: float, rounds: int = 3) -> dict[str, Any]:
+    """Ours and cuBLAS on the same fresh operands (verified_launches), timed alternately `rounds`
+    times; medians of the round medians."""
+    from cutlass_wsp.gpu.timing import time_gpu
+
+    ours, cub, errors = verified_launches(shape, desc, dtype, cache)
     samples: dict[str, list] = {"ours": [], "cublas": []}
     for _ in range(rounds):
         for name, launch in (("ours", ours), ("cublas", cub)):

@@ -3,24 +3,13 @@ the cuobjdump readers -- fed with synthetic rows and tool output (no GPU, no pro
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def _load(name: str):
-    sys.path.insert(0, str(BENCH))       # profile_dense imports its sibling tune_dense
-    try:
-        spec = importlib.util.spec_from_file_location(f"bench_{name}_under_test", BENCH / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(BENCH))
+    from bench_scripts import load_bench_script
+
+    return load_bench_script(name)
 
 
 def _row(pattern, impl, ms, ratio=None, balance=None, floor=0.050, H=28):

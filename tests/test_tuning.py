@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -532,17 +531,9 @@ def test_trial_and_result_serialise(cache):
 # ------------------------------------------------------------------------- bench/tune_dense.py
 @pytest.fixture(scope="module")
 def bench():
-    import importlib.util
+    from bench_scripts import load_bench_script
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "tune_dense.py"
-    spec = importlib.util.spec_from_file_location("tune_dense", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod           # dataclasses look their module up while the file runs
-    try:
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
+    return load_bench_script("tune_dense")
 
 
 def test_bench_shapes_are_the_24_problems(bench):

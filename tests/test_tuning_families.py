@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -385,17 +383,9 @@ def test_sweep_tune_searches_the_gather_and_grouped_problems_too(on_fake_gpu, mo
 # --------------------------------------------------------------------- bench/tune_families.py
 @pytest.fixture(scope="module")
 def bench():
-    import importlib.util
+    from bench_scripts import load_bench_script
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "tune_families.py"
-    spec = importlib.util.spec_from_file_location("tune_families", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod           # dataclasses look their module up while the file runs
-    try:
-        spec.loader.exec_module(mod)
-        yield mod
-    finally:
-        sys.modules.pop(spec.name, None)
+    return load_bench_script("tune_families")
 
 
 def test_bench_default_problems_are_the_sweep_points(bench, monkeypatch):

@@ -93,8 +93,30 @@ extern "C" __global__ void wsp_l2_sweep(const uint4* __restrict__ p, unsigned lo
 FLUSH_MODES = ("clean", "dirty")
 FLUSH_MODE = "clean"           # what time_gpu's flush does unless told (docs/measurement.md, "Cold L2")
 FLUSH_ENV = "CUTLASS_WSP_L2_FLUSH"   # overrides FLUSH_MODE for a whole run (A/B of the two states)
-_flush_buffers: dict[int, Any] = {}
-_sweep_kernel: list[Any] = []
+_flush_buffers: dict[int, "_FlushBuffer"] = {}
+
+
+@dataclass(frozen=True)
+class _FlushBuffer:
+    """Per device, made once: 2x L2 of 16-byte words, the sweep's 4-byte sink and its grid."""
+
+    words: Any
+    sink: Any
+    grid: int
+    sweep: Any
+
+    @property
+    def n_words(self) -> int:
+        return self.words.nbytes // 16
+
+    @classmethod
+    def allocate(cls, dev: int) -> "_FlushBuffer":
+        import cupy as cp
+
+        words = cp.zeros(-(-2 * l2_bytes(dev) // 16) * 16, dtype=cp.uint8)
+        sms = int(cp.cuda.runtime.deviceGetAttribute(cp.cuda.runtime.cudaDevAttrMultiProcessorCount, dev))
+        return cls(words, cp.zeros(1, dtype=cp.uint32), 4 * sms, cp.RawKernel(_SWEEP_SRC, "wsp_l2_sweep"))
+
 _gate_kernel: list[Any] = []   # [RawKernel] once compiled; [None] if it could not be
 
 
@@ -148,21 +170,17 @@ class CudaBackend:
     def flush_l2(self, rep: int, mode: str = "clean") -> None:
         cp = self._cp
         dev = cp.cuda.Device().id
-        buf = _flush_buffers.get(dev)
-        if buf is None:
-            buf = _flush_buffers[dev] = cp.zeros(2 * l2_bytes(dev) // 16 * 16 + 16, dtype=cp.uint8)
+        if dev not in _flush_buffers:
+            _flush_buffers[dev] = _FlushBuffer.allocate(dev)
+        fb = _flush_buffers[dev]
         if mode == "clean":
             # Reading evicts the timed buffers (their dirty lines are written back now, untimed) and
             # leaves only clean lines: the next launch pays for its own traffic and nothing else.
-            if not _sweep_kernel:
-                _sweep_kernel.append(cp.RawKernel(_SWEEP_SRC, "wsp_l2_sweep"))
-            n = (buf.nbytes - 16) // 16
-            sms = int(cp.cuda.Device(dev).attributes["MultiProcessorCount"])
             with self.stream:
-                _sweep_kernel[0]((sms * 4,), (512,), (buf, np.uint64(n), buf[-16:]))
+                fb.sweep((fb.grid,), (512,), (fb.words, np.uint64(fb.n_words), fb.sink))
             return
         # A different byte each time, so no write can be skipped as a no-op.
-        cp.cuda.runtime.memsetAsync(buf.data.ptr, 1 + rep % 255, buf.nbytes - 16, self.stream.ptr)
+        cp.cuda.runtime.memsetAsync(fb.words.data.ptr, 1 + rep % 255, fb.words.nbytes, self.stream.ptr)
 
     def gate(self, us: float) -> None:
         k = _gate()

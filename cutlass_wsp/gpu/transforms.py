@@ -84,6 +84,12 @@ def _check_pixels(batch: int, H: int, W: int) -> None:
                           "split the batch into smaller ones")
 
 
+def _require_cupy(a, name: str) -> None:
+    if not _is_cupy_array(a):
+        raise InputError(f"{name} is a {type(a).__name__}, not a CuPy array",
+                         "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
+
+
 def _is_cupy_array(a) -> bool:
     """isinstance(a, cupy.ndarray); False without cupy (a host array is refused the same way)."""
     try:
@@ -95,9 +101,7 @@ def _is_cupy_array(a) -> bool:
 
 def _check_device_array(a, name: str, shape: tuple[int, ...] | None, dt: DType, ndim: int, what: str) -> None:
     """A C-contiguous cupy array of `dt`'s storage type (and `shape` when given)."""
-    if not _is_cupy_array(a):
-        raise InputError(f"{name} is a {type(a).__name__}, not a CuPy array",
-                         "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
+    _require_cupy(a, name)
     if a.ndim != ndim:
         raise InputError(f"{name} must be {ndim}-D {what}; got shape {tuple(a.shape)}", f"pass {what}")
     if a.dtype != storage_dtype(dt):
@@ -421,9 +425,7 @@ class InputTransform:
         Compact: X is Xc[p*p, K, Npad] and `channel_map` comes from `channel_map(cols, c, K)`. Only the
         mapped rows are written; the caller zero-fills Xc once when it allocates it (an Xc allocated here
         is zeros), so that its pad rows are finite: their weight columns are zero, they add exactly 0."""
-        if not _is_cupy_array(d):
-            raise InputError(f"input is a {type(d).__name__}, not a CuPy array",
-                             "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
+        _require_cupy(d, "input")
         import cupy
 
         B, c, H, W = self.dims(d.shape)
@@ -456,17 +458,23 @@ def _position_rows(kept: np.ndarray, i: int, c: int, K: int) -> np.ndarray:
     if kept.size > K:
         raise InputError(f"cols[{i}] has {kept.size} rows, more than Xc's K={K}",
                          "pass K >= the longest position (ColumnLayout.K)")
-    row = np.full(c, -1, dtype=np.int32)
+    return _invert_rows(kept, f"cols[{i}]", c, "channel")
+
+
+def _invert_rows(kept: np.ndarray, where: str, size: int, unit: str) -> np.ndarray:
+    """One position's compact rows -> its map: kept[j] = the `unit` row j holds (-1: a pad row);
+    result[u] = j, or -1 where `unit` u was pruned. Shared by the input (channels) and output (filters) maps."""
+    row = np.full(size, -1, dtype=np.int32)
     if kept.size == 0:
         return row
-    if kept.min() < -1 or kept.max() >= c:
-        raise InputError(f"cols[{i}] holds channels outside [-1, {c}): {kept.min()}..{kept.max()}",
-                         f"use channel indices 0..{c - 1}, -1 for a pad row")
+    if kept.min() < -1 or kept.max() >= size:
+        raise InputError(f"{where} holds {unit}s outside [-1, {size}): {kept.min()}..{kept.max()}",
+                         f"use {unit} indices 0..{size - 1}, -1 for a pad row")
     js = np.flatnonzero(kept >= 0)
-    chans = kept[js]
-    if len(np.unique(chans)) != len(chans):
-        raise InputError(f"cols[{i}] keeps a channel twice", "each kept channel appears once per position")
-    row[chans] = js
+    units = kept[js]
+    if len(np.unique(units)) != len(units):
+        raise InputError(f"{where} keeps a {unit} twice", f"each kept {unit} appears once per position")
+    row[units] = js
     return row
 
 
@@ -520,17 +528,8 @@ class OutputTransform:
         if r.ndim != 2 or not np.issubdtype(r.dtype, np.integer):
             raise InputError(f"rows must be a 2-D integer array [L, nmax]; got {r.dtype} shape {r.shape}",
                              "pass the kept filter indices per position, -1 for padding")
-        if r.size and (r.min() < -1 or r.max() >= n):
-            raise InputError(f"rows holds filter indices outside [-1, {n}): {r.min()}..{r.max()}",
-                             f"use filter indices 0..{n - 1}, -1 for padding")
-        inv = np.full((r.shape[0], n), -1, dtype=np.int32)
-        for i, row in enumerate(r):
-            js = np.flatnonzero(row >= 0)
-            fs = row[js]
-            if len(np.unique(fs)) != len(fs):
-                raise InputError(f"rows[{i}] keeps a filter twice", "each kept filter appears once per position")
-            inv[i, fs] = js
-        return inv
+        return np.stack([_invert_rows(row, f"rows[{i}]", n, "filter") for i, row in enumerate(r)]) \
+            if len(r) else np.full((0, n), -1, dtype=np.int32)
 
     @staticmethod
     def row_map(rows, n: int) -> "RowMap":
@@ -543,10 +542,8 @@ class OutputTransform:
 
     def __call__(self, Y, out, row_map=None):
         """Transform Y (compact: Yc with `row_map` from `row_map(rows, n)`) into `out`; returns out."""
-        for a, name in ((Y, "Y"), (out, "output")):
-            if not _is_cupy_array(a):
-                raise InputError(f"{name} is a {type(a).__name__}, not a CuPy array",
-                                 "move it to the GPU first (cutlass_wsp.gpu.arrays.from_host)")
+        _require_cupy(Y, "Y")
+        _require_cupy(out, "output")
         B, n, H, W = self.dims(out.shape)
         _check_device_array(out, "output", None, self.dtype, 4, f"{self.layout.upper()} output")
         _check_pixels(B, H, W)
