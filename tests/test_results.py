@@ -230,6 +230,23 @@ def test_to_csv_has_stable_columns(tmp_path):
     assert second["status"] == "oom" and second["median_ms"] == ""
 
 
+def test_to_csv_replaces_the_file_atomically(tmp_path, monkeypatch):
+    from cutlass_wsp import storage
+
+    pts = points()
+    path = R.to_csv([ok_row(pts[0])], tmp_path / "r.csv")
+    before = path.read_bytes()
+
+    def boom(a, b):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        R.to_csv([ok_row(p) for p in pts], path)
+    assert path.read_bytes() == before                      # never half a CSV
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
+
+
 def test_load_many_later_file_wins_per_gpu(tmp_path):
     pts = points()
     a, b = ResultStore(tmp_path / "a.jsonl"), ResultStore(tmp_path / "b.jsonl")

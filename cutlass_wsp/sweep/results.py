@@ -8,6 +8,7 @@ next append; a complete row is never dropped. Re-running a sweep skips the point
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -17,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cutlass_wsp.errors import InputError
+from cutlass_wsp.storage import append_durably, atomic_write_text
 
 SCHEMA_NAME = "cutlass-wsp/results"
 SCHEMA_VERSION = 1
@@ -282,11 +284,7 @@ class ResultStore:
             return self._read()
 
     def _write(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())   # the row is on disk before the next point starts
+        append_durably(self.path, data)   # the row is on disk before the next point starts
 
     def append(self, row: Mapping) -> None:
         """Write one row (checked against the schema; missing fields written as null)."""
@@ -353,12 +351,11 @@ def _csv_cell(value) -> str:
 
 
 def to_csv(rows: Iterable[Mapping], path: str | Path) -> Path:
-    """Write rows as CSV, columns in ROW_FIELDS order; lists and dicts as JSON, null as empty."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(ROW_FIELDS)
-        for r in rows:
-            w.writerow([_csv_cell(r.get(k)) for k in ROW_FIELDS])
-    return path
+    """Write rows as CSV (UTF-8), columns in ROW_FIELDS order; lists and dicts as JSON, null as empty.
+    The file is replaced atomically: a reader never sees half of it."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(ROW_FIELDS)
+    for r in rows:
+        w.writerow([_csv_cell(r.get(k)) for k in ROW_FIELDS])
+    return atomic_write_text(path, buf.getvalue())
