@@ -11,7 +11,7 @@ HELP = "measure a sweep of layers x patterns x ratios on the GPU (resumable), th
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from cutlass_wsp.sweep.plan import add_sweep_arguments
+    from cutlass_wsp.commands.sweep_options import add_sweep_arguments
 
     add_sweep_arguments(p)
     o = p.add_argument_group("output and timing")
@@ -34,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cutlass_wsp.sweep.plan import expand, spec_from_args
+    from cutlass_wsp.commands.sweep_options import spec_from_args
+    from cutlass_wsp.sweep.plan import expand
     from cutlass_wsp.sweep.results import ResultStore
 
     spec = spec_from_args(args)
