@@ -250,7 +250,7 @@ def test_the_sweep_data_model_has_no_command_line_code():
 def test_from_args_bad_numbers():
     with pytest.raises(InputError, match="'batches'.*'x'"):
         from_args(["--batch", "32,x"])
-    with pytest.raises(InputError, match="'ratios'"):
+    with pytest.raises(InputError, match="--ratio 'lots' is not a number"):
         from_args(["--ratio", "lots"])
 
 

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="fp16")
     p.add_argument("--pattern", default="dense")
     p.add_argument("--impl", default=None, help="implementation (default: the pattern's first)")
-    p.add_argument("--ratio", type=float, default=None)
+    p.add_argument("--ratio", default=None)
     p.add_argument("--balance", default=None)
     p.add_argument("--budget-ms", type=float, default=250.0)
     p.add_argument("--graph", action="store_true", help="time CUDA-graph replays")
@@ -26,6 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cutlass_wsp.commands.values import parse_ratio
     from cutlass_wsp.errors import InputError
     from cutlass_wsp.sweep.plan import PATTERNS, SweepSpec, expand
 
@@ -33,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"unknown pattern {args.pattern!r}", f"use one of {', '.join(PATTERNS)}")
     info = PATTERNS[args.pattern]
     impl = args.impl or info.default_implementations[0]
-    ratios = (args.ratio,) if info.uses_ratio else ()
     if info.uses_ratio and args.ratio is None:
         raise InputError(f"pattern {args.pattern} needs --ratio", "e.g. --ratio 0.7")
+    ratios = (parse_ratio(args.ratio),) if info.uses_ratio else ()
     spec = SweepSpec(layers=(args.layer,), batches=(args.batch,), tiles=(args.tile,), dtypes=(args.dtype,),
                      patterns=(args.pattern,), ratios=ratios,
                      balances=(args.balance or "balanced",), implementations={args.pattern: (impl,)})

@@ -17,17 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cutlass_wsp.commands.values import parse_ratio
     from cutlass_wsp.errors import InputError
     from cutlass_wsp.sweep.plot import plot_results, skipped_counts
     from cutlass_wsp.sweep.results import load_many
 
-    ratio = None
-    if args.ratio is not None:
-        s = args.ratio.strip()
-        try:
-            ratio = float(s[:-1]) / 100 if s.endswith("%") else float(s)
-        except ValueError:
-            raise InputError(f"--ratio {args.ratio!r} is not a number", "write it as 0.7 or 70%") from None
+    ratio = None if args.ratio is None else parse_ratio(args.ratio)
     formats = [f.strip().lower() for f in args.format.split(",") if f.strip()]
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad or not formats:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from cutlass_wsp.commands.values import parse_ratios
 from cutlass_wsp.dtypes import DTYPES
 from cutlass_wsp.errors import InputError
 from cutlass_wsp.sweep.plan import IMPLEMENTATIONS, PATTERNS, SweepSpec, default_spec, validate
@@ -69,16 +70,6 @@ def _ints(text: str, axis: str) -> tuple[int, ...]:
         except ValueError:
             raise InputError(f"axis {axis!r}: {s!r} is not an integer", f"give a comma list of integers for {axis}") \
                 from None
-    return tuple(out)
-
-
-def _ratios(text: str) -> tuple[float, ...]:
-    out = []
-    for s in _split(text):
-        try:
-            out.append(float(s[:-1]) / 100 if s.endswith("%") else float(s))
-        except ValueError:
-            raise InputError(f"axis 'ratios': {s!r} is not a number", "write ratios as 0.7 or 70%") from None
     return tuple(out)
 
 
@@ -143,7 +134,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         tiles=_ints(args.tile, "tiles") if args.tile is not None else d.tiles,
         dtypes=tuple(_split(args.dtype)) if args.dtype is not None else d.dtypes,
         patterns=patterns,
-        ratios=_ratios(args.ratio) if args.ratio is not None else d.ratios,
+        ratios=parse_ratios(args.ratio, "--ratio") if args.ratio is not None else d.ratios,
         balances=tuple(_split(args.balance)) if args.balance is not None else d.balances,
         implementations=_impls(args.impl or [], patterns),
         dedupe_shapes=not getattr(args, "no_dedupe", False),
