@@ -11,7 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("base", metavar="BASE.jsonl", help="baseline results")
     parser.add_argument("new", metavar="NEW.jsonl", help="candidate results")
     parser.add_argument("--threshold", default="5%",
-                        help="slowdown that counts as a regression: 5%%, 0.05, or METRIC:5%% (default 5%%)")
+                        help="how much slower a point may get before it counts as a regression, 0 or more: 5%%, "
+                             "0.05, or METRIC:5%% (default 5%%); a negative threshold is refused")
     parser.add_argument("--metric", default=None,
                         help="time statistic compared: median, min, q1, q3 of the GEMM batch, or layer (the whole layer's median) (default median)")
     parser.add_argument("--allow-different-gpu", action="store_true",
