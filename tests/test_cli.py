@@ -53,16 +53,43 @@ def test_piped_into_head(argv, lines, tmp_path):
 
 
 # --------------------------------------------------------------------------------------- warnings
-def test_a_warning_prints_as_one_clean_line(tmp_path):
+@pytest.mark.parametrize("command", ["plan", "compare", "plot"])
+def test_a_warning_prints_as_one_clean_line(command, tmp_path):
     path = tmp_path / "cut.jsonl"
     text = SAMPLE.read_text()
     path.write_text(text + text.splitlines()[1][:40])          # a sweep killed mid-row
-    proc = subprocess.run(cli("plan", str(path)), capture_output=True, text=True, env=ENV, timeout=120)
+    argv = {"plan": [str(path)], "compare": [str(SAMPLE), str(path)],
+            "plot": [str(path), "--out", str(tmp_path / "plots"), "--format", "png"]}[command]
+    proc = subprocess.run(cli(command, *argv), capture_output=True, text=True, env=ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stderr.splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith(f"cutlass-wsp plan: warning: {path}: the last line is cut off")
-    assert "ResultsWarning" not in proc.stderr and ".py:" not in proc.stderr
+    assert lines == [f"cutlass-wsp {command}: warning: {path}: the last line is cut off (a sweep stopped "
+                     "mid-write); it is ignored"]            # a reader promises no removal it will not do
+    assert path.read_text().endswith(text.splitlines()[1][:40])
+
+
+# --------------------------------------------------------------------------- results files as input
+@pytest.mark.parametrize("command", ["plan", "compare", "plot"])
+def test_a_binary_results_file_is_one_line(command, tmp_path, capsys):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(bytes(range(256)) * 4)
+    argv = {"plan": [str(path)], "compare": [str(SAMPLE), str(path)],
+            "plot": [str(path), "--out", str(tmp_path / "plots")]}[command]
+    assert main([command, *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"cutlass-wsp {command}: error: {path} is not a cutlass-wsp results file (it holds "
+                                "binary data, not JSON lines) (pass a .jsonl file written by cutlass-wsp sweep)"]
+
+
+def test_the_not_a_results_file_hint_fits_the_command(tmp_path, capsys):
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"hello": 1}\n')
+    for argv in (["plan", str(other)], ["compare", str(other), str(SAMPLE)], ["plot", str(other)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "not a cutlass-wsp results file" in err and "--out" not in err, err
+    assert main(["sweep", "--dry-run", "--net", "resnet18:0", "--pattern", "dense", "--out", str(other)]) == 2
+    assert "(give --out a new file, or one written by cutlass-wsp sweep)" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- values with a minus

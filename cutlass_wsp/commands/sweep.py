@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     spec = spec_from_args(args)
     points = expand(spec)
-    store = ResultStore(args.out)
+    store = ResultStore(args.out, out_option="--out")
     pending = store.pending(points, retry_failed=args.retry_failed)
     if args.dry_run:
         for pt in pending:

@@ -1,8 +1,9 @@
 """JSON-lines result store: one header line, then one row per measured point (docs/results-schema.md).
 
 Every row is written with flush + fsync, so a sweep killed at any moment loses at most the row it
-was writing. A line cut off by such a kill is ignored on load (with a warning) and removed by the
-next append; a complete row is never dropped. Re-running a sweep skips the points already in the file.
+was writing. A last line cut off by such a kill is ignored on load (with a warning) and removed by the
+next append; garbage (binary data, a damaged line) is an error, never taken for a cut-off line; a
+complete row is never dropped. Re-running a sweep skips the points already in the file.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -53,7 +55,8 @@ HEADER_FIELDS = ("schema", "version", "created", "provenance")
 
 
 class ResultsWarning(UserWarning):
-    """A results file had a cut-off last line (a sweep killed mid-write); it was ignored."""
+    """A results file had a cut-off last line (a sweep killed mid-write): ignored when read, removed
+    before the next append."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +179,41 @@ def _parse_object(line: bytes):
     return obj if isinstance(obj, dict) else None
 
 
+# What may follow the place a JSON parser stopped in an object cut off mid-token: a literal or number begun.
+_PARTIAL_TOKEN = re.compile(r"(t(r(ue?)?)?|f(a(l(se?)?)?)?|n(u(ll?)?)?|-?\d*(\.\d*)?([eE][-+]?\d*)?)")
+_HEADER_START = json.dumps({"schema": SCHEMA_NAME})[:-1].encode()     # b'{"schema": "cutlass-wsp/results"'
+
+
+def _is_cut_off(tail: bytes) -> bool:
+    """True when `tail` (a last line without its newline) is the start of a JSON object that a kill cut
+    short: UTF-8 text (maybe ending inside a character) that opens with '{' and is wrong only where it
+    ends. Anything else (binary data, other text, an object with an error in its middle) is damage."""
+    try:
+        text = tail.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.reason != "unexpected end of data":
+            return False
+        text = tail[:e.start].decode("utf-8", "replace")
+    if not text.startswith("{"):
+        return False
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        rest = text[e.pos:]
+        return e.msg.startswith("Unterminated string") or not rest.strip() or bool(_PARTIAL_TOKEN.fullmatch(rest))
+    return False
+
+
+def _is_binary(line: bytes) -> bool:
+    if b"\x00" in line:
+        return True
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def latest_by_key(rows: Iterable[Mapping]) -> list[dict]:
     """One row per key: the last one written wins, placed where the key first appeared."""
     out: dict[str, dict] = {}
@@ -185,51 +223,63 @@ def latest_by_key(rows: Iterable[Mapping]) -> list[dict]:
 
 
 class ResultStore:
-    """A results .jsonl file. `provenance` goes into the header when the file is created."""
+    """A results .jsonl file. `provenance` goes into the header when the file is created.
+    `out_option` names the option that gave the path ('--out') when the command writes the file: error
+    hints then offer a new file there; a reader's hints (plot, plan, compare) do not."""
 
-    def __init__(self, path: str | Path, provenance: Mapping | None = None):
+    def __init__(self, path: str | Path, provenance: Mapping | None = None, *, out_option: str | None = None):
         self.path = Path(path)
         self.provenance = dict(provenance or {})
+        self.out_option = out_option
         self.header: dict | None = None
         self._ready = False   # header checked and tail repaired for appending
 
     # -- reading ---------------------------------------------------------------------------------
-    def _check_header(self, obj: dict | None, line_no: int = 1) -> dict:
+    def _fix(self, reader_fix: str, writer_fix: str | None = None) -> str:
+        if self.out_option is None:
+            return reader_fix
+        return writer_fix or f"give {self.out_option} a new file"
+
+    def _check_header(self, obj: dict | None, line: bytes, line_no: int = 1) -> dict:
         if obj is None or obj.get("schema") != SCHEMA_NAME:
-            raise InputError(f"{self.path} is not a cutlass-wsp results file (line {line_no} is not its header)",
-                             "pass a .jsonl file written by cutlass-wsp sweep, or use a new --out file")
+            why = "it holds binary data, not JSON lines" if _is_binary(line) else f"line {line_no} is not its header"
+            raise InputError(f"{self.path} is not a cutlass-wsp results file ({why})",
+                             self._fix("pass a .jsonl file written by cutlass-wsp sweep",
+                                       f"give {self.out_option} a new file, or one written by cutlass-wsp sweep"))
         if obj.get("version") != SCHEMA_VERSION:
             raise InputError(f"{self.path} is schema version {obj.get('version')}; "
                              f"this cutlass-wsp reads version {SCHEMA_VERSION}",
-                             "use a new --out file or convert")
+                             self._fix("read it with the cutlass-wsp that wrote it, or measure again with this one"))
         return obj
 
     def _read(self) -> tuple[dict | None, list[dict], int | None]:
-        """(header, every complete row, byte offset of a cut-off tail to drop or None)."""
+        """(header, every complete row, byte offset of a cut-off last line to drop or None)."""
         data = self.path.read_bytes()
         lines = data.split(b"\n")
         tail = lines.pop()          # b"" when the file ends with a newline
         header: dict | None = None
         rows: list[dict] = []
         cut: int | None = None
-        if tail:
-            obj = _parse_object(tail)
-            if obj is None:
-                cut = len(data) - len(tail)
-                warnings.warn(f"{self.path}: the last line is cut off (a sweep stopped mid-write); "
-                              "it is ignored and will be removed by the next append", ResultsWarning, stacklevel=3)
-            else:
-                lines.append(tail)   # a complete object that only lacks its newline: keep it
+        has_lines = any(line.strip() for line in lines)
+        if tail and _parse_object(tail) is None and _is_cut_off(tail) \
+                and (has_lines or _HEADER_START.startswith(tail[:len(_HEADER_START)])):
+            cut = len(data) - len(tail)
+            warnings.warn(f"{self.path}: the last line is cut off (a sweep stopped mid-write); it is ignored",
+                          ResultsWarning, stacklevel=4)
+        elif tail:
+            lines.append(tail)      # a complete object that only lacks its newline, or damage: judged below
         for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             obj = _parse_object(line)
             if header is None:
-                header = self._check_header(obj, i)
+                header = self._check_header(obj, line, i)
                 continue
             if obj is None or not isinstance(obj.get("key"), str):
                 raise InputError(f"{self.path}: line {i} is not a result row",
-                                 "the file is damaged: repair or delete that line, or use a new --out file")
+                                 self._fix(f"the file is damaged: repair or delete line {i}",
+                                           f"the file is damaged: repair or delete line {i}, "
+                                           f"or give {self.out_option} a new file"))
             rows.append(obj)
         return header, rows, cut
 
@@ -265,6 +315,8 @@ class ResultStore:
             with open(self.path, "rb+") as f:
                 if cut is not None:
                     f.truncate(cut)
+                    warnings.warn(f"{self.path}: removed the cut-off last line (a sweep stopped mid-write) "
+                                  "before appending", ResultsWarning, stacklevel=4)
                 f.seek(0, os.SEEK_END)
                 if f.tell() > 0:
                     f.seek(-1, os.SEEK_END)

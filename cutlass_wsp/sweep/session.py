@@ -70,5 +70,5 @@ def measure_one(point: Point, *, budget_s: float = 0.25, use_graph: bool = False
         status, reason = classify(exc)
         row = make_row(point, status, reason=reason, **_row_fields(prov_fields))
     if out is not None:
-        ResultStore(out).append(row)
+        ResultStore(out, out_option="--out").append(row)
     return row
