@@ -3,11 +3,14 @@
 Every row is written with flush + fsync, so a sweep killed at any moment loses at most the row it
 was writing. A last line cut off by such a kill is ignored on load (with a warning) and removed by the
 next append; garbage (binary data, a damaged line) is an error, never taken for a cut-off line; a
-complete row is never dropped. Re-running a sweep skips the points already in the file.
+complete row is never dropped. Re-running a sweep skips the points already in the file. One process
+writes a file at a time (an exclusive lock on `<file>.lock`, cutlass_wsp/storage.py), and a sweep
+appends a point only if the file does not have it yet: no point is recorded twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -15,12 +18,12 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cutlass_wsp.errors import InputError
-from cutlass_wsp.storage import append_durably, atomic_write_text
+from cutlass_wsp.errors import Busy, InputError
+from cutlass_wsp.storage import append_durably, atomic_write_text, locked
 
 SCHEMA_NAME = "cutlass-wsp/results"
 SCHEMA_VERSION = 1
@@ -52,6 +55,7 @@ ROW_FIELDS: tuple[str, ...] = (IDENTITY_FIELDS + COORDINATE_FIELDS + SHAPE_FIELD
 MEASURED_TIME_FIELDS = ("median_ms", "q1_ms", "q3_ms", "iqr_ms", "min_ms", "layer_ms", "layer_q1_ms",
                         "layer_q3_ms", "transform_ms")
 HEADER_FIELDS = ("schema", "version", "created", "provenance")
+APPEND_WAIT_S = 5.0   # an append outside writing() waits this long for another process's single append
 
 
 class ResultsWarning(UserWarning):
@@ -232,7 +236,9 @@ class ResultStore:
         self.provenance = dict(provenance or {})
         self.out_option = out_option
         self.header: dict | None = None
-        self._ready = False   # header checked and tail repaired for appending
+        self._ready = False   # header checked and tail repaired for appending, under the current lock
+        self._lock_depth = 0
+        self._known: tuple[tuple | None, dict[str, str | None]] | None = None   # (file id, key -> status)
 
     # -- reading ---------------------------------------------------------------------------------
     def _fix(self, reader_fix: str, writer_fix: str | None = None) -> str:
@@ -295,28 +301,75 @@ class ResultStore:
         self.header, rows, _ = self._read()
         return rows if all_rows else latest_by_key(rows)
 
+    def _file_id(self) -> tuple | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _statuses(self) -> dict[str, str | None]:
+        """The last status of every key in the file, read again only when the file has changed."""
+        fid = self._file_id()
+        if self._known is None or self._known[0] != fid:
+            self._known = (fid, {r["key"]: r.get("status") for r in self.load(missing_ok=True)})
+        return self._known[1]
+
     def done_keys(self, retry_failed: bool = False) -> set[str]:
         """Keys a resumed sweep skips: every key in the file, or with `retry_failed` only the keys
         whose last row has a final status (ok, wrong, unsupported, compile_error)."""
-        rows = self.load(missing_ok=True)
-        return {r["key"] for r in rows if not retry_failed or r.get("status") in FINAL_STATUSES}
+        return {k for k, st in self._statuses().items() if not retry_failed or st in FINAL_STATUSES}
+
+    def is_pending(self, key: str, retry_failed: bool = False) -> bool:
+        st = self._statuses()
+        return key not in st or (retry_failed and st[key] not in FINAL_STATUSES)
 
     def pending(self, points: Sequence, retry_failed: bool = False) -> list:
         """The points (anything with a .key) that still need measuring, in their order."""
-        done = self.done_keys(retry_failed)
-        return [p for p in points if p.key not in done]
+        return [p for p in points if self.is_pending(p.key, retry_failed)]
+
+    # -- one writer at a time --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self, *, wait: bool | float = False) -> Iterator[ResultStore]:
+        """Hold the file's writer lock (`<file>.lock`) for the block: one process appends at a time.
+        Another writer makes this raise Busy at once (or after `wait` seconds) with one line naming
+        it. Re-entrant within this store; appends outside the block take the lock for themselves."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield self
+            finally:
+                self._lock_depth -= 1
+            return
+        try:
+            lock = locked(self.path, wait=wait)
+            lock.__enter__()
+        except Busy as e:
+            who = f" (pid {e.holder_pid})" if e.holder_pid else ""
+            again = f"give {self.out_option} another file" if self.out_option else "write to another file"
+            raise Busy(f"{self.path} is being written by another cutlass-wsp process{who}",
+                       f"wait for it to finish (running this again then measures only what it left), or {again}",
+                       path=self.path, holder_pid=e.holder_pid) from None
+        self._lock_depth = 1
+        self._ready = False        # another writer may have appended (or been killed) since we last looked
+        try:
+            yield self
+        finally:
+            self._lock_depth = 0
+            lock.__exit__(None, None, None)
 
     # -- writing ---------------------------------------------------------------------------------
     def _prepare(self) -> None:
-        """Before the first append: check the header, drop a cut-off last line, end the file with a
-        newline, or create the file with its header."""
+        """Before the first append under a lock: check the header, drop a cut-off last line, end the
+        file with a newline, or create the file with its header."""
+        self.header = None
         if self.path.exists() and self.path.stat().st_size > 0:
             header, _rows, cut = self._read_quiet()
             with open(self.path, "rb+") as f:
                 if cut is not None:
                     f.truncate(cut)
                     warnings.warn(f"{self.path}: removed the cut-off last line (a sweep stopped mid-write) "
-                                  "before appending", ResultsWarning, stacklevel=4)
+                                  "before appending", ResultsWarning, stacklevel=5)
                 f.seek(0, os.SEEK_END)
                 if f.tell() > 0:
                     f.seek(-1, os.SEEK_END)
@@ -338,9 +391,7 @@ class ResultStore:
     def _write(self, data: bytes) -> None:
         append_durably(self.path, data)   # the row is on disk before the next point starts
 
-    def append(self, row: Mapping) -> None:
-        """Write one row (checked against the schema; missing fields written as null)."""
-        check_row(row)
+    def _append_locked(self, row: Mapping) -> None:
         if not self._ready:
             self._prepare()
         try:
@@ -348,6 +399,27 @@ class ResultStore:
         except BaseException:
             self._ready = False    # a partial line may be left: repair it before the next append
             raise
+        if self._known is not None:        # what we just wrote needs no re-read
+            self._known[1][row["key"]] = row.get("status")
+            self._known = (self._file_id(), self._known[1])
+
+    def append(self, row: Mapping) -> None:
+        """Write one row (checked against the schema; missing fields written as null) under the
+        writer lock. A row for a key already in the file is written too: the last row of a key wins
+        (a re-measured point). A sweep appends with append_pending instead."""
+        check_row(row)
+        with self.writing(wait=APPEND_WAIT_S):
+            self._append_locked(row)
+
+    def append_pending(self, row: Mapping, retry_failed: bool = False) -> bool:
+        """Append `row` only if its key is still pending (see pending()), checked under the writer lock
+        against the file as it is now: a point is never recorded twice. Returns whether it was written."""
+        check_row(row)
+        with self.writing(wait=APPEND_WAIT_S):
+            if not self.is_pending(row["key"], retry_failed):
+                return False
+            self._append_locked(row)
+            return True
 
 
 def load_many(paths: Iterable[str | Path]) -> list[dict]:

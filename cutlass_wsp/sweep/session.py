@@ -3,6 +3,7 @@ runner loop with a progress bar. Kept apart from the CLI so notebooks and bench/
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,16 +44,17 @@ def run_sweep(points: Sequence[Point], store: ResultStore, *, budget_s: float = 
     from cutlass_wsp.sweep.progress import Progress
 
     require_gpu()
-    prov, prov_fields = _provenance()
-    store.provenance = prov
-    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time, tune=tune,
-                 tune_budget_s=tune_budget_s)
-    pending = store.pending(points, retry_failed=retry_failed)
-    m.compile_ahead(pending)
+    with store.writing():      # a second sweep onto this file stops here, before compiling or tuning
+        prov, prov_fields = _provenance()
+        store.provenance = prov
+        m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time, tune=tune,
+                     tune_budget_s=tune_budget_s)
+        pending = store.pending(points, retry_failed=retry_failed)
+        m.compile_ahead(pending)
 
-    progress = Progress(len(pending))
-    outcome = run_points(points, store, m.measure, provenance_fields=prov_fields, progress=progress,
-                         retry_failed=retry_failed)
+        progress = Progress(len(pending))
+        outcome = run_points(points, store, m.measure, provenance_fields=prov_fields, progress=progress,
+                             retry_failed=retry_failed)
     return SweepResult(outcome)
 
 
@@ -62,13 +64,15 @@ def measure_one(point: Point, *, budget_s: float = 0.25, use_graph: bool = False
     from cutlass_wsp.sweep.measure import Measurer
 
     require_gpu()
-    _, prov_fields = _provenance()
-    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time)
-    try:
-        row = make_row(point, "ok", **m.measure(point), **_row_fields(prov_fields))
-    except Exception as exc:  # noqa: BLE001 -- reported as a row, like in a sweep
-        status, reason = classify(exc)
-        row = make_row(point, status, reason=reason, **_row_fields(prov_fields))
-    if out is not None:
-        ResultStore(out, out_option="--out").append(row)
+    store = ResultStore(out, out_option="--out") if out is not None else None
+    with store.writing() if store is not None else contextlib.nullcontext():   # refused before measuring
+        _, prov_fields = _provenance()
+        m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time)
+        try:
+            row = make_row(point, "ok", **m.measure(point), **_row_fields(prov_fields))
+        except Exception as exc:  # noqa: BLE001 -- reported as a row, like in a sweep
+            status, reason = classify(exc)
+            row = make_row(point, status, reason=reason, **_row_fields(prov_fields))
+        if store is not None:
+            store.append(row)
     return row
