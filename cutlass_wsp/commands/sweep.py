@@ -47,17 +47,23 @@ def run(args: argparse.Namespace) -> int:
             print(pt.key)
         print(f"{len(pending)} of {len(points)} points pending in {args.out}", file=sys.stderr)
         return 0
+    from cutlass_wsp.storage import ensure_dir
     from cutlass_wsp.sweep.session import run_sweep
+
+    ensure_dir(args.out.parent, option="--out")         # a bad path stops here, not after the measuring
+    plot_dir = args.plots or args.out.parent / "plots"
+    if not args.no_plots:
+        ensure_dir(plot_dir, option="--plots")
 
     outcome = run_sweep(points, store, budget_s=args.budget_ms / 1e3, use_graph=args.graph,
                         retry_failed=args.retry_failed, layer_time=spec.layer_time,
                         tune=args.tune, tune_budget_s=args.tune_budget_ms / 1e3)
     print(outcome.summary, file=sys.stderr)
     if not args.no_plots:
-        from cutlass_wsp.sweep.plot import plot_results
+        from cutlass_wsp.sweep.plot import plot_results, why_no_figures
 
         rows = store.load()
-        plot_dir = args.plots or args.out.parent / "plots"
         paths = plot_results(rows, plot_dir)
-        print(f"{len(paths)} plot files in {plot_dir}", file=sys.stderr)
+        why = "" if paths else f": {why_no_figures(rows)[0]}"
+        print(f"{len(paths)} plot files in {plot_dir}{why}", file=sys.stderr)
     return 0
