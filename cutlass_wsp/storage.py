@@ -14,6 +14,7 @@ survive a kill and a second process the same way:
   Without fcntl (not POSIX) it does not lock; the atomic replace still keeps files whole.
 - `ensure_dir(path, option=...)`: an output folder, created if missing and checked writable; bad
   paths (a file, /proc, no permission) become one InputError line naming the option.
+  `folder_problem(path)` says what is wrong with such a path without creating anything.
 """
 
 from __future__ import annotations
@@ -147,6 +148,22 @@ def _probe_writable(folder: Path) -> None:
     """Create and remove a file in `folder`; raises the OSError that writing there would raise."""
     with tempfile.TemporaryFile(dir=folder):
         pass
+
+
+def folder_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` cannot serve as a writable folder, or None: it (or the nearest part of it that
+    exists) is a file, or cannot be written. Only looks: leaves nothing behind (for `env`)."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return "is a file, not a folder" + ("" if existing == path else f" ({existing})")
+    try:
+        _probe_writable(existing)
+    except OSError as e:
+        return f"cannot be {'written' if existing == path else 'created'} ({e.strerror or e})"
+    return None
 
 
 def ensure_dir(path: str | os.PathLike, *, option: str = "--out") -> Path:

@@ -178,3 +178,12 @@ def test_ensure_dir_refuses_a_read_only_folder(tmp_path):
             storage.ensure_dir(ro / "plots", option="--out")
     finally:
         ro.chmod(0o700)
+
+
+def test_folder_problem_only_looks(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert storage.folder_problem(tmp_path / "new" / "deep") is None and not (tmp_path / "new").exists()
+    assert storage.folder_problem(tmp_path / "f") == "is a file, not a folder"
+    assert storage.folder_problem(tmp_path / "f" / "sub") == f"is a file, not a folder ({tmp_path / 'f'})"
+    assert storage.folder_problem("/proc/cutlass-wsp-x").startswith("cannot be created")
+    assert list(tmp_path.iterdir()) == [tmp_path / "f"]
