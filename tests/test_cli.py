@@ -127,3 +127,29 @@ def test_an_os_error_is_one_line_not_a_traceback(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.strip() == (f"cutlass-wsp plan: error: Permission denied: {SAMPLE} "
                            "(check the path and its permissions)")
+
+
+# ------------------------------------------------------------------------------------------- help
+def _subparsers():
+    import argparse
+
+    from cutlass_wsp.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+@pytest.mark.parametrize("command", ["layers", "env", "cache", "bench", "sweep", "plot", "compare", "plan"])
+def test_every_option_has_help(command):
+    parser = _subparsers()[command]
+    bare = [a.option_strings or a.dest for a in parser._actions if not (a.help or "").strip()]
+    assert bare == []
+
+
+def test_bench_help_names_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("--batch", "--dtype", "fp16, bf16, tf32, fp32", "--pattern", "wsp-r", "--ratio", "0.7 or 70%",
+                 "--balance", "spread:S", "--budget-ms"):
+        assert text in out
