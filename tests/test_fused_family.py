@@ -89,12 +89,15 @@ def test_descriptions_fit_registers_and_shared_memory():
     assert check_fused_desc(d) is d and d.name.startswith("wsp_fused_bf16_sm90_32x64x16")
 
 
+DESCS = [fused_desc("fp16", 4, 32)]      # what this module compiles (tests/test_readme.py counts it)
+
+
 @pytest.mark.compile
 def test_fused_kernel_renders_and_compiles(kernel_cache):
     """The p = 4 fp16 kernel builds with its ABI (the GPU tests run it)."""
     from cutlass_wsp.kernels.emitter import render
 
-    d = fused_desc("fp16", 4, 32)
+    d = DESCS[0]
     src = render(d)
     assert "wsp_fused_layer" in src and "asm volatile(\"mma" not in src   # the MMA comes from CuTe's atom
     assert "SM80_16x8x16_F32F16F16F32_TN" in src
