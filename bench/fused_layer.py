@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import FusedLayer, fused_desc, layout_for  # noqa: E402
+from cutlass_wsp.families.fused import FusedLayer, fused_desc, layout_for, pair_desc  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import prune  # noqa: E402
 from cutlass_wsp.winograd import direct_conv2d, filter_transform, tile_grid  # noqa: E402
@@ -59,11 +59,15 @@ class Case:
     output and launcher. `pruned` holds the (masked) Winograd weights the kernel stands for."""
 
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
-                 mi: int | None = None, bt: int | None = None, stages: int | None = None):
+                 mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
-        self.desc = fused_desc(dtype, p, self.layout.mi, bt=bt, fb=fb, stages=stages)
+        if gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
+            self.desc = pair_desc(dtype, self.layout.mi, fb=fb, bt=bt or 64, stages=stages or 3,
+                                  dense_map=self.layout.identity)
+        else:
+            self.desc = fused_desc(dtype, p, self.layout.mi, bt=bt, fb=fb, stages=stages)
 
     def ready(self, cache=None) -> "Case":
         from cutlass_wsp.gpu import arrays
@@ -144,15 +148,20 @@ def verify_cases():
             for (batch, c, n, H, W) in VERIFY_SHAPES:
                 g = spatial_filters(n, c, seed=batch * 1000 + H)
                 Wt = filter_transform(g.astype(np.float64), p - 2).astype(np.float32)
-                variants = [("dense", dense_pruned(g, p), 32, g),
-                            ("wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 32, None),
-                            ("wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None),
-                            ("fp 0.5", prune(Wt, "fp", 0.5), 32, None),
-                            ("wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None)]
-                for label, pr, fb, gg in variants:
+                variants = [("dense", dense_pruned(g, p), 32, g, 1),
+                            ("wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 32, None, 1),
+                            ("wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, 1),
+                            ("fp 0.5", prune(Wt, "fp", 0.5), 32, None, 1),
+                            ("wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 1)]
+                if p == 4:   # generation 2 (cluster pair): FB 64
+                    variants += [("gen2 dense", dense_pruned(g, p), 64, g, 2),
+                                 ("gen2 wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 64, None, 2),
+                                 ("gen2 fp 0.5", prune(Wt, "fp", 0.5), 64, None, 2),
+                                 ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
+                for label, pr, fb, gg, gen in variants:
                     what = f"{dtype} p{p} b{batch} c{c} n{n} {H}x{W} {label}"
-                    yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb:
-                                 Case(pr, p, dtype, batch, H, W, fb=fb)), gg
+                    yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen:
+                                 Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen)), gg
 
 
 def cmd_verify(args) -> int:
@@ -190,7 +199,9 @@ def fused_floor_ms(case: Case, ceil) -> float:
     return 1e3 * max(flops / ceil.gemm_flops, byts / ceil.copy_bw_Bps)
 
 
-DENSE_CONFIGS = {4: [(32, 64, 3), (64, 32, 3)], 6: [(32, 32, 2), (16, 32, 3)]}   # (MI = FB, BT, stages)
+# (MI = FB, BT, stages, generation): p = 4 runs the cluster pair (generation 2), p = 6 generation 1
+DENSE_CONFIGS = {4: [(64, 64, 3, 2), (64, 32, 3, 2)], 6: [(32, 32, 2, 1)]}
+PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the pruned forms
 
 
 def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios):
@@ -201,14 +212,16 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
     for p in ps:
         Wd = he_winograd_weights((n, c), p, seed=1)
         dense = prune(Wd, "dense", 0.0)
-        for mi, bt, st in DENSE_CONFIGS[p]:
-            yield f"p{p} dense", None, (lambda p=p, mi=mi, bt=bt, st=st, dense=dense:
-                                       Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st))
-        for pattern, rs, fb, kw in (("wsp-r", ratios, 32, dict(balance="unbalanced")), ("fp", ratios, 32, {}),
-                                    ("wsp-rb", [0.5, 0.75], 64, dict(block=64))):
+        for mi, bt, st, gen in DENSE_CONFIGS[p]:
+            yield f"p{p} dense", None, (lambda p=p, mi=mi, bt=bt, st=st, gen=gen, dense=dense:
+                                       Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st, gen=gen))
+        fb, gen = PRUNED_FB[p]
+        for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
+                                ("wsp-rb", [0.5, 0.75], dict(block=64))):
             for r in rs:
                 pr = prune(Wd, pattern, r, **kw)
-                yield f"p{p} {pattern}", r, (lambda pr=pr, p=p, fb=fb: Case(pr, p, dtype, batch, H, W, fb=fb))
+                yield f"p{p} {pattern}", r, (lambda pr=pr, p=p, fb=fb if pattern != "wsp-rb" else 64, gen=gen:
+                                             Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen))
 
 
 def timed(case: Case, budget_s: float):
@@ -257,9 +270,9 @@ def cmd_profile(args) -> int:
     for spec in args.layers.split("+"):
         (lay,) = resolve_layers(spec)
         Wd = he_winograd_weights((lay.n, lay.c), args.p, seed=1)
-        mi, bt, st = DENSE_CONFIGS[args.p][0]
+        mi, bt, st, gen = DENSE_CONFIGS[args.p][0]
         case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
-                    stages=st).ready()
+                    stages=st, gen=gen).ready()
         print(f"{spec}: {case.name} rel err {verify(case):.1e}")
         for _ in range(args.launches):
             case.launch()

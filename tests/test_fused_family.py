@@ -8,7 +8,7 @@ import pytest
 
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.families.fused import (accumulators, check_fused_desc, dense_layout, fused_desc, layout_for,
-                                        row_layout, smem_bytes)
+                                        pair_desc, pair_smem_bytes, row_layout, smem_bytes)
 from cutlass_wsp.pruning import prune
 from cutlass_wsp.weights import he_winograd_weights
 
@@ -89,7 +89,30 @@ def test_descriptions_fit_registers_and_shared_memory():
     assert check_fused_desc(d) is d and d.name.startswith("wsp_fused_bf16_sm90_32x64x16")
 
 
-DESCS = [fused_desc("fp16", 4, 32)]      # what this module compiles (tests/test_readme.py counts it)
+DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)]   # compiled here (test_readme.py counts)
+
+
+def test_only_an_identity_layout_may_skip_the_inverse_map():
+    """Generation 2's dense map reads packed row j as filter j: right for dense and FP, wrong for WSP-R
+    even when a block keeps all MI rows (a 0.7 unbalanced layer once verified wrong on the H200 that way)."""
+    W = he_winograd_weights((80, 48), 4, seed=2)
+    assert layout_for(prune(W, "dense", 0.0), 4, fb=64).identity
+    assert layout_for(prune(W, "fp", 0.7), 4, fb=64).identity
+    rows = layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=64)
+    assert rows.mi == 64 and not rows.identity
+
+
+def test_pair_descriptions():
+    d = pair_desc("fp16", 64, fb=64, dense_map=True)
+    assert d.extra_dict()["gen"] == 2 and d.extra_dict()["map"] == "dense" and d.tile == (64, 64, 16)
+    assert pair_smem_bytes(64, 64, 64, 3, 576) <= 227 * 1024
+    assert pair_desc("bf16", 20, fb=64).tile[0] == 32                      # rows round up to 16
+    with pytest.raises(Unsupported, match="'dense' with MI == FB"):
+        pair_desc("fp16", 32, fb=64, dense_map=True)
+    with pytest.raises(Unsupported, match="3 or more"):
+        pair_desc("fp16", 64, stages=2)
+    with pytest.raises(Unsupported, match="MI in 16..64"):                  # over 128 accumulators
+        pair_desc("fp16", 80, fb=80)
 
 
 @pytest.mark.compile
@@ -101,5 +124,6 @@ def test_fused_kernel_renders_and_compiles(kernel_cache):
     src = render(d)
     assert "wsp_fused_layer" in src and "asm volatile(\"mma" not in src   # the MMA comes from CuTe's atom
     assert "SM80_16x8x16_F32F16F16F32_TN" in src
-    path = kernel_cache.get(d)
-    assert path.is_file() and path.stat().st_size > 0
+    for desc in DESCS:
+        path = kernel_cache.get(desc)
+        assert path.is_file() and path.stat().st_size > 0

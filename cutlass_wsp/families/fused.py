@@ -54,8 +54,64 @@ def smem_bytes(p: int, mi: int, bt: int, fb: int, stages: int) -> int:
     return max(main, epi) + bt * 16 + -(-pp * fb * 2 // 16) * 16 + -(-pp * 4 // 16) * 16
 
 
+# Generation 2 ("pair", p = 4): two CTAs of a cluster split the p x p positions by rows (templates/_fused_pair.cu.j2).
+PAIR_RAW_PIX = {64: 576, 32: 288}   # input-region pixels a tile rectangle of BT tiles may need
+
+
+def pair_smem_bytes(mi: int, bt: int, fb: int, stages: int, raw: int) -> int:
+    """Shared memory of one generation-2 CTA, as _fused_pair.cu.j2 lays it out."""
+    pph = 8
+    main = stages * (raw * BC * 2 + pph * mi * BC * 2) + 2 * pph * bt * BC * 2
+    ms = pph * bt * (mi + 4) * 4
+    x_off = -(-max(ms, main) // 128) * 128
+    return x_off + 2 * bt * (fb // 4) * 8 * 4 + bt * 16 + -(-pph * fb * 2 // 16) * 16 + 64
+
+
+def _check_pair(desc: KernelDesc, extra: dict) -> KernelDesc:
+    mi, bt, bc = desc.tile
+    fb, raw = extra.get("fb"), extra.get("raw")
+    if extra.get("p") != 4 or extra.get("warps") != 8:
+        raise Unsupported("the generation-2 fused kernel is built for p=4 with 8 warps", "use p=4 (F(2,3))")
+    if desc.dtype not in FUSED_DTYPES:
+        raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
+    if bc != BC or mi % 16 or not 16 <= mi <= 64 or bt not in PAIR_RAW_PIX:
+        raise Unsupported(f"generation-2 fused tile {desc.tile}", f"use (MI in 16..64, BT in {tuple(PAIR_RAW_PIX)}, 16)")
+    if not isinstance(fb, int) or fb % 4 or fb < mi:
+        raise Unsupported(f"filter block {fb!r} with MI={mi}", "use a multiple of 4 channels, at least MI")
+    if extra.get("map", "rows") not in ("rows", "dense") or (extra.get("map") == "dense" and mi != fb):
+        raise Unsupported(f"row map {extra.get('map')!r}", "use 'rows', or 'dense' with MI == FB")
+    if raw != PAIR_RAW_PIX[bt]:
+        raise Unsupported(f"input region of {raw} pixels for BT={bt}", f"use {PAIR_RAW_PIX[bt]}")
+    if desc.stages < 3:
+        raise Unsupported(f"{desc.stages} stages", "the generation-2 pipeline needs 3 or more")
+    acc = (mi // 16) * (bt // 8) * 4
+    if acc > MAX_ACCUMULATORS:
+        raise Unsupported(f"tile {mi}x{bt} holds {acc} accumulators per thread", "use fewer rows or tiles")
+    need = pair_smem_bytes(mi, bt, fb, desc.stages, raw)
+    if need > SMEM_LIMIT:
+        raise Unsupported(f"generation-2 tile {mi}x{bt}, FB={fb}, {desc.stages} stages needs {need // 1024} KB",
+                          "use fewer stages, a smaller filter block or tile")
+    return desc
+
+
+def pair_desc(dtype: str, mi: int, *, fb: int | None = None, bt: int = 64, stages: int = 3,
+              dense_map: bool = False) -> KernelDesc:
+    """A generation-2 (cluster pair, p = 4) fused kernel for MI packed rows per position. `dense_map`: the
+    layout is the identity (FusedLayout.identity); otherwise the kernel reads the inverse row map."""
+    mi = -(-int(mi) // 16) * 16
+    fb = mi if fb is None else int(fb)
+    desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, bt, BC), stages=stages,
+                      extra=(("p", 4), ("fb", fb), ("warps", 8), ("gen", 2), ("map", "dense" if dense_map else "rows"),
+                             ("raw", PAIR_RAW_PIX.get(bt, 0))))
+    return check_fused_desc(desc)
+
+
 def check_fused_desc(desc: KernelDesc) -> KernelDesc:
     """What the fused template can build; Unsupported naming the first problem."""
+    if desc.family == FUSED_FAMILY and desc.extra_dict().get("gen", 1) == 2:
+        if desc.arch != "sm90":
+            raise Unsupported(f"the fused layer kernel is built for sm90, not {desc.arch}", "use a Hopper GPU (sm_90)")
+        return _check_pair(desc, desc.extra_dict())
     if desc.family != FUSED_FAMILY:
         raise Unsupported(f"kernel {desc.name} is not a {FUSED_FAMILY} kernel", f"use family={FUSED_FAMILY!r}")
     extra = desc.extra_dict()
@@ -134,6 +190,14 @@ class FusedLayout:
     def mma_rows(self) -> int:
         """Weight rows the kernel multiplies (whole 16-row tiles)."""
         return int(self.mtiles.sum()) * 16
+
+    @property
+    def identity(self) -> bool:
+        """Every position packs the block's filters in order (dense, FP): packed row j is filter j, so the
+        kernel may skip the inverse map (generation 2's dense map)."""
+        want = np.where(np.arange(self.blocks)[:, None, None] * self.fb + np.arange(self.fb)[None, None, :]
+                        < self.n_out, np.arange(self.fb)[None, None, :], -1)
+        return self.mi == self.fb and bool((self.inv == want).all())
 
     @property
     def pad_waste(self) -> float:

@@ -58,6 +58,27 @@ def lincomb(coefs, pattern: str) -> str:
     return " ".join(parts) if parts else "0.0f"
 
 
+def lincomb2(coefs, pattern: str) -> str:
+    """The same sum with the template's packed helpers add2/sub2/neg2 (half2 or float2): 'sub2(d[0], d[2])'.
+    Only 0 and +-1 coefficients (F(2,3)'s B^T); anything else is refused at render time."""
+    pos, neg = [], []
+    for a, c in enumerate(coefs):
+        c = float(c)
+        if c == 0.0:
+            continue
+        if abs(c) != 1.0:
+            raise ValueError(f"lincomb2 takes 0 and +-1 coefficients only, got {c}")
+        (pos if c > 0 else neg).append(pattern.replace("@", str(a)))
+    if not pos and not neg:
+        raise ValueError("lincomb2 of no terms")
+    expr = pos[0] if pos else f"neg2({neg.pop(0)})"
+    for term in pos[1:]:
+        expr = f"add2({expr}, {term})"
+    for term in neg:
+        expr = f"sub2({expr}, {term})"
+    return expr
+
+
 def winograd(m: int) -> dict[str, list]:
     """A^T, G and B^T of F(m x m, 3 x 3) as nested lists of floats (exact: dyadic rationals)."""
     from cutlass_wsp.winograd import matrices_float
@@ -80,7 +101,7 @@ def environment():
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.globals.update(lincomb=lincomb, winograd=winograd)
+    env.globals.update(lincomb=lincomb, lincomb2=lincomb2, winograd=winograd)
     return env
 
 
