@@ -59,13 +59,16 @@ class Case:
     output and launcher. `pruned` holds the (masked) Winograd weights the kernel stands for."""
 
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
-                 mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1):
+                 mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
+                 warps: int | None = None):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
         if gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
+            if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
+                warps = 16 if self.layout.mi % 32 == 0 else 8
             self.desc = pair_desc(dtype, self.layout.mi, fb=fb, bt=bt or 64, stages=stages or 3,
-                                  dense_map=self.layout.identity)
+                                  dense_map=self.layout.identity, warps=warps)
         else:
             self.desc = fused_desc(dtype, p, self.layout.mi, bt=bt, fb=fb, stages=stages)
 
@@ -155,6 +158,7 @@ def verify_cases():
                             ("wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 1)]
                 if p == 4:   # generation 2 (cluster pair): FB 64
                     variants += [("gen2 dense", dense_pruned(g, p), 64, g, 2),
+                                 ("gen2 wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 64, None, 2),
                                  ("gen2 wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 64, None, 2),
                                  ("gen2 fp 0.5", prune(Wt, "fp", 0.5), 64, None, 2),
                                  ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
@@ -199,8 +203,8 @@ def fused_floor_ms(case: Case, ceil) -> float:
     return 1e3 * max(flops / ceil.gemm_flops, byts / ceil.copy_bw_Bps)
 
 
-# (MI = FB, BT, stages, generation): p = 4 runs the cluster pair (generation 2), p = 6 generation 1
-DENSE_CONFIGS = {4: [(64, 64, 3, 2), (64, 32, 3, 2)], 6: [(32, 32, 2, 1)]}
+# (MI = FB, BT, stages, generation, warps): p = 4 runs the cluster pair (generation 2), p = 6 generation 1
+DENSE_CONFIGS = {4: [(64, 64, 3, 2, 16), (64, 64, 3, 2, 8)], 6: [(32, 32, 2, 1, None)]}
 PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the pruned forms
 
 
@@ -212,9 +216,10 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
     for p in ps:
         Wd = he_winograd_weights((n, c), p, seed=1)
         dense = prune(Wd, "dense", 0.0)
-        for mi, bt, st, gen in DENSE_CONFIGS[p]:
-            yield f"p{p} dense", None, (lambda p=p, mi=mi, bt=bt, st=st, gen=gen, dense=dense:
-                                       Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st, gen=gen))
+        for mi, bt, st, gen, wp in DENSE_CONFIGS[p]:
+            yield f"p{p} dense", None, (lambda p=p, mi=mi, bt=bt, st=st, gen=gen, wp=wp, dense=dense:
+                                       Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st, gen=gen,
+                                            warps=wp))
         fb, gen = PRUNED_FB[p]
         for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
                                 ("wsp-rb", [0.5, 0.75], dict(block=64))):
@@ -270,9 +275,9 @@ def cmd_profile(args) -> int:
     for spec in args.layers.split("+"):
         (lay,) = resolve_layers(spec)
         Wd = he_winograd_weights((lay.n, lay.c), args.p, seed=1)
-        mi, bt, st, gen = DENSE_CONFIGS[args.p][0]
+        mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
         case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
-                    stages=st, gen=gen).ready()
+                    stages=st, gen=gen, warps=wp).ready()
         print(f"{spec}: {case.name} rel err {verify(case):.1e}")
         for _ in range(args.launches):
             case.launch()

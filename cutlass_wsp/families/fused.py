@@ -70,8 +70,10 @@ def pair_smem_bytes(mi: int, bt: int, fb: int, stages: int, raw: int) -> int:
 def _check_pair(desc: KernelDesc, extra: dict) -> KernelDesc:
     mi, bt, bc = desc.tile
     fb, raw = extra.get("fb"), extra.get("raw")
-    if extra.get("p") != 4 or extra.get("warps") != 8:
-        raise Unsupported("the generation-2 fused kernel is built for p=4 with 8 warps", "use p=4 (F(2,3))")
+    warps = extra.get("warps")
+    if extra.get("p") != 4 or warps not in (8, 16):
+        raise Unsupported(f"the generation-2 fused kernel is built for p=4 with 8 or 16 warps, not p={extra.get('p')} "
+                          f"with {warps}", "use p=4 (F(2,3)) and warps 8 or 16")
     if desc.dtype not in FUSED_DTYPES:
         raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
     if bc != BC or mi % 16 or not 16 <= mi <= 64 or bt not in PAIR_RAW_PIX:
@@ -84,8 +86,10 @@ def _check_pair(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"input region of {raw} pixels for BT={bt}", f"use {PAIR_RAW_PIX[bt]}")
     if desc.stages < 3:
         raise Unsupported(f"{desc.stages} stages", "the generation-2 pipeline needs 3 or more")
-    acc = (mi // 16) * (bt // 8) * 4
-    if acc > MAX_ACCUMULATORS:
+    acc = (mi // 16) * (bt // 8) * 4 * 8 // warps
+    if warps == 16 and (mi // 16) % 2:
+        raise Unsupported(f"16 warps split a position's MI={mi} rows in two", "use MI a multiple of 32 with 16 warps")
+    if acc > MAX_ACCUMULATORS // (warps // 8):
         raise Unsupported(f"tile {mi}x{bt} holds {acc} accumulators per thread", "use fewer rows or tiles")
     need = pair_smem_bytes(mi, bt, fb, desc.stages, raw)
     if need > SMEM_LIMIT:
@@ -95,13 +99,13 @@ def _check_pair(desc: KernelDesc, extra: dict) -> KernelDesc:
 
 
 def pair_desc(dtype: str, mi: int, *, fb: int | None = None, bt: int = 64, stages: int = 3,
-              dense_map: bool = False) -> KernelDesc:
+              dense_map: bool = False, warps: int = 8) -> KernelDesc:
     """A generation-2 (cluster pair, p = 4) fused kernel for MI packed rows per position. `dense_map`: the
     layout is the identity (FusedLayout.identity); otherwise the kernel reads the inverse row map."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, bt, BC), stages=stages,
-                      extra=(("p", 4), ("fb", fb), ("warps", 8), ("gen", 2), ("map", "dense" if dense_map else "rows"),
+                      extra=(("p", 4), ("fb", fb), ("warps", warps), ("gen", 2), ("map", "dense" if dense_map else "rows"),
                              ("raw", PAIR_RAW_PIX.get(bt, 0))))
     return check_fused_desc(desc)
 
