@@ -26,6 +26,7 @@ from cutlass_wsp.gpu.arrays import as_dtype, npad, storage_dtype
 from cutlass_wsp.winograd import matrices_float, tile_grid
 
 LAYOUTS = ("nchw", "nhwc")
+LAYER_LAYOUT = "nhwc"   # the sweep's layers (cuDNN was 1.4-2.5x slower in NCHW on the H100, BRIEF)
 SUPPORTED_P = (4, 6, 8)
 INPUT_KERNEL = "wsp_input_transform"
 OUTPUT_KERNEL = "wsp_output_transform"
@@ -580,3 +581,18 @@ class OutputTransform:
         self.kernel()(grid, (g.threads, 1, 1),
                       head + (i32(n), i32(H), i32(W), i32(th), i32(tw), i32(T), i32(Np), i32(-(-T // g.tt))))
         return out
+
+
+def fp32_layer_reference(d, W32, p: int, batch: int, n: int, H: int, Wd: int, layout: str = LAYER_LAYOUT):
+    """The whole Winograd layer in fp32 on the GPU: A^T [(W32 . (B^T d B))] A with an fp32 cuBLAS GEMM
+    of the Winograd-domain weights W32 [p*p, n, c]; `d` float32 in `layout`. The reference of the
+    sweep's layer times and of cuDNN's conv."""
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.baselines import CublasBatched
+
+    X32 = InputTransform(p, "fp32", layout)(d)
+    Y32 = arrays.empty((W32.shape[0], n, X32.shape[2]), "fp32")
+    CublasBatched("fp32").run(W32, X32, Y32)
+    tf = OutputTransform(p, "fp32", layout)
+    out32 = arrays.empty(tf.output_shape(batch, n, H, Wd), "fp32")
+    return tf(Y32, out32)

@@ -33,7 +33,7 @@ from typing import Iterable
 from cutlass_wsp.errors import CompileError, ToolchainError
 from cutlass_wsp.kernels import emitter
 from cutlass_wsp.kernels.description import KernelDesc
-from cutlass_wsp.kernels.library import ABI_VERSION
+from cutlass_wsp.kernels.abi import ABI_VERSION
 from cutlass_wsp.kernels.toolchain import Toolchain, discover
 
 MANIFEST_FORMAT = 1
