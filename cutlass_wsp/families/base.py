@@ -288,6 +288,9 @@ class KernelFamily:
     short_recipes: dict[str, tuple[Recipe, ...]] = {}
     short_limit: int = 4                       # at most this many candidates per problem in the short menu
     tunable: bool = True
+    # The sweep point (pattern, impl, balance) whose launch bench/tune_families.py tunes this kernel family
+    # on (None: not there; the dense kernel has bench/tune_dense.py).
+    bench_point: tuple[str, str, str] | None = None
 
     # ------------------------------------------------------------------------------ to override
     def default(self, problem: Any, dtype: str, arch: str) -> KernelDesc:

@@ -431,6 +431,7 @@ class GatherKernel(KernelFamily):
     # shape, swizzle 2 most M > 128 ones (by little); the default the rest
     short_recipes = {"sm90": (Recipe((64, 256, 32), warp=(64, 64, 32)), Recipe((128, 128, 32), swizzle=2))}
     short_limit = 3
+    bench_point = ("wsp-c-fused", "cutlass", "balanced")
 
     def default(self, problem: GatherTuneProblem, dtype: str, arch: str) -> KernelDesc:
         return gather_desc(dtype, N=problem.N, K=problem.K)    # what WspC(mode="fused") runs untuned

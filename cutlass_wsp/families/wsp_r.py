@@ -447,6 +447,7 @@ class GroupedKernel(KernelFamily):
     # H100 batch-32 winners (results/tune-families-h100.jsonl: 36 problems): 64x256 ping-pong won 27
     short_recipes = {"sm90": (Recipe((64, 256, 64), PP), Recipe((64, 128, 64), PP), Recipe((128, 256, 64)))}
     short_limit = 4
+    bench_point = ("wsp-r", "cutlass-grouped", "unbalanced")
 
     def default(self, problem: GroupedTuneProblem, dtype: str, arch: str) -> KernelDesc:
         return grouped_desc(dtype, arch, N=problem.N, K=problem.K)
