@@ -267,11 +267,16 @@ def gather_grid(rows: int, row_vecs: int, threads: int = GATHER_THREADS) -> tupl
 
 
 @functools.lru_cache(maxsize=None)
-def _row_gather_module(device_id: int):
+def _row_gather_function(device_id: int, vec: int):
+    """wsp_gather_rows_<vec>, built by NVRTC through the compile cache (as the transforms are)."""
     import cupy
 
+    from cutlass_wsp.gpu.transforms import compile_module, load_function
+
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=_ROW_GATHER_SOURCE, options=("--std=c++17",))
+        cc = cupy.cuda.Device(device_id).compute_capability
+        path = compile_module(_ROW_GATHER_SOURCE, "wsp_gather_rows", int(cc), options=("--std=c++17",))
+        return load_function(path, f"wsp_gather_rows_{vec}")
 
 
 class RowGather:
@@ -297,7 +302,7 @@ class RowGather:
         vec = gather_vector_bytes(row_bytes, src.data.ptr, dst.data.ptr)
         row_vecs = row_bytes // vec
         device_id = same_device(src=src, dst=dst, index=index)
-        fn = _row_gather_module(device_id).get_function(f"wsp_gather_rows_{vec}")
+        fn = _row_gather_function(device_id, vec)
         grid = gather_grid(rows_out, row_vecs)
         # An explicit stream is bound now; None follows CuPy's current stream at launch, as the CUTLASS
         # launches do, so both passes of a family share it.

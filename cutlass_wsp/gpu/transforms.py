@@ -8,7 +8,8 @@
 
 Kernels are rendered from templates/transform_{input,output}.cu.j2 with the transform constants of
 `winograd.matrices_float(m)` baked in as literals, compiled once per (p, dtype, layout, compact) by NVRTC
-through `cupy.RawModule` (CuPy's own compile cache) and launched on CuPy's current stream.
+through the kernel compile cache (kernels/cache.py `get_nvrtc`: the options CuPy's RawModule used),
+loaded with `cupy.RawModule(path=...)` and launched on CuPy's current stream.
 docs/transforms.md describes the kernels, the layouts and the compact-row conventions.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cutlass_wsp.dtypes import DType
-from cutlass_wsp.errors import CompileError, InputError, Unsupported
+from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.gpu.arrays import as_dtype, npad, storage_dtype
 from cutlass_wsp.winograd import matrices_float, tile_grid
 
@@ -273,25 +274,33 @@ def render_output(p: int, dt: DType | str, layout: str, compact: bool = False) -
     return _render("transform_output.cu.j2", ctx), ctx
 
 
+TRANSFORM_OPTIONS = ("-std=c++17",)
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled(source: str, kernel: str):
-    """NVRTC through cupy.RawModule; CuPy caches the binary on disk by source and options."""
-    import cupy
-
-    from cutlass_wsp.gpu.device import require_gpu
+    """The kernel `kernel` of `source`, built by NVRTC through the compile cache (kernels/cache.py:
+    complete key, atomic publish, a corrupt entry is a miss, a failure keeps source and log and raises
+    CompileError) and loaded with cupy.RawModule."""
+    from cutlass_wsp.gpu.device import compute_capability, require_gpu
 
     require_gpu()
-    try:
-        module = cupy.RawModule(code=source, options=("-std=c++17",))
-        return module.get_function(kernel)
-    except cupy.cuda.compiler.CompileException as e:
-        import tempfile
+    return load_function(compile_module(source, kernel, compute_capability()), kernel)
 
-        with tempfile.NamedTemporaryFile("w", suffix=".cu", prefix=f"{kernel}_", delete=False) as f:
-            f.write(source)
-        raise CompileError(f"NVRTC failed to compile {kernel} (source kept at {f.name})",
-                           "report it with the log; the generated source is a bug, not a user error",
-                           source_path=f.name, log=str(e)) from None
+
+def compile_module(source: str, kernel: str, arch: int, *, cache=None, options=TRANSFORM_OPTIONS,
+                   compiler=None):
+    """Path of the cubin of `source` for compute capability `arch` (no GPU needed)."""
+    from cutlass_wsp.kernels.cache import default_cache
+
+    return (cache or default_cache()).get_nvrtc(source, kernel, options=tuple(options), arch=arch, compiler=compiler)
+
+
+def load_function(path, kernel: str):
+    """cupy.RawModule(path=...).get_function(kernel): a compiled module of the compile cache, loaded."""
+    import cupy
+
+    return cupy.RawModule(path=str(path)).get_function(kernel)
 
 
 def _check_bf16_arch(d: DType) -> None:
