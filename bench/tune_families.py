@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cutlass_wsp.commands._tuning import positive as _positive
 from cutlass_wsp.errors import InputError, WspError
 from cutlass_wsp.problem import BatchProblem
 
@@ -360,18 +361,6 @@ def _ratios(text: str) -> list[float]:
     if any(not 0 < r < 1 for r in items):
         raise argparse.ArgumentTypeError(f"ratios {text!r} must lie in (0, 1)")
     return items
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-        return v
-    return parse
 
 
 def parser() -> argparse.ArgumentParser:

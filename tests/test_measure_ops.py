@@ -59,15 +59,21 @@ def _numpy_context(m, point):
     return ctx
 
 
-def test_a_gemm_op_is_checked_against_the_masked_weights_and_its_row_filled(m, monkeypatch):
+def _serve_numpy_gemm(m, monkeypatch, good: bool, closed: list):
+    """The point, its numpy context, and a family building a numpy GEMM op, wired into `m`."""
     pt = _point()
     ctx = _numpy_context(m, pt)
     monkeypatch.setattr(m, "context", lambda point: ctx)
     monkeypatch.setattr(m, "masked_weights32", lambda pruned, dt: pruned.dense_weights().astype(np.float32))
     monkeypatch.setattr(m, "gemm_reference", lambda W, X: np.matmul(W, X))
-    closed = []
-    fam = type("F", (), {"build": lambda self, c: _ops_for(c, closed=closed)})()
+    fam = type("F", (), {"build": lambda self, c: _ops_for(c, good=good, closed=closed)})()
     monkeypatch.setattr(measure.registry, "serving", lambda pattern, impl: fam)
+    return pt, ctx
+
+
+def test_a_gemm_op_is_checked_against_the_masked_weights_and_its_row_filled(m, monkeypatch):
+    closed = []
+    pt, ctx = _serve_numpy_gemm(m, monkeypatch, True, closed)
     row = m.measure(pt)
     pr = ctx.problem
     assert (row["L"], row["M"], row["N"], row["K"], row["Npad"]) == (pr.L, pr.M, pr.N, pr.K, ctx.Npad)
@@ -78,14 +84,8 @@ def test_a_gemm_op_is_checked_against_the_masked_weights_and_its_row_filled(m, m
 
 
 def test_a_wrong_gemm_op_fails_the_point_untimed_and_is_closed(m, monkeypatch):
-    pt = _point()
-    ctx = _numpy_context(m, pt)
-    monkeypatch.setattr(m, "context", lambda point: ctx)
-    monkeypatch.setattr(m, "masked_weights32", lambda pruned, dt: pruned.dense_weights().astype(np.float32))
-    monkeypatch.setattr(m, "gemm_reference", lambda W, X: np.matmul(W, X))
     closed = []
-    fam = type("F", (), {"build": lambda self, c: _ops_for(c, good=False, closed=closed)})()
-    monkeypatch.setattr(measure.registry, "serving", lambda pattern, impl: fam)
+    pt, _ = _serve_numpy_gemm(m, monkeypatch, False, closed)
     with pytest.raises(VerificationError, match="fake-gemm"):
         m.measure(pt)
     assert closed == [1] and not m.timed

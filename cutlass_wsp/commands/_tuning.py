@@ -16,7 +16,7 @@ def add_tune_arguments(parser) -> None:
                         "--tune-budget-s)")
     g.add_argument("--no-tune", dest="tune", action="store_const", const="off",
                    help="tune nothing: kernels tuned before are used, the rest run their default configs")
-    parser.add_argument("--tune-budget-s", type=_seconds, default=None, metavar="S",
+    parser.add_argument("--tune-budget-s", type=positive(float), default=None, metavar="S",
                         help=f"wall time for tuning, compiling the candidates included; when it runs out, "
                              f"the rest keep their defaults (default {DEFAULT_TUNE_BUDGET_S:g}; with --tune: "
                              "no limit)")
@@ -26,11 +26,14 @@ def tune_mode(args: argparse.Namespace) -> str:
     return getattr(args, "tune", "auto") or "auto"
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return value
+def positive(kind):
+    """An argparse type: a number of `kind` > 0 (what bench/tune_families.py's options use too)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+        return value
+    return parse

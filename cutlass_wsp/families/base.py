@@ -162,8 +162,24 @@ class PointContext:
     def choose(self, kernel: str, problem: Any, default: KernelDesc) -> tuple[KernelDesc, bool]:
         """(description, tuned): the tuned kernel of family `kernel` for `problem` when this run's
         choices have one, else `default`."""
-        found = self.tuned.lookup(kernel, problem, self.dt.name, self.arch) if self.tuned is not None else None
-        return (found, True) if found is not None else (default, False)
+        return choose_kernel(self.tuned, kernel, problem, self.dt.name, self.arch, lambda: default)
+
+
+def choose_kernel(tuned: Any, kernel: str, problem: Any, dtype: str, arch: str,
+                  default: Callable[[], KernelDesc]) -> tuple[KernelDesc, bool]:
+    """(description, tuned?): the run's tuned choice (`tuned`: a kernels.store.TunedChoices, or None) of
+    kernel family `kernel` for `problem`, else `default()`. What every family's kernel choice goes
+    through; no file is read (the choices are a snapshot)."""
+    found = tuned.lookup(kernel, problem, dtype, arch) if tuned is not None else None
+    return (found, True) if found is not None else (default(), False)
+
+
+def instance_kernel(fam: Any, desc: KernelDesc | None, tuned: Any) -> tuple[KernelDesc, bool]:
+    """(kernel, tuned?) of a host family object (WspR, WspC, ...): `desc` when given (its `_check_desc`),
+    else the run's tuned choice for its `tune_problem`, else its `_default_desc()`."""
+    if desc is not None:
+        return fam._check_desc(desc), False
+    return choose_kernel(tuned, *fam.tune_problem, fam.dtype, fam.arch, fam._default_desc)
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,8 @@ from typing import Any, Callable
 import numpy as np
 
 from cutlass_wsp.errors import InputError
-from cutlass_wsp.families.base import ANY, BALANCED_ONLY, UNBALANCED_ONLY, Cost, PointContext, PrunedFamily, Serves
+from cutlass_wsp.families.base import (ANY, BALANCED_ONLY, UNBALANCED_ONLY, Cost, PointContext, PrunedFamily, Serves,
+                                       instance_kernel)
 from cutlass_wsp.families.dense import DENSE_KERNEL
 from cutlass_wsp.families.gather import (
     GATHER_FAMILY, GatherGemm, GatherProblem, Launches, RowGather, check_device_array, check_index_list,
@@ -110,7 +111,7 @@ class WspC:
         self.arch = resolve_arch(arch)
         self.K = self.layout.K(dt.alignment)
         self.index = self.layout.global_index(self.K)
-        self.desc, self.tuned = self._choose_desc(desc, tuned)
+        self.desc, self.tuned = instance_kernel(self, desc, tuned)
         self._launcher: Any = None
 
     # ------------------------------------------------------------------------------ kernels
@@ -137,15 +138,6 @@ class WspC:
         if self.mode == "fused":
             return gather_desc(self.dtype, N=self.N, K=self.K)
         return DENSE_KERNEL.default(self.problem, self.dtype, self.arch)
-
-    def _choose_desc(self, desc: KernelDesc | None, tuned: Any) -> tuple[KernelDesc, bool]:
-        """(kernel, tuned?): `desc` when given; else the one `tuned` (this run's TunedChoices, a
-        snapshot in memory) has for tune_problem; else the default."""
-        if desc is not None:
-            return self._check_desc(desc), False
-        family, problem = self.tune_problem
-        found = tuned.lookup(family, problem, self.dtype, self.arch) if tuned is not None else None
-        return (found, True) if found is not None else (self._default_desc(), False)
 
     def _check_desc(self, desc: KernelDesc) -> KernelDesc:
         want = GATHER_FAMILY if self.mode == "fused" else "dense"

@@ -24,7 +24,7 @@ import numpy as np
 
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.families.base import (ANY, BALANCED_ONLY, UNBALANCED_ONLY, CandidateMeasure, Cost, KernelFamily,
-                                       PointContext, PrunedFamily, Serves, explicit_warp)
+                                       PointContext, PrunedFamily, Serves, explicit_warp, instance_kernel)
 from cutlass_wsp.families.dense import DENSE_KERNEL
 from cutlass_wsp.families.gather import (
     Launches, Workspace, check_device_array, check_index_list, check_mask_matches, check_pruned,
@@ -217,7 +217,7 @@ class WspR:
         self.mode = mode
         self.M = self.layout.M
         self.row_index = self.layout.row_index()
-        self.desc, self.tuned = self._choose_desc(desc, tuned)
+        self.desc, self.tuned = instance_kernel(self, desc, tuned)
         self._impl: Any = None
         self._weights: Any = None
 
@@ -243,15 +243,6 @@ class WspR:
         if self.mode == "grouped":
             return grouped_desc(self.dtype, self.arch, N=self.N, K=self.layout.c)
         return DENSE_KERNEL.default(self.problem, self.dtype, self.arch)
-
-    def _choose_desc(self, desc: KernelDesc | None, tuned: Any) -> tuple[KernelDesc, bool]:
-        """(kernel, tuned?): `desc` when given; else the one `tuned` (this run's TunedChoices, a
-        snapshot in memory) has for tune_problem; else the default."""
-        if desc is not None:
-            return self._check_desc(desc), False
-        family, problem = self.tune_problem
-        found = tuned.lookup(family, problem, self.dtype, self.arch) if tuned is not None else None
-        return (found, True) if found is not None else (self._default_desc(), False)
 
     def _check_desc(self, desc: KernelDesc) -> KernelDesc:
         want = GROUPED_FAMILY if self.mode == "grouped" else "dense"
