@@ -114,6 +114,19 @@ def test_no_tune_tunes_nothing(cache):
         session.tune_points(_points(), mode="sometimes", search=_fake_search(seen), arch="sm90")
 
 
+def test_without_nvcc_tuning_is_skipped_and_the_sweep_goes_on(cache, monkeypatch):
+    from cutlass_wsp.errors import ToolchainError
+
+    def no_nvcc(*a, **k):
+        raise ToolchainError("nvcc not found", "install the CUDA toolkit")
+
+    monkeypatch.setattr(session, "tuned_choices", lambda c=None: TunedChoices())
+    said = []
+    s = session.tune_points(_points(), mode="auto", cache=cache, search=no_nvcc, arch="sm90", say=said.append)
+    assert s.tuned == 0 and s.skipped == s.problems > 0
+    assert said[-1].startswith("tuning skipped, every kernel keeps its default: nvcc not found")
+
+
 def test_nothing_left_to_tune_is_said_and_costs_nothing(cache, monkeypatch):
     monkeypatch.setattr(session, "tune_requests", lambda *a, **k: {})
     seen = []

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from cutlass_wsp.errors import InputError, WspError
+from cutlass_wsp.errors import InputError, ToolchainError, WspError
 from cutlass_wsp.gpu.harness import TimingOptions
 from cutlass_wsp.status import classify
 from cutlass_wsp.sweep.plan import Point
@@ -159,11 +159,16 @@ def tune_points(points: Sequence[Point], *, mode: str = "auto", budget_s: float 
         from cutlass_wsp.kernels.search import tune_by_family as search
     say(f"{summary.problems} problems to tune ({'full' if again else 'short'} menus"
         + (f", budget {budget_s:.0f} s" if budget_s else "") + ")")
-    results = search(requests, arch, families=registry.tunable(), cache=cache,
-                     budget_s=problem_s or (AGAIN_PROBLEM_S if again else AUTO_PROBLEM_S),
-                     short=not again, confirm=3 if again else 2, sm_count=sm_count,
-                     deadline=None if budget_s is None else t0 + budget_s, clock=clock,
-                     progress=say, verbose=False)
+    try:
+        results = search(requests, arch, families=registry.tunable(), cache=cache,
+                         budget_s=problem_s or (AGAIN_PROBLEM_S if again else AUTO_PROBLEM_S),
+                         short=not again, confirm=3 if again else 2, sm_count=sm_count,
+                         deadline=None if budget_s is None else t0 + budget_s, clock=clock,
+                         progress=say, verbose=False)
+    except ToolchainError as e:      # no nvcc: nothing can be tuned, the sweep still measures what it can
+        summary.skipped, summary.seconds = summary.problems, clock() - t0
+        say(f"tuning skipped, every kernel keeps its default: {e}")
+        return summary
     flat = [r for rs in results.values() for r in rs]
     summary.tuned = sum(1 for r in flat if r.recorded)
     summary.skipped = sum(1 for r in flat if r.skipped)
