@@ -43,3 +43,12 @@ class KernelError(WspError):
 
 class VerificationError(WspError):
     """A kernel's output did not match the reference: it is reported wrong and never timed."""
+
+
+class Busy(WspError):
+    """Another process holds the lock of a file this command must write (cutlass_wsp/storage.py)."""
+
+    def __init__(self, problem: str, fix: str | None = None, *, path=None, holder_pid: int | None = None):
+        super().__init__(problem, fix)
+        self.path = path
+        self.holder_pid = holder_pid

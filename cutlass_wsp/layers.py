@@ -153,7 +153,12 @@ def _layer_from_row(row: Mapping, where: str, net: str) -> Layer:
 def _read_rows(path: Path) -> tuple[list, str]:
     """(rows, table net name) from a JSON/YAML list or {'net':..., 'layers': [...]}, or a CSV file."""
     suffix = path.suffix.lower()
-    text = path.read_text()
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")      # a byte order mark (spreadsheet exports) is not a column
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not a text file (byte {e.start} is not UTF-8)",
+                         "save the layer table as UTF-8 text: .csv, .json or .yaml") from None
     if suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         if reader.fieldnames is None:

@@ -14,6 +14,8 @@ Fields:
   balances    the balances `pruning.prune` accepts for it
   plot_group  how plots group it: "unpruned", "structured" (the WSP patterns, plotted together),
               "other"
+A sweep offers the patterns some family serves (sweep/plan.py); the others are pruning patterns only
+(e.g. wsp-rb, until a family serves it).
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ PATTERNS: dict[str, Pattern] = {p.name: p for p in (
             balances=BALANCES),
     Pattern("bcbp", "block-column pruning: the same count of column vectors in every row tile", True, False,
             prunes_as="bcbp", unit="column segment"),
+    Pattern("wsp-rb", "WSP-R balanced per block of filters: the same count of rows kept in every (position, "
+            "filter block)", True, False, prunes_as="wsp-rb", unit="row", plot_group="structured"),
 )}
 
 CONV = "conv"   # the whole-layer baseline: not a GEMM batch at all

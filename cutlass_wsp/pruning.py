@@ -27,6 +27,7 @@ UNIT_NAMES: dict[str, str] = {name: _PATTERNS[name].unit for name in PATTERNS}
 
 VALID_L = (16, 36, 64)  # p² for p = 4, 6, 8
 BCBP_DEFAULT_TILE_ROWS = 32
+WSP_RB_DEFAULT_BLOCK = 32   # filters per block: the fused kernel's filter block (families/fused.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,6 +81,18 @@ def default_tile_rows(n: int) -> int:
     if n < BCBP_DEFAULT_TILE_ROWS:
         return n
     return math.gcd(n, BCBP_DEFAULT_TILE_ROWS)
+
+
+def _check_block(block, n: int) -> int:
+    if block is None:
+        return min(WSP_RB_DEFAULT_BLOCK, n)
+    try:
+        b = operator.index(block)
+    except TypeError:
+        b = 0
+    if b < 1:
+        raise InputError(f"wsp-rb block={block!r}", "use a positive number of filters per block, e.g. 32")
+    return b
 
 
 def _check_tile_rows(tile_rows, n: int) -> int:
@@ -195,6 +208,7 @@ class Pruned:
       fp, wsp-r   rows[i]: kept rows of W_i;    compact_weights[i] = W_i[rows[i]]     (k_i × c)
       wsp-c       cols[i]: kept columns of W_i; compact_weights[i] = W_i[:, cols[i]]  (n × k_i)
       wwp         csr[i] = (indptr[n+1], indices[nnz_i], data[nnz_i]); compact_weights[i] = data
+      wsp-rb      as wsp-r; every block of `block` filters keeps the same count in every position
       bcbp        tile_cols[L, n_tiles, k]: kept columns of each row tile of tile_rows rows;
                   compact_weights[i][j] = W_i[j*t:(j+1)*t, tile_cols[i, j]]       (n_tiles × t × k)
     """
@@ -215,6 +229,7 @@ class Pruned:
     tile_cols: np.ndarray | None = None
     tile_rows: int | None = None
     seed: int = 0
+    block: int | None = None         # wsp-rb: filters per balanced block
 
     # -- shape and counts ---------------------------------------------------------------------
     @property
@@ -248,6 +263,13 @@ class Pruned:
     @property
     def ratio_per_position(self) -> np.ndarray:
         return 1.0 - self.kept_per_position / self.units_per_position
+
+    @property
+    def energy_retained(self) -> float:
+        """Share of the weights' squared L2 norm (group-LASSO energy) the mask keeps: an accuracy proxy."""
+        w2 = self.weights.astype(np.float64) ** 2
+        total = float(w2.sum())
+        return float(w2[self.mask].sum()) / total if total > 0 else 1.0
 
     @property
     def is_balanced(self) -> bool:
@@ -348,12 +370,14 @@ def _scores(shape: tuple[int, ...], norms: np.ndarray, criterion: str, rng) -> n
 
 
 def prune(W, pattern: str, ratio: float, *, balance: str = "balanced", criterion: str = "l2",
-          tile_rows: int | None = None, spread: float = 0.0, seed: int = 0) -> Pruned:
+          tile_rows: int | None = None, spread: float = 0.0, seed: int = 0, block: int | None = None) -> Pruned:
     """Prune Winograd-domain weights W[L, n, c] to `ratio` (fraction removed) with `pattern`.
 
     criterion 'l2': group LASSO, keeps the units of largest L2 norm; 'random': seeded choice.
     balance 'balanced': every W_i keeps round((1-r)·units); 'unbalanced': one threshold over all p²
-    matrices (each keeps >= 1 unit); 'spread': per-position ratios in [r - s, r + s], mean r."""
+    matrices (each keeps >= 1 unit); 'spread': per-position ratios in [r - s, r + s], mean r.
+    wsp-rb: rows of each W_i, the same count kept in every (position, block of `block` filters): the fused
+    kernel's balanced unit (families/fused.py)."""
     W = _check_weights(W)
     pattern = _check_choice(pattern, PATTERNS, "pruning pattern")
     balance = _check_choice(balance, BALANCES, "balance")
@@ -370,6 +394,8 @@ def prune(W, pattern: str, ratio: float, *, balance: str = "balanced", criterion
         raise InputError(f"spread {spread!r} is not a number >= 0", "use e.g. spread=0.1")
     if s and balance != "spread":
         raise InputError(f"spread={spread} given with balance {balance!r}", "use balance='spread' with a spread")
+    if block is not None and pattern != "wsp-rb":
+        raise InputError(f"block applies to wsp-rb only, not {pattern}", "leave block unset")
     if tile_rows is not None and pattern != "bcbp":
         raise InputError(f"tile_rows applies to bcbp only, not {pattern}", "leave tile_rows unset")
     if pattern == "dense" and r != 0.0:
@@ -400,6 +426,22 @@ def prune(W, pattern: str, ratio: float, *, balance: str = "balanced", criterion
         return Pruned(pattern="wsp-r", mask=np.repeat(keep[:, :, None], c, axis=2),
                       kept_per_position=keep.sum(1), units_per_position=n,
                       compact_weights=[np.ascontiguousarray(W[i, rows[i]]) for i in range(L)], rows=rows, **common)
+
+    if pattern == "wsp-rb":
+        fb = _check_block(block, n)
+        norms = np.sqrt((W64 ** 2).sum(axis=2))                           # [L, n]
+        k = max(1, kept_count(r, fb))
+        keep = np.zeros((L, n), dtype=bool)
+        for b0 in range(0, n, fb):
+            part = _scores((L, min(fb, n - b0)), norms[:, b0:b0 + fb], criterion, rng)
+            kb = min(k, part.shape[1])
+            top = np.argsort(-part, axis=1, kind="stable")[:, :kb]
+            np.put_along_axis(keep[:, b0:b0 + fb], top, True, axis=1)
+        rows = [_sorted_true(keep[i]) for i in range(L)]
+        return Pruned(pattern="wsp-rb", mask=np.repeat(keep[:, :, None], c, axis=2),
+                      kept_per_position=keep.sum(1), units_per_position=n,
+                      compact_weights=[np.ascontiguousarray(W[i, rows[i]]) for i in range(L)], rows=rows,
+                      block=fb, **common)
 
     if pattern == "wsp-c":
         norms = np.sqrt((W64 ** 2).sum(axis=1))                           # [L, c]

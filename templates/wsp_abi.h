@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WSP_ABI_VERSION 1
+#define WSP_ABI_VERSION 2
 #define WSP_CUDA_ERROR_BASE 1000
 
 #ifdef __cplusplus
@@ -50,6 +50,12 @@ typedef struct wsp_args {
   const int64_t* lda_array;            /* device arrays of group_count leading dimensions */
   const int64_t* ldb_array;
   const int64_t* ldd_array;
+
+  /* whole-layer kernels (family 'fused'): NHWC input B[batch, H, W, C], NHWC output D[batch, H, W, n_out],
+     the family's compact weights A, and two index tables the family defines */
+  int32_t batch, H, W, C, n_out;
+  const void* index_a;
+  const void* index_b;
 
   /* launch */
   int32_t sm_count;                    /* <= 0: query the device */

@@ -124,3 +124,52 @@ def test_whole_layer_metric():
     assert verdicts == {"a": "slower", "b": "no metric"}       # b had no layer time in BASE
     assert compare(base, new).entries[0].verdict == "same"     # the GEMM batch alone did not move
     assert parse_threshold("layer:5%") == ("layer_ms", 0.05)
+
+
+# --- a gate that cannot fail is a defect --------------------------------------------------------
+
+def _empty(path, header=True):
+    import json
+
+    from cutlass_wsp.sweep.results import new_header
+
+    path.write_text(json.dumps(new_header()) + "\n" if header else "")
+    return str(path)
+
+
+@pytest.mark.parametrize("header", [True, False], ids=["header-only", "zero-bytes"])
+def test_cli_empty_new_file_compares_nothing_and_fails(tmp_path, capsys, header):
+    base = write(tmp_path / "base.jsonl", [row("a", 1.0), row("b", 1.0)])
+    new = _empty(tmp_path / "new.jsonl", header)
+    assert main(["compare", base, new]) == 2
+    assert main(["compare", base, new, "--allow-missing"]) == 2
+    captured = capsys.readouterr()
+    assert "no regression" not in captured.out
+    lines = captured.err.splitlines()
+    assert lines == [f"cutlass-wsp compare: error: nothing compared: {new} has no rows (compare two files that "
+                     "measured the same points)"] * 2
+
+
+def test_cli_files_with_no_point_in_common_fail(tmp_path, capsys):
+    base = write(tmp_path / "base.jsonl", [row("a", 1.0), row("b", 1.0)])
+    new = write(tmp_path / "new.jsonl", [row("c", 1.0)])
+    assert main(["compare", base, new]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (f"cutlass-wsp compare: error: nothing compared: {base} (2 points) and {new} (1 point) "
+                           "have no point in common (compare two files that measured the same points)")
+
+
+def test_cli_points_of_base_missing_from_new_fail_unless_allowed(tmp_path, capsys):
+    base = write(tmp_path / "base.jsonl", [row("a", 1.0), row("b", 1.0), row("c", 1.0)])
+    new = write(tmp_path / "new.jsonl", [row("a", 1.0), row("new-only", 1.0)])
+    assert main(["compare", base, new]) == 1
+    out = capsys.readouterr().out
+    assert "no regression" not in out
+    assert out.splitlines()[-1] == ("MISSING: 2 point(s) of BASE are not in NEW (measure them into NEW, or pass "
+                                    "--allow-missing to gate on the 1 common point only)")
+    assert main(["compare", base, new, "--allow-missing"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "no regression (2 point(s) of BASE not in NEW, allowed by --allow-missing)"
+    # points only in NEW never fail the gate
+    subset = write(tmp_path / "subset.jsonl", [row("a", 1.0)])
+    assert main(["compare", subset, new]) == 0

@@ -66,3 +66,25 @@ def test_cache_info_and_clear(filled_cache, capsys):
     assert filled_cache.info()["entries"] == 0
     assert cli.main(["cache", "info", "--dir", root]) == 0
     assert "kernels  0" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["file", "under-a-file", "proc"])
+def test_env_reports_a_cache_path_that_cannot_be_a_folder(monkeypatch, tmp_path, capsys, case):
+    (tmp_path / "afile").write_text("x")
+    path = {"file": tmp_path / "afile", "under-a-file": tmp_path / "afile" / "cache",
+            "proc": "/proc/cutlass-wsp-cache"}[case]
+    monkeypatch.setenv("CUTLASS_WSP_CACHE", str(path))
+    monkeypatch.setattr(env, "CHECKS", tuple(c for c in env.CHECKS if c[0] == "cache"))
+    assert cli.main(["env"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"cache    MISSING  {path}")
+    assert {"file": "is a file, not a folder", "under-a-file": "is a file, not a folder",
+            "proc": "cannot be created"}[case] in out[0]
+    assert out[1].strip() == "-> set CUTLASS_WSP_CACHE to a folder you can write to"
+
+
+def test_env_cache_ok_for_a_folder_to_be_created(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CUTLASS_WSP_CACHE", str(tmp_path / "new" / "cache"))
+    monkeypatch.setattr(env, "CHECKS", tuple(c for c in env.CHECKS if c[0] == "cache"))
+    assert cli.main(["env"]) == 0
+    assert not (tmp_path / "new").exists()            # env only looks

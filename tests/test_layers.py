@@ -255,3 +255,20 @@ def test_cli_bad_input_one_line_nonzero(capsys, argv, expect):
     assert main(argv) != 0
     err = capsys.readouterr().err.strip()
     assert expect in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".yaml"])
+def test_a_binary_layer_file_is_one_line(tmp_path, capsys, suffix):
+    path = tmp_path / f"layers{suffix}"
+    path.write_bytes(b"name,c,n,H,W\n\x89PNG\xff\xfe\x00\x01")
+    assert main(["layers", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"cutlass-wsp layers: error: {path}: not a text file (byte 13 is not UTF-8) "
+                                "(save the layer table as UTF-8 text: .csv, .json or .yaml)"]
+
+
+def test_a_layer_file_saved_with_a_byte_order_mark_reads(tmp_path):
+    path = tmp_path / "layers.csv"
+    path.write_bytes("name,c,n,H,W\nconv,64,64,56,56\n".encode("utf-8-sig"))
+    (layer,) = load_layer_table(path)
+    assert (layer.name, layer.c, layer.n, layer.H, layer.W) == ("conv", 64, 64, 56, 56)

@@ -129,3 +129,58 @@ def test_layer_figure_without_pruned_rows(sample_rows, tmp_path):
     names = {p.name for p in paths}
     assert names == {"layer_vgg16_fp16_b32.svg", "layer_resnet18_fp16_b32.svg"}
     assert "whole-layer time vs cuDNN" in _svg_text(tmp_path / "layer_vgg16_fp16_b32.svg")
+
+
+# --- where plots go, and when there are none ------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["proc", "file", "under-a-file", "unwritable"])
+def test_plot_out_onto_a_bad_path_is_one_line(tmp_path, capsys, monkeypatch, case):
+    (tmp_path / "afile").write_text("x")
+    out = {"proc": "/proc/cutlass-wsp/plots", "file": str(tmp_path / "afile"),
+           "under-a-file": str(tmp_path / "afile" / "plots"), "unwritable": str(tmp_path / "ro")}[case]
+    if case == "unwritable":       # root writes anywhere: make the folder refuse as a read-only one would
+        from cutlass_wsp import storage
+
+        def denied(folder):
+            raise PermissionError(13, "Permission denied", str(folder))
+
+        monkeypatch.setattr(storage, "_probe_writable", denied)
+    assert main(["plot", str(SAMPLE), "--out", out, "--format", "png"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"cutlass-wsp plot: error: ") and f"--out {out}" in err.replace("folder ", "")
+    assert err.rstrip().endswith("(give --out a folder you can write to (it is created if missing))")
+
+
+def test_plot_without_out_writes_beside_the_results_file(tmp_path, monkeypatch, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    copy = results / "sweep.jsonl"
+    copy.write_bytes(SAMPLE.read_bytes())
+    work = tmp_path / "elsewhere"
+    (work / "docs" / "plots").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert main(["plot", str(copy), "--format", "png"]) == 0
+    assert (results / "plots" / "speedup_vgg16_fp16_b32_p4_r0.7.png").is_file()
+    assert list((work / "docs" / "plots").iterdir()) == []        # nothing written where the command ran
+    assert str(results / "plots") in capsys.readouterr().out
+
+
+def test_plot_of_rows_no_figure_covers_says_why_and_fails(sample_rows, tmp_path, capsys):
+    from cutlass_wsp.sweep.results import ResultStore
+
+    dense_only = [dict(r, layer_ms=None, layer_q1_ms=None, layer_q3_ms=None, transform_ms=None)
+                  for r in sample_rows if r["pattern"] == "dense" and r["status"] == "ok"]
+    path = tmp_path / "dense.jsonl"
+    store = ResultStore(path)
+    for r in dense_only:
+        store.append(r)
+    out = tmp_path / "plots"
+    assert main(["plot", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1
+    assert f"no figure can be drawn from the {len(dense_only)} ok rows" in err
+    assert "speedup figures need ok rows of a pruned pattern" in err and "found none" in err
+    assert "layer figures need ok rows with a whole-layer time (layer_ms)" in err
+    assert "--pattern dense,wsp-r --ratio 0.7" in err
+    assert not out.exists() or list(out.iterdir()) == []

@@ -39,7 +39,7 @@ def _prune(W, pattern, balance, ratio=0.7, **kw):
 def _units_mask(P):
     """kept-unit mask [L, units] recomputed from the element mask, per pattern."""
     m = P.mask
-    if P.pattern in ("fp", "wsp-r"):
+    if P.pattern in ("fp", "wsp-r", "wsp-rb"):
         return m.any(axis=2)
     if P.pattern == "wsp-c":
         return m.any(axis=1)
@@ -73,7 +73,7 @@ def test_mask_units_are_whole_and_counts_match(W, pattern, balance):
     um = _units_mask(P)
     # the element mask is the union of whole units: expanding the unit mask gives it back
     L, n, c = P.mask.shape
-    if pattern in ("fp", "wsp-r"):
+    if pattern in ("fp", "wsp-r", "wsp-rb"):
         expanded = np.repeat(um[:, :, None], c, axis=2)
     elif pattern == "wsp-c":
         expanded = np.repeat(um[:, None, :], n, axis=1)
@@ -97,6 +97,11 @@ def test_achieved_ratio_within_one_unit(W, pattern, balance, ratio):
         per_tile = _units_mask(P).reshape(L, -1, P.c).sum(axis=2)
         assert np.all(np.abs(per_tile - (1 - ratio) * P.c) <= 0.5 + 1e-9)
         assert abs(P.achieved_ratio - ratio) <= 1 / P.c
+        return
+    if pattern == "wsp-rb":  # the count rule applies per (position, filter block)
+        per_block = _units_mask(P).reshape(L, -1, P.block).sum(axis=2)
+        assert np.all(np.abs(per_block - (1 - ratio) * P.block) <= 0.5 + 1e-9)
+        assert abs(P.achieved_ratio - ratio) <= 1 / P.block
         return
     kept_total = P.kept_per_position.sum()
     if balance == "unbalanced":
@@ -362,3 +367,26 @@ def test_p6_and_p8_weights(X):
         assert P.p == p and P.L == p * p
         np.testing.assert_allclose(P.reference(Xp), P.dense_reference(Xp), rtol=1e-12, atol=1e-12)
         assert math.isclose(P.achieved_ratio, 0.6, abs_tol=1 / C)
+
+
+@pytest.mark.parametrize("ratio,block", [(0.75, 16), (0.5, 32), (0.7, 20)])
+def test_wsp_rb_keeps_the_same_count_in_every_position_and_filter_block(W, ratio, block):
+    """The fused kernel's balanced unit: every (position, block of `block` filters) keeps
+    kept_count(ratio, block) rows, the strongest ones (group LASSO) of that block."""
+    from cutlass_wsp.pruning import kept_count, prune
+
+    P = prune(W, "wsp-rb", ratio, block=block)
+    L, n, _ = W.shape
+    keep = P.mask.any(axis=2)
+    k = kept_count(ratio, block)
+    norms = np.sqrt((W.astype(np.float64) ** 2).sum(axis=2))
+    for b0 in range(0, n, block):
+        part = keep[:, b0:b0 + block]
+        assert (part.sum(axis=1) == min(k, part.shape[1])).all()
+        # no kept row is weaker than a pruned row of the same (position, block)
+        kept_min = np.where(part, norms[:, b0:b0 + block], np.inf).min(axis=1)
+        pruned_max = np.where(~part, norms[:, b0:b0 + block], -np.inf).max(axis=1)
+        assert (kept_min >= pruned_max).all()
+    assert 0 < P.energy_retained < 1
+    with pytest.raises(InputError):
+        prune(W, "wsp-r", ratio, block=block)

@@ -113,12 +113,15 @@ def test_resume_after_a_crash_mid_line(tmp_path):
         f.write(line[: len(line) // 2])
 
     resumed = ResultStore(path)
-    with pytest.warns(ResultsWarning, match="cut off"):
+    with pytest.warns(ResultsWarning, match="cut off") as seen:
         assert [r["key"] for r in resumed.load()] == [p.key for p in pts[:half]]
+    assert str(seen[0].message).endswith("it is ignored")      # a reader promises nothing it does not do
     with pytest.warns(ResultsWarning):
         todo = resumed.pending(pts)
     assert [p.key for p in todo] == [p.key for p in pts[half:]]
-    for p in todo:
+    with pytest.warns(ResultsWarning, match="removed the cut-off last line"):
+        resumed.append(ok_row(todo[0]))
+    for p in todo[1:]:
         resumed.append(ok_row(p))
 
     with warnings.catch_warnings():
@@ -150,7 +153,8 @@ def test_cut_off_header_gives_an_empty_file_that_appends_cleanly(tmp_path):
     path.write_text('{"schema": "cutlass-wsp/res')
     with pytest.warns(ResultsWarning):
         assert ResultStore(path).load() == []
-    ResultStore(path).append(ok_row(points()[0]))
+    with pytest.warns(ResultsWarning, match="removed the cut-off last line"):
+        ResultStore(path).append(ok_row(points()[0]))
     assert len(ResultStore(path).load()) == 1
 
 
@@ -172,9 +176,9 @@ def test_other_schema_version_is_refused(tmp_path):
     with pytest.raises(InputError) as e:
         ResultStore(path).load()
     assert str(e.value) == (f"{path} is schema version 2; this cutlass-wsp reads version 1 "
-                            "(use a new --out file or convert)")
-    with pytest.raises(InputError, match="schema version 2"):
-        ResultStore(path).append(ok_row(points()[0]))
+                            "(read it with the cutlass-wsp that wrote it, or measure again with this one)")
+    with pytest.raises(InputError, match=r"schema version 2.*\(give --out a new file\)"):
+        ResultStore(path, out_option="--out").append(ok_row(points()[0]))
     assert len(path.read_text().splitlines()) == 1
 
 
@@ -186,6 +190,72 @@ def test_a_file_that_is_not_results_is_refused(tmp_path):
     with pytest.raises(InputError, match="not found"):
         ResultStore(tmp_path / "missing.jsonl").load()
     assert ResultStore(tmp_path / "missing.jsonl").done_keys() == set()
+
+
+@pytest.mark.parametrize("content", [b"garbage garbage", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe",
+                                     b"\xff\xfe\x00\x01\x02 binary \xc3\x28", b'{"hello": 1'],
+                         ids=["text", "png", "binary", "other-json"])
+def test_a_garbage_file_is_not_a_results_file_not_a_cut_off_line(tmp_path, content):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(content)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                # no "the last line is cut off"
+        with pytest.raises(InputError, match="is not a cutlass-wsp results file"):
+            ResultStore(path).load()
+        with pytest.raises(InputError, match="is not a cutlass-wsp results file"):
+            ResultStore(path, out_option="--out").append(ok_row(points()[0]))
+    assert path.read_bytes() == content               # never truncated or appended to
+
+
+def test_a_binary_file_says_so(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"\xff\xfe\x00\x01\x02\x03")
+    with pytest.raises(InputError, match="binary data, not JSON lines"):
+        ResultStore(path).load()
+
+
+def test_garbage_after_the_rows_is_damage_not_a_cut_off_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = ResultStore(path)
+    for p in points()[:2]:
+        store.append(ok_row(p))
+    with open(path, "ab") as f:
+        f.write(b"\x00\x00garbage")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputError, match="line 4 is not a result row"):
+            ResultStore(path).load()
+
+
+@pytest.mark.parametrize("cut", [5, 17, 40, 200, -3])
+def test_a_row_cut_anywhere_is_recognised_as_cut_off(tmp_path, cut):
+    path = tmp_path / "r.jsonl"
+    pts = points()
+    ResultStore(path).append(ok_row(pts[0]))
+    line = R._row_line(ok_row(pts[1], reason="a \"quoted\" reason × →"))
+    path.write_bytes(path.read_bytes() + line[:cut])
+    with pytest.warns(ResultsWarning, match="cut off"):
+        assert [r["key"] for r in ResultStore(path).load()] == [pts[0].key]
+
+
+def test_fix_hints_fit_readers_and_writers(tmp_path):
+    """plan/compare/plot have no --out: their hint must not send users to one; sweep and bench do."""
+    path = tmp_path / "other.jsonl"
+    path.write_text('{"hello": 1}\n{"key": "x"}\n')
+    with pytest.raises(InputError) as read:
+        ResultStore(path).load()
+    with pytest.raises(InputError) as write:
+        ResultStore(path, out_option="--out").load()
+    assert "--out" not in str(read.value) and read.value.fix == "pass a .jsonl file written by cutlass-wsp sweep"
+    assert write.value.fix == "give --out a new file, or one written by cutlass-wsp sweep"
+    damaged = tmp_path / "damaged.jsonl"
+    ResultStore(damaged).append(ok_row(points()[0]))
+    damaged.write_text(damaged.read_text() + "oops\n")
+    with pytest.raises(InputError) as read:
+        ResultStore(damaged).load()
+    assert "--out" not in str(read.value) and "line 3" in str(read.value)
+    with pytest.raises(InputError, match="give --out a new file"):
+        ResultStore(damaged, out_option="--out").load()
 
 
 def test_retry_failed_reruns_only_error_and_oom(tmp_path):
@@ -228,6 +298,23 @@ def test_to_csv_has_stable_columns(tmp_path):
     assert first["kept_m"] == "[1,2]" and json.loads(first["layers"]) == list(pts[0].layers)
     second = dict(zip(table[0], table[2]))
     assert second["status"] == "oom" and second["median_ms"] == ""
+
+
+def test_to_csv_replaces_the_file_atomically(tmp_path, monkeypatch):
+    from cutlass_wsp import storage
+
+    pts = points()
+    path = R.to_csv([ok_row(pts[0])], tmp_path / "r.csv")
+    before = path.read_bytes()
+
+    def boom(a, b):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage.os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        R.to_csv([ok_row(p) for p in pts], path)
+    assert path.read_bytes() == before                      # never half a CSV
+    assert [p.name for p in tmp_path.iterdir()] == ["r.csv"]
 
 
 def test_load_many_later_file_wins_per_gpu(tmp_path):

@@ -84,3 +84,75 @@ def test_classify():
     assert classify(VerificationError("x"))[0] == "wrong"
     assert classify(ValueError("bad"))[0] == "error"
     assert classify(ValueError("bad"))[1] == "ValueError: bad"
+
+
+# ------------------------------------------------------------------------- one writer per results file
+def _sweep_process(path: str, started, log: str, delay: float) -> None:
+    """One `sweep` in its own process: the fake measurer takes `delay` per point. Writes its outcome
+    ('measured N' or the error line) to `log`."""
+    import time
+    from pathlib import Path
+
+    from cutlass_wsp.errors import WspError
+
+    def measure(pt):
+        started.set()
+        time.sleep(delay)
+        return _ok(pt)
+
+    try:
+        out = run_points(_points(), ResultStore(path, out_option="--out"), measure, provenance_fields={})
+        Path(log).write_text(f"measured {out.written}")
+    except WspError as e:
+        Path(log).write_text(f"refused: {e}")
+
+
+def test_two_sweeps_on_one_file_never_measure_a_point_twice(tmp_path):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    path = tmp_path / "r.jsonl"
+    first_started, second_started = ctx.Event(), ctx.Event()
+    first = ctx.Process(target=_sweep_process, args=(str(path), first_started, str(tmp_path / "a"), 0.05))
+    first.start()
+    assert first_started.wait(60)
+    second = ctx.Process(target=_sweep_process, args=(str(path), second_started, str(tmp_path / "b"), 0.0))
+    second.start()
+    second.join(60)
+    first.join(60)
+    n = len(_points())
+    assert (tmp_path / "a").read_text() == f"measured {n}"
+    refused = (tmp_path / "b").read_text()
+    assert refused.startswith(f"refused: {path} is being written by another cutlass-wsp process (pid {first.pid})")
+    assert "give --out another file" in refused and not second_started.is_set()   # refused before measuring
+    keys = [r["key"] for r in ResultStore(path).load(all_rows=True)]
+    assert len(keys) == len(set(keys)) == n
+
+
+def test_a_point_another_writer_recorded_meanwhile_is_not_appended_again(tmp_path):
+    """Re-checked under the lock before each append: a row that reached the file by another way (a
+    writer that ignores the lock) is not written twice."""
+    import json
+
+    from cutlass_wsp.sweep.results import make_row
+
+    pts = _points()
+    path = tmp_path / "r.jsonl"
+    measured = []
+
+    def measure(pt):
+        measured.append(pt.key)
+        if len(measured) == 2:                # meanwhile, this very point lands in the file
+            with open(path, "a") as f:
+                f.write(json.dumps(make_row(pt, "ok", **_ok(pt))) + "\n")
+        if len(measured) == 3:                # and so does the next one
+            nxt = pts[3]
+            with open(path, "a") as f:
+                f.write(json.dumps(make_row(nxt, "ok", **_ok(nxt))) + "\n")
+        return _ok(pt)
+
+    out = run_points(pts, ResultStore(path), measure, provenance_fields={})
+    keys = [r["key"] for r in ResultStore(path).load(all_rows=True)]
+    assert len(keys) == len(set(keys)) == len(pts)
+    assert pts[3].key not in measured                     # re-checked before measuring, too
+    assert out.written == len(pts) - 2 and out.skipped == 2

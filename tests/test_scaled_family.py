@@ -13,7 +13,8 @@ from cutlass_wsp.families.scaled import KERNEL, SCALE, SCALED_KERNEL, ScaledBatc
 from cutlass_wsp.kernels.description import default_desc
 from cutlass_wsp.kernels.emitter import render
 from cutlass_wsp.sweep.measure import Workload, plan
-from cutlass_wsp.sweep.plan import default_spec, expand, from_args
+from cutlass_wsp.commands.sweep_options import from_args
+from cutlass_wsp.sweep.plan import default_spec, expand
 
 
 def test_the_registry_finds_it_and_keeps_it_out_of_the_default_sweep():

@@ -6,12 +6,14 @@ import json
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from cutlass_wsp.commands.sweep_options import from_args
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.layers import NETWORKS
-from cutlass_wsp.sweep.plan import PATTERNS, SweepSpec, default_spec, expand, from_args, validate
+from cutlass_wsp.sweep.plan import PATTERNS, SweepSpec, default_spec, expand, validate
 
 
 def small_spec(**kw) -> SweepSpec:
@@ -231,10 +233,24 @@ def test_from_args_xform_alone_serves_every_balance():
         from_args(["--pattern", "wsp-c", "--impl", "wsp-c=cutlass-xform"])
 
 
+def test_the_sweep_data_model_has_no_command_line_code():
+    """argparse lives in commands/sweep_options.py; sweep/plan.py is the data model only."""
+    import ast
+
+    from cutlass_wsp.sweep import plan
+
+    tree = ast.parse(Path(plan.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "argparse" not in imported
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert not defined & {"add_sweep_arguments", "spec_from_args", "from_args", "_ratios", "_ints"}
+
+
 def test_from_args_bad_numbers():
     with pytest.raises(InputError, match="'batches'.*'x'"):
         from_args(["--batch", "32,x"])
-    with pytest.raises(InputError, match="'ratios'"):
+    with pytest.raises(InputError, match="--ratio 'lots' is not a number"):
         from_args(["--ratio", "lots"])
 
 

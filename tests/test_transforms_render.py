@@ -150,10 +150,12 @@ def test_load_width_is_validated():
 
 
 def test_lincomb_skips_zeros_and_unit_coefficients():
-    assert tr.lincomb([1, 0, -2.5, -1], "v[@]") == "v[0] - 2.5f * v[2] - v[3]"
-    assert tr.lincomb([0, -4, 0.25], "x[@][q]") == "-4.0f * x[1][q] + 0.25f * x[2][q]"
-    assert tr.lincomb([0, 0], "v[@]") == "0.0f"
-    assert parse_lincomb(tr.lincomb([0.125, -21 / 4, 0, 1], "v[@]"), r"v\[(\d+)\]") == {0: 0.125, 1: -5.25, 3: 1.0}
+    from cutlass_wsp.kernels.emitter import lincomb
+
+    assert lincomb([1, 0, -2.5, -1], "v[@]") == "v[0] - 2.5f * v[2] - v[3]"
+    assert lincomb([0, -4, 0.25], "x[@][q]") == "-4.0f * x[1][q] + 0.25f * x[2][q]"
+    assert lincomb([0, 0], "v[@]") == "0.0f"
+    assert parse_lincomb(lincomb([0.125, -21 / 4, 0, 1], "v[@]"), r"v\[(\d+)\]") == {0: 0.125, 1: -5.25, 3: 1.0}
 
 
 # --- geometry ---------------------------------------------------------------------------------------

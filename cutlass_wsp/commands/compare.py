@@ -1,4 +1,9 @@
-"""`cutlass-wsp compare BASE.jsonl NEW.jsonl`: per-point time ratio and verdict; exit 1 on regression."""
+"""`cutlass-wsp compare BASE.jsonl NEW.jsonl`: per-point time ratio and verdict.
+
+Exit status: 0 no regression; 1 a point regressed (slower by more than the threshold, or no longer ok)
+or a point of BASE is missing from NEW (unless --allow-missing); 2 bad input or nothing compared (an
+empty file, or no point in common): a gate that compared nothing must not pass.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("base", metavar="BASE.jsonl", help="baseline results")
     parser.add_argument("new", metavar="NEW.jsonl", help="candidate results")
     parser.add_argument("--threshold", default="5%",
-                        help="slowdown that counts as a regression: 5%%, 0.05, or METRIC:5%% (default 5%%)")
+                        help="how much slower a point may get before it counts as a regression, 0 or more: 5%%, "
+                             "0.05, or METRIC:5%% (default 5%%); a negative threshold is refused")
     parser.add_argument("--metric", default=None,
                         help="time statistic compared: median, min, q1, q3 of the GEMM batch, or layer (the whole layer's median) (default median)")
     parser.add_argument("--allow-different-gpu", action="store_true",
                         help="compare files measured on different GPUs anyway")
+    parser.add_argument("--allow-missing", action="store_true",
+                        help="pass even when points of BASE are missing from NEW (gate on the common points "
+                             "only); comparing nothing at all still fails")
     parser.add_argument("--changed", action="store_true", help="list only points whose verdict is not 'same'")
 
 
@@ -35,6 +44,7 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cutlass_wsp.errors import InputError
     from cutlass_wsp.sweep.compare import SAME, compare, parse_metric, parse_threshold
     from cutlass_wsp.sweep.results import ResultStore, row_provenance
 
@@ -52,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
                      base_gpus=None if base_rows and any(r.get("gpu") for r in base_rows) else header_gpus[0],
                      new_gpus=None if new_rows and any(r.get("gpu") for r in new_rows) else header_gpus[1])
 
+    if not result.entries:
+        raise InputError(f"nothing compared: {_nothing_in_common(args, base_rows, new_rows)}",
+                         "compare two files that measured the same points")
     shown = [e for e in result.entries if not args.changed or e.verdict != SAME]
     name = metric.removesuffix("_ms")
     if shown:
@@ -76,9 +89,24 @@ def run(args: argparse.Namespace) -> int:
     if result.base_gpus != result.new_gpus and result.base_gpus and result.new_gpus:
         print(f"warning: different GPUs ({', '.join(sorted(result.base_gpus))} vs "
               f"{', '.join(sorted(result.new_gpus))}), compared because of --allow-different-gpu")
-    regressions = result.regressions
+    regressions, missing = result.regressions, len(result.only_base)
     if regressions:
         print(f"REGRESSION: {len(regressions)} point(s) slower by more than {threshold:.1%} or no longer ok")
+    if missing and not args.allow_missing:
+        n = len(result.entries)
+        print(f"MISSING: {missing} point(s) of BASE are not in NEW (measure them into NEW, or pass --allow-missing "
+              f"to gate on the {n} common point{'s' * (n != 1)} only)")
+    if regressions or (missing and not args.allow_missing):
         return 1
-    print("no regression")
+    print("no regression" + (f" ({missing} point(s) of BASE not in NEW, allowed by --allow-missing)" if missing else ""))
     return 0
+
+
+def _nothing_in_common(args: argparse.Namespace, base_rows: list, new_rows: list) -> str:
+    def points(n: int) -> str:
+        return f"{n} point{'s' * (n != 1)}"
+
+    for path, rows in ((args.new, new_rows), (args.base, base_rows)):
+        if not rows:
+            return f"{path} has no rows"
+    return f"{args.base} ({points(len(base_rows))}) and {args.new} ({points(len(new_rows))}) have no point in common"

@@ -66,13 +66,21 @@ def _cutlass() -> tuple[bool, str, str]:
         return False, e.problem, e.fix or toolchain.CUTLASS_FIX
 
 
-def _cache() -> tuple[bool, str, str]:
-    from cutlass_wsp.kernels.cache import KernelCache
+CACHE_FIX = "set CUTLASS_WSP_CACHE to a folder you can write to"
 
+
+def _cache() -> tuple[bool, str, str]:
+    from cutlass_wsp.kernels.cache import KernelCache, default_cache_dir
+    from cutlass_wsp.storage import folder_problem
+
+    root = default_cache_dir()
+    problem = folder_problem(root)
+    if problem:
+        return False, f"{root} {problem}", CACHE_FIX
     try:
         info = KernelCache().info()
     except OSError as e:
-        return False, f"unreadable ({e})", "set CUTLASS_WSP_CACHE to a writable directory"
+        return False, f"unreadable ({e})", CACHE_FIX
     return True, f"{info['path']} ({info['entries']} kernels, {_human_bytes(info['bytes'])})", ""
 
 

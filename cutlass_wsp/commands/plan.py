@@ -24,21 +24,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="table", help=f"{', '.join(FORMATS)} (default table)")
 
 
-def _parse_ratio(text: str | None) -> float | None:
-    from cutlass_wsp.errors import InputError
-
-    if text is None:
-        return None
-    s = text.strip()
-    try:
-        value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
-    except ValueError:
-        raise InputError(f"--ratio {text!r} is not a number", "write it as 0.7 or 70%") from None
-    if not 0 < value < 1:
-        raise InputError(f"--ratio {text!r} is outside 0 < ratio < 1", "write the fraction pruned, e.g. 0.7")
-    return value
-
-
 def pick_ratio(requested: float | None, measured: list[float]) -> float | None:
     """`requested` when measured (InputError otherwise); by default 0.7, else the middle ratio, else None."""
     from cutlass_wsp.errors import InputError
@@ -156,6 +141,7 @@ def render_json(entries, ratios: list[float], ratio: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cutlass_wsp.commands.values import parse_ratio
     from cutlass_wsp.errors import InputError
     from cutlass_wsp.sweep.planner import plan_layers, plan_ratios
     from cutlass_wsp.sweep.results import load_many
@@ -163,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     fmt = args.format.strip().lower()
     if fmt not in FORMATS:
         raise InputError(f"--format {args.format!r} is not a plan format", f"use one of {', '.join(FORMATS)}")
-    requested = _parse_ratio(args.ratio)
+    requested = None if args.ratio is None else parse_ratio(args.ratio)
     rows = load_many(args.results)
     entries = plan_layers(rows)
     if not any(e.has_candidates for e in entries):

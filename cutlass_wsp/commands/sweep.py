@@ -11,8 +11,8 @@ HELP = "measure a sweep of layers x patterns x ratios on the GPU (resumable), th
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from cutlass_wsp.sweep.plan import add_sweep_arguments
     from cutlass_wsp.commands._tuning import add_tune_arguments
+    from cutlass_wsp.commands.sweep_options import add_sweep_arguments
 
     add_sweep_arguments(p)
     o = p.add_argument_group("output and timing")
@@ -32,20 +32,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cutlass_wsp.sweep.plan import expand, spec_from_args
+    from cutlass_wsp.commands.sweep_options import spec_from_args
+    from cutlass_wsp.sweep.plan import expand
     from cutlass_wsp.sweep.results import ResultStore
     from cutlass_wsp.commands._tuning import tune_mode
 
     spec = spec_from_args(args)
     points = expand(spec)
-    store = ResultStore(args.out)
+    store = ResultStore(args.out, out_option="--out")
     pending = store.pending(points, retry_failed=args.retry_failed)
     if args.dry_run:
         for pt in pending:
             print(pt.key)
         print(f"{len(pending)} of {len(points)} points pending in {args.out}", file=sys.stderr)
         return 0
+    from cutlass_wsp.storage import ensure_dir
     from cutlass_wsp.sweep.session import run_sweep
+
+    ensure_dir(args.out.parent, option="--out")         # a bad path stops here, not after the measuring
+    plot_dir = args.plots or args.out.parent / "plots"
+    if not args.no_plots:
+        ensure_dir(plot_dir, option="--plots")
 
     outcome = run_sweep(points, store, budget_s=args.budget_ms / 1e3, use_graph=args.graph,
                         retry_failed=args.retry_failed, layer_time=spec.layer_time, tune=tune_mode(args),
@@ -53,10 +60,10 @@ def run(args: argparse.Namespace) -> int:
                         tune_problem_s=None if args.tune_budget_ms is None else args.tune_budget_ms / 1e3)
     print(outcome.summary, file=sys.stderr)
     if not args.no_plots:
-        from cutlass_wsp.sweep.plot import plot_results
+        from cutlass_wsp.sweep.plot import plot_results, why_no_figures
 
         rows = store.load()
-        plot_dir = args.plots or args.out.parent / "plots"
         paths = plot_results(rows, plot_dir)
-        print(f"{len(paths)} plot files in {plot_dir}", file=sys.stderr)
+        why = "" if paths else f": {why_no_figures(rows)[0]}"
+        print(f"{len(paths)} plot files in {plot_dir}{why}", file=sys.stderr)
     return 0

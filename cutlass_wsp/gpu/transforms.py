@@ -120,32 +120,10 @@ def _check_device_array(a, name: str, shape: tuple[int, ...] | None, dt: DType, 
 # Rendering
 # ------------------------------------------------------------------------------------------------
 
-def cfloat(x: float) -> str:
-    """A float32 C literal; repr is exact for the dyadic rationals of F(2/4/6, 3)."""
-    return f"{float(x)!r}f"
-
-
-def lincomb(coefs, pattern: str) -> str:
-    """'c0 * term(0) + c1 * term(1) ...' with zero terms left out and +-1 written as a bare term.
-    `pattern` has '@' where the index goes, e.g. 'v[@][q]'."""
-    parts: list[str] = []
-    for a, c in enumerate(coefs):
-        c = float(c)
-        if c == 0.0:
-            continue
-        term = pattern.replace("@", str(a))
-        body = term if abs(c) == 1.0 else f"{cfloat(abs(c))} * {term}"
-        if not parts:
-            parts.append(("-" if c < 0 else "") + body)
-        else:
-            parts.append(("- " if c < 0 else "+ ") + body)
-    return " ".join(parts) if parts else "0.0f"
-
-
 def _render(template: str, ctx: dict) -> str:
     from cutlass_wsp.kernels.emitter import environment
 
-    return environment().get_template(template).render(lincomb=lincomb, **ctx)
+    return environment().get_template(template).render(**ctx)
 
 
 STAGE_BYTES = 24 * 1024  # shared memory for staging Y (NHWC output): 4+ blocks of 256 threads fit an SM

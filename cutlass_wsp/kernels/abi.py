@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from cutlass_wsp.kernels.description import KernelDesc
 
-ABI_VERSION = 1            # == WSP_ABI_VERSION in templates/wsp_abi.h
+ABI_VERSION = 2            # == WSP_ABI_VERSION in templates/wsp_abi.h
 CUDA_ERROR_BASE = 1000     # == WSP_CUDA_ERROR_BASE
 
 c_int32, c_int64, c_float, c_void_p = ctypes.c_int32, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
@@ -30,6 +30,8 @@ class WspArgs(ctypes.Structure):
         ("host_problem_sizes", c_void_p), ("device_problem_sizes", c_void_p),
         ("ptr_A", c_void_p), ("ptr_B", c_void_p), ("ptr_D", c_void_p),
         ("lda_array", c_void_p), ("ldb_array", c_void_p), ("ldd_array", c_void_p),
+        ("batch", c_int32), ("H", c_int32), ("W", c_int32), ("C", c_int32), ("n_out", c_int32),
+        ("index_a", c_void_p), ("index_b", c_void_p),
         ("sm_count", c_int32), ("device_id", c_int32),
     ]
 

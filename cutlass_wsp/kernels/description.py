@@ -47,6 +47,10 @@ _NAME_TOKEN = re.compile(r"^[a-z0-9][a-z0-9.]*$")
 # cooperative TMA kernel takes it (CUTLASS's ping-pong and non-persistent kernels static_assert against it).
 # extra knob 'splits' (with 'streamk'): split-K into that many K slices through the same scheduler (CUTLASS's
 # stream-K heuristic never splits a tile of 8 or fewer k-tiles, i.e. K <= 512 with tile K 64).
+# Families whose template is a whole layer, not a CUTLASS GEMM: validate() checks only the fields every
+# kernel shares and leaves tile, stages and extras to the family's own check (families/fused.py).
+LAYER_FAMILIES = ("fused",)
+
 TILE_SCHEDULERS = ("streamk",)
 TILE_SCHEDULER_FAMILIES = ("dense",)    # templates that read extra['scheduler'] and extra['splits']
 MAX_SPLITS = 16
@@ -194,6 +198,11 @@ class KernelDesc:
             if not _NAME_TOKEN.match(k) or not _NAME_TOKEN.match(str(v)):
                 raise Unsupported(f"extra knob {k}={v!r} cannot appear in a kernel name",
                                   "use lower-case letters, digits and '.' for extra keys and values")
+        if self.family in LAYER_FAMILIES:
+            if self.arch != "sm90":
+                raise Unsupported(f"the {self.family} layer kernel is built for sm90, not {self.arch}",
+                                  "use arch sm90 (a Hopper GPU)")
+            return self
         self._validate_scheduler()
         a = self.alignment
         if a < 1 or a & (a - 1) or self.alignment_bytes > 16:

@@ -35,12 +35,65 @@ def templates_dir() -> Path:
     return pkg.parent / "templates"
 
 
+def cfloat(x: float) -> str:
+    """A float32 C literal; repr is exact for the dyadic rationals of F(2/4/6, 3)."""
+    return f"{float(x)!r}f"
+
+
+def lincomb(coefs, pattern: str) -> str:
+    """'c0 * term(0) + c1 * term(1) ...' with zero terms left out and +-1 written as a bare term.
+    `pattern` has '@' where the index goes, e.g. 'v[@][q]'. Templates that unroll a Winograd transform
+    use it so that the zero entries of B^T / A^T cost nothing."""
+    parts: list[str] = []
+    for a, c in enumerate(coefs):
+        c = float(c)
+        if c == 0.0:
+            continue
+        term = pattern.replace("@", str(a))
+        body = term if abs(c) == 1.0 else f"{cfloat(abs(c))} * {term}"
+        if not parts:
+            parts.append(("-" if c < 0 else "") + body)
+        else:
+            parts.append(("- " if c < 0 else "+ ") + body)
+    return " ".join(parts) if parts else "0.0f"
+
+
+def lincomb2(coefs, pattern: str) -> str:
+    """The same sum with the template's packed helpers add2/sub2/neg2 (half2 or float2): 'sub2(d[0], d[2])'.
+    Only 0 and +-1 coefficients (F(2,3)'s B^T); anything else is refused at render time."""
+    pos, neg = [], []
+    for a, c in enumerate(coefs):
+        c = float(c)
+        if c == 0.0:
+            continue
+        if abs(c) != 1.0:
+            raise ValueError(f"lincomb2 takes 0 and +-1 coefficients only, got {c}")
+        (pos if c > 0 else neg).append(pattern.replace("@", str(a)))
+    if not pos and not neg:
+        raise ValueError("lincomb2 of no terms")
+    expr = pos[0] if pos else f"neg2({neg.pop(0)})"
+    for term in pos[1:]:
+        expr = f"add2({expr}, {term})"
+    for term in neg:
+        expr = f"sub2({expr}, {term})"
+    return expr
+
+
+def winograd(m: int) -> dict[str, list]:
+    """A^T, G and B^T of F(m x m, 3 x 3) as nested lists of floats (exact: dyadic rationals)."""
+    from cutlass_wsp.winograd import matrices_float
+
+    at, g, bt = matrices_float(int(m))
+    return {"at": at.tolist(), "g": g.tolist(), "bt": bt.tolist()}
+
+
 @functools.lru_cache(maxsize=None)
 def environment():
-    """The one jinja2 environment for every template (StrictUndefined: a missing variable fails)."""
+    """The one jinja2 environment for every template (StrictUndefined: a missing variable fails), with
+    the helpers every template may call: lincomb(coefs, pattern) and winograd(m)."""
     import jinja2
 
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
@@ -48,6 +101,8 @@ def environment():
         lstrip_blocks=True,
         autoescape=False,
     )
+    env.globals.update(lincomb=lincomb, lincomb2=lincomb2, winograd=winograd)
+    return env
 
 
 def template_name(desc: KernelDesc) -> str:

@@ -27,7 +27,8 @@ def parse_metric(text: str) -> str:
 
 
 def parse_threshold(text: str | float) -> tuple[str | None, float]:
-    """'5%', '0.05' or 'min:5%' → (metric or None, 0.05)."""
+    """'5%', '0.05' or 'min:5%' → (metric or None, 0.05). The threshold is the slowdown a point may
+    show before it counts as a regression: 0 or more (a negative one, 'must get faster', is refused)."""
     metric = None
     if isinstance(text, str) and ":" in text:
         m, _, text = text.partition(":")
@@ -36,11 +37,14 @@ def parse_threshold(text: str | float) -> tuple[str | None, float]:
     try:
         value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
     except ValueError:
-        raise InputError(f"threshold {s!r} is not a number", "write it as 5% or 0.05") from None
-    if not math.isfinite(value) or value < 0:
-        raise InputError(f"threshold {s!r} is negative or not finite", "write it as 5% or 0.05")
+        raise InputError(f"--threshold {s!r} is not a number", "write it as 5% or 0.05") from None
+    if not math.isfinite(value):
+        raise InputError(f"--threshold {s!r} is not finite", "write it as 5% or 0.05")
+    if value < 0:
+        raise InputError(f"--threshold {s!r} is negative: it is how much slower a point may get before it "
+                         "counts as a regression", "write 0 or more, e.g. 5% or 0.05")
     if not s.endswith("%") and value >= 1:
-        raise InputError(f"threshold {s!r} would allow a {value:.0%} slowdown",
+        raise InputError(f"--threshold {s!r} would allow a {value:.0%} slowdown",
                          f"write a percentage ({s}%) or a fraction (0.05 = 5%)")
     return metric, value
 

@@ -325,6 +325,34 @@ def _layer_figures(rows: list[dict], ratio: float | None, out: Path, several_gpu
     return paths
 
 
+def why_no_figures(rows: Iterable[Mapping]) -> tuple[str, str]:
+    """(problem, fix) when plot_results drew nothing from `rows`: what each kind of figure needs and
+    what the rows lack."""
+    from cutlass_wsp.sweep.planner import plan_layers
+
+    rows = fill_speedups(rows)
+    ok = [r for r in rows if r.get("status") == "ok"]
+    pruned = [r for r in ok if r.get("pattern") in PATTERNS and PATTERNS[r["pattern"]].uses_ratio]
+    if not pruned:
+        pruned_found = "found none"
+    else:
+        with_dense = sum(r.get("speedup") is not None for r in pruned)
+        pruned_found = f"found {len(pruned)}, {with_dense} of them with an ok dense row of their layer"
+    timed = sum(_finite_positive(r.get("layer_ms")) for r in ok)
+    layer_found = (f"found {timed}, but no cuDNN, Winograd dense or pruned option to compare"
+                   if timed and not any(e.has_candidates for e in plan_layers(ok)) else f"found {timed}")
+    pruned_names = ", ".join(p for p in PATTERNS if PATTERNS[p].uses_ratio)
+    return (f"no figure can be drawn from the {len(ok)} ok rows: the speedup figures need ok rows of a pruned "
+            f"pattern ({pruned_names}) beside an ok dense row of the same layer ({pruned_found}); the layer "
+            f"figures need ok rows with a whole-layer time (layer_ms) ({layer_found})",
+            "measure dense and a pruned pattern, e.g. sweep --pattern dense,wsp-r --ratio 0.7, and conv with "
+            "--layer-time (the default) for the layer figures")
+
+
+def _finite_positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
 def available_ratios(rows: Iterable[Mapping]) -> list[float]:
     return sorted({r["ratio"] for r in rows if r.get("status") == "ok" and r.get("ratio") is not None})
 

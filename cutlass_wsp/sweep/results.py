@@ -1,27 +1,34 @@
 """JSON-lines result store: one header line, then one row per measured point (docs/results-schema.md).
 
 Every row is written with flush + fsync, so a sweep killed at any moment loses at most the row it
-was writing. A line cut off by such a kill is ignored on load (with a warning) and removed by the
-next append; a complete row is never dropped. Re-running a sweep skips the points already in the file.
+was writing. A last line cut off by such a kill is ignored on load (with a warning) and removed by the
+next append; garbage (binary data, a damaged line) is an error, never taken for a cut-off line; a
+complete row is never dropped. Re-running a sweep skips the points already in the file. One process
+writes a file at a time (an exclusive lock on `<file>.lock`, cutlass_wsp/storage.py), and a sweep
+appends a point only if the file does not have it yet: no point is recorded twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import math
 import os
+import re
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cutlass_wsp.errors import InputError
+from cutlass_wsp.errors import Busy, InputError
+from cutlass_wsp.status import FINAL_STATUSES, RETRYABLE_STATUSES, STATUSES  # noqa: F401 (one vocabulary)
+from cutlass_wsp.storage import append_durably, atomic_write_text, locked
 
 SCHEMA_NAME = "cutlass-wsp/results"
 SCHEMA_VERSION = 1
 
-from cutlass_wsp.status import FINAL_STATUSES, RETRYABLE_STATUSES, STATUSES  # noqa: E402,F401 (one vocabulary)
 
 IDENTITY_FIELDS = ("key", "status", "reason")
 COORDINATE_FIELDS = ("net", "layers", "c", "n", "H", "W", "batch", "p", "dtype", "pattern", "impl",
@@ -46,10 +53,12 @@ ROW_FIELDS: tuple[str, ...] = (IDENTITY_FIELDS + COORDINATE_FIELDS + SHAPE_FIELD
 MEASURED_TIME_FIELDS = ("median_ms", "q1_ms", "q3_ms", "iqr_ms", "min_ms", "layer_ms", "layer_q1_ms",
                         "layer_q3_ms", "transform_ms")
 HEADER_FIELDS = ("schema", "version", "created", "provenance")
+APPEND_WAIT_S = 5.0   # an append outside writing() waits this long for another process's single append
 
 
 class ResultsWarning(UserWarning):
-    """A results file had a cut-off last line (a sweep killed mid-write); it was ignored."""
+    """A results file had a cut-off last line (a sweep killed mid-write): ignored when read, removed
+    before the next append."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +181,41 @@ def _parse_object(line: bytes):
     return obj if isinstance(obj, dict) else None
 
 
+# What may follow the place a JSON parser stopped in an object cut off mid-token: a literal or number begun.
+_PARTIAL_TOKEN = re.compile(r"(t(r(ue?)?)?|f(a(l(se?)?)?)?|n(u(ll?)?)?|-?\d*(\.\d*)?([eE][-+]?\d*)?)")
+_HEADER_START = json.dumps({"schema": SCHEMA_NAME})[:-1].encode()     # b'{"schema": "cutlass-wsp/results"'
+
+
+def _is_cut_off(tail: bytes) -> bool:
+    """True when `tail` (a last line without its newline) is the start of a JSON object that a kill cut
+    short: UTF-8 text (maybe ending inside a character) that opens with '{' and is wrong only where it
+    ends. Anything else (binary data, other text, an object with an error in its middle) is damage."""
+    try:
+        text = tail.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.reason != "unexpected end of data":
+            return False
+        text = tail[:e.start].decode("utf-8", "replace")
+    if not text.startswith("{"):
+        return False
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as e:
+        rest = text[e.pos:]
+        return e.msg.startswith("Unterminated string") or not rest.strip() or bool(_PARTIAL_TOKEN.fullmatch(rest))
+    return False
+
+
+def _is_binary(line: bytes) -> bool:
+    if b"\x00" in line:
+        return True
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
 def latest_by_key(rows: Iterable[Mapping]) -> list[dict]:
     """One row per key: the last one written wins, placed where the key first appeared."""
     out: dict[str, dict] = {}
@@ -181,51 +225,65 @@ def latest_by_key(rows: Iterable[Mapping]) -> list[dict]:
 
 
 class ResultStore:
-    """A results .jsonl file. `provenance` goes into the header when the file is created."""
+    """A results .jsonl file. `provenance` goes into the header when the file is created.
+    `out_option` names the option that gave the path ('--out') when the command writes the file: error
+    hints then offer a new file there; a reader's hints (plot, plan, compare) do not."""
 
-    def __init__(self, path: str | Path, provenance: Mapping | None = None):
+    def __init__(self, path: str | Path, provenance: Mapping | None = None, *, out_option: str | None = None):
         self.path = Path(path)
         self.provenance = dict(provenance or {})
+        self.out_option = out_option
         self.header: dict | None = None
-        self._ready = False   # header checked and tail repaired for appending
+        self._ready = False   # header checked and tail repaired for appending, under the current lock
+        self._lock_depth = 0
+        self._known: tuple[tuple | None, dict[str, str | None]] | None = None   # (file id, key -> status)
 
     # -- reading ---------------------------------------------------------------------------------
-    def _check_header(self, obj: dict | None, line_no: int = 1) -> dict:
+    def _fix(self, reader_fix: str, writer_fix: str | None = None) -> str:
+        if self.out_option is None:
+            return reader_fix
+        return writer_fix or f"give {self.out_option} a new file"
+
+    def _check_header(self, obj: dict | None, line: bytes, line_no: int = 1) -> dict:
         if obj is None or obj.get("schema") != SCHEMA_NAME:
-            raise InputError(f"{self.path} is not a cutlass-wsp results file (line {line_no} is not its header)",
-                             "pass a .jsonl file written by cutlass-wsp sweep, or use a new --out file")
+            why = "it holds binary data, not JSON lines" if _is_binary(line) else f"line {line_no} is not its header"
+            raise InputError(f"{self.path} is not a cutlass-wsp results file ({why})",
+                             self._fix("pass a .jsonl file written by cutlass-wsp sweep",
+                                       f"give {self.out_option} a new file, or one written by cutlass-wsp sweep"))
         if obj.get("version") != SCHEMA_VERSION:
             raise InputError(f"{self.path} is schema version {obj.get('version')}; "
                              f"this cutlass-wsp reads version {SCHEMA_VERSION}",
-                             "use a new --out file or convert")
+                             self._fix("read it with the cutlass-wsp that wrote it, or measure again with this one"))
         return obj
 
     def _read(self) -> tuple[dict | None, list[dict], int | None]:
-        """(header, every complete row, byte offset of a cut-off tail to drop or None)."""
+        """(header, every complete row, byte offset of a cut-off last line to drop or None)."""
         data = self.path.read_bytes()
         lines = data.split(b"\n")
         tail = lines.pop()          # b"" when the file ends with a newline
         header: dict | None = None
         rows: list[dict] = []
         cut: int | None = None
-        if tail:
-            obj = _parse_object(tail)
-            if obj is None:
-                cut = len(data) - len(tail)
-                warnings.warn(f"{self.path}: the last line is cut off (a sweep stopped mid-write); "
-                              "it is ignored and will be removed by the next append", ResultsWarning, stacklevel=3)
-            else:
-                lines.append(tail)   # a complete object that only lacks its newline: keep it
+        has_lines = any(line.strip() for line in lines)
+        if tail and _parse_object(tail) is None and _is_cut_off(tail) \
+                and (has_lines or _HEADER_START.startswith(tail[:len(_HEADER_START)])):
+            cut = len(data) - len(tail)
+            warnings.warn(f"{self.path}: the last line is cut off (a sweep stopped mid-write); it is ignored",
+                          ResultsWarning, stacklevel=4)
+        elif tail:
+            lines.append(tail)      # a complete object that only lacks its newline, or damage: judged below
         for i, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             obj = _parse_object(line)
             if header is None:
-                header = self._check_header(obj, i)
+                header = self._check_header(obj, line, i)
                 continue
             if obj is None or not isinstance(obj.get("key"), str):
                 raise InputError(f"{self.path}: line {i} is not a result row",
-                                 "the file is damaged: repair or delete that line, or use a new --out file")
+                                 self._fix(f"the file is damaged: repair or delete line {i}",
+                                           f"the file is damaged: repair or delete line {i}, "
+                                           f"or give {self.out_option} a new file"))
             rows.append(obj)
         return header, rows, cut
 
@@ -241,26 +299,75 @@ class ResultStore:
         self.header, rows, _ = self._read()
         return rows if all_rows else latest_by_key(rows)
 
+    def _file_id(self) -> tuple | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _statuses(self) -> dict[str, str | None]:
+        """The last status of every key in the file, read again only when the file has changed."""
+        fid = self._file_id()
+        if self._known is None or self._known[0] != fid:
+            self._known = (fid, {r["key"]: r.get("status") for r in self.load(missing_ok=True)})
+        return self._known[1]
+
     def done_keys(self, retry_failed: bool = False) -> set[str]:
         """Keys a resumed sweep skips: every key in the file, or with `retry_failed` only the keys
         whose last row has a final status (ok, wrong, unsupported, compile_error)."""
-        rows = self.load(missing_ok=True)
-        return {r["key"] for r in rows if not retry_failed or r.get("status") in FINAL_STATUSES}
+        return {k for k, st in self._statuses().items() if not retry_failed or st in FINAL_STATUSES}
+
+    def is_pending(self, key: str, retry_failed: bool = False) -> bool:
+        st = self._statuses()
+        return key not in st or (retry_failed and st[key] not in FINAL_STATUSES)
 
     def pending(self, points: Sequence, retry_failed: bool = False) -> list:
         """The points (anything with a .key) that still need measuring, in their order."""
-        done = self.done_keys(retry_failed)
-        return [p for p in points if p.key not in done]
+        return [p for p in points if self.is_pending(p.key, retry_failed)]
+
+    # -- one writer at a time --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self, *, wait: bool | float = False) -> Iterator[ResultStore]:
+        """Hold the file's writer lock (`<file>.lock`) for the block: one process appends at a time.
+        Another writer makes this raise Busy at once (or after `wait` seconds) with one line naming
+        it. Re-entrant within this store; appends outside the block take the lock for themselves."""
+        if self._lock_depth:
+            self._lock_depth += 1
+            try:
+                yield self
+            finally:
+                self._lock_depth -= 1
+            return
+        try:
+            lock = locked(self.path, wait=wait)
+            lock.__enter__()
+        except Busy as e:
+            who = f" (pid {e.holder_pid})" if e.holder_pid else ""
+            again = f"give {self.out_option} another file" if self.out_option else "write to another file"
+            raise Busy(f"{self.path} is being written by another cutlass-wsp process{who}",
+                       f"wait for it to finish (running this again then measures only what it left), or {again}",
+                       path=self.path, holder_pid=e.holder_pid) from None
+        self._lock_depth = 1
+        self._ready = False        # another writer may have appended (or been killed) since we last looked
+        try:
+            yield self
+        finally:
+            self._lock_depth = 0
+            lock.__exit__(None, None, None)
 
     # -- writing ---------------------------------------------------------------------------------
     def _prepare(self) -> None:
-        """Before the first append: check the header, drop a cut-off last line, end the file with a
-        newline, or create the file with its header."""
+        """Before the first append under a lock: check the header, drop a cut-off last line, end the
+        file with a newline, or create the file with its header."""
+        self.header = None
         if self.path.exists() and self.path.stat().st_size > 0:
             header, _rows, cut = self._read_quiet()
             with open(self.path, "rb+") as f:
                 if cut is not None:
                     f.truncate(cut)
+                    warnings.warn(f"{self.path}: removed the cut-off last line (a sweep stopped mid-write) "
+                                  "before appending", ResultsWarning, stacklevel=5)
                 f.seek(0, os.SEEK_END)
                 if f.tell() > 0:
                     f.seek(-1, os.SEEK_END)
@@ -280,15 +387,9 @@ class ResultStore:
             return self._read()
 
     def _write(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())   # the row is on disk before the next point starts
+        append_durably(self.path, data)   # the row is on disk before the next point starts
 
-    def append(self, row: Mapping) -> None:
-        """Write one row (checked against the schema; missing fields written as null)."""
-        check_row(row)
+    def _append_locked(self, row: Mapping) -> None:
         if not self._ready:
             self._prepare()
         try:
@@ -296,6 +397,27 @@ class ResultStore:
         except BaseException:
             self._ready = False    # a partial line may be left: repair it before the next append
             raise
+        if self._known is not None:        # what we just wrote needs no re-read
+            self._known[1][row["key"]] = row.get("status")
+            self._known = (self._file_id(), self._known[1])
+
+    def append(self, row: Mapping) -> None:
+        """Write one row (checked against the schema; missing fields written as null) under the
+        writer lock. A row for a key already in the file is written too: the last row of a key wins
+        (a re-measured point). A sweep appends with append_pending instead."""
+        check_row(row)
+        with self.writing(wait=APPEND_WAIT_S):
+            self._append_locked(row)
+
+    def append_pending(self, row: Mapping, retry_failed: bool = False) -> bool:
+        """Append `row` only if its key is still pending (see pending()), checked under the writer lock
+        against the file as it is now: a point is never recorded twice. Returns whether it was written."""
+        check_row(row)
+        with self.writing(wait=APPEND_WAIT_S):
+            if not self.is_pending(row["key"], retry_failed):
+                return False
+            self._append_locked(row)
+            return True
 
 
 def load_many(paths: Iterable[str | Path]) -> list[dict]:
@@ -351,12 +473,11 @@ def _csv_cell(value) -> str:
 
 
 def to_csv(rows: Iterable[Mapping], path: str | Path) -> Path:
-    """Write rows as CSV, columns in ROW_FIELDS order; lists and dicts as JSON, null as empty."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(ROW_FIELDS)
-        for r in rows:
-            w.writerow([_csv_cell(r.get(k)) for k in ROW_FIELDS])
-    return path
+    """Write rows as CSV (UTF-8), columns in ROW_FIELDS order; lists and dicts as JSON, null as empty.
+    The file is replaced atomically: a reader never sees half of it."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(ROW_FIELDS)
+    for r in rows:
+        w.writerow([_csv_cell(r.get(k)) for k in ROW_FIELDS])
+    return atomic_write_text(path, buf.getvalue())

@@ -43,40 +43,54 @@ def is_sticky(reason: str) -> bool:
 def run_points(points: Sequence[Point], store: ResultStore, measure: Callable[[Point], dict], *,
                provenance_fields: dict, progress=None, retry_failed: bool = False) -> SweepOutcome:
     """Measure the points the store does not have yet, appending one row per point as it finishes.
-    `measure(point)` returns the row's measured fields or raises; it is the only GPU-facing part."""
+    `measure(point)` returns the row's measured fields or raises; it is the only GPU-facing part.
+
+    The whole run holds the results file's writer lock: a second sweep onto the same file is refused
+    (Busy, one line) before it measures anything. Each point is checked again before it is measured
+    and before its row is appended, so a row already in the file is never measured or written twice."""
     t0 = time.perf_counter()
-    pending = store.pending(points, retry_failed=retry_failed)
-    out = SweepOutcome(path=store.path, skipped=len(points) - len(pending))
-    if progress is not None:
-        progress.total = len(pending)
-    for point in pending:
-        prov = {**provenance_fields, "timestamp": _now()}   # each row: when it was measured
-        try:
-            fields = measure(point)
-            row = make_row(point, "ok", **fields, **prov)
-        except KeyboardInterrupt:
-            raise
-        except GpuUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 -- any failure becomes a row; the sweep goes on
-            status, reason = classify(exc)
-            extra = getattr(exc, "row_fields", None) or {}
-            row = make_row(point, status, reason=reason, **extra, **prov)
-            if status == "error" and is_sticky(reason):
-                store.append(row)
-                out.written += 1
-                out.statuses[status] = out.statuses.get(status, 0) + 1
-                raise ContextLost(f"the CUDA context was lost on {point.key}: {reason}",
-                                  "run the same command again: the sweep resumes after this point") from exc
-        store.append(row)
-        out.written += 1
-        out.statuses[row["status"]] = out.statuses.get(row["status"], 0) + 1
+    with store.writing():
+        pending = store.pending(points, retry_failed=retry_failed)
+        out = SweepOutcome(path=store.path, skipped=len(points) - len(pending))
         if progress is not None:
-            progress.update(f"{point.key} {row['status']}")
+            progress.total = len(pending)
+        for point in pending:
+            if not store.is_pending(point.key, retry_failed):
+                out.skipped += 1              # recorded meanwhile by another writer
+                continue
+            row, exc = _measure_row(point, measure, provenance_fields)
+            if not store.append_pending(row, retry_failed=retry_failed):
+                out.skipped += 1
+                continue
+            out.written += 1
+            out.statuses[row["status"]] = out.statuses.get(row["status"], 0) + 1
+            if row["status"] == "error" and is_sticky(row["reason"] or ""):
+                raise ContextLost(f"the CUDA context was lost on {point.key}: {row['reason']}",
+                                  "run the same command again: the sweep resumes after this point") from exc
+            if progress is not None:
+                progress.update(f"{point.key} {row['status']}")
     if progress is not None:
         progress.close()
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def _measure_row(point: Point, measure: Callable[[Point], dict],
+                 provenance_fields: dict) -> tuple[dict, Exception | None]:
+    """(the point's row, the exception it failed with or None): measured, or the failure as a row.
+    GpuUnavailable and Ctrl-C stop the sweep."""
+    prov = {**provenance_fields, "timestamp": _now()}   # each row: when it was measured
+    try:
+        fields = measure(point)
+        return make_row(point, "ok", **fields, **prov), None
+    except KeyboardInterrupt:
+        raise
+    except GpuUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- any failure becomes a row; the sweep goes on
+        status, reason = classify(exc)
+        extra = getattr(exc, "row_fields", None) or {}
+        return make_row(point, status, reason=reason, **extra, **prov), exc
 
 
 def _now() -> str:

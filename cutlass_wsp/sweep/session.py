@@ -15,6 +15,7 @@ get: no family reads tuning.json.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -187,20 +188,21 @@ def run_sweep(points: Sequence[Point], store: ResultStore, *, budget_s: float = 
     from cutlass_wsp.sweep.progress import Progress
 
     require_gpu()
-    prov, prov_fields = _provenance()
-    store.provenance = prov
-    pending = store.pending(points, retry_failed=retry_failed)
-    tuning = tune_points(pending, mode=tune, budget_s=tune_budget_s, problem_s=tune_problem_s)
-    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time,
-                 tuned=tuned_choices())
-    needed, built = m.compile_ahead(pending)
-    if needed:
-        print(f"{needed} kernels for {len(pending)} points: {needed - built} in the compile cache, {built} compiled",
-              file=sys.stderr)
+    with store.writing():      # a second sweep onto this file stops here, before compiling or tuning
+        prov, prov_fields = _provenance()
+        store.provenance = prov
+        pending = store.pending(points, retry_failed=retry_failed)
+        tuning = tune_points(pending, mode=tune, budget_s=tune_budget_s, problem_s=tune_problem_s)
+        m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time,
+                     tuned=tuned_choices())
+        needed, built = m.compile_ahead(pending)
+        if needed:
+            print(f"{needed} kernels for {len(pending)} points: {needed - built} in the compile cache, {built} "
+                  "compiled", file=sys.stderr)
 
-    progress = Progress(len(pending))
-    outcome = run_points(points, store, m.measure, provenance_fields=prov_fields, progress=progress,
-                         retry_failed=retry_failed)
+        progress = Progress(len(pending))
+        outcome = run_points(points, store, m.measure, provenance_fields=prov_fields, progress=progress,
+                             retry_failed=retry_failed)
     return SweepResult(outcome, tuning)
 
 
@@ -211,15 +213,17 @@ def measure_one(point: Point, *, budget_s: float = 0.25, use_graph: bool = False
     from cutlass_wsp.sweep.measure import Measurer
 
     require_gpu()
-    _, prov_fields = _provenance()
-    tune_points([point], mode=tune, budget_s=tune_budget_s)
-    m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time,
-                 tuned=tuned_choices())
-    try:
-        row = make_row(point, "ok", **m.measure(point), **_row_fields(prov_fields))
-    except Exception as exc:  # noqa: BLE001 -- reported as a row, like in a sweep
-        status, reason = classify(exc)
-        row = make_row(point, status, reason=reason, **_row_fields(prov_fields))
-    if out is not None:
-        ResultStore(out).append(row)
+    store = ResultStore(out, out_option="--out") if out is not None else None
+    with store.writing() if store is not None else contextlib.nullcontext():   # refused before measuring
+        _, prov_fields = _provenance()
+        tune_points([point], mode=tune, budget_s=tune_budget_s)
+        m = Measurer(TimingOptions(budget_s=budget_s, use_graph=use_graph), layer_time=layer_time,
+                     tuned=tuned_choices())
+        try:
+            row = make_row(point, "ok", **m.measure(point), **_row_fields(prov_fields))
+        except Exception as exc:  # noqa: BLE001 -- reported as a row, like in a sweep
+            status, reason = classify(exc)
+            row = make_row(point, status, reason=reason, **_row_fields(prov_fields))
+        if store is not None:
+            store.append(row)
     return row

@@ -79,22 +79,3 @@ def test_cudnn_validates_operands():
         conv.run(x.astype(cp.float32), w, out)
     with pytest.raises(InputError, match="not a CuPy array"):
         conv.run(cp.asnumpy(x), w, out)
-
-
-def test_cudnn_timing_smoke(capsys):
-    """VGG 512->512@28 and 64->64@224, batch 32, fp16 NHWC: printed next to BRIEF's probe3 (0.171 and
-    0.276 ms on an H100), not asserted."""
-    from cutlass_wsp.gpu.timing import time_gpu
-
-    lines = []
-    for c, H, probe_ms in ((512, 28, 0.171), (64, 224, 0.276)):
-        conv = CudnnConv(c, c, H, H, 32, "fp16", "nhwc")
-        x = arrays.random(conv.input_shape, "fp16", seed=1)
-        w = arrays.random(conv.weight_shape, "fp16", seed=2, scale=0.05)
-        out = arrays.empty(conv.output_shape, "fp16")
-        t = time_gpu(conv.launcher(x, w, out), warmup=5, min_reps=10, max_reps=50, budget_s=2.0)
-        tflops = conv.flops() / (t.median_ms * 1e-3) / 1e12
-        lines.append(f"{c}->{c}@{H}: {t.median_ms:.3f} ms ({tflops:.0f} TFLOP/s; probe3 {probe_ms} ms) via {conv.method}")
-        del x, w, out
-    with capsys.disabled():
-        print("\n[cuDNN fp16 NHWC batch 32]\n  " + "\n  ".join(lines))

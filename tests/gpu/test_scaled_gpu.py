@@ -35,7 +35,8 @@ def test_scaled_dense_equals_dense_bit_for_bit(compile_cache_dir):
 def test_a_scaled_sweep_point_verifies_with_its_layer(compile_cache_dir):
     from cutlass_wsp.kernels.cache import KernelCache
     from cutlass_wsp.sweep.measure import Measurer
-    from cutlass_wsp.sweep.plan import from_args, expand
+    from cutlass_wsp.commands.sweep_options import from_args
+    from cutlass_wsp.sweep.plan import expand
     from cutlass_wsp.sweep.runner import TimingOptions
 
     (pt,) = expand(from_args(["--net", "resnet18:12", "--pattern", "dense", "--impl", "dense=cutlass-scaled"]))

@@ -1,0 +1,398 @@
+"""The fused Winograd layer on the GPU: verify every variant, then time it beside cuDNN in the same run.
+
+    python bench/fused_layer.py verify              # correctness matrix (odd H x W, batch 1, 3, 32; p = 4, 6;
+                                                    # fp16, bf16; dense against direct conv and the fp32
+                                                    # unfused pipeline, pruned forms against the latter)
+    python bench/fused_layer.py time [--nets vgg16,resnet18] [--out rows.jsonl]
+                                                    # per layer (c >= 64, batch 32, fp16): cuDNN, fused dense
+                                                    # p = 4 and 6 (each config verified first), fused WSP-R,
+                                                    # WSP-RB and FP at 0.5 / 0.7 / 0.9, and the fused floor
+Prints a table last; writes one JSON row per measurement with --out. See docs/fused.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cutlass_wsp.families.fused import FusedLayer, fused_desc, layout_for, pair_desc  # noqa: E402
+from cutlass_wsp.layers import resolve_layers  # noqa: E402
+from cutlass_wsp.pruning import prune  # noqa: E402
+from cutlass_wsp.winograd import direct_conv2d, filter_transform, tile_grid  # noqa: E402
+
+LAYOUT = "nhwc"
+
+
+def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
+
+
+def rounded(a: np.ndarray, dtype: str) -> np.ndarray:
+    """Values as the kernel sees them after storage rounding (fp16 or bf16), in float32."""
+    from cutlass_wsp.gpu.arrays import to_float32, to_storage
+
+    return np.asarray(to_float32(to_storage(np.asarray(a, np.float32), dtype), dtype))
+
+
+def fp32_layer(d, W32_host: np.ndarray, p: int, n: int):
+    """The fp32 unfused pipeline (input transform, fp32 cuBLAS GEMM batch, output transform) with the
+    given Winograd-domain weights: NHWC float32 [batch, H, W, n]."""
+    import cupy
+
+    from cutlass_wsp.gpu.transforms import fp32_layer_reference as _fp32_reference
+
+    batch, H, W, _ = d.shape
+    return _fp32_reference(d, cupy.asarray(W32_host), p, batch, n, H, W)
+
+
+class Case:
+    """One fused layer: its layout and kernel (host, `Case(...)`), then on the GPU (`ready()`) its input,
+    output and launcher. `pruned` holds the (masked) Winograd weights the kernel stands for."""
+
+    def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
+                 mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1):
+        self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
+        self.pruned = pruned
+        self.layout = layout_for(pruned, p, fb=fb, mi=mi)
+        if gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
+            self.desc = pair_desc(dtype, self.layout.mi, fb=fb, bt=bt or 64, stages=stages or 3,
+                                  dense_map=self.layout.identity)
+        else:
+            self.desc = fused_desc(dtype, p, self.layout.mi, bt=bt, fb=fb, stages=stages)
+
+    def ready(self, cache=None) -> "Case":
+        from cutlass_wsp.gpu import arrays
+
+        self.layer = FusedLayer(self.layout, self.dtype, self.desc).setup(cache)
+        self.d = arrays.random((self.batch, self.H, self.W, self.layout.c), self.dtype)
+        self.out = arrays.empty(self.layer.output_shape(self.batch, self.H, self.W), self.dtype)
+        self.launch = self.layer.prepare(self.d, self.out)
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.desc.name
+
+    def weights32(self) -> np.ndarray:
+        """The masked Winograd weights the kernel multiplies, rounded to the dtype, float32 [p², n, c]."""
+        return rounded(self.pruned.dense_weights(), self.dtype)
+
+    def reference(self):
+        """fp32 unfused pipeline output for the kept output channels."""
+        from cutlass_wsp.gpu import arrays
+
+        ref = fp32_layer(arrays.to_float32(self.d, self.dtype), self.weights32(), self.p, self.pruned.n)
+        if self.pruned.pattern == "fp":
+            ref = ref[..., np.asarray(self.pruned.rows[0])]
+        return ref
+
+    def rtol(self) -> float:
+        from cutlass_wsp.dtypes import get_dtype
+        from cutlass_wsp.sweep.layer_time import layer_rtol
+
+        return layer_rtol(get_dtype(self.dtype), self.p, self.layout.c)
+
+
+def verify(case: Case) -> float:
+    """Poison, run, compare with the fp32 unfused pipeline (same mask); raises VerificationError."""
+    import cupy
+
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.verify import check
+
+    arrays.poison(case.out, case.dtype)
+    case.launch()
+    cupy.cuda.get_current_stream().synchronize()
+    return check(case.out, case.reference(), case.dtype, f"fused {case.name}", shape=case.out.shape,
+                 K=case.layout.c, rtol=case.rtol())
+
+
+def verify_direct(case: Case, g: np.ndarray) -> float:
+    """Dense only: the output against float64 direct convolution with the spatial filters g."""
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.verify import check
+
+    d = arrays.to_host_float32(case.d, case.dtype).transpose(0, 3, 1, 2)        # NCHW float32
+    ref = direct_conv2d(d, g).transpose(0, 2, 3, 1)                              # NHWC float64
+    return check(arrays.to_host_float32(case.out, case.dtype), ref, case.dtype, f"fused {case.name} vs direct",
+                 shape=case.out.shape, K=9 * case.layout.c, rtol=case.rtol())
+
+
+def dense_pruned(g: np.ndarray, p: int):
+    """A dense `Pruned` whose weights are the filter transform of g."""
+    return prune(filter_transform(g.astype(np.float64), p - 2).astype(np.float32), "dense", 0.0)
+
+
+# ------------------------------------------------------------------------------------------ verify
+VERIFY_SHAPES = [  # batch, c, n, H, W
+    (1, 64, 64, 15, 17),
+    (3, 48, 80, 9, 11),
+    (32, 64, 64, 28, 28),
+    (1, 128, 96, 7, 7),
+]
+
+
+def verify_cases():
+    """(label, Case, spatial filters or None) for the correctness matrix."""
+    for dtype in ("fp16", "bf16"):
+        for p in (4, 6):
+            for (batch, c, n, H, W) in VERIFY_SHAPES:
+                g = spatial_filters(n, c, seed=batch * 1000 + H)
+                Wt = filter_transform(g.astype(np.float64), p - 2).astype(np.float32)
+                variants = [("dense", dense_pruned(g, p), 32, g, 1),
+                            ("wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 32, None, 1),
+                            ("wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, 1),
+                            ("fp 0.5", prune(Wt, "fp", 0.5), 32, None, 1),
+                            ("wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 1)]
+                if p == 4:   # generation 2 (cluster pair): FB 64
+                    variants += [("gen2 dense", dense_pruned(g, p), 64, g, 2),
+                                 ("gen2 wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 64, None, 2),
+                                 ("gen2 fp 0.5", prune(Wt, "fp", 0.5), 64, None, 2),
+                                 ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
+                for label, pr, fb, gg, gen in variants:
+                    what = f"{dtype} p{p} b{batch} c{c} n{n} {H}x{W} {label}"
+                    yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen:
+                                 Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen)), gg
+
+
+def cmd_verify(args) -> int:
+    failures = 0
+    rows = []
+    for what, make, g in verify_cases():
+        try:
+            case = make().ready()
+            err = verify(case)
+            extra = f" direct {verify_direct(case, g):.1e}" if g is not None else ""
+            print(f"ok    {what}: rel err {err:.1e}{extra}  waste {case.layout.pad_waste:.2f}  {case.name}")
+            rows.append({"what": what, "status": "ok", "rel_error": err, "kernel": case.name})
+        except Exception as e:  # noqa: BLE001 -- report every failing variant, go on
+            failures += 1
+            print(f"FAIL  {what}: {type(e).__name__}: {e}")
+            rows.append({"what": what, "status": "fail", "reason": str(e)})
+    if args.out:
+        with open(args.out, "a") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    print(f"verify: {len(rows) - failures} ok, {failures} failed")
+    return 1 if failures else 0
+
+
+# -------------------------------------------------------------------------------------------- time
+def fused_floor_ms(case: Case, ceil) -> float:
+    """max(FLOPs at the dense tensor rate, input + output + compact weights once at copy bandwidth):
+    the FLOPs count kept rows only (pattern's floor)."""
+    lay = case.layout
+    th, tw = tile_grid(case.H, case.W, case.p - 2)
+    T = case.batch * th * tw
+    flops = 2.0 * lay.kept * lay.c * T
+    item = 2
+    byts = item * (case.batch * case.H * case.W * (lay.c + lay.n_out) + lay.kept * lay.c)
+    return 1e3 * max(flops / ceil.gemm_flops, byts / ceil.copy_bw_Bps)
+
+
+# (MI = FB, BT, stages, generation): p = 4 runs the cluster pair (generation 2), p = 6 generation 1
+DENSE_CONFIGS = {4: [(64, 64, 3, 2), (64, 32, 3, 2)], 6: [(32, 32, 2, 1)]}
+PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the pruned forms
+
+
+def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios):
+    """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
+    FP and WSP-RB (block 64) at the ratios."""
+    from cutlass_wsp.weights import he_winograd_weights
+
+    for p in ps:
+        Wd = he_winograd_weights((n, c), p, seed=1)
+        dense = prune(Wd, "dense", 0.0)
+        for mi, bt, st, gen in DENSE_CONFIGS[p]:
+            yield f"p{p} dense", None, (lambda p=p, mi=mi, bt=bt, st=st, gen=gen, dense=dense:
+                                       Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st, gen=gen))
+        fb, gen = PRUNED_FB[p]
+        for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
+                                ("wsp-rb", [0.5, 0.75], dict(block=64))):
+            for r in rs:
+                pr = prune(Wd, pattern, r, **kw)
+                yield f"p{p} {pattern}", r, (lambda pr=pr, p=p, fb=fb if pattern != "wsp-rb" else 64, gen=gen:
+                                             Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen))
+
+
+def timed(case: Case, budget_s: float):
+    from cutlass_wsp.gpu.timing import time_gpu
+
+    err = verify(case)                               # never timed before it is checked
+    t = time_gpu(case.launch, budget_s=budget_s, flush_l2=True)
+    return t, err
+
+
+def bench_layers(nets: str):
+    """(net, Layer) of every distinct layer shape with c >= 64 (the fused kernel's targets)."""
+    seen, layers = set(), []
+    for net in nets.split(","):
+        for lay in resolve_layers(net):
+            key = (lay.c, lay.n, lay.H, lay.W)
+            if lay.c >= 64 and key not in seen:
+                seen.add(key)
+                layers.append((net, lay))
+    return layers
+
+
+def cmd_compile(args) -> int:
+    """Build (here, no GPU needed) every kernel `verify` and `time` will ask for, all cores at once."""
+    from cutlass_wsp.kernels.cache import default_cache
+
+    descs = [make().desc for _, make, _ in verify_cases()]
+    ratios = [float(r) for r in args.ratios.split(",")]
+    for _, lay in bench_layers(args.nets):
+        descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
+                                                               args.batch, ratios)]
+    descs = list(dict.fromkeys(descs))
+    t0 = time.time()
+    default_cache().compile_many(descs)
+    print(f"compiled {len(descs)} fused kernels in {time.time() - t0:.0f} s")
+    return 0
+
+
+def cmd_profile(args) -> int:
+    """One verified dense case per layer, then `--launches` more launches for Nsight Compute to capture
+    (ncu -k wsp_fused_layer ... python bench/fused_layer.py profile ...)."""
+    import cupy
+
+    from cutlass_wsp.weights import he_winograd_weights
+
+    for spec in args.layers.split("+"):
+        (lay,) = resolve_layers(spec)
+        Wd = he_winograd_weights((lay.n, lay.c), args.p, seed=1)
+        mi, bt, st, gen = DENSE_CONFIGS[args.p][0]
+        case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
+                    stages=st, gen=gen).ready()
+        print(f"{spec}: {case.name} rel err {verify(case):.1e}")
+        for _ in range(args.launches):
+            case.launch()
+        cupy.cuda.get_current_stream().synchronize()
+    return 0
+
+
+def cmd_time(args) -> int:
+    import cupy
+
+    from cutlass_wsp.dtypes import get_dtype
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.ceilings import measure_ceilings
+    from cutlass_wsp.gpu.cudnn import CudnnConv
+    from cutlass_wsp.gpu.info import provenance
+    from cutlass_wsp.gpu.timing import time_gpu
+    from cutlass_wsp.gpu.verify import check
+
+    dtype, batch = args.dtype, args.batch
+    ceil = measure_ceilings(dtype)
+    prov = provenance()
+    print(f"# {prov.get('gpu')} driver {prov.get('driver')} cuda {prov.get('cuda')} copy "
+          f"{ceil.copy_bw_Bps / 1e12:.2f} TB/s, {dtype} gemm {ceil.gemm_flops / 1e12:.0f} TFLOP/s")
+    layers = bench_layers(args.nets)
+    out_rows = []
+    table = []
+    ratios = [float(r) for r in args.ratios.split(",")]
+    for net, lay in layers:
+        c, n, H, W = lay.c, lay.n, lay.H, lay.W
+        row = {"layer": f"{net}:{lay.name.split('.', 1)[-1]}", "shape": f"{c}->{n}@{H}x{W}"}
+        # cuDNN, verified against the fp32 pipeline first
+        conv = CudnnConv(c, n, H, W, batch, dtype, LAYOUT)
+        g = spatial_filters(n, c, seed=7)
+        g_dev = arrays.from_host(np.ascontiguousarray(g.transpose(0, 2, 3, 1)), dtype)
+        x = arrays.random(conv.input_shape, dtype)
+        o = arrays.empty(conv.output_shape, dtype)
+        launch = conv.launcher(x, g_dev, o)
+        arrays.poison(o, dtype)
+        launch()
+        cupy.cuda.get_current_stream().synchronize()
+        g_used = arrays.to_host_float32(g_dev, dtype).transpose(0, 3, 1, 2)
+        ref = fp32_layer(arrays.to_float32(x, dtype), filter_transform(g_used.astype(np.float64), 2).astype(np.float32),
+                         4, n)
+        from cutlass_wsp.sweep.layer_time import layer_rtol
+
+        check(o, ref, dtype, "cudnn", K=9 * c, rtol=layer_rtol(get_dtype(dtype), 4, 9 * c))
+        del ref
+        tc = time_gpu(launch, budget_s=args.budget, flush_l2=True)
+        row["cudnn"] = tc.median_ms
+        out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": tc.median_ms, "iqr_ms": tc.iqr_ms,
+                         "kernel": f"cuDNN {conv.method}"})
+        del x, o
+        for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios):
+            try:
+                case = make().ready()
+                t, err = timed(case, args.budget)
+            except Exception as e:  # noqa: BLE001 -- a failing variant is reported, the run goes on
+                print(f"  {row['layer']} {label} {r}: {type(e).__name__}: {e}")
+                continue
+            floor = fused_floor_ms(case, ceil)
+            key = label if r is None else f"{label} {r:g}"
+            if label.endswith("dense"):   # the fastest verified config is the layer's dense time
+                if key not in row or t.median_ms < row[key]:
+                    row[key], row[label.replace("dense", "floor")] = t.median_ms, floor
+            else:
+                row[key] = t.median_ms
+            out_rows.append({"layer": row["layer"], "impl": label, "ratio": r, "kernel": case.name,
+                             "median_ms": t.median_ms, "iqr_ms": t.iqr_ms, "rel_error": err, "floor_ms": floor,
+                             "pad_waste": case.layout.pad_waste, "energy_retained": case.pruned.energy_retained})
+            del case
+        table.append(row)
+        print(json.dumps(row), flush=True)
+    if args.out:
+        with open(args.out, "a") as f:
+            for r in out_rows:
+                f.write(json.dumps({**r, "gpu": prov.get("gpu"), "dtype": dtype, "batch": batch}) + "\n")
+    # the summary table: ms, and speed against cuDNN
+    cols = [k for k in table[0] if k not in ("layer", "shape")] if table else []
+    print("layer".ljust(22) + "".join(k.rjust(14) for k in cols))
+    for row in table:
+        print(row["layer"][:22].ljust(22) + "".join(
+            (f"{row[k]:.4f}" if isinstance(row.get(k), float) else "-").rjust(14) for k in cols))
+    for p in args.ps:
+        sp = [row["cudnn"] / row[f"p{p} dense"] for row in table if f"p{p} dense" in row]
+        if sp:
+            print(f"p{p} dense vs cuDNN: min {min(sp):.2f}x, geomean {math.exp(np.mean(np.log(sp))):.2f}x")
+        for r in ratios:
+            sp = [row["cudnn"] / row[f"p{p} wsp-r {r:g}"] for row in table if f"p{p} wsp-r {r:g}" in row]
+            if sp:
+                print(f"p{p} wsp-r {r:g} vs cuDNN: geomean {math.exp(np.mean(np.log(sp))):.2f}x")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("verify")
+    v.add_argument("--out", default=None)
+    t = sub.add_parser("time")
+    k = sub.add_parser("compile")
+    f = sub.add_parser("profile")
+    f.add_argument("--layers", default="vgg16:conv1_2+vgg16:conv4_2")
+    f.add_argument("--p", type=int, default=4)
+    f.add_argument("--dtype", default="fp16")
+    f.add_argument("--batch", type=int, default=32)
+    f.add_argument("--launches", type=int, default=1)
+    for q in (t, k):
+        q.add_argument("--nets", default="vgg16,resnet18")
+        q.add_argument("--dtype", default="fp16")
+        q.add_argument("--batch", type=int, default=32)
+        q.add_argument("--ps", type=lambda s: [int(x) for x in s.split(",")], default=[4, 6])
+        q.add_argument("--ratios", default="0.5,0.7,0.9")
+    t.add_argument("--budget", type=float, default=0.2)
+    t.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    rc = {"verify": cmd_verify, "time": cmd_time, "compile": cmd_compile, "profile": cmd_profile}[args.cmd](args)
+    print(f"# {args.cmd} took {time.time() - t0:.0f} s")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
