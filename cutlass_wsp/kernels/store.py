@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
@@ -57,8 +56,9 @@ def tuning_key(problem: Any, dtype: str, arch: str, *, gpu_name: str, toolchain:
 # ----------------------------------------------------------------------------------- the store
 class TuningStore:
     """The tuning cache: one JSON file {"format": 1, "entries": {key: entry}}. Writes replace the whole
-    file atomically under an exclusive lock on `<file>.lock`, so concurrent tuners never lose each
-    other's entries and a reader never sees half a file."""
+    file atomically under an exclusive lock on `<file>.lock` (`cutlass_wsp/storage.py`, the results
+    store's storage layer), so concurrent tuners never lose each other's entries and a reader never
+    sees half a file."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser().resolve()
@@ -71,7 +71,9 @@ class TuningStore:
 
     @property
     def lock_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".lock")
+        from cutlass_wsp.storage import lock_path
+
+        return lock_path(self.path)
 
     def entries(self) -> dict[str, dict]:
         """Every entry; {} for a missing, unreadable or corrupt file (with a TuningWarning for the last)."""
@@ -123,36 +125,18 @@ class TuningStore:
             return True
 
     def _write(self, entries: dict[str, dict]) -> None:
-        # TODO(merge): storage.py -- the atomic write the results store shares (branch `defects`)
-        text = json.dumps({"format": STORE_FORMAT, "entries": entries}, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        from cutlass_wsp.storage import atomic_write_text
+
+        atomic_write_text(self.path, json.dumps({"format": STORE_FORMAT, "entries": entries}, indent=1,
+                                                sort_keys=True) + "\n")
         self._parsed = None
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        # TODO(merge): storage.py -- the lock file the results store shares (branch `defects`)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            import fcntl
-        except ImportError:        # not POSIX: the atomic replace still keeps the file whole
+        from cutlass_wsp.storage import locked
+
+        with locked(self.path):
             yield
-            return
-        with open(self.lock_path, "a") as f:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 _stores: dict[Path, TuningStore] = {}
