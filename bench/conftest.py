@@ -52,13 +52,16 @@ class GpuBench:
 
     def __call__(self, launch: Callable[[], None], *, out: Any, reference: Callable[[], Any], T: int,
                  dtype: str, K: int, what: str, info: dict | None = None) -> float:
-        """gpu.verify.verify_then_time: `out` poisoned, `launch` run once, its first T columns checked
-        against `reference()` (raises VerificationError: nothing timed or stored), then timed with
-        time_gpu; the timing goes to pytest-benchmark. Returns the relative error."""
+        """gpu/harness.py: `out` poisoned, `launch` run once, its first T columns checked against
+        `reference()` (raises VerificationError: nothing timed or stored), then timed with time_gpu; the
+        timing goes to pytest-benchmark. Returns the relative error."""
+        from cutlass_wsp.gpu.harness import Check, bench
         from cutlass_wsp.gpu.info import gpu_info
-        from cutlass_wsp.gpu.verify import tolerance, verify_then_time
+        from cutlass_wsp.gpu.verify import tolerance
 
-        timing, err = verify_then_time(launch, reference, out, dtype, what=what, K=K, cols=T, **TIMING)
+        measured = bench(launch, outputs=out, result=lambda: out[..., :T], reference=reference,
+                         check=Check(dtype, what, K=K), **TIMING)
+        timing, err = measured.timing, measured.rel_error
         clocks = gpu_info()
         record(self.benchmark, timing, {
             "what": what, "rel_error": err, "tolerance": tolerance(dtype, K),

@@ -48,7 +48,7 @@ def fp32_layer(d, W32_host: np.ndarray, p: int, n: int):
     given Winograd-domain weights: NHWC float32 [batch, H, W, n]."""
     import cupy
 
-    from cutlass_wsp.sweep.layer_time import _fp32_reference
+    from cutlass_wsp.gpu.transforms import fp32_layer_reference as _fp32_reference
 
     batch, H, W, _ = d.shape
     return _fp32_reference(d, cupy.asarray(W32_host), p, batch, n, H, W)

@@ -51,26 +51,31 @@ def selected(args) -> list[Shape]:
             if any(s.label.startswith(o) for o in only)]
 
 
-def operands(shape: Shape, dtype: str, cache):
-    """(ours, cublas, desc): the tuned kernel (else the default) and cuBLAS, verified (verified_launches)."""
+def operands(shape: Shape, dtype: str, cache, choices):
+    """(ours, cublas, desc): the tuned kernel of this run's `choices` (else the default) and cuBLAS,
+    verified (verified_launches)."""
+    from cutlass_wsp.families.dense import DENSE_KERNEL
     from cutlass_wsp.gpu.device import compute_capability
     from cutlass_wsp.kernels.manifest import arch_for_device
-    from cutlass_wsp.kernels.tuning import tuned_or_default
 
-    desc = tuned_or_default(shape.problem, dtype, arch_for_device(compute_capability()), cache)
+    arch = arch_for_device(compute_capability())
+    desc = choices.lookup(DENSE_KERNEL.name, shape.problem, dtype, arch) or \
+        DENSE_KERNEL.default(shape.problem, dtype, arch)
     ours, cub, _ = verified_launches(shape, desc, dtype, cache)
     return ours, cub, desc
 
 
 def flush_mode(args, cache) -> int:
-    from cutlass_wsp.gpu.timing import time_gpu
+    from cutlass_wsp.gpu.harness import time_launch
+    from cutlass_wsp.sweep.session import tuned_choices
 
     print(f"{'shape':28s} p {'who':6s} {'dirty us':>9s} {'clean us':>9s} {'warm us':>8s}  config", flush=True)
+    choices = tuned_choices(cache)            # the tuning store, read once for the run
     for s in selected(args):
-        ours, cub, desc = operands(s, args.dtype, cache)
+        ours, cub, desc = operands(s, args.dtype, cache, choices)
         for who, launch in (("ours", ours), ("cuBLAS", cub)):
-            t = {m: time_gpu(launch, budget_s=args.budget, flush_mode=m).median_ms * 1e3 for m in ("dirty", "clean")}
-            warm = time_gpu(launch, budget_s=args.budget, flush_l2=False).median_ms * 1e3
+            t = {m: time_launch(launch, budget_s=args.budget, flush_mode=m).median_ms * 1e3 for m in ("dirty", "clean")}
+            warm = time_launch(launch, budget_s=args.budget, flush_l2=False).median_ms * 1e3
             print(f"{s.label:28s} {s.p} {who:6s} {t['dirty']:9.1f} {t['clean']:9.1f} {warm:8.1f}  "
                   f"{short_config(desc) if who == 'ours' else ''}", flush=True)
     return 0
@@ -80,9 +85,12 @@ def launch_mode(args, cache) -> int:
     """What ncu profiles: per shape a marker, ours, a marker, cuBLAS; setup and checks outside the range."""
     import cupy
 
+    from cutlass_wsp.sweep.session import tuned_choices
+
     work = []
+    choices = tuned_choices(cache)            # the tuning store, read once for the run
     for i, s in enumerate(selected(args)):
-        ours, cub, desc = operands(s, args.dtype, cache)
+        ours, cub, desc = operands(s, args.dtype, cache, choices)
         work.append((i, s, ours, cub, desc))
     marks = {}
     for i, s, *_ in work:

@@ -6,10 +6,11 @@
     python bench/tune_dense.py --compile-only --arch sm90 --jobs 1  # warm the compile cache, no GPU
 
 Shapes: the unique 3x3 stride-1 layers of VGG-16 and ResNet-18 (conv1_1, c = 3, is never pruned and is
-left out) at p = 4 and 6, batch 32. Per shape: tune (kernels/tuning.py: every candidate verified against
-fp32 cuBLAS before it is timed; the winner goes into the tuning cache beside the compile cache), then
-time the chosen kernel and cuBLAS (cublasGemmStridedBatchedEx called directly) alternately on the same
-fresh operands, both verified first, with an L2 flush between repetitions. Floors use this GPU's
+left out) at p = 4 and 6, batch 32. Per shape: tune (kernels/search.py with the dense kernel family's full
+menu: every candidate verified against fp32 cuBLAS before it is timed; the winner goes into the tuning
+cache beside the compile cache), then time the chosen kernel and cuBLAS (cublasGemmStridedBatchedEx
+called directly) alternately on the same fresh operands, both verified first (gpu/harness.py), with an
+L2 flush between repetitions. Floors use this GPU's
 measured copy bandwidth and GEMM rate (gpu/ceilings.py) and the true tile count T.
 
 Prints a table and writes JSON lines to --out: a header (provenance, ceilings), one row per shape, and
@@ -71,12 +72,10 @@ def shapes(nets: list[str], tiles: list[int], batch: int, dtype: str) -> list[Sh
 def verified_launches(shape: Shape, desc, dtype: str, cache):
     """(ours, cublas, errors): launch-only callables for our kernel `desc` and cuBLAS on the same fresh
     operands (pad columns of X zero), each already checked on a poisoned output against fp32 cuBLAS."""
-    import cupy
-
     from cutlass_wsp.families.dense import DenseBatch
     from cutlass_wsp.gpu import arrays
     from cutlass_wsp.gpu.baselines import CublasBatched
-    from cutlass_wsp.gpu.verify import check
+    from cutlass_wsp.gpu.harness import Check, verify
     from cutlass_wsp.kernels.library import get_kernel
 
     pr, T = shape.problem, shape.T
@@ -94,23 +93,21 @@ def verified_launches(shape: Shape, desc, dtype: str, cache):
     CublasBatched("fp32").run(arrays.to_float32(W, dtype), arrays.to_float32(X, dtype), ref)
     errors = {}
     for name, launch, Y in (("ours", ours, Y_ours), ("cublas", cub, Y_cub)):
-        arrays.poison(Y, dtype)
-        launch()
-        cupy.cuda.get_current_stream().synchronize()
-        errors[name] = check(Y[..., :T], ref[..., :T], dtype, name, shape=(pr.L, pr.M, T, pr.K), K=pr.K)
+        errors[name] = verify(launch, outputs=Y, result=lambda Y=Y: Y[..., :T], reference=ref[..., :T],
+                              check=Check(dtype, name, shape=(pr.L, pr.M, T, pr.K), K=pr.K))
     return ours, cub, errors
 
 
 def compare(shape: Shape, desc, dtype: str, cache, budget_s: float, rounds: int = 3) -> dict[str, Any]:
     """Ours and cuBLAS on the same fresh operands (verified_launches), timed alternately `rounds`
     times; medians of the round medians."""
-    from cutlass_wsp.gpu.timing import time_gpu
+    from cutlass_wsp.gpu.harness import time_launch
 
     ours, cub, errors = verified_launches(shape, desc, dtype, cache)
     samples: dict[str, list] = {"ours": [], "cublas": []}
     for _ in range(rounds):
         for name, launch in (("ours", ours), ("cublas", cub)):
-            samples[name].append(time_gpu(launch, budget_s=budget_s / (2 * rounds), flush_l2=True))
+            samples[name].append(time_launch(launch, budget_s=budget_s / (2 * rounds), flush_l2=True))
     med = {k: sorted(t.median_ms for t in v)[len(v) // 2] for k, v in samples.items()}
     iqr = {k: sorted(t.iqr_ms for t in v)[len(v) // 2] for k, v in samples.items()}
     return {"ours_ms": med["ours"], "ours_iqr_ms": iqr["ours"], "cublas_ms": med["cublas"],
@@ -159,7 +156,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ modes
 def list_mode(all_shapes: list[Shape], dtype: str, arch: str, sm_count: int) -> int:
-    from cutlass_wsp.kernels.candidates import candidate_union, candidates
+    from cutlass_wsp.families.registry import candidate_union, candidates
 
     for s in all_shapes:
         descs = candidates(s.problem, dtype, arch, sm_count=sm_count)
@@ -172,7 +169,7 @@ def list_mode(all_shapes: list[Shape], dtype: str, arch: str, sm_count: int) -> 
 
 
 def compile_only(all_shapes: list[Shape], dtype: str, arch: str, sm_count: int, cache, jobs) -> int:
-    from cutlass_wsp.kernels.candidates import candidate_union
+    from cutlass_wsp.families.registry import candidate_union
 
     union = candidate_union([s.problem for s in all_shapes], dtype, arch, sm_count=sm_count)
     return compile_union(union, f"{len(all_shapes)} shapes", cache, jobs)
@@ -180,7 +177,7 @@ def compile_only(all_shapes: list[Shape], dtype: str, arch: str, sm_count: int, 
 
 def compile_union(union, what: str, cache, jobs) -> int:
     """Build every kernel of `union` (`jobs` nvcc at a time), listing them and the failures; 1 if any failed."""
-    from cutlass_wsp.kernels.tuning import compile_candidates
+    from cutlass_wsp.kernels.search import compile_candidates
 
     print(f"compiling {len(union)} distinct kernels for {what} into {cache.root}", flush=True)
     for d in union:
@@ -198,7 +195,8 @@ def measure_mode(args, all_shapes: list[Shape], cache) -> int:
     from cutlass_wsp.gpu.device import compute_capability, require_gpu
     from cutlass_wsp.gpu.info import provenance
     from cutlass_wsp.kernels.manifest import arch_for_device
-    from cutlass_wsp.kernels.tuning import tune_many
+    from cutlass_wsp.families.registry import tunable
+    from cutlass_wsp.kernels.search import tune_many
     from cutlass_wsp.sweep.results import row_provenance
 
     require_gpu()
@@ -210,8 +208,8 @@ def measure_mode(args, all_shapes: list[Shape], cache) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.verbose else None
-    results = tune_many([s.problem for s in all_shapes], args.dtype, arch, cache=cache, budget_s=args.budget,
-                        jobs=args.jobs, record=not args.no_record, progress=say)
+    results = tune_many([s.problem for s in all_shapes], args.dtype, arch, families=tunable(), cache=cache,
+                        budget_s=args.budget, jobs=args.jobs, record=not args.no_record, progress=say)
     rows = []
     head = f"{'shape':28s} {'p':>1s} {'floor us':>8s} {'cuBLAS us':>9s} {'ours us':>8s} {'ratio':>6s} {'%floor':>6s}  config"
     with open(out, "w") as f:

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Tune the pruned families' kernels: fused WSP-C (gather_b) and unbalanced WSP-R (wsp_r_grouped) on the
-batch-32 VGG-16 / ResNet-18 layers.
+"""Tune the pruned families' kernels on the batch-32 VGG-16 / ResNet-18 layers: every tunable kernel family
+of the registry that names a sweep point to tune on (`KernelFamily.bench_point`): today fused WSP-C
+(gather_b) and unbalanced WSP-R (wsp_r_grouped).
 
     python bench/tune_families.py [--out results/tune-families-h100.jsonl] [--budget 1] [--jobs N]
     python bench/tune_families.py --layers vgg16.conv4_2,resnet18.layer4 --ratios 0.7 --limit 4
@@ -8,17 +9,19 @@ batch-32 VGG-16 / ResNet-18 layers.
     python bench/tune_families.py --compile-only --arch sm90 --jobs 16  # warm the compile cache, no GPU
 
 Problems: every unique prunable 3x3 layer shape of the networks (conv1_1, c = 3, is never pruned) at
-p = 4, batch 32, each ratio: WSP-C balanced (fused: one gather_b launch, K = kept columns padded to 16
-bytes, B = K of the c rows of X_i) and WSP-R unbalanced (grouped: one ptr-array launch, group i has
-M_i kept rows). The pruning is the sweep's (He-initialised Winograd weights, seed 0, cutlass-wsp sweep's
-Measurer), built through the families themselves, so the tuning-cache keys are the ones `cutlass-wsp
-sweep` looks up. By default 12 shapes x 3 ratios x 2 families = 72 problems.
+p = 4, batch 32, each ratio, each family's bench point: WSP-C balanced (fused: one gather_b launch, K =
+kept columns padded to 16 bytes, B = K of the c rows of X_i) and WSP-R unbalanced (grouped: one
+ptr-array launch, group i has M_i kept rows). The points are the sweep's and their problems come from the
+serving family's plan (He-initialised Winograd weights, seed 0: the sweep's Workload), so the
+tuning-cache keys are the ones `cutlass-wsp sweep` looks up. By default 12 shapes x 3 ratios x 2
+families = 72 problems.
 
 All candidates of all problems are compiled once, in parallel, before anything is timed. Per problem
-(kernels/tuning.py): every candidate verified against fp32 cuBLAS on fresh data before it is timed
-with an L2 flush between repetitions, `--budget` seconds of timing per problem; the winner goes into
-the tuning cache beside the compile cache (unless --no-record). Floors (sweep/costs.py cols_cost /
-rows_cost with the true tile count T) use this GPU's measured copy bandwidth and GEMM rate.
+(kernels/search.py, each kernel family's measurement): every candidate verified against fp32 cuBLAS on
+fresh data before it is timed with an L2 flush between repetitions, `--budget` seconds of timing per
+problem; the winner goes into the tuning cache beside the compile cache (unless --no-record). Floors
+(the serving family's cost model with the true tile count T) use this GPU's measured copy bandwidth and
+GEMM rate.
 
 Prints a table (default us, best us, speedup over the default, % of the roofline floor before and
 after) and writes JSON lines to --out: a header (provenance, ceilings), one row per problem, a summary.
@@ -36,16 +39,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cutlass_wsp.commands._tuning import positive as _positive
 from cutlass_wsp.errors import InputError, WspError
 from cutlass_wsp.problem import BatchProblem
 
-GATHER, GROUPED = "gather_b", "wsp_r_grouped"
-FAMILIES = (GATHER, GROUPED)
-# family -> (pruning pattern, balance, family mode): what the sweep's wsp-c-fused and
-# wsp-r cutlass-grouped points run
-PRUNING = {GATHER: ("wsp-c", "balanced", "fused"), GROUPED: ("wsp-r", "unbalanced", "grouped")}
 DEFAULT_OUT = "results/tune-families-h100.jsonl"
 SEED = 0                      # the sweep's Measurer seed: same weights, same pruning, same keys
+
+
+def bench_families() -> dict[str, tuple[str, str, str]]:
+    """{kernel family: (pattern, impl, balance) of the sweep point it is tuned on}, from the registry."""
+    from cutlass_wsp.families.registry import tunable
+
+    return {name: k.bench_point for name, k in tunable().items() if k.bench_point is not None}
+
+
+FAMILIES = tuple(bench_families())
+_WORKLOAD: list = []          # one sweep Workload (seeded weights and pruning) for the whole run
+
+
+def workload():
+    from cutlass_wsp.sweep.measure import Workload
+
+    if not _WORKLOAD:
+        _WORKLOAD.append(Workload(SEED))
+    return _WORKLOAD[0]
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,7 @@ class Case:
     T: int                     # true tile count: the N of the floor
     problem: Any               # GatherTuneProblem | GroupedTuneProblem: what the kernel runs
     kept: tuple[int, ...]      # kept columns (WSP-C) or rows (WSP-R) per position
+    point: Any = None          # the sweep point (sweep.plan.Point) whose launch this is
 
 
 # ---------------------------------------------------------------------------------------- problems
@@ -84,46 +103,37 @@ def layer_shapes(nets: list[str], layers: list[str] | None = None) -> list[tuple
     return out
 
 
-def family_instance(family: str, pruned, dtype: str, Npad: int, arch: str):
-    """The family object the sweep builds for this point (it picks the problem and the kernel)."""
-    from cutlass_wsp.families.wsp_c import WspC
-    from cutlass_wsp.families.wsp_r import WspR
-
-    mode = PRUNING[family][2]
-    if family == GATHER:
-        return WspC(pruned, dtype, Npad, arch=arch, mode=mode)
-    return WspR(pruned, dtype, Npad, arch=arch, mode=mode)
-
-
 def cases(nets: list[str], ratios: list[float], families: list[str], *, batch: int = 32, p: int = 4,
           dtype: str = "fp16", arch: str = "sm90", layers: list[str] | None = None,
           limit: int | None = None) -> list[Case]:
-    """Problems in order shape, ratio, family (so a --limit keeps both families), at most `limit`."""
-    from cutlass_wsp.gpu.arrays import npad
+    """Problems in order shape, ratio, family (so a --limit keeps both families), at most `limit`: each
+    family's bench point on the shape, its problem from the serving family's plan."""
     from cutlass_wsp.layers import layer_problem
-    from cutlass_wsp.pruning import prune
-    from cutlass_wsp.weights import he_winograd_weights
+    from cutlass_wsp.sweep.measure import plan
+    from cutlass_wsp.sweep.plan import Point
 
+    points = bench_families()
     out: list[Case] = []
     for label, same in layer_shapes(nets, layers):
         lay = same[0]
         T = layer_problem(lay, batch, p).N
-        W = he_winograd_weights((lay.n, lay.c), p, seed=SEED)
         for ratio in ratios:
             for family in families:
                 if limit is not None and len(out) >= limit:
                     return out
-                pattern, balance, _ = PRUNING[family]
-                pruned = prune(W, pattern, ratio, balance=balance, seed=SEED)
-                fam_name, problem = family_instance(family, pruned, dtype, npad(T, dtype), arch).tune_problem
-                assert fam_name == family, (fam_name, family)
+                pattern, impl, balance = points[family]
+                pt = Point(lay.net, tuple(x.name for x in same), lay.c, lay.n, lay.H, lay.W, batch, p, dtype,
+                           pattern, impl, ratio, balance)
+                found = plan(pt, workload(), arch)
+                assert found is not None and found.kernel == family, (found, family)
+                kept = tuple(int(k) for k in workload().pruned(pt).kept_per_position)
                 out.append(Case(family, label, lay.net, lay.c, lay.n, lay.H, p, batch, ratio, balance, T,
-                                problem, tuple(int(k) for k in pruned.kept_per_position)))
+                                found.problem, kept, pt))
     return out
 
 
 def requests(all_cases: list[Case], dtype: str) -> dict[tuple[str, str], list]:
-    """{(family, dtype): unique problems}, for tuning.tune_by_family."""
+    """{(family, dtype): unique problems}, for search.tune_by_family."""
     out: dict[tuple[str, str], dict] = {}
     for c in all_cases:
         out.setdefault((c.family, dtype), {})[c.problem] = None
@@ -132,12 +142,13 @@ def requests(all_cases: list[Case], dtype: str) -> dict[tuple[str, str], list]:
 
 # ------------------------------------------------------------------------------------------- rows
 def floor_ms(case: Case, dtype: str, ceil) -> float:
-    """The pattern's roofline floor on this GPU (what an ideal kernel for it needs), true T."""
-    from cutlass_wsp.dtypes import get_dtype
-    from cutlass_wsp.sweep import costs
+    """The pattern's roofline floor on this GPU (what an ideal kernel for it needs), true T: the serving
+    family's cost model."""
+    from cutlass_wsp.families.base import PointContext
+    from cutlass_wsp.families.registry import serving
 
-    pr = BatchProblem(L=case.p * case.p, M=case.n, N=case.T, K=case.c)
-    cost = (costs.cols_cost if case.family == GATHER else costs.rows_cost)(pr, get_dtype(dtype), case.kept)
+    pt = case.point
+    cost = serving(pt.pattern, pt.impl).cost(PointContext(pt, arch="sm90", workload=workload()))
     return cost.floor_ms(ceil.gemm_flops, ceil.copy_bw_Bps)
 
 
@@ -184,9 +195,9 @@ def case_row(case: Case, result, dtype: str, arch: str, ceil) -> dict[str, Any]:
         "status": "ok" if result.best is not None else "error",
         "reason": None if result.best is not None else "no candidate verified",
     }
-    if case.family == GATHER:
+    if hasattr(pr, "c"):
         row["c_rows"] = pr.c
-    else:
+    if hasattr(pr, "Ms"):
         row["Ms"] = list(pr.Ms)
     return row
 
@@ -224,7 +235,7 @@ def table_line(row: dict) -> str:
     def us(ms):
         return f"{ms * 1e3:.1f}" if ms else "-"
 
-    shape = f"M={row['M']} K={row['K']}" if row["family"] == GATHER else f"M_i={min(row['Ms'])}..{row['M']}"
+    shape = f"M_i={min(row['Ms'])}..{row['M']}" if "Ms" in row else f"M={row['M']} K={row['K']}"
     pct = "-"
     if row["default_pct_of_floor"] and row["best_pct_of_floor"]:
         pct = f"{row['default_pct_of_floor']:.0f}->{row['best_pct_of_floor']:.0f}%"
@@ -236,7 +247,7 @@ def table_line(row: dict) -> str:
 # ------------------------------------------------------------------------------------------ modes
 def candidate_sets(all_cases: list[Case], dtype: str, arch: str, sm_count: int) -> tuple[list, list]:
     """(per-case candidate lists, union of all of them in first-seen order)."""
-    from cutlass_wsp.kernels.candidates import candidates
+    from cutlass_wsp.families.registry import candidates
 
     sets = [candidates(c.problem, dtype, arch, family=c.family, sm_count=sm_count) for c in all_cases]
     return sets, list(dict.fromkeys(d for s in sets for d in s))
@@ -275,7 +286,8 @@ def measure_mode(args, cache) -> int:
     from cutlass_wsp.gpu.device import compute_capability, require_gpu
     from cutlass_wsp.gpu.info import provenance
     from cutlass_wsp.kernels.manifest import arch_for_device
-    from cutlass_wsp.kernels.tuning import tune_by_family
+    from cutlass_wsp.families.registry import tunable
+    from cutlass_wsp.kernels.search import tune_by_family
     from cutlass_wsp.sweep.results import row_provenance
 
     require_gpu()
@@ -286,8 +298,9 @@ def measure_mode(args, cache) -> int:
     print(f"{prov.get('gpu_name')}: copy {ceil.copy_bw_Bps / 1e12:.2f} TB/s, {args.dtype} GEMM "
           f"{ceil.gemm_flops / 1e12:.0f} TFLOP/s; {len(all_cases)} problems", flush=True)
     t0 = time.perf_counter()
-    found = tune_by_family(requests(all_cases, args.dtype), arch, cache=cache, budget_s=args.budget,
-                           jobs=args.jobs, record=not args.no_record, progress=progress(args.verbose))
+    found = tune_by_family(requests(all_cases, args.dtype), arch, families=tunable(), cache=cache,
+                           budget_s=args.budget, jobs=args.jobs, record=not args.no_record,
+                           progress=progress(args.verbose))
     by_problem = {(fam, r.problem): r for (fam, _), results in found.items() for r in results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -348,18 +361,6 @@ def _ratios(text: str) -> list[float]:
     if any(not 0 < r < 1 for r in items):
         raise argparse.ArgumentTypeError(f"ratios {text!r} must lie in (0, 1)")
     return items
-
-
-def _positive(kind):
-    def parse(text: str):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-        return v
-    return parse
 
 
 def parser() -> argparse.ArgumentParser:

@@ -16,27 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from cutlass_wsp.errors import InputError, Unsupported
+from cutlass_wsp.patterns import BALANCES, PATTERNS as _PATTERNS, PRUNING_PATTERNS as PATTERNS
 
-PATTERNS: tuple[str, ...] = ("dense", "fp", "wsp-r", "wsp-c", "wwp", "bcbp", "wsp-rb")
-BALANCES: tuple[str, ...] = ("balanced", "unbalanced", "spread")
 CRITERIA: tuple[str, ...] = ("l2", "random")
 
 # Which balances make sense per pattern: FP removes the same filters everywhere and BCBP is balanced
 # by definition (seed 002), so only per-position units (rows, columns, weights) can be unbalanced.
-PATTERN_BALANCES: dict[str, tuple[str, ...]] = {
-    "dense": ("balanced",),
-    "fp": ("balanced",),
-    "wsp-r": BALANCES,
-    "wsp-c": BALANCES,
-    "wwp": BALANCES,
-    "bcbp": ("balanced",),
-    "wsp-rb": ("balanced",),
-}
-
-UNIT_NAMES: dict[str, str] = {
-    "dense": "weight", "fp": "filter", "wsp-r": "row", "wsp-c": "column", "wwp": "weight",
-    "bcbp": "column segment", "wsp-rb": "row",
-}
+PATTERN_BALANCES: dict[str, tuple[str, ...]] = {name: _PATTERNS[name].balances for name in PATTERNS}
+UNIT_NAMES: dict[str, str] = {name: _PATTERNS[name].unit for name in PATTERNS}
 
 VALID_L = (16, 36, 64)  # p² for p = 4, 6, 8
 BCBP_DEFAULT_TILE_ROWS = 32

@@ -1,6 +1,6 @@
 """Files the stores write: whole-file replacement, durable appends, one writer at a time, output folders.
 
-Shared by the results store (sweep/results.py) and the tuning cache (kernels/tuning.py), so both
+Shared by the results store (sweep/results.py) and the tuning cache (kernels/store.py), so both
 survive a kill and a second process the same way:
 
 - `atomic_write_text(path, text)` / `atomic_write_bytes`: a temp file in the same folder, written,

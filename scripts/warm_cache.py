@@ -21,32 +21,27 @@ def gpu_test_descs(arch: str) -> set:
         a = arch if case_arch == "native" else case_arch
         N, _ = tf._npad_T(layer, batch, dtype)
         for pattern, balance, _, pruned in tf._configs(layer, ratios):
-            for _, vpattern, balances, make in tf._variants():
+            for _, vpattern, balances, make in tf.VARIANTS:
                 if vpattern == pattern and balance in balances:
                     descs.update(make(pruned, dtype, N, a).kernel_descs)
     return {d for d in descs if d.arch == "sm80" or arch == "sm90"}
 
 
 def sweep_descs(arch: str) -> set:
+    """Every kernel the default sweep's points run untuned (the serving families' plans, host only)."""
     from cutlass_wsp.errors import WspError
-    from cutlass_wsp.sweep import measure as m
+    from cutlass_wsp.sweep.measure import Workload, plan
     from cutlass_wsp.sweep.plan import default_spec, expand
 
-    class HostOnly:   # the Measurer's weight/pruning caches without its GPU check
-        seed, _weights, _pruned = 0, {}, {}
-        weights, pruned = m.Measurer.weights, m.Measurer.pruned
-
-    host = HostOnly()
+    workload = Workload(0)
     descs = set()
     for pt in expand(default_spec()):
-        fn = m.DESCS.get((pt.pattern, pt.impl))
-        if fn is None and m.BUILDERS.get((pt.pattern, pt.impl)) is m._pruned_cutlass:
-            fn = m._family_descs(host)
-        if fn is not None:
-            try:
-                descs.update(fn(pt, arch))
-            except WspError:
-                pass
+        try:
+            found = plan(pt, workload, arch)
+        except WspError:
+            continue
+        if found is not None:
+            descs.update(found.descs)
     return descs
 
 

@@ -7,19 +7,24 @@ import pytest
 
 from cutlass_wsp.dtypes import get_dtype
 from cutlass_wsp.errors import InputError, Unsupported, VerificationError
+from cutlass_wsp.families import registry
+from cutlass_wsp.families.base import Op, gemm_input
+from cutlass_wsp.gpu.verify import layer_rtol
 from cutlass_wsp.sweep import layer_time, measure
 
 
 def test_layer_tolerance_grows_with_tile_size():
     dt = get_dtype("fp16")
-    t4, t6, t8 = (layer_time.layer_rtol(dt, p, 256) for p in (4, 6, 8))
+    t4, t6, t8 = (layer_rtol(dt, p, 256) for p in (4, 6, 8))
     assert t4 < t6 < t8
     assert t6 >= 7.2e-3      # docs/winograd.md: fp16 F(4x4) end-to-end error must pass
 
 
 def _bare_measurer():
-    m = object.__new__(measure.Measurer)    # no GPU needed for the method under test
+    m = object.__new__(measure.Measurer)    # no GPU needed for the methods under test
     m.timing = None
+    m.arch, m.seed, m.cache, m.tuned = "sm90", 0, None, None
+    m.workload = measure.Workload(0)
     return m
 
 
@@ -32,7 +37,7 @@ def test_unsupported_layer_is_a_note(monkeypatch):
         raise Unsupported("the GEMM reads a channel-padded X", "fix")
 
     monkeypatch.setattr(layer_time, "measure_layer", refuse)
-    op = measure.Op(launch=lambda: None, out=None, dense_out=lambda: None, kernel="k", cost=None, x=object())
+    op = Op(launch=lambda: None, out=None, result=lambda: None, kernel="k", cost=None, x=object())
     fields = _bare_measurer()._layer_fields(None, get_dtype("fp16"), None, op, _Ceil())
     assert fields == {"reason": "layer not timed: the GEMM reads a channel-padded X (fix)"}
 
@@ -42,7 +47,7 @@ def test_wrong_layer_output_fails_the_point(monkeypatch):
         raise VerificationError("layer x: relative error 3e-1 > 1e-2")
 
     monkeypatch.setattr(layer_time, "measure_layer", wrong)
-    op = measure.Op(launch=lambda: None, out=None, dense_out=lambda: None, kernel="k", cost=None, x=object())
+    op = Op(launch=lambda: None, out=None, result=lambda: None, kernel="k", cost=None, x=object())
     with pytest.raises(VerificationError):
         _bare_measurer()._layer_fields(None, get_dtype("fp16"), None, op, _Ceil())
 
@@ -50,8 +55,12 @@ def test_wrong_layer_output_fails_the_point(monkeypatch):
 def test_every_default_point_has_an_implementation():
     from cutlass_wsp.sweep.plan import default_spec, expand
 
-    missing = {(p.pattern, p.impl) for p in expand(default_spec())
-               if p.pattern != "conv" and (p.pattern, p.impl) not in measure.BUILDERS}
+    missing = set()
+    for p in expand(default_spec()):
+        try:
+            registry.serving(p.pattern, p.impl)
+        except Unsupported:
+            missing.add((p.pattern, p.impl))
     assert not missing
 
 
@@ -68,16 +77,20 @@ def test_transform_floor_counts_kept_rows_per_position():
 
 
 def test_tuning_covers_the_dense_kernel_of_every_family():
-    """--tune searches the problem each point's dense kernel runs: pruned families run it on their
+    """Tuning searches the problem each point's dense kernel runs: pruned families run it on their
     compacted shapes (WSP-R: M = kept rows), gather/cuSPARSE points run none."""
     from cutlass_wsp.sweep.plan import SweepSpec, expand
 
-    m = object.__new__(measure.Measurer)
-    m.arch, m.seed, m._weights, m._pruned = "sm90", 0, {}, {}
+    m = _bare_measurer()
     spec = SweepSpec(layers=("resnet18:12",), batches=(32,), tiles=(4,), dtypes=("fp16",),
                      patterns=("dense", "wsp-r", "wsp-c-fused", "wwp"), ratios=(0.7,),
                      balances=("balanced",), implementations={"dense": ("cutlass",), "wsp-r": ("cutlass",)})
-    got = {(p.pattern, p.impl): m._dense_problem_of(p) for p in expand(spec)}
+
+    def dense_problem(pt):
+        plan = m.plan(pt)
+        return plan.problem if plan is not None and plan.kernel == "dense" else None
+
+    got = {(p.pattern, p.impl): dense_problem(p) for p in expand(spec)}
     dense = got[("dense", "cutlass")]
     assert (dense.L, dense.M, dense.K, dense.N) == (16, 512, 512, 512)
     wsp_r = got[("wsp-r", "cutlass")]
@@ -102,19 +115,19 @@ def _xform_point(balance="unbalanced"):
 
 
 def test_xform_point_runs_the_dense_kernel_on_the_compact_input():
-    """cutlass-xform: the measuring builder is the pruned-family one (so compile-ahead names its kernel)
-    and its family is WSP-C in xform mode: a dense kernel on Xc[L, K, Npad]."""
+    """cutlass-xform: WSP-C's family serves it (so compile-ahead names its kernel), in xform mode: a dense
+    kernel on Xc[L, K, Npad], the same dense problem as two-pass."""
     from cutlass_wsp.families.wsp_c import WspC
 
-    m = object.__new__(measure.Measurer)
-    m.arch, m.seed, m._weights, m._pruned = "sm90", 0, {}, {}
+    m = _bare_measurer()
     pt = _xform_point()
-    assert measure.BUILDERS[(pt.pattern, pt.impl)] is measure._pruned_cutlass
-    fam = measure._family(pt, m.pruned(pt), 512, "sm90")
-    assert isinstance(fam, WspC) and fam.mode == "xform"
+    fam_entry = registry.serving(pt.pattern, pt.impl)
+    assert fam_entry.name == "wsp_c"
+    fam = fam_entry.instance(m.context(pt))
+    assert isinstance(fam, WspC) and fam.mode == "xform" and not fam.tuned
     assert fam.desc.family == "dense" and fam.input_shape == (16, fam.K, 512)
     two_pass = WspC(m.pruned(pt), "fp16", 512, arch="sm90", mode="two_pass")
-    assert measure._family_descs(m)(pt, "sm90") == [fam.desc] == [two_pass.desc]   # same dense problem
+    assert list(m.plan(pt).descs) == [fam.desc] == [two_pass.desc]   # same dense problem
 
 
 class _FakeXformFamily:
@@ -136,14 +149,14 @@ def test_xform_builder_feeds_the_compact_input_and_its_map():
     """The op reads Xc built once from the point's X (outside the timed launch) and carries the channel
     map for the layer pipeline; other families read X itself and have no map."""
     fam = _FakeXformFamily()
-    assert measure._gemm_input(fam, "X") == ("Xc", "map")
+    assert gemm_input(fam, "X") == ("Xc", "map")
     assert fam.calls == [("compact_input", "X"), ("channel_map",)]
 
     class TwoPass:
         mode = "two_pass"
 
-    assert measure._gemm_input(TwoPass(), "X") == ("X", None)
-    assert measure._gemm_input(object(), "X") == ("X", None)
+    assert gemm_input(TwoPass(), "X") == ("X", None)
+    assert gemm_input(object(), "X") == ("X", None)
 
 
 def test_layer_fields_pass_the_channel_map(monkeypatch):
@@ -154,8 +167,7 @@ def test_layer_fields_pass_the_channel_map(monkeypatch):
         return {"layer_ms": 1.0}
 
     monkeypatch.setattr(layer_time, "measure_layer", capture)
-    op = measure.Op(launch=lambda: None, out=None, dense_out=lambda: None, kernel="k", cost=None, x="Xc",
-                    channel_map="map")
+    op = Op(launch=lambda: None, out=None, result=lambda: None, kernel="k", cost=None, x="Xc", channel_map="map")
     assert _bare_measurer()._layer_fields(None, get_dtype("fp16"), None, op, _Ceil()) == {"layer_ms": 1.0}
     assert (seen["ops"].X, seen["ops"].channel_map) == ("Xc", "map")
 

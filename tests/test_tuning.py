@@ -1,6 +1,7 @@
-"""Kernel tuning on the CPU: candidate sets (deterministic, valid, shaped by the problem), the tuning
-cache (round trip, key, corruption, atomic writes) and the choice of a winner, with a fake nvcc and an
-injected measure function standing in for the GPU."""
+"""Kernel tuning on the CPU: the dense kernel family's candidate sets (deterministic, valid, shaped by the
+problem), the tuning store (round trip, key, corruption, atomic writes), the tuned choices a run reads
+once (TunedChoices), and the search's choice of a winner, with a fake nvcc and an injected measure
+function standing in for the GPU."""
 
 from __future__ import annotations
 
@@ -13,19 +14,47 @@ from pathlib import Path
 import pytest
 
 from cutlass_wsp.errors import InputError, KernelError, Unsupported, VerificationError
+from cutlass_wsp.families import registry
+from cutlass_wsp.families.registry import candidate_union, candidates
 from cutlass_wsp.kernels import candidates as cand
-from cutlass_wsp.kernels import emitter, tuning
+from cutlass_wsp.kernels import emitter, search, store as tuning_store
 from cutlass_wsp.kernels.cache import KernelCache
-from cutlass_wsp.kernels.candidates import candidate_union, candidates, tile_count
+from cutlass_wsp.kernels.candidates import tile_count
 from cutlass_wsp.kernels.description import KernelDesc, default_desc
 from cutlass_wsp.kernels.manifest import select
-from cutlass_wsp.kernels.tuning import Trial, TuningStore, TuningWarning
+from cutlass_wsp.kernels.search import Trial
+from cutlass_wsp.kernels.store import TunedChoices, TuningStore, TuningWarning
 from cutlass_wsp.layers import layer_problem, network, unique_shapes
 from cutlass_wsp.problem import BatchProblem, round_up
 
 from test_compile_cache import make_fake_toolchain
 
 GPU = "Fake GPU 80GB"
+
+
+class tuning:
+    """The search with this package's kernel families, and what a run reads back (TunedChoices)."""
+
+    DEFAULT_BUDGET_S = search.DEFAULT_BUDGET_S
+    tuning_key = staticmethod(tuning_store.tuning_key)
+
+    @staticmethod
+    def tune(*a, **kw):
+        return search.tune(*a, families=registry.tunable(), **kw)
+
+    @staticmethod
+    def tune_many(*a, **kw):
+        return search.tune_many(*a, families=registry.tunable(), **kw)
+
+    @staticmethod
+    def best_desc(problem, dtype, arch, *, cache, gpu_name, store=None, family="dense"):
+        """What a run with this GPU name and the cache's toolchain would run as tuned (None: the default)."""
+        choices = TunedChoices.load(cache, store=store, gpu_name=gpu_name, checks=registry.checks())
+        return choices.lookup(family, problem, dtype, arch)
+
+    @staticmethod
+    def tuned_or_default(problem, dtype, arch, cache, *, gpu_name=None):
+        return tuning.best_desc(problem, dtype, arch, cache=cache, gpu_name=gpu_name) or select(problem, dtype, arch)
 
 
 def batch32_problems(dtype: str = "fp16") -> list[BatchProblem]:
@@ -219,7 +248,7 @@ def test_no_kernel_is_timed_twice_under_two_descriptions(dtype, arch):
 def test_limit_and_bad_requests():
     p = PROBLEMS[0]
     assert candidates(p, "fp16", "sm90", limit=3) == candidates(p, "fp16", "sm90")[:3]
-    with pytest.raises(Unsupported, match="family 'bcbp'"):
+    with pytest.raises(Unsupported, match="kernel family 'bcbp'"):
         candidates(p, "fp16", "sm90", family="bcbp")
     with pytest.raises(InputError, match="GroupedTuneProblem"):       # each family reads its own problem type
         candidates(p, "fp16", "sm90", family="wsp_r_grouped")
@@ -320,9 +349,30 @@ def test_store_round_trip_and_best_desc(cache):
 
 
 def test_without_a_gpu_the_default_is_used(cache, monkeypatch):
+    from cutlass_wsp.gpu import device
+
     _record(cache, candidates(P, "fp16", "sm90")[2])
-    monkeypatch.setattr(tuning, "current_gpu_name", lambda: None)
+    monkeypatch.setattr(device, "current_gpu_name", lambda: None)
+    choices = TunedChoices.load(cache, checks=registry.checks())
+    assert len(choices) == 0 and choices.lookup("dense", P, "fp16", "sm90") is None
     assert tuning.tuned_or_default(P, "fp16", "sm90", cache) == select(P, "fp16", "sm90")
+
+
+def test_tuned_choices_are_read_once(cache):
+    """A run's TunedChoices is a snapshot: entries written after it was taken are not seen, and looking
+    one up reads no file."""
+    tuned = candidates(P, "fp16", "sm90")[2]
+    _record(cache, tuned)
+    choices = TunedChoices.load(cache, gpu_name=GPU, checks=registry.checks())
+    assert choices.lookup("dense", P, "fp16", "sm90") == tuned and choices.tuned("dense", P, "fp16", "sm90")
+    other = replace(P, K=256)
+    _record(cache, candidates(other, "fp16", "sm90")[1], problem=other)
+    TuningStore.beside(cache).path.unlink()                   # gone: the snapshot does not care
+    assert choices.lookup("dense", P, "fp16", "sm90") == tuned
+    assert choices.lookup("dense", other, "fp16", "sm90") is None
+    assert choices.key("dense", P, "fp16", "sm90") == tuning.tuning_key(P, "fp16", "sm90", gpu_name=GPU,
+                                                                        toolchain=cache.toolchain)
+    assert TunedChoices().lookup("dense", P, "fp16", "sm90") is None and TunedChoices().key("dense", P, "fp16", "sm90") is None
 
 
 def test_an_entry_this_version_cannot_build_is_ignored(cache):
@@ -432,7 +482,7 @@ def test_the_fastest_verified_candidate_wins_and_is_recorded(cache):
     assert r.default == descs[0] and r.default_ms == pytest.approx(0.50)
     assert r.speedup_vs_default == pytest.approx(2.5)
     status = {t.desc.name: t.status for t in r.trials if t.round == 0}
-    assert status == {names[0]: "ok", names[1]: "wrong", names[2]: "ok", names[3]: "run_error", names[4]: "ok"}
+    assert status == {names[0]: "ok", names[1]: "wrong", names[2]: "ok", names[3]: "error", names[4]: "ok"}
     assert r.recorded and tuning.best_desc(P, "fp16", "sm90", cache=cache, gpu_name=GPU) == descs[4]
     assert compiles(cache) == 5
 

@@ -14,19 +14,22 @@ import numpy as np
 import pytest
 
 from cutlass_wsp.errors import InputError, Unsupported
+from cutlass_wsp.families import registry
+from cutlass_wsp.families import gather as gather_menu
+from cutlass_wsp.families import wsp_r as grouped_menu
 from cutlass_wsp.families.gather import gather_desc, random_global_index
+from cutlass_wsp.families.registry import candidate_union, candidates
 from cutlass_wsp.families.wsp_c import WspC
 from cutlass_wsp.families.wsp_r import WspR, check_grouped_desc, grouped_desc
 from cutlass_wsp.kernels import candidates as cand
-from cutlass_wsp.kernels import emitter, tuning
-from cutlass_wsp.kernels.candidates import candidate_union, candidates
+from cutlass_wsp.kernels import emitter, search
 from cutlass_wsp.kernels.description import SM80_AUTO_STAGE_BUDGET, SM80_SMEM_BYTES, default_desc
-from cutlass_wsp.kernels.tuning import TuningStore
+from cutlass_wsp.kernels.store import TunedChoices, TuningStore
 from cutlass_wsp.problem import BatchProblem, GatherTuneProblem, GroupedTuneProblem
 from cutlass_wsp.pruning import prune
 from cutlass_wsp.weights import he_winograd_weights
 
-from test_tuning import GPU, FakeMeasure, cache, compiles  # noqa: F401  (cache is a fixture)
+from test_tuning import GPU, FakeMeasure, cache, compiles, tuning  # noqa: F401  (cache is a fixture)
 
 GATHER, GROUPED = "gather_b", "wsp_r_grouped"
 
@@ -54,7 +57,7 @@ def test_gather_menu_starts_with_the_fused_default_and_is_valid_distinct_and_det
     assert [[d.name for d in s] for s in sets] == [[d.name for d in s] for s in again]
     for p, s in zip(GATHER_PROBLEMS, sets):
         assert s[0] == gather_desc(dtype, N=p.N, K=p.K)           # exactly what WspC(mode="fused") runs
-        assert 1 <= len(s) <= cand.PRUNED_MAX_CANDIDATES == 12
+        assert 1 <= len(s) <= gather_menu.PRUNED_MAX_CANDIDATES == 12
         assert len({d.name for d in s}) == len(s)                 # distinct kernels, not only distinct objects
         for d in s:
             assert (d.family, d.dtype, d.arch) == (GATHER, dtype, "sm80")
@@ -70,7 +73,7 @@ def test_grouped_menu_starts_with_the_grouped_default_and_passes_the_template_ch
         s = candidates(p, dtype, arch, family=GROUPED)
         assert s == candidates(p, dtype, arch, family=GROUPED)
         assert s[0] == grouped_desc(dtype, arch, N=p.N, K=p.K)   # exactly what WspR(mode="grouped") runs
-        assert 3 <= len(s) <= cand.PRUNED_MAX_CANDIDATES == 12 and len({d.name for d in s}) == len(s)
+        assert 3 <= len(s) <= gather_menu.PRUNED_MAX_CANDIDATES == 12 and len({d.name for d in s}) == len(s)
         for d in s:
             assert (d.family, d.dtype, d.arch) == (GROUPED, dtype, kernel_arch)
             assert check_grouped_desc(d) is d
@@ -103,7 +106,7 @@ def test_gather_tile_m_follows_m_and_tile_k_64_only_for_long_k():
         biggest = cand.tile_m_choices(p.M)[0]
         s = candidates(p, "fp16", "sm90", family=GATHER)
         assert all(d.tile[0] <= biggest for d in s[1:]), p
-        assert any(d.tile[2] == 64 for d in s) == (not cand._wastes(p.K, 64)), p
+        assert any(d.tile[2] == 64 for d in s) == (not cand.wastes(p.K, 64)), p
     m64 = candidates(gp(16, 64, 401408, 32, 64), "fp16", "sm90", family=GATHER)
     assert {d.tile[0] for d in m64[1:]} == {64}
 
@@ -113,7 +116,7 @@ def test_gather_deep_pipelines_go_beyond_the_auto_budget_within_the_sm80_cap():
     deep = [d for d in s if d.stages]
     assert {d.tile for d in deep} == {(256, 128, 32), (128, 128, 32)}
     for d in deep:
-        assert d.stages == cand.DEEP_STAGES
+        assert d.stages == gather_menu.DEEP_STAGES
         assert d.stages * d.stage_bytes() <= SM80_SMEM_BYTES
         assert d.stages > replace(d, stages=0).sm80_stages()      # more than auto picks (4 at most)
     assert max(d.stages * d.stage_bytes() for d in deep) > SM80_AUTO_STAGE_BUDGET   # 256x128: 144 KB
@@ -164,10 +167,10 @@ def test_limit_cuts_the_menus_in_order_and_they_stay_within_12():
 
 
 def test_group_row_waste_and_tile_count():
-    assert cand.group_row_waste([64, 64], 128) == pytest.approx(0.5)
-    assert cand.group_row_waste([128, 256], 128) == 0.0
-    assert cand.group_row_waste([1, 255], 128) == pytest.approx(1 - 256 / 384)     # one tile for 1 row
-    assert cand.group_tile_count(GroupedTuneProblem((1, 129, 256), 300, 64), (128, 128, 64)) == (1 + 2 + 2) * 3
+    assert grouped_menu.group_row_waste([64, 64], 128) == pytest.approx(0.5)
+    assert grouped_menu.group_row_waste([128, 256], 128) == 0.0
+    assert grouped_menu.group_row_waste([1, 255], 128) == pytest.approx(1 - 256 / 384)     # one tile for 1 row
+    assert grouped_menu.group_tile_count(GroupedTuneProblem((1, 129, 256), 300, 64), (128, 128, 64)) == (1 + 2 + 2) * 3
 
 
 def test_each_family_reads_its_own_problem_type(cache):
@@ -177,13 +180,14 @@ def test_each_family_reads_its_own_problem_type(cache):
     with pytest.raises(InputError, match="BatchProblem"):
         candidates(GATHER_PROBLEMS[0], "fp16", "sm90")
     with pytest.raises(InputError, match="GroupedTuneProblem"):
-        tuning.tuning_key(GATHER_PROBLEMS[0], "fp16", "sm90", gpu_name=GPU, toolchain=cache.toolchain,
-                          family=GROUPED)
+        registry.kernel_family(GROUPED).check_problem(GATHER_PROBLEMS[0])
     with pytest.raises(InputError):
         tuning.tune_many([dense], "fp16", "sm90", family=GATHER, cache=cache, measure=FakeMeasure({}), gpu_name=GPU)
     assert compiles(cache) == 0                                         # refused before any nvcc
     with pytest.raises(Unsupported, match="family 'bcbp'"):
         tuning.tune_many([dense], "fp16", "sm90", family="bcbp", cache=cache, measure=FakeMeasure({}))
+    with pytest.raises(Unsupported, match="family 'dense'"):        # the search knows only what it is given
+        search.tune_many([dense], "fp16", "sm90", families={}, cache=cache, measure=FakeMeasure({}))
 
 
 def test_problem_types_check_their_extents():
@@ -275,8 +279,8 @@ def test_tune_by_family_compiles_every_family_once(cache):
                                for p in probs for d in candidates(p, dt, "sm90", family=fam)))
     fake = FakeMeasure({d.name: [0.2 - 0.001 * i] for i, d in enumerate(union)})
     seen = []
-    out = tuning.tune_by_family(req, "sm90", cache=cache, measure=fake, gpu_name=GPU, budget_s=0.3,
-                                progress=seen.append)
+    out = search.tune_by_family(req, "sm90", families=registry.tunable(), cache=cache, measure=fake, gpu_name=GPU,
+                                budget_s=0.3, progress=seen.append)
     assert seen[0] == f"compiling {len(union)} candidate kernels for 4 problems"
     assert compiles(cache) == len(union)
     assert list(out) == list(req)
@@ -285,7 +289,8 @@ def test_tune_by_family_compiles_every_family_once(cache):
         assert all(r.family == fam and r.recorded and r.best.family == fam for r in results)
     assert sorted(e["key_fields"]["family"] for e in TuningStore.beside(cache).entries().values()) == \
         ["dense", GATHER, GATHER, GROUPED]
-    tuning.tune_by_family(req, "sm90", cache=cache, measure=fake, gpu_name=GPU, budget_s=0.3)
+    search.tune_by_family(req, "sm90", families=registry.tunable(), cache=cache, measure=fake, gpu_name=GPU,
+                          budget_s=0.3)
     assert compiles(cache) == len(union)                               # all cache hits the second time
 
 
@@ -300,77 +305,81 @@ def test_random_global_index_is_a_sorted_choice_per_position():
 
 
 # ------------------------------------------------------------------------------------- consumers
-@pytest.fixture
-def on_fake_gpu(cache, monkeypatch):
-    """The families look tuned kernels up as on a GPU named GPU, in the fake cache's tuning file."""
-    from cutlass_wsp.kernels import cache as kernel_cache
-
-    monkeypatch.setattr(tuning, "current_gpu_name", lambda: GPU)
-    monkeypatch.setattr(kernel_cache, "default_cache", lambda: cache)
-    return cache
-
-
 def _record(cache, family, problem, desc) -> None:
     key = tuning.tuning_key(problem, desc.dtype, "sm90", gpu_name=GPU, toolchain=cache.toolchain, family=family)
     TuningStore.beside(cache).put(key, {"desc": desc.as_dict(), "name": desc.name})
 
 
-def test_fused_wsp_c_runs_the_tuned_gather_kernel(on_fake_gpu):
+def _choices(cache) -> TunedChoices:
+    """What a run on a GPU named GPU reads from the fake cache's tuning file (once)."""
+    return TunedChoices.load(cache, gpu_name=GPU, checks=registry.checks())
+
+
+def test_fused_wsp_c_runs_the_tuned_gather_kernel(cache):
     pruned = prune(he_winograd_weights((128, 128), 4), "wsp-c", 0.5)
-    fam = WspC(pruned, "fp16", 3136, arch="sm90", mode="fused")
+    fam = WspC(pruned, "fp16", 3136, arch="sm90", mode="fused", tuned=_choices(cache))
     assert fam.tune_problem == (GATHER, gp(16, 128, 3136, 64, 128))
-    assert fam.desc == gather_desc("fp16", N=3136, K=64)               # nothing tuned yet
+    assert fam.desc == gather_desc("fp16", N=3136, K=64) and not fam.tuned      # nothing tuned yet
     tuned = candidates(fam.tune_problem[1], "fp16", "sm90", family=GATHER)[2]
-    _record(on_fake_gpu, GATHER, fam.tune_problem[1], tuned)
-    assert WspC(pruned, "fp16", 3136, arch="sm90", mode="fused").desc == tuned
-    two_pass = WspC(pruned, "fp16", 3136, arch="sm90", mode="two_pass")
+    _record(cache, GATHER, fam.tune_problem[1], tuned)
+    assert WspC(pruned, "fp16", 3136, arch="sm90", mode="fused").desc != tuned   # no choices given: the default
+    again = WspC(pruned, "fp16", 3136, arch="sm90", mode="fused", tuned=_choices(cache))
+    assert again.desc == tuned and again.tuned
+    two_pass = WspC(pruned, "fp16", 3136, arch="sm90", mode="two_pass", tuned=_choices(cache))
     assert two_pass.tune_problem == ("dense", BatchProblem(16, 128, 3136, 64)) and two_pass.desc.family == "dense"
     other = prune(he_winograd_weights((128, 128), 4), "wsp-c", 0.7)   # another K: another key
-    assert WspC(other, "fp16", 3136, arch="sm90", mode="fused").desc == gather_desc("fp16", N=3136, K=40)
+    assert WspC(other, "fp16", 3136, arch="sm90", mode="fused", tuned=_choices(cache)).desc == \
+        gather_desc("fp16", N=3136, K=40)
+    explicit = WspC(pruned, "fp16", 3136, arch="sm90", mode="fused", desc=gather_desc("fp16", N=3136, K=64),
+                    tuned=_choices(cache))
+    assert explicit.desc == gather_desc("fp16", N=3136, K=64) and not explicit.tuned   # desc= wins
 
 
-def test_grouped_wsp_r_runs_the_tuned_grouped_kernel(on_fake_gpu):
+def test_grouped_wsp_r_runs_the_tuned_grouped_kernel(cache):
     pruned = prune(he_winograd_weights((256, 128), 4), "wsp-r", 0.7, balance="unbalanced")
-    fam = WspR(pruned, "fp16", 3136, arch="sm90", mode="grouped")
+    fam = WspR(pruned, "fp16", 3136, arch="sm90", mode="grouped", tuned=_choices(cache))
     family, problem = fam.tune_problem
     assert family == GROUPED and problem == GroupedTuneProblem(tuple(pruned.kept_per_position), 3136, 128)
-    assert fam.desc == grouped_desc("fp16", "sm90", N=3136, K=128)
+    assert fam.desc == grouped_desc("fp16", "sm90", N=3136, K=128) and not fam.tuned
     tuned = candidates(problem, "fp16", "sm90", family=GROUPED)[1]
-    _record(on_fake_gpu, GROUPED, problem, tuned)
-    assert WspR(pruned, "fp16", 3136, arch="sm90", mode="grouped").desc == tuned
-    assert WspR(pruned, "fp16", 3136, arch="sm90", mode="padded").desc.family == "dense"
+    _record(cache, GROUPED, problem, tuned)
+    assert WspR(pruned, "fp16", 3136, arch="sm90", mode="grouped", tuned=_choices(cache)).desc == tuned
+    assert WspR(pruned, "fp16", 3136, arch="sm90", mode="padded", tuned=_choices(cache)).desc.family == "dense"
     # a search recorded through tune() reaches the family too
     descs = candidates(problem, "fp16", "sm90", family=GROUPED, limit=3)
-    tuning.tune(problem, "fp16", "sm90", cache=on_fake_gpu, family=GROUPED, limit=3, gpu_name=GPU,
+    tuning.tune(problem, "fp16", "sm90", cache=cache, family=GROUPED, limit=3, gpu_name=GPU,
                 measure=FakeMeasure(_fastest_is(descs, 2)))
-    assert WspR(pruned, "fp16", 3136, arch="sm90", mode="grouped").desc == descs[2]
+    assert WspR(pruned, "fp16", 3136, arch="sm90", mode="grouped", tuned=_choices(cache)).desc == descs[2]
 
 
-def test_sweep_tune_searches_the_gather_and_grouped_problems_too(on_fake_gpu, monkeypatch):
-    from cutlass_wsp.sweep import measure
+def test_sweep_tune_searches_the_gather_and_grouped_problems_too(cache):
+    from cutlass_wsp.sweep import measure, session
     from cutlass_wsp.sweep.plan import SweepSpec, expand
 
-    m = object.__new__(measure.Measurer)
-    m.arch, m.seed, m._weights, m._pruned = "sm90", 0, {}, {}
-    m.tune, m.tune_budget_s, m.cache = True, 0.25, on_fake_gpu
     seen = {}
-    monkeypatch.setattr(tuning, "tune_by_family",
-                        lambda requests, arch, **kw: seen.update(requests=requests, arch=arch, **kw))
+
+    def fake_search(requests, arch, **kw):
+        seen.update(requests=requests, arch=arch, **kw)
+        return {}
+
     spec = SweepSpec(layers=("resnet18:12",), batches=(32,), tiles=(4,), dtypes=("fp16",),
                      patterns=("dense", "wsp-r", "wsp-c-fused", "wsp-c"), ratios=(0.7,),
                      balances=("balanced", "unbalanced"),
                      implementations={"dense": ("cutlass",), "wsp-r": ("cutlass-grouped",),
                                       "wsp-c-fused": ("cutlass", "cutlass-padded"), "wsp-c": ("cutlass-padded",)})
     points = expand(spec)
-    m.compile_ahead(points)
+    session.tune_points(points, mode="again", problem_s=0.25, cache=cache, search=fake_search, arch="sm90",
+                        say=lambda m: None)
     req = seen["requests"]
-    assert seen["arch"] == "sm90" and seen["budget_s"] == 0.25 and seen["cache"] is on_fake_gpu
+    assert seen["arch"] == "sm90" and seen["budget_s"] == 0.25 and seen["cache"] is cache
+    assert seen["families"] == registry.tunable() and seen["short"] is False and seen["deadline"] is None
     assert set(req) == {("dense", "fp16"), (GATHER, "fp16"), (GROUPED, "fp16")}
+    workload = measure.Workload(0)
     expected = {}
     for pt in points:
         if pt.pattern in ("wsp-c-fused", "wsp-r"):
-            fam = measure._family(pt, m.pruned(pt), 512, "sm90")
-            expected.setdefault(fam.tune_problem[0], set()).add(fam.tune_problem[1])
+            plan = measure.plan(pt, workload, "sm90")
+            expected.setdefault(plan.kernel, set()).add(plan.problem)
     assert set(req[(GATHER, "fp16")]) == expected[GATHER] and len(expected[GATHER]) == 2   # balanced, unbalanced
     assert set(req[(GROUPED, "fp16")]) == expected[GROUPED] and len(expected[GROUPED]) == 2
     unbalanced = [p for p in req[(GROUPED, "fp16")] if len(set(p.Ms)) > 1]
@@ -388,8 +397,7 @@ def bench():
     return load_bench_script("tune_families")
 
 
-def test_bench_default_problems_are_the_sweep_points(bench, monkeypatch):
-    monkeypatch.setattr(tuning, "current_gpu_name", lambda: None)
+def test_bench_default_problems_are_the_sweep_points(bench):
     cases = bench.cases(["resnet18"], [0.5, 0.9], list(bench.FAMILIES), layers=["layer4"])
     assert [(c.family, c.ratio) for c in cases] == [(GATHER, 0.5), (GROUPED, 0.5), (GATHER, 0.9), (GROUPED, 0.9)]
     c = cases[0]
@@ -420,8 +428,7 @@ def test_bench_arguments(bench):
         bench.layer_shapes(["vgg16"], ["no_such_layer"])
 
 
-def test_bench_list_and_compile_only(bench, cache, capsys, monkeypatch):
-    monkeypatch.setattr(tuning, "current_gpu_name", lambda: None)
+def test_bench_list_and_compile_only(bench, cache, capsys):
     cases = bench.cases(["resnet18"], [0.7], list(bench.FAMILIES), layers=["layer3", "layer4"])
     assert bench.list_mode(cases, "fp16", "sm90", 132, 1.0) == 0
     _, union = bench.candidate_sets(cases, "fp16", "sm90", 132)
@@ -434,22 +441,22 @@ def test_bench_list_and_compile_only(bench, cache, capsys, monkeypatch):
 
 def _fake_result(problem, family, default_ms, best_index, best_ms):
     descs = candidates(problem, "fp16", "sm90", family=family)
-    trials = [tuning.Trial(descs[0], "ok", median_ms=default_ms), tuning.Trial(descs[best_index], "ok", median_ms=best_ms)]
-    return tuning.TuneResult(problem, "fp16", "sm90", descs[0], descs[best_index], best_ms, default_ms, trials,
+    trials = [search.Trial(descs[0], "ok", median_ms=default_ms), search.Trial(descs[best_index], "ok", median_ms=best_ms)]
+    return search.TuneResult(problem, "fp16", "sm90", descs[0], descs[best_index], best_ms, default_ms, trials,
                              key="k", recorded=True, family=family)
 
 
-def test_bench_rows_floor_and_summary(bench, monkeypatch):
+def test_bench_rows_floor_and_summary(bench):
     from cutlass_wsp.dtypes import get_dtype
-    from cutlass_wsp.sweep import costs
+    from cutlass_wsp.families.wsp_c import cols_cost
+    from cutlass_wsp.families.wsp_r import rows_cost
 
-    monkeypatch.setattr(tuning, "current_gpu_name", lambda: None)
     gather_case, grouped_case = bench.cases(["resnet18"], [0.5], list(bench.FAMILIES), layers=["layer4"])
     ceil = SimpleNamespace(gemm_flops=800e12, copy_bw_Bps=3.0e12)
-    floor = costs.cols_cost(BatchProblem(16, 512, 512, 512), get_dtype("fp16"), gather_case.kept).floor_ms(800e12, 3e12)
+    floor = cols_cost(BatchProblem(16, 512, 512, 512), get_dtype("fp16"), gather_case.kept).floor_ms(800e12, 3e12)
     assert bench.floor_ms(gather_case, "fp16", ceil) == pytest.approx(floor)
     assert bench.floor_ms(grouped_case, "fp16", ceil) == pytest.approx(
-        costs.rows_cost(BatchProblem(16, 512, 512, 512), get_dtype("fp16"), grouped_case.kept).floor_ms(800e12, 3e12))
+        rows_cost(BatchProblem(16, 512, 512, 512), get_dtype("fp16"), grouped_case.kept).floor_ms(800e12, 3e12))
 
     row = bench.case_row(gather_case, _fake_result(gather_case.problem, GATHER, 0.020, 2, 0.016), "fp16", "sm90", ceil)
     assert row["speedup_vs_default"] == pytest.approx(1.25) and row["c_rows"] == 512

@@ -1,8 +1,7 @@
-"""Verification on numpy arrays: error metric, tolerances, poison, and verify-before-time."""
+"""Verification on numpy arrays: error metric, tolerances, poison (verify-then-time: test_harness.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 
 from cutlass_wsp.errors import VerificationError
 from cutlass_wsp.gpu.arrays import float32_to_bf16_bits, poison
-from cutlass_wsp.gpu.verify import check, relative_error, tolerance, verify_then_time
+from cutlass_wsp.gpu.verify import check, layer_rtol, relative_error, tolerance
 
 
 @pytest.fixture
@@ -74,64 +73,9 @@ def test_tolerance_by_dtype_and_k():
     assert tolerance("bf16") > tolerance("fp16") > tolerance("fp32")
 
 
-class _Backend:
-    has_gate = False
-
-    def __init__(self):
-        self.timed = 0
-
-    def activate(self):
-        return contextlib.nullcontext()
-
-    def flush_l2(self, rep, mode="dirty"):
-        pass
-
-    def gate(self, us):
-        pass
-
-    def mark_start(self):
-        pass
-
-    def mark_end(self):
-        self.timed += 1
-
-    def elapsed_ms(self):
-        return 1.0
-
-    def synchronize(self):
-        pass
-
-
-def _kernel(ref, out, factor, cols=None):
-    runs = []
-
-    def run():
-        runs.append(1)
-        if cols is None:
-            out[...] = ref * factor
-        else:
-            out[..., :cols] = ref[..., :cols] * factor
-    return run, runs
-
-
-def test_verify_then_time_refuses_wrong_kernel(ref):
-    out = np.zeros(ref.shape, np.float32)
-    run, runs = _kernel(ref, out, 2.0)
-    be = _Backend()
-    with pytest.raises(VerificationError, match="relative error 1.0e\\+00"):
-        verify_then_time(run, lambda: ref, out, "fp32", what="bad", backend=be, min_reps=3, max_reps=3)
-    assert runs == [1] and be.timed == 0  # ran once to verify, never timed
-
-
-def test_verify_then_time_poisons_before_running(ref):
-    out = ref.astype(np.float32)  # already holds the right answer: only poison can expose the skip
-    run, _ = _kernel(ref, out, 1.0, cols=20)
-    with pytest.raises(VerificationError, match="never written"):
-        verify_then_time(run, lambda: ref, out, "fp32", what="k", backend=_Backend())
-    # comparing only the valid columns passes: pad columns are not results
-    timing, err = verify_then_time(run, lambda: ref[..., :20], out, "fp32", what="k", cols=20,
-                                   backend=_Backend(), min_reps=3, max_reps=3, budget_s=0)
-    assert err < 1e-6 and timing.reps == 3 and np.isnan(out[..., 20:]).all()
+def test_layer_tolerance_is_twice_the_gemm_one_times_the_tile_factor():
+    assert layer_rtol("fp16", 4, 256) == pytest.approx(2 * tolerance("fp16", 256))
+    assert layer_rtol("fp16", 8, 9 * 512) == pytest.approx(16 * tolerance("fp16", 9 * 512))
 
 
 def test_poison_patterns():

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-layer-time", action="store_true", help="time the GEMM batch only, not the whole layer")
     p.add_argument("--out", type=Path, default=None, help="also append the row to this results file")
     p.add_argument("--json", action="store_true", help="print the whole row as JSON")
+    from cutlass_wsp.commands._tuning import add_tune_arguments
+
+    add_tune_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,10 +54,11 @@ def run(args: argparse.Namespace) -> int:
     points = expand(spec)
     if len(points) != 1:
         raise InputError(f"{args.layer!r} names {len(points)} layer shapes", "name one layer, e.g. vgg16:conv4_2")
+    from cutlass_wsp.commands._tuning import tune_mode
     from cutlass_wsp.sweep.session import measure_one
 
     row = measure_one(points[0], budget_s=args.budget_ms / 1e3, use_graph=args.graph, out=args.out,
-                      layer_time=not args.no_layer_time)
+                      layer_time=not args.no_layer_time, tune=tune_mode(args), tune_budget_s=args.tune_budget_s)
     if args.json:
         print(json.dumps(row, indent=1))
     else:

@@ -11,6 +11,7 @@ HELP = "measure a sweep of layers x patterns x ratios on the GPU (resumable), th
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from cutlass_wsp.commands._tuning import add_tune_arguments
     from cutlass_wsp.commands.sweep_options import add_sweep_arguments
 
     add_sweep_arguments(p)
@@ -24,12 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="time spent timing each point after warm-up (default %(default)s)")
     o.add_argument("--graph", action="store_true",
                    help="time CUDA-graph replays (for launch-bound shapes, e.g. batch 1)")
-    o.add_argument("--tune", action="store_true",
-                   help="search the kernel configs of every shape again first: the dense batches, fused "
-                        "WSP-C's gather_b and unbalanced WSP-R's grouped kernels (else the tuning cache, "
-                        "or the default config, is used)")
-    o.add_argument("--tune-budget-ms", type=float, default=1000.0,
-                   help="timing per shape and candidate set when tuning (default %(default)s)")
+    add_tune_arguments(o)
+    o.add_argument("--tune-budget-ms", type=float, default=None,
+                   help="timing per problem when tuning (default 300, with --tune 1000)")
     o.add_argument("--dry-run", action="store_true", help="list the pending points and exit")
 
 
@@ -37,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from cutlass_wsp.commands.sweep_options import spec_from_args
     from cutlass_wsp.sweep.plan import expand
     from cutlass_wsp.sweep.results import ResultStore
+    from cutlass_wsp.commands._tuning import tune_mode
 
     spec = spec_from_args(args)
     points = expand(spec)
@@ -56,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
         ensure_dir(plot_dir, option="--plots")
 
     outcome = run_sweep(points, store, budget_s=args.budget_ms / 1e3, use_graph=args.graph,
-                        retry_failed=args.retry_failed, layer_time=spec.layer_time,
-                        tune=args.tune, tune_budget_s=args.tune_budget_ms / 1e3)
+                        retry_failed=args.retry_failed, layer_time=spec.layer_time, tune=tune_mode(args),
+                        tune_budget_s=args.tune_budget_s,
+                        tune_problem_s=None if args.tune_budget_ms is None else args.tune_budget_ms / 1e3)
     print(outcome.summary, file=sys.stderr)
     if not args.no_plots:
         from cutlass_wsp.sweep.plot import plot_results, why_no_figures

@@ -20,6 +20,7 @@ from typing import Any, Callable
 import numpy as np
 
 from cutlass_wsp.errors import InputError
+from cutlass_wsp.families.base import Cost, PointContext, PrunedFamily, Serves
 from cutlass_wsp.families.gather import (
     GATHER_FAMILY, GatherGemm, GatherProblem, Launches, check_device_array, check_mask_matches, check_pruned,
     check_sorted_indices, finish_uploads, gather_desc, pad_columns_with_zeros, padded_global_index, padded_k,
@@ -27,6 +28,7 @@ from cutlass_wsp.families.gather import (
 )
 from cutlass_wsp.families.wsp_r import resolve_arch
 from cutlass_wsp.kernels.description import KernelDesc
+from cutlass_wsp.problem import BatchProblem
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,3 +167,31 @@ class Bcbp:
     def to_dense_output(self, Y: Any) -> Any:
         """Y is already dense [L, n, N]."""
         return Y
+
+
+def block_cols_cost(problem: BatchProblem, dt: Any, tile_cols: np.ndarray) -> Cost:
+    """BCBP: tile_cols[i, j, :] are the columns row tile j of position i keeps. X rows read once per
+    position: the union of its tiles' columns."""
+    L, M, N, s = problem.L, problem.M, problem.N, dt.itemsize
+    n_tiles, kept = tile_cols.shape[1], tile_cols.shape[2]
+    t = M // n_tiles
+    x_rows = sum(len(np.unique(tile_cols[i])) for i in range(L))
+    w = L * n_tiles * t * kept
+    return Cost(float(2 * w * N), float(s * (w + x_rows * N + L * M * N)))
+
+
+class BcbpFamily(PrunedFamily):
+    """One gather_b launch over every (position, row tile); the default kernel (no tune problem)."""
+
+    name = "bcbp"
+    description = "BCBP: column segments per row tile, one gather_b launch"
+    serves = (Serves("bcbp", "cutlass", description="CUTLASS batched GEMM: one shape for all p² positions"),)
+
+    def instance(self, ctx: PointContext) -> Bcbp:
+        return Bcbp(ctx.pruned, ctx.dt.name, ctx.Npad, arch=ctx.arch)
+
+    def cost(self, ctx: PointContext) -> Cost:
+        return block_cols_cost(ctx.problem, ctx.dt, ctx.pruned.tile_cols)
+
+
+FAMILY = BcbpFamily()

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from cutlass_wsp.errors import InputError
-from cutlass_wsp.families.wsp_r import RowLayout, WspR, row_layout
+from cutlass_wsp.families.base import Cost, PointContext, PrunedFamily, Serves
+from cutlass_wsp.families.wsp_r import RowLayout, WspR, row_layout, rows_cost
 from cutlass_wsp.kernels.description import KernelDesc
 
 
@@ -34,8 +35,9 @@ class Fp(WspR):
     PATTERNS = ("fp",)
     NAME = "FP"
 
-    def __init__(self, pruned: Any, dtype: str, N: int, *, arch: str | None = None, desc: KernelDesc | None = None):
-        super().__init__(pruned, dtype, N, arch=arch, mode="batched", desc=desc)
+    def __init__(self, pruned: Any, dtype: str, N: int, *, arch: str | None = None, desc: KernelDesc | None = None,
+                 tuned: Any = None):
+        super().__init__(pruned, dtype, N, arch=arch, mode="batched", desc=desc, tuned=tuned)
 
     def _layout(self, pruned: Any) -> RowLayout:
         return filter_layout(pruned)
@@ -44,3 +46,19 @@ class Fp(WspR):
     def filters(self) -> np.ndarray:
         """The kept filters (output channels), int32 ascending."""
         return self.layout.rows[0]
+
+
+class FpFamily(PrunedFamily):
+    name = "fp"
+    description = "FP: the same filters pruned in every position, one dense batched launch with M = n'"
+    compact_rows = True
+    serves = (Serves("fp", "cutlass", description="CUTLASS batched GEMM: one shape for all p² positions"),)
+
+    def instance(self, ctx: PointContext) -> Fp:
+        return Fp(ctx.pruned, ctx.dt.name, ctx.Npad, arch=ctx.arch, tuned=ctx.tuned)
+
+    def cost(self, ctx: PointContext) -> Cost:
+        return rows_cost(ctx.problem, ctx.dt, ctx.pruned.kept_per_position)
+
+
+FAMILY = FpFamily()

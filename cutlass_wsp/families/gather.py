@@ -23,11 +23,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cutlass_wsp.errors import InputError, Unsupported
-from cutlass_wsp.kernels.description import KernelDesc, default_desc
-from cutlass_wsp.kernels.library import KernelLibrary, WspArgs, make_args
+from cutlass_wsp.families.base import CandidateMeasure, Family, KernelFamily, explicit_warp
 from cutlass_wsp.gpu.launch import (  # noqa: F401 (re-exported)
     bound_stream_pointer, launch_stream_pointer, sm_count, stream_object)
-from cutlass_wsp.problem import round_up
+from cutlass_wsp.kernels.candidates import FEW_WAVES, Recipe, adapt, shape_allows, tile_m_choices, wastes, waves
+from cutlass_wsp.kernels.description import KernelDesc, default_desc
+from cutlass_wsp.kernels.library import KernelLibrary, WspArgs, make_args
+from cutlass_wsp.problem import GatherTuneProblem, round_up
 
 GATHER_FAMILY = "gather_b"
 
@@ -265,11 +267,16 @@ def gather_grid(rows: int, row_vecs: int, threads: int = GATHER_THREADS) -> tupl
 
 
 @functools.lru_cache(maxsize=None)
-def _row_gather_module(device_id: int):
+def _row_gather_function(device_id: int, vec: int):
+    """wsp_gather_rows_<vec>, built by NVRTC through the compile cache (as the transforms are)."""
     import cupy
 
+    from cutlass_wsp.gpu.transforms import compile_module, load_function
+
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=_ROW_GATHER_SOURCE, options=("--std=c++17",))
+        cc = cupy.cuda.Device(device_id).compute_capability
+        path = compile_module(_ROW_GATHER_SOURCE, "wsp_gather_rows", int(cc), options=("--std=c++17",))
+        return load_function(path, f"wsp_gather_rows_{vec}")
 
 
 class RowGather:
@@ -295,7 +302,7 @@ class RowGather:
         vec = gather_vector_bytes(row_bytes, src.data.ptr, dst.data.ptr)
         row_vecs = row_bytes // vec
         device_id = same_device(src=src, dst=dst, index=index)
-        fn = _row_gather_module(device_id).get_function(f"wsp_gather_rows_{vec}")
+        fn = _row_gather_function(device_id, vec)
         grid = gather_grid(rows_out, row_vecs)
         # An explicit stream is bound now; None follows CuPy's current stream at launch, as the CUTLASS
         # launches do, so both passes of a family share it.
@@ -375,3 +382,116 @@ class GatherGemm:
     def prepare(self, X: Any, D: Any, *, stream: Any = None) -> Callable[[], None]:
         args = self.arguments(X, D)
         return kernel_step(self.kernel, args, self._workspace, bound_stream_pointer(stream))
+
+
+# ---------------------------------------------------------------------------------------------
+# The gather_b kernel family: menu and measurement (fused WSP-C's launch)
+# ---------------------------------------------------------------------------------------------
+
+DEEP_STAGES = 6                         # sm80 stages beyond the auto 96 KB budget (H100/A100 have room)
+PRUNED_MAX_CANDIDATES = 12              # the pruned families' menus: at most this many per problem
+
+
+def _gather_recipes(problem: GatherTuneProblem, base: KernelDesc, sm_count: int) -> list[Recipe]:
+    """The gather kernel is memory-bound on X (B: K gathered rows of Npad columns, 16-byte cp.async per
+    row segment): tile M up to M reads X once; deeper pipelines keep more gathered rows in flight (the
+    index load sits in front of every row's copy); a swizzle runs N-neighbours of one row segment
+    together when M spans several tile rows; tile K 64 halves the k-iterations of long K loops."""
+    M, K = problem.M, problem.K
+    k = base.tile[2]                                   # 32: 64 bytes of fp16/bf16 (128 of tf32)
+    k2 = 2 * k if 2 * k * base.itemsize <= 128 and not wastes(K, 2 * k) else None
+    tms = tile_m_choices(M)
+    out: list[Recipe] = []
+    for tm in tms:
+        if tm == 256:
+            out += [Recipe((256, 128, k), warp=(64, 64, k)),
+                    Recipe((256, 128, k), warp=(64, 64, k), stages=DEEP_STAGES)]
+        elif tm == 128:
+            out += [Recipe((128, 128, k), stages=DEEP_STAGES), Recipe((128, 256, k), warp=(64, 64, k))]
+            if k2:
+                out += [Recipe((128, 128, k2), warp=(64, 64, k2))]
+            if M > 128:
+                out += [Recipe((128, 128, k), swizzle=2), Recipe((128, 128, k), swizzle=4)]
+        else:
+            out += [Recipe((64, 128, k)), Recipe((64, 256, k), warp=(64, 64, k)),
+                    Recipe((64, 128, k), stages=DEEP_STAGES)]
+            if k2:
+                out += [Recipe((64, 128, k2))]
+    # Few tiles (late layers, small N): narrower tiles put more CTAs on the SMs (64x32 warps: 4 or 8
+    # warps, not 2x2 warps of 128 rows).
+    if waves(problem, (tms[0], 128, k), sm_count) < FEW_WAVES:
+        out += [Recipe((tms[0], 64, k), warp=(min(tms[0], 64), 32, k))]
+    return out
+
+
+class GatherKernel(KernelFamily):
+    """`gather_b` (templates/gather_b_sm80.cu.j2: CUTLASS 2.x, sm80 code that also runs on sm90). Tuned
+    for fused WSP-C's launch (GatherTuneProblem); BCBP's row-tile launches run the default."""
+
+    name = GATHER_FAMILY
+    archs = ("sm80",)
+    problem_type = GatherTuneProblem
+    limit = PRUNED_MAX_CANDIDATES
+    # H100 batch-32 winners (results/tune-families-h100.jsonl: 36 problems): 64x256 won every M = 64
+    # shape, swizzle 2 most M > 128 ones (by little); the default the rest
+    short_recipes = {"sm90": (Recipe((64, 256, 32), warp=(64, 64, 32)), Recipe((128, 128, 32), swizzle=2))}
+    short_limit = 3
+    bench_point = ("wsp-c-fused", "cutlass", "balanced")
+
+    def default(self, problem: GatherTuneProblem, dtype: str, arch: str) -> KernelDesc:
+        return gather_desc(dtype, N=problem.N, K=problem.K)    # what WspC(mode="fused") runs untuned
+
+    def recipes(self, problem, dtype, arch, base, sm_count):
+        return _gather_recipes(problem, base, sm_count)
+
+    def adapt(self, recipe: Recipe, base: KernelDesc) -> KernelDesc | None:
+        return explicit_warp(adapt(recipe, base))
+
+    def allows(self, desc: KernelDesc, problem: GatherTuneProblem) -> bool:
+        return shape_allows(desc, problem)
+
+    def measure(self, dtype: str, cache: Any) -> "GatherMeasure":
+        return GatherMeasure(dtype, cache)
+
+
+class GatherMeasure(CandidateMeasure):
+    """Fused WSP-C (gather_b): per position one sorted random choice of K of the c rows of X_i (global
+    rows i*c + column, as ColumnLayout.global_index), fresh random A[L, M, K] and X[L, c, N], a
+    poisoned D; the reference is fp32 cuBLAS of A times the gathered rows of X."""
+
+    def __call__(self, problem: GatherTuneProblem, desc: KernelDesc, budget_s: float):
+        import cupy
+
+        from cutlass_wsp.gpu import arrays
+        from cutlass_wsp.gpu.harness import Check
+
+        L, M, N, K, c = problem.L, problem.M, problem.N, problem.K, problem.c
+        lib = self.load(desc)
+        index = cupy.asarray(random_global_index(L, c, K, np.random.default_rng()).reshape(-1))
+        A = arrays.random((L, M, K), self.dtype)
+        X = arrays.random((L, c, N), self.dtype)
+        D = arrays.empty((L, M, N), self.dtype)
+        gemm = GatherGemm(lib, GatherProblem(L, M, N, K, a_batch_stride=M * K, d_batch_stride=M * N), A, index,
+                          x_rows=L * c)
+        launch = gemm.prepare(X, D)
+
+        def reference():
+            Xg = X.reshape(L * c, N)[index].reshape(L, K, N)          # the rows the kernel gathers
+            return self.reference(A, Xg)
+
+        return self.run(desc, launch, outputs=D, reference=reference,
+                        check=Check(self.dtype, desc.name, shape=(L, M, N, K), K=K), budget_s=budget_s)
+
+
+GATHER_KERNEL = GatherKernel()
+
+
+class GatherFamily(Family):
+    """Owns the gather_b kernel and the row gather; WSP-C (fused) and BCBP serve the points."""
+
+    name = "gather"
+    description = "gather X's rows by index: the gather_b GEMM kernel and the two-pass row gather"
+    kernels = (GATHER_KERNEL,)
+
+
+FAMILY = GatherFamily()

@@ -30,6 +30,9 @@ from typing import Any, Callable
 import numpy as np
 
 from cutlass_wsp.errors import InputError
+from cutlass_wsp.families.base import (ANY, BALANCED_ONLY, UNBALANCED_ONLY, Cost, PointContext, PrunedFamily, Serves,
+                                       instance_kernel)
+from cutlass_wsp.families.dense import DENSE_KERNEL
 from cutlass_wsp.families.gather import (
     GATHER_FAMILY, GatherGemm, GatherProblem, Launches, RowGather, check_device_array, check_index_list,
     check_mask_matches, check_pruned, finish_uploads, gather_desc, pad_columns_with_zeros,
@@ -95,7 +98,7 @@ class WspC:
     Y = output(): dense [L, n, N]."""
 
     def __init__(self, pruned: Any, dtype: str, N: int, *, arch: str | None = None, mode: str = "fused",
-                 desc: KernelDesc | None = None):
+                 desc: KernelDesc | None = None, tuned: Any = None):
         from cutlass_wsp.dtypes import get_dtype
 
         dt = get_dtype(dtype)
@@ -108,7 +111,7 @@ class WspC:
         self.arch = resolve_arch(arch)
         self.K = self.layout.K(dt.alignment)
         self.index = self.layout.global_index(self.K)
-        self.desc = self._check_desc(desc) if desc is not None else self._default_desc()
+        self.desc, self.tuned = instance_kernel(self, desc, tuned)
         self._launcher: Any = None
 
     # ------------------------------------------------------------------------------ kernels
@@ -128,17 +131,13 @@ class WspC:
         """(family, problem) under which the tuner searches and remembers this instance's kernel."""
         if self.mode == "fused":
             return GATHER_FAMILY, GatherTuneProblem(self.problem, self.layout.c)
-        return "dense", self.problem
+        return DENSE_KERNEL.name, self.problem
 
     def _default_desc(self) -> KernelDesc:
-        # the kernel tuned for this exact problem when the tuning cache has one (else the untuned default)
-        from cutlass_wsp.kernels.tuning import best_desc, tuned_or_default
-
+        """The untuned kernel: gather_desc for fused, else the dense default (manifest.select)."""
         if self.mode == "fused":
-            family, problem = self.tune_problem
-            tuned = best_desc(problem, self.dtype, self.arch, family=family)
-            return tuned or gather_desc(self.dtype, N=self.N, K=self.K)
-        return tuned_or_default(self.problem, self.dtype, self.arch)
+            return gather_desc(self.dtype, N=self.N, K=self.K)
+        return DENSE_KERNEL.default(self.problem, self.dtype, self.arch)
 
     def _check_desc(self, desc: KernelDesc) -> KernelDesc:
         want = GATHER_FAMILY if self.mode == "fused" else "dense"
@@ -234,3 +233,40 @@ class WspC:
     def to_dense_output(self, Y: Any) -> Any:
         """Y is already dense [L, n, N] (every row of Y_i is computed)."""
         return Y
+
+
+def cols_cost(problem: BatchProblem, dt: Any, kept_cols: Any) -> Cost:
+    """WSP-C: position i keeps kept_cols[i] of W_i's K columns; reads only those rows of X_i."""
+    k = np.asarray(kept_cols, dtype=np.float64)
+    M, N, s = problem.M, problem.N, dt.itemsize
+    return Cost(float(2 * M * N * k.sum()), float(s * (M * k.sum() + k.sum() * N + len(k) * M * N)))
+
+
+class WspCFamily(PrunedFamily):
+    """WSP-C's three ways to gather: a pass of its own (wsp-c), the GEMM mainloop (wsp-c-fused cutlass,
+    cutlass-padded: the gather_b kernel), the input transform (wsp-c-fused cutlass-xform). Unequal c_i
+    run padded to max c_i: no grouped WSP-C kernel (docs/families.md). All share WSP-C's floor."""
+
+    name = "wsp_c"
+    description = "WSP-C: each W_i keeps its own columns; the rows of X they need are gathered"
+    serves = (
+        Serves("wsp-c", "cutlass", BALANCED_ONLY, mode="two_pass",
+               description="CUTLASS batched GEMM: one shape for all p² positions"),
+        Serves("wsp-c", "cutlass-padded", UNBALANCED_ONLY, mode="two_pass",
+               description="CUTLASS batched GEMM on weights padded to the largest position (the straggler case)"),
+        Serves("wsp-c-fused", "cutlass", BALANCED_ONLY, mode="fused"),
+        Serves("wsp-c-fused", "cutlass-padded", UNBALANCED_ONLY, mode="fused"),
+        Serves("wsp-c-fused", "cutlass-xform", ANY, mode="xform",
+               description="WSP-C: the input transform writes only the kept rows of X (compact Xc), then the "
+                           "dense CUTLASS batched GEMM on them: no gather pass, no gather mainloop"),
+    )
+
+    def instance(self, ctx: PointContext) -> WspC:
+        return WspC(ctx.pruned, ctx.dt.name, ctx.Npad, arch=ctx.arch, mode=self.serving(ctx.point).mode,
+                    tuned=ctx.tuned)
+
+    def cost(self, ctx: PointContext) -> Cost:
+        return cols_cost(ctx.problem, ctx.dt, ctx.pruned.kept_per_position)
+
+
+FAMILY = WspCFamily()

@@ -23,10 +23,14 @@ from typing import Any, Callable
 import numpy as np
 
 from cutlass_wsp.errors import InputError, Unsupported
+from cutlass_wsp.families.base import (ANY, BALANCED_ONLY, UNBALANCED_ONLY, CandidateMeasure, Cost, KernelFamily,
+                                       PointContext, PrunedFamily, Serves, explicit_warp, instance_kernel)
+from cutlass_wsp.families.dense import DENSE_KERNEL
 from cutlass_wsp.families.gather import (
     Launches, Workspace, check_device_array, check_index_list, check_mask_matches, check_pruned,
     bound_stream_pointer, finish_uploads, kernel_step, require_family, same_device, sm_count, stream_object,
 )
+from cutlass_wsp.kernels.candidates import FEW_WAVES, MAX_ROW_WASTE, Recipe, adapt, ceil_div, wastes
 from cutlass_wsp.kernels.description import ARCHS, KernelDesc, default_desc
 from cutlass_wsp.kernels.library import make_args
 from cutlass_wsp.problem import BatchProblem, GroupedTuneProblem
@@ -193,7 +197,7 @@ class WspR:
     NAME = "WSP-R"
 
     def __init__(self, pruned: Any, dtype: str, N: int, *, arch: str | None = None, mode: str = "auto",
-                 desc: KernelDesc | None = None):
+                 desc: KernelDesc | None = None, tuned: Any = None):
         from cutlass_wsp.dtypes import get_dtype
 
         get_dtype(dtype)
@@ -213,7 +217,7 @@ class WspR:
         self.mode = mode
         self.M = self.layout.M
         self.row_index = self.layout.row_index()
-        self.desc = self._check_desc(desc) if desc is not None else self._default_desc()
+        self.desc, self.tuned = instance_kernel(self, desc, tuned)
         self._impl: Any = None
         self._weights: Any = None
 
@@ -232,17 +236,13 @@ class WspR:
         """(family, problem) under which the tuner searches and remembers this instance's kernel."""
         if self.mode == "grouped":
             return GROUPED_FAMILY, GroupedTuneProblem(tuple(self.layout.counts), self.N, self.layout.c)
-        return "dense", self.problem
+        return DENSE_KERNEL.name, self.problem
 
     def _default_desc(self) -> KernelDesc:
-        # the kernel tuned for this exact problem when the tuning cache has one (else the untuned default)
-        from cutlass_wsp.kernels.tuning import best_desc, tuned_or_default
-
+        """The untuned kernel: grouped_desc for grouped, else the dense default (manifest.select)."""
         if self.mode == "grouped":
-            family, problem = self.tune_problem
-            tuned = best_desc(problem, self.dtype, self.arch, family=family)
-            return tuned or grouped_desc(self.dtype, self.arch, N=self.N, K=self.layout.c)
-        return tuned_or_default(self.problem, self.dtype, self.arch)
+            return grouped_desc(self.dtype, self.arch, N=self.N, K=self.layout.c)
+        return DENSE_KERNEL.default(self.problem, self.dtype, self.arch)
 
     def _check_desc(self, desc: KernelDesc) -> KernelDesc:
         want = GROUPED_FAMILY if self.mode == "grouped" else "dense"
@@ -352,3 +352,178 @@ class GroupedRows:
         step = kernel_step(self.kernel, args, self._workspace, bound_stream_pointer(stream))
         # the launcher owns the pointer tables and the host sizes the ABI points into
         return Launches([step], (X, Yc, ptr_a, ptr_b, ptr_d, self.host_sizes, self.device_sizes, self.weights))
+
+
+# ---------------------------------------------------------------------------------------------
+# The wsp_r_grouped kernel family: menu and measurement
+# ---------------------------------------------------------------------------------------------
+
+def group_row_waste(Ms: Iterable[int], tile_m: int) -> float:
+    """Fraction of the rows that `tile_m`-row tiles cover over all groups that are empty."""
+    Ms = list(Ms)
+    covered = sum(ceil_div(m, tile_m) * tile_m for m in Ms)
+    return 1.0 - sum(Ms) / covered
+
+
+def group_tile_count(problem: GroupedTuneProblem, tile: tuple[int, int, int]) -> int:
+    return sum(ceil_div(m, tile[0]) for m in problem.Ms) * ceil_div(problem.N, tile[1])
+
+
+def _typical_rows(problem: GroupedTuneProblem) -> int:
+    """The median group's rows (what a cluster along M spans in most groups)."""
+    Ms = sorted(problem.Ms)
+    return Ms[len(Ms) // 2]
+
+
+def _grouped_sm90_recipes(problem: GroupedTuneProblem, sm_count: int) -> list[Recipe]:
+    """Group i is M_i x Npad x c: memory-bound on X_i like the dense batch, but M_i differ, so row waste
+    is counted over all groups. 64-row ping-pong tiles waste least on small or odd M_i; 128/256-row
+    tiles read X_i fewer times where the M_i allow; tile K 128 halves short K loops; 2x1 clusters
+    multicast X_i to two M-neighbours where most groups span two tile rows (ping-pong 128x128 in 2x1
+    is CUTLASS example 57's grouped configuration); few tiles: narrow 128x64 tiles."""
+    pp = "tma_ws_pingpong"
+    Ms, K = problem.Ms, problem.K
+    fits = {tm: group_row_waste(Ms, tm) <= MAX_ROW_WASTE for tm in (128, 256)}
+    out = [Recipe((64, 128, 64), pp), Recipe((64, 256, 64), pp)]
+    if fits[128]:
+        out += [Recipe((128, 256, 64)), Recipe((128, 128, 64), pp)]
+    if fits[256]:
+        out += [Recipe((256, 128, 64))]
+    if K % 128 == 0:
+        out += [Recipe((64, 128, 128), pp)] + ([Recipe((128, 128, 128), pp)] if fits[128] else [])
+    rows = _typical_rows(problem)
+    if rows >= 2 * 64:
+        out += [Recipe((64, 128, 64), pp, cluster=(2, 1, 1))]
+    if rows >= 2 * 128:
+        out += [Recipe((128, 128, 64), pp, cluster=(2, 1, 1))]
+    if group_tile_count(problem, (128, 128, 64)) < FEW_WAVES * sm_count:
+        out += [Recipe((128, 64, 64)), Recipe((128, 64, 64), pp)]
+    return out
+
+
+def _grouped_sm80_recipes(problem: GroupedTuneProblem, base: KernelDesc, sm_count: int) -> list[Recipe]:
+    """CUTLASS 2.x GemmGrouped (tf32, or under 16-byte alignment): the same tile-M reasoning; its
+    problem visitor ignores the swizzle, and it has no clusters."""
+    k = base.tile[2]
+    out = [Recipe((64, 128, k)), Recipe((64, 256, k), warp=(64, 64, k))]
+    if group_row_waste(problem.Ms, 128) <= MAX_ROW_WASTE:
+        out += [Recipe((128, 256, k), warp=(64, 64, k))]
+    if group_row_waste(problem.Ms, 256) <= MAX_ROW_WASTE:
+        out += [Recipe((256, 128, k), warp=(64, 64, k))]
+    if group_tile_count(problem, (128, 128, k)) < FEW_WAVES * sm_count:
+        out += [Recipe((128, 64, k)), Recipe((64, 64, k))]
+    return out
+
+
+def grouped_shape_allows(desc: KernelDesc, problem: GroupedTuneProblem) -> bool:
+    """Tile N not far above N (64 always allowed); a cluster no larger than the median group's tile rows."""
+    m, n, _ = desc.tile
+    if n > 64 and wastes(problem.N, n):
+        return False
+    cm, cn, _ = desc.cluster
+    return cm <= max(1, _typical_rows(problem) // m) and cn <= ceil_div(problem.N, n)
+
+
+PP = "tma_ws_pingpong"
+
+
+class GroupedKernel(KernelFamily):
+    """`wsp_r_grouped` (templates/wsp_r_grouped_sm90.cu.j2, wsp_r_grouped_sm80.cu.j2): unbalanced WSP-R's
+    one launch, tuned for its GroupedTuneProblem; the default is what WspR(mode="grouped") runs untuned."""
+
+    name = GROUPED_FAMILY
+    archs = ("sm90", "sm80")
+    problem_type = GroupedTuneProblem
+    limit = 12
+    # H100 batch-32 winners (results/tune-families-h100.jsonl: 36 problems): 64x256 ping-pong won 27
+    short_recipes = {"sm90": (Recipe((64, 256, 64), PP), Recipe((64, 128, 64), PP), Recipe((128, 256, 64)))}
+    short_limit = 4
+    bench_point = ("wsp-r", "cutlass-grouped", "unbalanced")
+
+    def default(self, problem: GroupedTuneProblem, dtype: str, arch: str) -> KernelDesc:
+        return grouped_desc(dtype, arch, N=problem.N, K=problem.K)
+
+    def recipes(self, problem, dtype, arch, base, sm_count):
+        if base.arch == "sm90":
+            return _grouped_sm90_recipes(problem, sm_count)
+        return _grouped_sm80_recipes(problem, base, sm_count)
+
+    def adapt(self, recipe: Recipe, base: KernelDesc) -> KernelDesc | None:
+        return adapt(recipe, base) if base.arch == "sm90" else explicit_warp(adapt(recipe, base))
+
+    def allows(self, desc: KernelDesc, problem: GroupedTuneProblem) -> bool:
+        return grouped_shape_allows(desc, problem)
+
+    def check(self, desc: KernelDesc) -> KernelDesc:
+        return check_grouped_desc(desc)
+
+    def measure(self, dtype: str, cache: Any) -> "GroupedMeasure":
+        return GroupedMeasure(dtype, cache)
+
+
+class GroupedMeasure(CandidateMeasure):
+    """Unbalanced WSP-R (grouped): fresh random packed weights A[sum M_i, K] and X[L, K, N], a poisoned
+    compact D[L, max M_i, N]; each group's M_i rows are checked against fp32 cuBLAS of A_i . X_i (its
+    pad rows are never written and not compared)."""
+
+    def __call__(self, problem: GroupedTuneProblem, desc: KernelDesc, budget_s: float):
+        from cutlass_wsp.gpu import arrays
+        from cutlass_wsp.gpu.harness import Check
+
+        Ms, L, M, N, K = problem.Ms, problem.L, problem.M, problem.N, problem.K
+        lib = self.load(desc)
+        A = arrays.random((sum(Ms), K), self.dtype)
+        X = arrays.random((L, K, N), self.dtype)
+        D = arrays.empty((L, M, N), self.dtype)
+        grouped = GroupedRows(lib, Ms, K=K, N=N, weights=A)
+        launch = grouped.prepare(X, D)
+
+        def reference():
+            W = arrays.zeros((L, M, K), self.dtype)                  # A's groups, zero pad rows
+            for i, (start, m) in enumerate(zip(grouped.offsets, Ms)):
+                W[i, :m] = A[start:start + m]
+            ref = self.reference(W, X)
+            return [ref[i:i + 1, :m] for i, m in enumerate(Ms)]
+
+        checks = [Check(self.dtype, f"{desc.name} group {i}", shape=(m, N, K), K=K) for i, m in enumerate(Ms)]
+        return self.run(desc, launch, outputs=D, result=lambda: [D[i:i + 1, :m] for i, m in enumerate(Ms)],
+                        reference=reference, check=checks, budget_s=budget_s)
+
+
+GROUPED_KERNEL = GroupedKernel()
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep: wsp-r points, and the row-pruned floor
+# ---------------------------------------------------------------------------------------------
+
+def rows_cost(problem: BatchProblem, dt: Any, kept_rows: Any) -> Cost:
+    """WSP-R / FP: position i keeps kept_rows[i] of W_i's M rows; reads all of X_i, writes n_i rows."""
+    m = np.asarray(kept_rows, dtype=np.float64)
+    N, K, s = problem.N, problem.K, dt.itemsize
+    return Cost(float(2 * m.sum() * N * K), float(s * (m.sum() * K + len(m) * K * N + m.sum() * N)))
+
+
+class WspRFamily(PrunedFamily):
+    name = "wsp_r"
+    description = "WSP-R: each W_i keeps its own rows; batched, padded or grouped launches"
+    kernels = (GROUPED_KERNEL,)
+    compact_rows = True
+    serves = (
+        Serves("wsp-r", "cutlass", BALANCED_ONLY, mode="batched",
+               description="CUTLASS batched GEMM: one shape for all p² positions"),
+        Serves("wsp-r", "cutlass-grouped", ANY, mode="grouped",
+               description="CUTLASS grouped GEMM: one problem per position, shapes may differ"),
+        Serves("wsp-r", "cutlass-padded", UNBALANCED_ONLY, mode="padded",
+               description="CUTLASS batched GEMM on weights padded to the largest position (the straggler case)"),
+    )
+
+    def instance(self, ctx: PointContext) -> WspR:
+        return WspR(ctx.pruned, ctx.dt.name, ctx.Npad, arch=ctx.arch, mode=self.serving(ctx.point).mode,
+                    tuned=ctx.tuned)
+
+    def cost(self, ctx: PointContext) -> Cost:
+        return rows_cost(ctx.problem, ctx.dt, ctx.pruned.kept_per_position)
+
+
+FAMILY = WspRFamily()

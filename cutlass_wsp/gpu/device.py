@@ -41,3 +41,29 @@ def compute_capability() -> int:
 
     props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
     return props["major"] * 10 + props["minor"]
+
+
+@functools.lru_cache(maxsize=None)
+def _gpu_name(device_id: int) -> str:
+    import cupy
+
+    name = cupy.cuda.runtime.getDeviceProperties(device_id)["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def current_gpu_name() -> str | None:
+    """Name of the current CUDA device (what tuned choices are keyed by), or None without a usable GPU."""
+    if not gpu_status()[0]:
+        return None
+    import cupy
+
+    return _gpu_name(cupy.cuda.Device().id)
+
+
+def current_sm_count() -> int | None:
+    """SMs of the current CUDA device, or None without a usable GPU."""
+    if not gpu_status()[0]:
+        return None
+    import cupy
+
+    return int(cupy.cuda.Device().attributes["MultiProcessorCount"])

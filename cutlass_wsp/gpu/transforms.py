@@ -8,7 +8,8 @@
 
 Kernels are rendered from templates/transform_{input,output}.cu.j2 with the transform constants of
 `winograd.matrices_float(m)` baked in as literals, compiled once per (p, dtype, layout, compact) by NVRTC
-through `cupy.RawModule` (CuPy's own compile cache) and launched on CuPy's current stream.
+through the kernel compile cache (kernels/cache.py `get_nvrtc`: the options CuPy's RawModule used),
+loaded with `cupy.RawModule(path=...)` and launched on CuPy's current stream.
 docs/transforms.md describes the kernels, the layouts and the compact-row conventions.
 """
 
@@ -21,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from cutlass_wsp.dtypes import DType
-from cutlass_wsp.errors import CompileError, InputError, Unsupported
+from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.gpu.arrays import as_dtype, npad, storage_dtype
 from cutlass_wsp.winograd import matrices_float, tile_grid
 
 LAYOUTS = ("nchw", "nhwc")
+LAYER_LAYOUT = "nhwc"   # the sweep's layers (cuDNN was 1.4-2.5x slower in NCHW on the H100, BRIEF)
 SUPPORTED_P = (4, 6, 8)
 INPUT_KERNEL = "wsp_input_transform"
 OUTPUT_KERNEL = "wsp_output_transform"
@@ -250,25 +252,33 @@ def render_output(p: int, dt: DType | str, layout: str, compact: bool = False) -
     return _render("transform_output.cu.j2", ctx), ctx
 
 
+TRANSFORM_OPTIONS = ("-std=c++17",)
+
+
 @functools.lru_cache(maxsize=None)
 def _compiled(source: str, kernel: str):
-    """NVRTC through cupy.RawModule; CuPy caches the binary on disk by source and options."""
-    import cupy
-
-    from cutlass_wsp.gpu.device import require_gpu
+    """The kernel `kernel` of `source`, built by NVRTC through the compile cache (kernels/cache.py:
+    complete key, atomic publish, a corrupt entry is a miss, a failure keeps source and log and raises
+    CompileError) and loaded with cupy.RawModule."""
+    from cutlass_wsp.gpu.device import compute_capability, require_gpu
 
     require_gpu()
-    try:
-        module = cupy.RawModule(code=source, options=("-std=c++17",))
-        return module.get_function(kernel)
-    except cupy.cuda.compiler.CompileException as e:
-        import tempfile
+    return load_function(compile_module(source, kernel, compute_capability()), kernel)
 
-        with tempfile.NamedTemporaryFile("w", suffix=".cu", prefix=f"{kernel}_", delete=False) as f:
-            f.write(source)
-        raise CompileError(f"NVRTC failed to compile {kernel} (source kept at {f.name})",
-                           "report it with the log; the generated source is a bug, not a user error",
-                           source_path=f.name, log=str(e)) from None
+
+def compile_module(source: str, kernel: str, arch: int, *, cache=None, options=TRANSFORM_OPTIONS,
+                   compiler=None):
+    """Path of the cubin of `source` for compute capability `arch` (no GPU needed)."""
+    from cutlass_wsp.kernels.cache import default_cache
+
+    return (cache or default_cache()).get_nvrtc(source, kernel, options=tuple(options), arch=arch, compiler=compiler)
+
+
+def load_function(path, kernel: str):
+    """cupy.RawModule(path=...).get_function(kernel): a compiled module of the compile cache, loaded."""
+    import cupy
+
+    return cupy.RawModule(path=str(path)).get_function(kernel)
 
 
 def _check_bf16_arch(d: DType) -> None:
@@ -558,3 +568,18 @@ class OutputTransform:
         self.kernel()(grid, (g.threads, 1, 1),
                       head + (i32(n), i32(H), i32(W), i32(th), i32(tw), i32(T), i32(Np), i32(-(-T // g.tt))))
         return out
+
+
+def fp32_layer_reference(d, W32, p: int, batch: int, n: int, H: int, Wd: int, layout: str = LAYER_LAYOUT):
+    """The whole Winograd layer in fp32 on the GPU: A^T [(W32 . (B^T d B))] A with an fp32 cuBLAS GEMM
+    of the Winograd-domain weights W32 [p*p, n, c]; `d` float32 in `layout`. The reference of the
+    sweep's layer times and of cuDNN's conv."""
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.baselines import CublasBatched
+
+    X32 = InputTransform(p, "fp32", layout)(d)
+    Y32 = arrays.empty((W32.shape[0], n, X32.shape[2]), "fp32")
+    CublasBatched("fp32").run(W32, X32, Y32)
+    tf = OutputTransform(p, "fp32", layout)
+    out32 = arrays.empty(tf.output_shape(batch, n, H, Wd), "fp32")
+    return tf(Y32, out32)

@@ -1,4 +1,6 @@
-"""Compile cache for kernel libraries, modelled on CuPy's cupy/cuda/compiler.py.
+"""Compile cache for kernel libraries, modelled on CuPy's cupy/cuda/compiler.py. Two compilers share it:
+nvcc builds a CUTLASS `KernelDesc` into a shared library (`get`), NVRTC builds a plain CUDA source (the
+Winograd transforms, the row gather) into a cubin that `cupy.RawModule(path=...)` loads (`get_nvrtc`).
 
 Layout under the cache root ($CUTLASS_WSP_CACHE, else $XDG_CACHE_HOME/cutlass-wsp, else
 ~/.cache/cutlass-wsp):
@@ -8,11 +10,15 @@ Layout under the cache root ($CUTLASS_WSP_CACHE, else $XDG_CACHE_HOME/cutlass-ws
   failed/<name>-<key16>.cu / .log       sources that did not compile, with nvcc's output
   tmp/                                  private build directories, one per build
 
-key = sha256(source, flags without include paths, nvcc version, CUTLASS version, arch, ABI version).
-Builds happen in a private temp dir and are published with os.replace (.so first, manifest last), so
+  kernels/<name>-<key16>-<sha12>.cubin  an NVRTC build (.ptx when this NVRTC does not know the GPU's arch)
+
+nvcc key = sha256(source, flags without include paths, nvcc version, CUTLASS version, arch, ABI version);
+NVRTC key = sha256(source, every option including the arch, NVRTC version).
+Builds happen in a private temp dir and are published with os.replace (binary first, manifest last), so
 readers see either no entry or a complete one, and concurrent builders of one key both succeed (the
-last manifest wins; each points at its own complete .so). An entry whose .so is missing, truncated
-or fails its recorded sha256 is a miss and is rebuilt.
+last manifest wins; each points at its own complete binary). An entry whose binary is missing, truncated
+or fails its recorded sha256, or whose manifest is unreadable, is a miss and is rebuilt. A failed build
+keeps its source and log under failed/ and raises CompileError(source_path=, log=).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from typing import Iterable
 from cutlass_wsp.errors import CompileError, ToolchainError
 from cutlass_wsp.kernels import emitter
 from cutlass_wsp.kernels.description import KernelDesc
-from cutlass_wsp.kernels.library import ABI_VERSION
+from cutlass_wsp.kernels.abi import ABI_VERSION
 from cutlass_wsp.kernels.toolchain import Toolchain, discover
 
 MANIFEST_FORMAT = 1
@@ -108,6 +114,70 @@ def describe_compile_error(log: str, source: Path) -> str:
     return "\n".join(parts)
 
 
+class NvrtcFailure(Exception):
+    """NVRTC refused a source; `log` is its program log."""
+
+    def __init__(self, log: str):
+        super().__init__(log)
+        self.log = log
+
+
+class NvrtcCompiler:
+    """NVRTC through CuPy's bindings (no GPU needed): CUDA source -> cubin for sm_<arch>, or PTX for
+    compute_<arch> when this NVRTC does not know the arch. The options are what `cupy.RawModule(code=...,
+    options=...)` compiles with (CuPy 14: the caller's, then -ftz=true, the arch, and
+    --device-as-default-execution-space), so the binary is the one CuPy would have built."""
+
+    RAWMODULE_OPTIONS = ("-ftz=true",)
+    RAWMODULE_TAIL = ("--device-as-default-execution-space",)
+
+    def _nvrtc(self):
+        from cutlass_wsp.errors import ToolchainError
+
+        try:
+            from cupy_backends.cuda.libs import nvrtc
+
+            nvrtc.getVersion()
+        except Exception as e:  # no cupy, or no libnvrtc: a toolchain problem, not a compile error
+            raise ToolchainError(f"NVRTC is not available ({type(e).__name__}: {e})",
+                                 "install the CUDA toolkit's NVRTC (pip install nvidia-cuda-nvrtc)") from None
+        return nvrtc
+
+    def version(self) -> str:
+        major, minor = self._nvrtc().getVersion()
+        return f"{major}.{minor}"
+
+    def cubin(self, arch: int) -> bool:
+        """NVRTC emits SASS (cubin) for archs it knows; else PTX that the driver compiles at load."""
+        try:
+            return int(arch) in tuple(self._nvrtc().getSupportedArchs())
+        except AttributeError:
+            return True
+
+    def suffix(self, arch: int) -> str:
+        return ".cubin" if self.cubin(arch) else ".ptx"
+
+    def options(self, options: tuple[str, ...], arch: int) -> tuple[str, ...]:
+        target = f"-arch=sm_{arch}" if self.cubin(arch) else f"-arch=compute_{arch}"
+        return (*options, *self.RAWMODULE_OPTIONS, target, *self.RAWMODULE_TAIL)
+
+    def compile(self, source: str, filename: str, options: tuple[str, ...]) -> tuple[bytes, str]:
+        """(binary, log); NvrtcFailure(log) when the source does not compile."""
+        nvrtc = self._nvrtc()
+        prog = nvrtc.createProgram(source, filename, (), ())
+        try:
+            try:
+                nvrtc.compileProgram(prog, list(options))
+            except nvrtc.NVRTCError:
+                raise NvrtcFailure(nvrtc.getProgramLog(prog)) from None
+            log = nvrtc.getProgramLog(prog)
+            cubin = any(o.startswith("-arch=sm_") for o in options)
+            binary = nvrtc.getCUBIN(prog) if cubin else nvrtc.getPTX(prog)
+            return (binary.encode() if isinstance(binary, str) else bytes(binary)), log
+        finally:
+            nvrtc.destroyProgram(prog)
+
+
 class KernelCache:
     """Compiles kernel descriptions to shared libraries once, and finds them again."""
 
@@ -169,9 +239,10 @@ class KernelCache:
         return data if isinstance(data, dict) and data.get("format") == MANIFEST_FORMAT else None
 
     def _verify(self, manifest: dict, key: str) -> Path | None:
-        if manifest.get("key") != key or not isinstance(manifest.get("so"), str):
+        artifact = manifest.get("so", manifest.get("artifact"))     # .so (nvcc) or .cubin/.ptx (NVRTC)
+        if manifest.get("key") != key or not isinstance(artifact, str):
             return None
-        so = self.kernels_dir / manifest["so"]
+        so = self.kernels_dir / artifact
         try:
             st = so.stat()
         except OSError:
@@ -252,36 +323,80 @@ class KernelCache:
 
     def _publish(self, desc: KernelDesc, key: str, stem: str, src: Path, out: Path, seconds: float,
                  tc: Toolchain, log: str) -> Path:
-        sha = _sha256_file(out)
-        size = out.stat().st_size
-        so = self.kernels_dir / f"{stem}-{sha[:12]}.so"
-        os.replace(out, so)
-        _atomic_write_text(self.kernels_dir / f"{stem}.cu", src.read_text(), self.tmp_dir)
-        manifest = {
-            "format": MANIFEST_FORMAT, "key": key, "name": desc.name, "desc": desc.as_dict(),
-            "so": so.name, "sha256": sha, "bytes": size, "arch": desc.arch, "abi_version": ABI_VERSION,
+        return self._publish_file(stem, key, out, src.read_text(), "so", {
+            "name": desc.name, "desc": desc.as_dict(), "arch": desc.arch, "abi_version": ABI_VERSION,
             "nvcc": tc.nvcc, "nvcc_version": tc.nvcc_version, "cutlass_version": tc.cutlass_version,
             "flags": _key_flags(tc.flags(desc.arch)), "compile_seconds": round(seconds, 2),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "log": log[-4000:],            # nvcc's warnings, if any
-        }
+        })
+
+    def _publish_file(self, stem: str, key: str, out: Path, source: str, field: str, info: dict) -> Path:
+        """Move a finished build into kernels/ under a content-addressed name, then write its source and,
+        last, its manifest (`field` names the binary: "so" or "artifact")."""
+        sha = _sha256_file(out)
+        size = out.stat().st_size
+        final = self.kernels_dir / f"{stem}-{sha[:12]}{out.suffix}"
+        os.replace(out, final)
+        _atomic_write_text(self.kernels_dir / f"{stem}.cu", source, self.tmp_dir)
+        manifest = {"format": MANIFEST_FORMAT, "key": key, **info, field: final.name, "sha256": sha, "bytes": size,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         _atomic_write_text(self.kernels_dir / f"{stem}.json", json.dumps(manifest, indent=1), self.tmp_dir)
-        st = so.stat()
-        self._verified[so] = (st.st_size, st.st_mtime_ns)
-        return so
+        st = final.stat()
+        self._verified[final] = (st.st_size, st.st_mtime_ns)
+        return final
 
     def _fail(self, desc: KernelDesc, stem: str, src: Path, log: str) -> None:
+        self._keep_failure(stem, src.read_text(), log.replace(str(src), str(self.failed_dir / f"{stem}.cu")),
+                           f"nvcc could not build {desc.name}")
+
+    def _keep_failure(self, stem: str, source: str, log: str, what: str) -> None:
+        """Keep the source and the log under failed/ and raise the CompileError that names them."""
+        self._ensure_dirs()
         kept = self.failed_dir / f"{stem}.cu"
-        shutil.copyfile(src, kept)
-        log = log.replace(str(src), str(kept))
+        kept.write_text(source)
         log_path = self.failed_dir / f"{stem}.log"
         log_path.write_text(log + "\n")
         summary = describe_compile_error(log, kept)
-        raise CompileError(
-            f"nvcc could not build {desc.name} from {kept}:\n{summary}\n",
-            f"full log: {log_path}",
-            source_path=str(kept), log=log,
-        )
+        raise CompileError(f"{what} from {kept}:\n{summary}\n", f"full log: {log_path}",
+                           source_path=str(kept), log=log)
+
+    # ---------------------------------------------------------------------------------- NVRTC
+    def nvrtc_key(self, source: str, options: tuple[str, ...], compiler: "NvrtcCompiler") -> str:
+        payload = json.dumps({"compiler": "nvrtc", "source": source, "options": list(options),
+                              "nvrtc": compiler.version()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def get_nvrtc(self, source: str, name: str, *, options: tuple[str, ...] = (), arch: int,
+                  compiler: "NvrtcCompiler | None" = None) -> Path:
+        """Path of the cubin (or PTX) NVRTC builds from `source` for compute capability `arch` (e.g. 90),
+        compiling it first when the cache has no valid entry. `options` are the caller's; the compiler
+        adds the arch and CuPy's RawModule defaults (NvrtcCompiler.options), so a kernel built here is the
+        one `cupy.RawModule(code=source, options=options)` would have built."""
+        compiler = compiler or NvrtcCompiler()
+        full = compiler.options(tuple(options), int(arch))
+        key = self.nvrtc_key(source, full, compiler)
+        stem = f"{name}-{key[:16]}"
+        with self._lock(key):
+            manifest = self._read_manifest(self.kernels_dir / f"{stem}.json")
+            found = self._verify(manifest, key) if manifest else None
+            if found:
+                return found
+            self._ensure_dirs()
+            t0 = time.perf_counter()
+            try:
+                binary, log = compiler.compile(source, f"{stem}.cu", full)
+            except NvrtcFailure as e:
+                self._keep_failure(stem, source, e.log.replace(f"{stem}.cu", str(self.failed_dir / f"{stem}.cu")),
+                                   f"NVRTC could not build {name}")
+            build = Path(tempfile.mkdtemp(prefix=f"{stem}.", dir=self.tmp_dir))
+            try:
+                out = build / f"{stem}{compiler.suffix(int(arch))}"
+                out.write_bytes(binary)
+                return self._publish_file(stem, key, out, source, "artifact", {
+                    "name": name, "compiler": "nvrtc", "nvrtc_version": compiler.version(), "options": list(full),
+                    "compile_seconds": round(time.perf_counter() - t0, 2), "log": log[-4000:]})
+            finally:
+                shutil.rmtree(build, ignore_errors=True)
 
     def compile_many(self, descs: Iterable[KernelDesc], jobs: int | None = None) -> list[Path]:
         """Libraries for all `descs` (in order), building the missing ones `jobs` at a time (threads

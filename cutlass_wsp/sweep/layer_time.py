@@ -1,6 +1,6 @@
 """The whole Winograd layer on the GPU: input transform -> the point's GEMM batch -> output transform,
-checked against an fp32 GPU pipeline with the same Winograd-domain mask, then timed; and cuDNN's
-dense convolution as the layer-level baseline.
+checked against an fp32 GPU pipeline with the same Winograd-domain mask, then timed (`gpu/harness.py`).
+cuDNN's dense convolution, the layer-level baseline, is a family of its own (`families/cudnn.py`).
 
 The layer input is NHWC (cuDNN was 1.4-2.5x slower in NCHW on the H100, BRIEF). The fp32 reference
 uses the same transforms in fp32 and an fp32 cuBLAS GEMM of the masked weights, so the only
@@ -20,11 +20,7 @@ import numpy as np
 
 from cutlass_wsp.dtypes import DType
 from cutlass_wsp.errors import InputError, Unsupported
-
-LAYOUT = "nhwc"
-# Winograd in low precision loses accuracy as p grows (docs/winograd.md: fp16 F(6,3) 7e-3 against
-# direct conv): the layer check allows that much on top of the GEMM tolerance.
-_P_FACTOR = {4: 1.0, 6: 2.0, 8: 8.0}
+from cutlass_wsp.gpu.transforms import LAYER_LAYOUT as LAYOUT
 
 
 @dataclass
@@ -62,35 +58,13 @@ def input_rows_per_position(ops: LayerOperands, c: int) -> int | None:
     return None
 
 
-def layer_rtol(dt: DType, p: int, K: int) -> float:
-    from cutlass_wsp.gpu.verify import tolerance
-
-    return 2.0 * tolerance(dt, K) * _P_FACTOR[p]
-
-
-def _fp32_reference(d, W32, p: int, batch: int, n: int, H: int, Wd: int):
-    """out32 = A^T [ (W32 . (B^T d B)) ] A in fp32 on the GPU, NHWC."""
-    from cutlass_wsp.gpu import arrays
-    from cutlass_wsp.gpu.baselines import CublasBatched
-    from cutlass_wsp.gpu.transforms import InputTransform, OutputTransform
-
-    X32 = InputTransform(p, "fp32", LAYOUT)(d)
-    Y32 = arrays.empty((W32.shape[0], n, X32.shape[2]), "fp32")
-    CublasBatched("fp32").run(W32, X32, Y32)
-    tf = OutputTransform(p, "fp32", LAYOUT)
-    out32 = arrays.empty(tf.output_shape(batch, n, H, Wd), "fp32")
-    return tf(Y32, out32)
-
-
 def measure_layer(point, dt: DType, W32, ops: LayerOperands, copy_bw: float, timing) -> dict:
     """Layer fields of a result row (see results.LAYER_FIELDS) for a Winograd point.
     `W32`: the masked Winograd-domain weights as the kernel sees them, in fp32 [L, n, c]."""
-    import cupy
-
     from cutlass_wsp.gpu import arrays
-    from cutlass_wsp.gpu.timing import time_gpu
-    from cutlass_wsp.gpu.transforms import InputTransform, OutputTransform
-    from cutlass_wsp.gpu.verify import check
+    from cutlass_wsp.gpu.harness import Check, time_launch, verify
+    from cutlass_wsp.gpu.transforms import InputTransform, OutputTransform, fp32_layer_reference
+    from cutlass_wsp.gpu.verify import layer_rtol
 
     B, c, n, H, Wd, p = point.batch, point.c, point.n, point.H, point.W, point.p
     x_rows = input_rows_per_position(ops, c)
@@ -110,23 +84,19 @@ def measure_layer(point, dt: DType, W32, ops: LayerOperands, copy_bw: float, tim
         ops.launch()
         tout(ops.Y, out, row_map)
 
-    arrays.poison(out, dt)
-    layer()
-    cupy.cuda.get_current_stream().synchronize()
-    ref = _fp32_reference(arrays.to_float32(d, dt), W32, p, B, n, H, Wd)
-    err = check(out, ref, dt, f"layer {point.key}", shape=out.shape, K=c, rtol=layer_rtol(dt, p, c))
-    del ref
-    t = timing
-    kw = dict(warmup=t.warmup, min_reps=t.min_reps, max_reps=t.max_reps, budget_s=t.budget_s)
+    err = verify(layer, outputs=out, result=None,
+                 reference=lambda: fp32_layer_reference(arrays.to_float32(d, dt), W32, p, B, n, H, Wd),
+                 check=Check(dt, f"layer {point.key}", shape=out.shape, K=c, rtol=layer_rtol(dt, p, c)))
+    kw = timing.kwargs(graph=False)
     lt, graph_note = None, None
-    if t.use_graph:   # the three launches as one CUDA graph (launch gaps gone), when they can be captured
+    if timing.use_graph:   # the three launches as one CUDA graph (launch gaps gone), when they can be captured
         try:
-            lt = time_gpu(layer, use_graph=True, **kw)
+            lt = time_launch(layer, **{**kw, "use_graph": True})
         except Unsupported as e:
             graph_note = f"layer timed as separate launches: {e.problem}"
     if lt is None:
-        lt = time_gpu(layer, **kw)
-    tt = time_gpu(transforms, **kw)
+        lt = time_launch(layer, **kw)
+    tt = time_launch(transforms, **kw)
     tbytes = (tin.bytes_moved(B, c, H, Wd, kept_rows=x_rows)
               + tout.bytes_moved(B, n, H, Wd, kept_rows=kept_rows_per_position(ops.rows)))
     tfloor = 1e3 * tbytes / copy_bw
@@ -135,43 +105,3 @@ def measure_layer(point, dt: DType, W32, ops: LayerOperands, copy_bw: float, tim
     if graph_note:
         fields["reason"] = graph_note
     return fields
-
-
-def measure_conv(point, dt: DType, ceilings, timing, seed: int = 0) -> dict:
-    """cuDNN's dense conv of the layer: verified against the fp32 Winograd pipeline (two independent
-    algorithms), then timed. Raises Unsupported when no cuDNN is installed."""
-    import cupy
-
-    from cutlass_wsp.gpu import arrays
-    from cutlass_wsp.gpu.cudnn import CudnnConv
-    from cutlass_wsp.gpu.timing import time_gpu
-    from cutlass_wsp.gpu.verify import check
-    from cutlass_wsp.winograd import filter_transform
-
-    B, c, n, H, Wd = point.batch, point.c, point.n, point.H, point.W
-    conv = CudnnConv(c, n, H, Wd, B, dt, LAYOUT)
-    rng = np.random.default_rng(seed)
-    g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
-    g_dev = arrays.from_host(np.ascontiguousarray(g.transpose(0, 2, 3, 1)), dt)      # [n, 3, 3, c]
-    g_used = arrays.to_host_float32(g_dev, dt).transpose(0, 3, 1, 2)                   # what cuDNN sees
-    x = arrays.random(conv.input_shape, dt)
-    out = arrays.empty(conv.output_shape, dt)
-    launch = conv.launcher(x, g_dev, out)
-    arrays.poison(out, dt)
-    launch()
-    cupy.cuda.get_current_stream().synchronize()
-    W32 = cupy.asarray(filter_transform(g_used.astype(np.float64), 2).astype(np.float32))
-    ref = _fp32_reference(arrays.to_float32(x, dt), W32, 4, B, n, H, Wd)
-    err = check(out, ref, dt, f"cuDNN conv {point.key}", shape=out.shape, K=9 * c,
-                rtol=layer_rtol(dt, 4, 9 * c))
-    del ref
-    t = timing
-    tm = time_gpu(launch, warmup=t.warmup, min_reps=t.min_reps, max_reps=t.max_reps, budget_s=t.budget_s)
-    flops = conv.flops()
-    floor_ms = 1e3 * max(flops / ceilings.gemm_flops, conv.bytes_moved() / ceilings.copy_bw_Bps)
-    return dict(flops=flops, kernel=f"cuDNN {conv.method}", kernel_config={"backend": conv.backend,
-                "version": conv.version, "layout": LAYOUT},
-                median_ms=tm.median_ms, q1_ms=tm.q1_ms, q3_ms=tm.q3_ms, iqr_ms=tm.iqr_ms, min_ms=tm.min_ms,
-                reps=tm.reps, method=tm.method, rel_error=err, floor_ms=floor_ms,
-                layer_ms=tm.median_ms, layer_q1_ms=tm.q1_ms, layer_q3_ms=tm.q3_ms, layer_rel_error=err,
-                layout=LAYOUT)

@@ -15,33 +15,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from cutlass_wsp import patterns as _patterns
 from cutlass_wsp.dtypes import DTYPES
 from cutlass_wsp.errors import InputError, Unsupported
+from cutlass_wsp.families import base as _base
+from cutlass_wsp.families import registry
 from cutlass_wsp.problem import BatchProblem
 
 # ---------------------------------------------------------------------------------------------
 # What can be swept
 # ---------------------------------------------------------------------------------------------
 
-IMPLEMENTATIONS: dict[str, str] = {
-    "cutlass": "CUTLASS batched GEMM: one shape for all p² positions",
-    "cublas": "cuBLAS strided-batched GEMM (cublasGemmStridedBatchedEx) on the dense or compacted weights",
-    "cutlass-grouped": "CUTLASS grouped GEMM: one problem per position, shapes may differ",
-    "cutlass-padded": "CUTLASS batched GEMM on weights padded to the largest position (the straggler case)",
-    "cutlass-xform": "WSP-C: the input transform writes only the kept rows of X (compact Xc), then the dense "
-                     "CUTLASS batched GEMM on them: no gather pass, no gather mainloop",
-    "cusparse-per-position": "cuSPARSE CSR SpMM, one call per Winograd position",
-    "cusparse-block-diag": "cuSPARSE CSR SpMM on one block-diagonal matrix of all p² positions",
-    "cudnn": "cuDNN convolution (through PyTorch or the cuDNN frontend): its fastest algorithm for the shape",
-}
-
-# Which balances an implementation can serve: a batched GEMM needs equal shapes in every position,
-# and padding a balanced pattern would measure the plain batched kernel again.
-ANY, BALANCED_ONLY, UNBALANCED_ONLY = "any", "balanced-only", "unbalanced-only"
+# The pattern vocabulary is cutlass_wsp/patterns.py; which implementations a pattern has (and which
+# balances each serves) comes from the families that serve them (cutlass_wsp/families/registry.py).
+ANY, BALANCED_ONLY, UNBALANCED_ONLY = _base.ANY, _base.BALANCED_ONLY, _base.UNBALANCED_ONLY
+CONV = _patterns.CONV   # the whole-layer baseline: not a GEMM batch at all
 
 
 @dataclass(frozen=True)
 class PatternInfo:
+    """A pattern as a sweep sees it: its axes (patterns.py) and its implementations (the registry)."""
+
     name: str
     description: str
     uses_ratio: bool
@@ -51,36 +45,15 @@ class PatternInfo:
     uses_tile: bool = True                # False: no Winograd tile size (p is None, key 'p-')
 
 
-_WSP_IMPLS = {"cutlass": BALANCED_ONLY, "cutlass-grouped": ANY, "cutlass-padded": UNBALANCED_ONLY,
-              "cublas": BALANCED_ONLY}
+def _pattern_infos() -> dict[str, PatternInfo]:
+    """The patterns some family serves (a pruning pattern no family runs yet is not a sweep axis value)."""
+    return {p.name: PatternInfo(p.name, p.description, p.uses_ratio, p.uses_balance, registry.implementations(p.name),
+                                registry.default_implementations(p.name), uses_tile=p.uses_tile)
+            for p in _patterns.PATTERNS.values() if registry.implementations(p.name)}
 
-CONV = "conv"   # the whole-layer baseline: not a GEMM batch at all
 
-PATTERNS: dict[str, PatternInfo] = {p.name: p for p in (
-    PatternInfo(CONV, "direct convolution, no Winograd: cuDNN picks its algorithm", False, False,
-                {"cudnn": ANY}, ("cudnn",), uses_tile=False),
-    PatternInfo("dense", "unpruned batched GEMM", False, False,
-                {"cutlass": ANY, "cublas": ANY}, ("cutlass", "cublas")),
-    PatternInfo("fp", "filter pruning: the same rows removed in every position", True, False,
-                {"cutlass": ANY, "cublas": ANY}, ("cutlass", "cublas")),
-    PatternInfo("wsp-r", "Winograd structured pruning, rows of each W_i", True, True,
-                _WSP_IMPLS, ("cutlass", "cutlass-grouped", "cutlass-padded", "cublas")),
-    # WSP-C has no grouped kernel: unequal c_i run padded to max c_i (docs/families.md)
-    PatternInfo("wsp-c", "Winograd structured pruning, columns of each W_i: gather X, then GEMM (two passes)",
-                True, True, {"cutlass": BALANCED_ONLY, "cutlass-padded": UNBALANCED_ONLY, "cublas": BALANCED_ONLY},
-                ("cutlass", "cutlass-padded", "cublas")),
-    # cutlass/cutlass-padded fuse the gather into the GEMM mainloop, cutlass-xform into the input
-    # transform (padded to max c_i like the others, so it serves any balance)
-    PatternInfo("wsp-c-fused", "WSP-C with the gather of X fused: into the GEMM mainloop (cutlass, "
-                "cutlass-padded) or into the Winograd input transform (cutlass-xform)", True, True,
-                {"cutlass": BALANCED_ONLY, "cutlass-padded": UNBALANCED_ONLY, "cutlass-xform": ANY},
-                ("cutlass", "cutlass-padded", "cutlass-xform")),
-    PatternInfo("wwp", "element-wise pruning: sparse × dense", True, False,
-                {"cusparse-per-position": ANY, "cusparse-block-diag": ANY},
-                ("cusparse-per-position", "cusparse-block-diag")),
-    PatternInfo("bcbp", "block-column pruning: the same count of column vectors in every row tile", True, False,
-                {"cutlass": ANY}, ("cutlass",)),
-)}
+PATTERNS: dict[str, PatternInfo] = _pattern_infos()
+IMPLEMENTATIONS: dict[str, str] = registry.implementations()
 
 BALANCES = ("balanced", "unbalanced", "spread:S")  # spread:S = per-position ratios spread by ±S (0 < S <= 1)
 
@@ -283,11 +256,7 @@ def validate(spec: SweepSpec) -> SweepSpec:
 
 
 def _serves(rule: str, balance: str) -> bool:
-    if rule == BALANCED_ONLY:
-        return balance == "balanced"
-    if rule == UNBALANCED_ONLY:
-        return balance != "balanced"
-    return True
+    return _base.serves_balance(rule, balance)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,11 +22,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from cutlass_wsp.errors import InputError
+from cutlass_wsp.patterns import in_plot_group
 from cutlass_wsp.sweep.plan import PATTERNS
 from cutlass_wsp.sweep.results import fill_speedups
 
 FORMATS = ("png", "svg")
-STRUCTURED = ("wsp-r", "wsp-c", "wsp-c-fused")
+STRUCTURED = in_plot_group("structured")   # wsp-r, wsp-c, wsp-c-fused (cutlass_wsp/patterns.py)
 
 
 def skipped_counts(rows: Iterable[Mapping]) -> Counter:

@@ -23,20 +23,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cutlass_wsp.errors import Busy, InputError
+from cutlass_wsp.status import FINAL_STATUSES, RETRYABLE_STATUSES, STATUSES  # noqa: F401 (one vocabulary)
 from cutlass_wsp.storage import append_durably, atomic_write_text, locked
 
 SCHEMA_NAME = "cutlass-wsp/results"
 SCHEMA_VERSION = 1
 
-STATUSES = ("ok", "wrong", "unsupported", "error", "oom", "compile_error")
-FINAL_STATUSES = ("ok", "wrong", "unsupported", "compile_error")   # never measured again on resume
-RETRYABLE_STATUSES = ("error", "oom")                              # measured again with --retry-failed
 
 IDENTITY_FIELDS = ("key", "status", "reason")
 COORDINATE_FIELDS = ("net", "layers", "c", "n", "H", "W", "batch", "p", "dtype", "pattern", "impl",
                      "ratio", "balance")
 SHAPE_FIELDS = ("L", "M", "N", "K", "T", "Npad", "kept_m", "kept_k", "nnz", "kept_fraction", "flops")
-KERNEL_FIELDS = ("kernel", "kernel_config")
+KERNEL_FIELDS = ("kernel", "kernel_config", "tuned")   # tuned: the kernel came from the tuning cache (null: nothing tunable)
 TIME_FIELDS = ("median_ms", "q1_ms", "q3_ms", "iqr_ms", "min_ms", "reps", "method")
 QUALITY_FIELDS = ("rel_error", "floor_ms", "pct_of_floor", "gflops")
 # The whole layer (input transform + GEMM batch + output transform, or cuDNN's conv): what a

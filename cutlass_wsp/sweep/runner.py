@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cutlass_wsp.errors import (CompileError, GpuUnavailable, KernelError, Unsupported,
-                                VerificationError, WspError)
+from cutlass_wsp.errors import GpuUnavailable, KernelError, WspError
+from cutlass_wsp.gpu.harness import TimingOptions
+from cutlass_wsp.status import classify
 from cutlass_wsp.sweep.plan import Point
 from cutlass_wsp.sweep.results import ResultStore, make_row
 
@@ -27,36 +28,12 @@ class ContextLost(WspError):
 
 
 @dataclass
-class TimingOptions:
-    budget_s: float = 0.25
-    min_reps: int = 10
-    max_reps: int = 200
-    warmup: int = 3
-    use_graph: bool = False
-
-
-@dataclass
 class SweepOutcome:
     path: Path
     written: int = 0
     skipped: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def classify(exc: BaseException) -> tuple[str, str]:
-    """(status, one-line reason) for an exception raised while measuring a point."""
-    reason = f"{exc}" if isinstance(exc, WspError) else f"{type(exc).__name__}: {exc}"
-    reason = " ".join(reason.split())[:500]
-    if isinstance(exc, VerificationError):
-        return "wrong", reason
-    if isinstance(exc, CompileError):
-        return "compile_error", reason
-    if isinstance(exc, Unsupported):
-        return "unsupported", reason
-    if type(exc).__name__ == "OutOfMemoryError" or "out of memory" in reason.lower():
-        return "oom", reason
-    return "error", reason
 
 
 def is_sticky(reason: str) -> bool:

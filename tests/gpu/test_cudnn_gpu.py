@@ -79,3 +79,19 @@ def test_cudnn_validates_operands():
         conv.run(x.astype(cp.float32), w, out)
     with pytest.raises(InputError, match="not a CuPy array"):
         conv.run(cp.asnumpy(x), w, out)
+
+
+def test_a_conv_point_is_a_whole_layer_op_of_the_cudnn_family():
+    """The sweep's conv point goes through the registry's cudnn family: a whole-layer op checked against
+    the fp32 Winograd pipeline, its time the layer time."""
+    from cutlass_wsp.families import registry
+    from cutlass_wsp.sweep.measure import Measurer
+    from cutlass_wsp.sweep.plan import SweepSpec, expand
+    from cutlass_wsp.sweep.runner import TimingOptions
+
+    (pt,) = expand(SweepSpec(layers=("resnet18:12",), batches=(2,), tiles=(4,), dtypes=("fp16",), patterns=("conv",)))
+    assert registry.serving(pt.pattern, pt.impl).name == "cudnn"
+    row = Measurer(TimingOptions(budget_s=0.01, min_reps=3, max_reps=5, warmup=1)).measure(pt)
+    assert row["kernel"].startswith("cuDNN") and row["layer_ms"] == row["median_ms"] > 0
+    assert row["layer_rel_error"] == row["rel_error"] is not None and row["layout"] == "nhwc"
+    assert row["tuned"] is None and row["floor_ms"] > 0

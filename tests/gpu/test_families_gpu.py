@@ -1,4 +1,5 @@
-"""Pruned families on the GPU: FP, WSP-R (batched, padded, grouped), WSP-C (fused, two-pass, xform) and BCBP on
+"""Pruned families on the GPU (every registry family with the host life cycle, every mode: today FP, WSP-R
+(batched, padded, grouped), WSP-C (fused, two-pass, xform) and BCBP) on
 every unique prunable 3x3 layer shape of VGG-16 and ResNet-18 (p = 4), batch 32 and 1, ratios 0.5, 0.7,
 0.9, balanced and unbalanced, against a float32 product of the masked dense weights (as stored in the
 kernel's dtype) and X, with poisoned outputs so an unwritten element fails. fp16 on every shape; bf16,
@@ -38,24 +39,40 @@ SUBSET = [lay for lay in LAYERS if lay.shape in {(64, 128, 112, 112), (256, 256,
 
 
 def _variants() -> list[tuple[str, str, tuple[str, ...], Callable[..., Any]]]:
-    """(label, pruning pattern, balances, factory(pruned, dtype, N, arch))."""
-    from cutlass_wsp.families.bcbp import Bcbp
-    from cutlass_wsp.families.fp import Fp
-    from cutlass_wsp.families.wsp_c import WspC
-    from cutlass_wsp.families.wsp_r import WspR
+    """(label, pruning pattern, balances, factory(pruned, dtype, N, arch)): every mode of every registry
+    family with the families' host life cycle (families.base.PrunedFamily), on each balance its pruning
+    has that the mode can run (a batched-only mode: balanced; the others: all, padded balanced included)."""
+    from types import SimpleNamespace
 
-    both = ("balanced", "unbalanced")
-    return [
-        ("fp", "fp", ("balanced",), lambda Pr, dt, N, a: Fp(Pr, dt, N, arch=a)),
-        ("wsp-r batched", "wsp-r", ("balanced",), lambda Pr, dt, N, a: WspR(Pr, dt, N, arch=a, mode="batched")),
-        ("wsp-r padded", "wsp-r", both, lambda Pr, dt, N, a: WspR(Pr, dt, N, arch=a, mode="padded")),
-        ("wsp-r grouped", "wsp-r", both, lambda Pr, dt, N, a: WspR(Pr, dt, N, arch=a, mode="grouped")),
-        ("wsp-c fused", "wsp-c", both, lambda Pr, dt, N, a: WspC(Pr, dt, N, arch=a, mode="fused")),
-        ("wsp-c two_pass", "wsp-c", both, lambda Pr, dt, N, a: WspC(Pr, dt, N, arch=a, mode="two_pass")),
-        # xform reads Xc = X's kept rows (compact_input): the dense kernel of two_pass, no new compile
-        ("wsp-c xform", "wsp-c", both, lambda Pr, dt, N, a: WspC(Pr, dt, N, arch=a, mode="xform")),
-        ("bcbp", "bcbp", ("balanced",), lambda Pr, dt, N, a: Bcbp(Pr, dt, N, arch=a)),
-    ]
+    from cutlass_wsp.dtypes import get_dtype
+    from cutlass_wsp.families import registry
+    from cutlass_wsp.families.base import BALANCED_ONLY, PrunedFamily
+    from cutlass_wsp.patterns import PATTERNS
+
+    def factory(fam, serves):
+        def make(pruned, dtype, N, arch):
+            ctx = SimpleNamespace(point=SimpleNamespace(pattern=serves.pattern, impl=serves.impl), pruned=pruned,
+                                  dt=get_dtype(dtype), Npad=N, arch=arch, tuned=None)
+            return fam.instance(ctx)
+        return make
+
+    out: dict[tuple, tuple] = {}
+    for fam in registry.families().values():
+        if not isinstance(fam, PrunedFamily):
+            continue
+        for s in fam.serves:
+            pruning = PATTERNS[s.pattern].prunes_as
+            accepted = tuple(b for b in ("balanced", "unbalanced") if b in PATTERNS[pruning].balances)
+            balances = ("balanced",) if s.balance == BALANCED_ONLY else accepted
+            key = (fam.name, pruning, s.mode)
+            prev = out.get(key)
+            label = prev[0] if prev else (f"{s.pattern} {s.mode}" if s.mode else s.pattern)
+            merged = tuple(dict.fromkeys((prev[2] if prev else ()) + balances))
+            out[key] = (label, pruning, merged, prev[3] if prev else factory(fam, s))
+    return list(out.values())
+
+
+VARIANTS = _variants()
 
 
 # (dtype, arch, layer, batch, ratios): fp16 on the GPU's own arch everywhere; the rest on the subset.
@@ -80,7 +97,7 @@ def _configs(layer, ratios):
     """(pattern, balance, ratio, Pruned) for every pruning the variants need, pruned once each."""
     W = _weights(layer)
     wanted = {}
-    for _, pattern, balances, _ in _variants():
+    for _, pattern, balances, _ in VARIANTS:
         for balance in balances:
             wanted[(pattern, balance)] = None
     for (pattern, balance) in wanted:
@@ -106,7 +123,7 @@ def cache(compile_cache_dir, arch):
         a = arch if case_arch == "native" else case_arch
         N, _ = _npad_T(layer, batch, dtype)
         for pattern, balance, _, pruned in _configs(layer, ratios):
-            for _, vpattern, balances, make in _variants():
+            for _, vpattern, balances, make in VARIANTS:
                 if vpattern == pattern and balance in balances:
                     for d in make(pruned, dtype, N, a).kernel_descs:
                         descs[d] = None
@@ -173,7 +190,7 @@ def test_family_matches_masked_dense_reference(case, cache, arch):
         Wd = arrays.to_float32(arrays.from_host(pruned.dense_weights(), dtype), dtype)   # as the kernel stores it
         ref = cupy.matmul(Wd, Xf)
         del Wd
-        for label, vpattern, balances, make in _variants():
+        for label, vpattern, balances, make in VARIANTS:
             if vpattern != pattern or balance not in balances:
                 continue
             what = f"{label} {dtype} {a} {layer.name} b{batch} r{r} {balance}"

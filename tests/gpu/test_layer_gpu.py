@@ -17,7 +17,7 @@ def test_dense_pipeline_matches_direct_correlation(p, dtype):
     from cutlass_wsp.gpu.transforms import InputTransform, OutputTransform
     from cutlass_wsp.gpu.verify import check
     from cutlass_wsp.problem import BatchProblem
-    from cutlass_wsp.sweep.layer_time import layer_rtol
+    from cutlass_wsp.gpu.verify import layer_rtol
     from cutlass_wsp.winograd import direct_conv2d, filter_transform
 
     kdt = "tf32" if dtype == "fp32" else dtype          # the GEMM kernel of fp32 storage is tf32
@@ -43,8 +43,8 @@ def test_dense_pipeline_matches_direct_correlation(p, dtype):
 def _points(batch: int):
     from cutlass_wsp.sweep.plan import PATTERNS, SweepSpec, expand
 
-    pats = ("dense", "fp", "wsp-r", "wsp-c", "wsp-c-fused", "wwp", "bcbp")
-    impls = {p: tuple(PATTERNS[p].implementations) for p in pats}
+    pats = tuple(p for p, info in PATTERNS.items() if info.uses_tile)     # every Winograd pattern
+    impls = {p: tuple(PATTERNS[p].implementations) for p in pats}           # every family serving it
     spec = SweepSpec(layers=("resnet18:12",), batches=(batch,), tiles=(4,), dtypes=("fp16",),
                      patterns=pats, ratios=(0.7,), balances=("balanced", "unbalanced"), implementations=impls)
     return expand(spec)

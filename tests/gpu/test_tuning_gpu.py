@@ -1,17 +1,30 @@
 """Tuning on the GPU: a 3-candidate search over one small shape picks a kernel that verifies and is not
-slower than the default beyond noise, and tuned_or_default returns it; the stream-K / split-K kernels
-the search offers for few-tile shapes compute the right result. The pruned families: a 3-candidate
-gather_b (fused WSP-C) and wsp_r_grouped (unbalanced WSP-R) search records a verified winner that the
-family then runs correctly, and every candidate of both menus builds and verifies."""
+slower than the default beyond noise, and a run's TunedChoices returns it; the stream-K / split-K kernels
+the search offers for few-tile shapes compute the right result. Every tunable kernel family of the
+registry with a bench point (today gather_b, fused WSP-C, and wsp_r_grouped, unbalanced WSP-R): a
+3-candidate search records a verified winner that the sweep's measurer then runs (verified, row marked
+tuned), and every candidate of the menus builds and verifies."""
 
 from __future__ import annotations
 
 import pytest
 
-from cutlass_wsp.kernels.tuning import TuningStore, tune, tuned_or_default
+from cutlass_wsp.families import registry
+from cutlass_wsp.kernels import search
+from cutlass_wsp.kernels.store import TunedChoices, TuningStore
 from cutlass_wsp.problem import BatchProblem, GatherTuneProblem, GroupedTuneProblem
 
 P = BatchProblem(L=16, M=128, N=6272, K=128)     # ResNet-18 128->128@28, p=4, batch 32
+BENCHED = [name for name, k in registry.tunable().items() if k.bench_point is not None]
+
+
+def tune(problem, dtype, arch, **kw):
+    return search.tune(problem, dtype, arch, families=registry.tunable(), **kw)
+
+
+def choices(cache, store) -> TunedChoices:
+    """What a run on this GPU reads from `store` (once)."""
+    return TunedChoices.load(cache, store=store, checks=registry.checks())
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +71,7 @@ def test_tuning_picks_a_verified_kernel_no_slower_than_the_default(compile_cache
     assert len({t.desc for t in result.trials}) == 3
     assert all(t.status == "ok" for t in result.trials), [t.to_dict() for t in result.trials if not t.ok]
     assert result.best is not None and result.recorded and result.default_ms is not None
-    assert tuned_or_default(P, "fp16", arch, cache, store=store) == result.best
+    assert choices(cache, store).lookup("dense", P, "fp16", arch) == result.best
 
     # Independently: the winner verifies on fresh data, and timed alternately with the default it is
     # not slower beyond noise.
@@ -91,63 +104,40 @@ def test_stream_k_and_split_k_kernels_verify(problem, compile_cache_dir, arch):
 
 
 # ------------------------------------------------------------------- the pruned families' kernels
-def _family_reference(pruned, X, T: int, dtype: str):
-    """fp32 product of the masked dense weights (stored in `dtype`, as the kernels see them) and X."""
-    import cupy
+def _bench_point(kernel_family: str):
+    """A small layer (c = n = 128, 112x112, batch 1, p = 4: T = 3136) at the kernel family's bench point."""
+    from cutlass_wsp.sweep.plan import Point
 
-    from cutlass_wsp.gpu import arrays
-
-    Wd = arrays.to_float32(arrays.from_host(pruned.dense_weights(), dtype), dtype)
-    return cupy.matmul(Wd, arrays.to_float32(X[..., :T], dtype))
-
-
-def _family_case(family: str):
-    """(pruned, N, family factory): a small layer under fused WSP-C or unbalanced grouped WSP-R."""
-    from cutlass_wsp.families.wsp_c import WspC
-    from cutlass_wsp.families.wsp_r import WspR
-    from cutlass_wsp.pruning import prune
-    from cutlass_wsp.weights import he_winograd_weights
-
-    W = he_winograd_weights((128, 128), 4, seed=3)
-    if family == "gather_b":
-        return prune(W, "wsp-c", 0.5), lambda pr, a: WspC(pr, "fp16", 3136, arch=a, mode="fused")
-    return (prune(W, "wsp-r", 0.7, balance="unbalanced"),
-            lambda pr, a: WspR(pr, "fp16", 3136, arch=a, mode="grouped"))
+    pattern, impl, balance = registry.kernel_family(kernel_family).bench_point
+    ratio = 0.5 if balance == "balanced" else 0.7
+    return Point("test", ("test.conv",), 128, 128, 112, 112, 1, 4, "fp16", pattern, impl, ratio, balance)
 
 
-@pytest.mark.parametrize("family", ["gather_b", "wsp_r_grouped"])
-def test_family_tuning_verifies_records_and_the_family_reuses_the_winner(family, compile_cache_dir, tmp_path, arch,
-                                                                         monkeypatch):
-    import cupy
-
-    from cutlass_wsp.gpu import arrays
-    from cutlass_wsp.gpu.verify import check
-    from cutlass_wsp.kernels import tuning
+@pytest.mark.parametrize("family", BENCHED)
+def test_family_tuning_verifies_records_and_the_sweep_reuses_the_winner(family, compile_cache_dir, tmp_path, arch):
     from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.sweep.measure import Measurer, Workload, plan
+    from cutlass_wsp.sweep.runner import TimingOptions
 
     cache = KernelCache(compile_cache_dir)
     store = TuningStore(tmp_path / "tuning.json")          # private: a 3-candidate search is not remembered
-    pruned, make = _family_case(family)
-    fam_name, problem = make(pruned, arch).tune_problem
-    assert fam_name == family
-    result = tune(problem, "fp16", arch, cache=cache, store=store, family=family, limit=3, budget_s=2.0)
+    point = _bench_point(family)
+    found = plan(point, Workload(0), arch)
+    assert found.kernel == family and found.tuned is False
+    result = tune(found.problem, "fp16", arch, cache=cache, store=store, family=family, limit=3, budget_s=2.0)
     assert len({t.desc for t in result.trials}) == 3
     assert all(t.status == "ok" for t in result.trials), [t.to_dict() for t in result.trials if not t.ok]
     assert result.best is not None and result.recorded and result.default_ms is not None
     assert result.best.family == family and f"family={family}" in result.key
-    assert tuning.best_desc(problem, "fp16", arch, cache=cache, store=store, family=family) == result.best
+    tuned = choices(cache, store)
+    assert tuned.lookup(family, found.problem, "fp16", arch) == result.best
 
-    # Reused: the family, built afresh, finds the winner in the tuning cache and computes the layer's
-    # GEMM batch right with it.
-    monkeypatch.setattr(tuning, "_store_for", lambda c, s: s or store)
-    fam = make(pruned, arch)
-    assert fam.desc == result.best
-    fam.setup(cache)
-    X = arrays.padded_x(16, 128, 3136, "fp16")
-    out = arrays.poison(fam.output(), "fp16")
-    fam.run(X, out)
-    cupy.cuda.get_current_stream().synchronize()
-    check(fam.to_dense_output(out), _family_reference(pruned, X, 3136, "fp16"), "fp16", result.best.name, K=128)
+    # Reused: the sweep's measurer, given this run's choices, runs the winner and verifies the point.
+    m = Measurer(TimingOptions(budget_s=0.01, min_reps=3, max_reps=5, warmup=1), cache=cache, layer_time=False,
+                 tuned=tuned)
+    assert m.plan(point).descs == (result.best,) and m.plan(point).tuned
+    row = m.measure(point)
+    assert row["tuned"] is True and result.best.name in row["kernel"] and row["rel_error"] is not None
 
 
 def _fits_this_gpu(desc) -> bool:
@@ -158,25 +148,38 @@ def _fits_this_gpu(desc) -> bool:
     return desc.arch != "sm80" or desc.sm80_stages() * desc.stage_bytes() <= optin
 
 
-@pytest.mark.parametrize("family,problem", [
+# Problems that reach every knob of a menu (the registry's other tunable families: their own bench point's
+# problem at ratio 0.5 / 0.7).
+MENU_PROBLEMS = {
     # ResNet-18 layer4 under WSP-C at 0.5: every gather knob (256-row, deep stages, swizzle 2/4, tile K 64,
     # the few-waves 256x64 tile)
-    ("gather_b", GatherTuneProblem(BatchProblem(16, 512, 512, 256), 512)),
+    "gather_b": GatherTuneProblem(BatchProblem(16, 512, 512, 256), 512),
     # unequal groups from 1 to 512 rows: 64/128/256-row tiles, tile K 128, 2x1 clusters over groups too
     # short for them, the few-waves 128x64 tiles
-    ("wsp_r_grouped", GroupedTuneProblem((1, 250, 256, 512, 500, 512, 480, 512) * 2, 512, 512)),
-], ids=["gather_b", "wsp_r_grouped"])
-def test_every_candidate_of_the_family_menus_builds_and_verifies(family, problem, compile_cache_dir, arch):
-    from cutlass_wsp.kernels.cache import KernelCache
-    from cutlass_wsp.kernels.candidates import candidates
-    from cutlass_wsp.kernels.tuning import compile_candidates, default_measure
+    "wsp_r_grouped": GroupedTuneProblem((1, 250, 256, 512, 500, 512, 480, 512) * 2, 512, 512),
+}
 
+
+def _menu_problem(family: str):
+    if family in MENU_PROBLEMS:
+        return MENU_PROBLEMS[family]
+    from cutlass_wsp.sweep.measure import Workload, plan
+
+    return plan(_bench_point(family), Workload(0), "sm90").problem
+
+
+@pytest.mark.parametrize("family", BENCHED)
+def test_every_candidate_of_the_family_menus_builds_and_verifies(family, compile_cache_dir, arch):
+    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.kernels.search import compile_candidates
+
+    problem = _menu_problem(family)
     cache = KernelCache(compile_cache_dir)
-    descs = [d for d in candidates(problem, "fp16", arch, family=family) if _fits_this_gpu(d)]
-    assert len(descs) >= 6
+    descs = [d for d in registry.candidates(problem, "fp16", arch, family=family) if _fits_this_gpu(d)]
+    assert len(descs) >= (6 if family in MENU_PROBLEMS else 2)
     built, failed = compile_candidates(descs, cache)
     assert not failed, failed
-    measure = default_measure(family, "fp16", cache)
+    measure = registry.kernel_family(family).measure("fp16", cache)
     for d in descs:
         for _ in range(2):                                  # fresh operands each time
             t = measure(problem, d, 0.05)
