@@ -23,35 +23,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import FusedLayer, fused_desc, layout_for, pair_desc  # noqa: E402
+from cutlass_wsp.families.fused import fused_desc, layout_for, pair_desc  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import prune  # noqa: E402
-from cutlass_wsp.winograd import direct_conv2d, filter_transform, tile_grid  # noqa: E402
-
-LAYOUT = "nhwc"
-
+from cutlass_wsp.winograd import direct_conv2d, filter_transform  # noqa: E402
 
 def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
-
-
-def rounded(a: np.ndarray, dtype: str) -> np.ndarray:
-    """Values as the kernel sees them after storage rounding (fp16 or bf16), in float32."""
-    from cutlass_wsp.gpu.arrays import to_float32, to_storage
-
-    return np.asarray(to_float32(to_storage(np.asarray(a, np.float32), dtype), dtype))
-
-
-def fp32_layer(d, W32_host: np.ndarray, p: int, n: int):
-    """The fp32 unfused pipeline (input transform, fp32 cuBLAS GEMM batch, output transform) with the
-    given Winograd-domain weights: NHWC float32 [batch, H, W, n]."""
-    import cupy
-
-    from cutlass_wsp.gpu.transforms import fp32_layer_reference as _fp32_reference
-
-    batch, H, W, _ = d.shape
-    return _fp32_reference(d, cupy.asarray(W32_host), p, batch, n, H, W)
 
 
 class Case:
@@ -73,50 +52,25 @@ class Case:
             self.desc = fused_desc(dtype, p, self.layout.mi, bt=bt, fb=fb, stages=stages)
 
     def ready(self, cache=None) -> "Case":
-        from cutlass_wsp.gpu import arrays
+        """The whole-layer op (families/fused.layer_op): fresh input, output, fp32 unfused reference."""
+        from cutlass_wsp.families.fused import layer_op
 
-        self.layer = FusedLayer(self.layout, self.dtype, self.desc).setup(cache)
-        self.d = arrays.random((self.batch, self.H, self.W, self.layout.c), self.dtype)
-        self.out = arrays.empty(self.layer.output_shape(self.batch, self.H, self.W), self.dtype)
-        self.launch = self.layer.prepare(self.d, self.out)
+        self.op = layer_op(self.layout, self.dtype, self.desc, self.batch, self.H, self.W, cache, f"fused {self.name}")
+        self.launch = self.op.launch
         return self
 
     @property
     def name(self) -> str:
         return self.desc.name
 
-    def weights32(self) -> np.ndarray:
-        """The masked Winograd weights the kernel multiplies, rounded to the dtype, float32 [p², n, c]."""
-        return rounded(self.pruned.dense_weights(), self.dtype)
-
-    def reference(self):
-        """fp32 unfused pipeline output for the kept output channels."""
-        from cutlass_wsp.gpu import arrays
-
-        ref = fp32_layer(arrays.to_float32(self.d, self.dtype), self.weights32(), self.p, self.pruned.n)
-        if self.pruned.pattern == "fp":
-            ref = ref[..., np.asarray(self.pruned.rows[0])]
-        return ref
-
-    def rtol(self) -> float:
-        from cutlass_wsp.dtypes import get_dtype
-        from cutlass_wsp.sweep.layer_time import layer_rtol
-
-        return layer_rtol(get_dtype(self.dtype), self.p, self.layout.c)
-
 
 def verify(case: Case) -> float:
-    """Poison, run, compare with the fp32 unfused pipeline (same mask); raises VerificationError."""
-    import cupy
+    """Poison, run, compare with the fp32 unfused pipeline (same packed weights): the harness's check."""
+    from cutlass_wsp.gpu.harness import bench
 
-    from cutlass_wsp.gpu import arrays
-    from cutlass_wsp.gpu.verify import check
-
-    arrays.poison(case.out, case.dtype)
-    case.launch()
-    cupy.cuda.get_current_stream().synchronize()
-    return check(case.out, case.reference(), case.dtype, f"fused {case.name}", shape=case.out.shape,
-                 K=case.layout.c, rtol=case.rtol())
+    op = case.op
+    return bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
+                 budget_s=0.001, min_reps=1, max_reps=1, warmup=0).rel_error
 
 
 def verify_direct(case: Case, g: np.ndarray) -> float:
@@ -124,10 +78,12 @@ def verify_direct(case: Case, g: np.ndarray) -> float:
     from cutlass_wsp.gpu import arrays
     from cutlass_wsp.gpu.verify import check
 
-    d = arrays.to_host_float32(case.d, case.dtype).transpose(0, 3, 1, 2)        # NCHW float32
+    from cutlass_wsp.gpu.verify import layer_rtol
+
+    d = arrays.to_host_float32(case.op.x, case.dtype).transpose(0, 3, 1, 2)  # NCHW float32
     ref = direct_conv2d(d, g).transpose(0, 2, 3, 1)                              # NHWC float64
-    return check(arrays.to_host_float32(case.out, case.dtype), ref, case.dtype, f"fused {case.name} vs direct",
-                 shape=case.out.shape, K=9 * case.layout.c, rtol=case.rtol())
+    return check(arrays.to_host_float32(case.op.out, case.dtype), ref, case.dtype, f"fused {case.name} vs direct",
+                 shape=case.op.out.shape, K=9 * case.layout.c, rtol=layer_rtol(case.dtype, case.p, case.layout.c))
 
 
 def dense_pruned(g: np.ndarray, p: int):
@@ -191,18 +147,6 @@ def cmd_verify(args) -> int:
 
 
 # -------------------------------------------------------------------------------------------- time
-def fused_floor_ms(case: Case, ceil) -> float:
-    """max(FLOPs at the dense tensor rate, input + output + compact weights once at copy bandwidth):
-    the FLOPs count kept rows only (pattern's floor)."""
-    lay = case.layout
-    th, tw = tile_grid(case.H, case.W, case.p - 2)
-    T = case.batch * th * tw
-    flops = 2.0 * lay.kept * lay.c * T
-    item = 2
-    byts = item * (case.batch * case.H * case.W * (lay.c + lay.n_out) + lay.kept * lay.c)
-    return 1e3 * max(flops / ceil.gemm_flops, byts / ceil.copy_bw_Bps)
-
-
 # (MI = FB, BT, stages, generation, warps): p = 4 runs the cluster pair (generation 2), p = 6 generation 1
 DENSE_CONFIGS = {4: [(64, 64, 3, 2, 16), (64, 64, 3, 2, 8)], 6: [(32, 32, 2, 1, None)]}
 PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the pruned forms
@@ -230,11 +174,13 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
 
 
 def timed(case: Case, budget_s: float):
-    from cutlass_wsp.gpu.timing import time_gpu
+    """Verified, then timed (gpu/harness.py: poison, check, then CUDA events with the L2 flushed)."""
+    from cutlass_wsp.gpu.harness import bench
 
-    err = verify(case)                               # never timed before it is checked
-    t = time_gpu(case.launch, budget_s=budget_s, flush_l2=True)
-    return t, err
+    op = case.op
+    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
+              budget_s=budget_s, flush_l2=True)
+    return m.timing, m.rel_error
 
 
 def bench_layers(nets: str):
@@ -286,17 +232,14 @@ def cmd_profile(args) -> int:
 
 
 def cmd_time(args) -> int:
-    import cupy
-
-    from cutlass_wsp.dtypes import get_dtype
-    from cutlass_wsp.gpu import arrays
     from cutlass_wsp.gpu.ceilings import measure_ceilings
-    from cutlass_wsp.gpu.cudnn import CudnnConv
+    from cutlass_wsp.gpu.harness import TimingOptions
     from cutlass_wsp.gpu.info import provenance
-    from cutlass_wsp.gpu.timing import time_gpu
-    from cutlass_wsp.gpu.verify import check
+    from cutlass_wsp.sweep.measure import Measurer
+    from cutlass_wsp.sweep.plan import Point
 
     dtype, batch = args.dtype, args.batch
+    measurer = Measurer(TimingOptions(budget_s=args.budget))
     ceil = measure_ceilings(dtype)
     prov = provenance()
     print(f"# {prov.get('gpu')} driver {prov.get('driver')} cuda {prov.get('cuda')} copy "
@@ -308,28 +251,11 @@ def cmd_time(args) -> int:
     for net, lay in layers:
         c, n, H, W = lay.c, lay.n, lay.H, lay.W
         row = {"layer": f"{net}:{lay.name.split('.', 1)[-1]}", "shape": f"{c}->{n}@{H}x{W}"}
-        # cuDNN, verified against the fp32 pipeline first
-        conv = CudnnConv(c, n, H, W, batch, dtype, LAYOUT)
-        g = spatial_filters(n, c, seed=7)
-        g_dev = arrays.from_host(np.ascontiguousarray(g.transpose(0, 2, 3, 1)), dtype)
-        x = arrays.random(conv.input_shape, dtype)
-        o = arrays.empty(conv.output_shape, dtype)
-        launch = conv.launcher(x, g_dev, o)
-        arrays.poison(o, dtype)
-        launch()
-        cupy.cuda.get_current_stream().synchronize()
-        g_used = arrays.to_host_float32(g_dev, dtype).transpose(0, 3, 1, 2)
-        ref = fp32_layer(arrays.to_float32(x, dtype), filter_transform(g_used.astype(np.float64), 2).astype(np.float32),
-                         4, n)
-        from cutlass_wsp.sweep.layer_time import layer_rtol
-
-        check(o, ref, dtype, "cudnn", K=9 * c, rtol=layer_rtol(get_dtype(dtype), 4, 9 * c))
-        del ref
-        tc = time_gpu(launch, budget_s=args.budget, flush_l2=True)
-        row["cudnn"] = tc.median_ms
-        out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": tc.median_ms, "iqr_ms": tc.iqr_ms,
-                         "kernel": f"cuDNN {conv.method}"})
-        del x, o
+        # cuDNN: the sweep's conv point (families/cudnn.py), verified against the fp32 pipeline, then timed
+        conv = measurer.measure(Point(net, (lay.name,), c, n, H, W, batch, None, dtype, "conv", "cudnn"))
+        row["cudnn"] = conv["median_ms"]
+        out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": conv["median_ms"],
+                         "iqr_ms": conv["iqr_ms"], "kernel": conv["kernel"]})
         for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios):
             try:
                 case = make().ready()
@@ -337,7 +263,7 @@ def cmd_time(args) -> int:
             except Exception as e:  # noqa: BLE001 -- a failing variant is reported, the run goes on
                 print(f"  {row['layer']} {label} {r}: {type(e).__name__}: {e}")
                 continue
-            floor = fused_floor_ms(case, ceil)
+            floor = case.op.cost.floor_ms(ceil.gemm_flops, ceil.copy_bw_Bps)   # the family's cost model
             key = label if r is None else f"{label} {r:g}"
             if label.endswith("dense"):   # the fastest verified config is the layer's dense time
                 if key not in row or t.median_ms < row[key]:

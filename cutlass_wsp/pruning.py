@@ -27,7 +27,7 @@ UNIT_NAMES: dict[str, str] = {name: _PATTERNS[name].unit for name in PATTERNS}
 
 VALID_L = (16, 36, 64)  # p² for p = 4, 6, 8
 BCBP_DEFAULT_TILE_ROWS = 32
-WSP_RB_DEFAULT_BLOCK = 32   # filters per block: the fused kernel's filter block (families/fused.py)
+WSP_RB_DEFAULT_BLOCK = 64   # filters per block: the fused kernel's filter block (families/fused.PRUNED_FB)
 
 
 # ---------------------------------------------------------------------------------------------

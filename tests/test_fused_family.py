@@ -127,3 +127,80 @@ def test_fused_kernel_renders_and_compiles(kernel_cache):
     for desc in DESCS:
         path = kernel_cache.get(desc)
         assert path.is_file() and path.stat().st_size > 0
+
+
+# --------------------------------------------------------------------------------------------- the registry
+def _ctx(pattern: str, ratio=None, balance=None, layer="resnet18:12", p=4, dtype="fp16", impl="fused", arch="sm90"):
+    from cutlass_wsp.families.base import PointContext
+    from cutlass_wsp.sweep.measure import Workload
+    from cutlass_wsp.sweep.plan import SweepSpec, expand
+
+    spec = SweepSpec(layers=(layer,), batches=(32,), tiles=(p,), dtypes=(dtype,), patterns=(pattern,),
+                     ratios=(ratio,) if ratio else (), balances=(balance or "balanced",),
+                     implementations={pattern: (impl,)})
+    (pt,) = expand(spec)
+    return PointContext(pt, arch=arch, workload=Workload(0))
+
+
+def test_the_registry_serves_the_fused_layer_for_its_patterns_as_whole_layer_points():
+    from cutlass_wsp.families import registry
+
+    for pattern in ("dense", "fp", "wsp-r", "wsp-rb"):
+        assert registry.serving(pattern, "fused").name == "fused"
+        assert "fused" in registry.default_implementations(pattern)
+    assert ("wsp-r", "fused") in registry.layer_points() and ("wsp-r", "cutlass") not in registry.layer_points()
+    assert "fused" in registry.tunable()
+
+
+@pytest.mark.parametrize("pattern,ratio,balance,gen", [("dense", None, None, 2), ("fp", 0.7, None, 2),
+                                                       ("wsp-r", 0.7, "unbalanced", 2), ("wsp-rb", 0.75, None, 2)])
+def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, gen):
+    from cutlass_wsp.families import registry
+
+    ctx = _ctx(pattern, ratio, balance)
+    plan = registry.serving(pattern, "fused").plan(ctx)
+    (desc,) = plan.descs
+    assert plan.kernel == "fused" and plan.tuned is False
+    assert desc.extra_dict()["gen"] == gen and check_fused_desc(desc) is desc
+    prob = plan.problem
+    assert prob.mi == desc.tile[0] and prob.identity == (pattern in ("dense", "fp"))
+    assert sum(prob.counts) == (ctx.pruned.mask.any(axis=2).sum() if pattern != "fp" else
+                                len(ctx.pruned.rows[0]) * 16)
+    # the tuner's random layout keeps exactly the problem's kept rows per (block, position)
+    lay = prob.layout(np.random.default_rng(0))
+    assert tuple(int(k) for k in (lay.inv >= 0).sum(axis=2).reshape(-1)) == prob.counts
+    assert lay.identity == prob.identity and lay.mi == prob.mi
+    # the budgeted default tune skips it (nothing to choose in a short menu of one); --tune has a menu
+    kf = registry.kernel_family("fused")
+    assert len(kf.candidates(prob, "fp16", "sm90", short=True)) == 1
+    full = kf.candidates(prob, "fp16", "sm90")
+    assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
+
+
+def test_plan_refuses_what_the_kernel_cannot_run_in_one_line():
+    from cutlass_wsp.families import registry
+
+    fam = registry.family("fused")
+    with pytest.raises(Unsupported, match="multiple of 8"):
+        fam.plan(_ctx("dense", layer="vgg16:conv1_1"))            # c = 3
+    with pytest.raises(Unsupported, match="sm90"):
+        fam.plan(_ctx("dense", arch="sm80"))
+    with pytest.raises(Unsupported, match="p=8"):
+        fam.plan(_ctx("dense", p=8))
+    with pytest.raises(Unsupported, match="tf32"):
+        fam.plan(_ctx("dense", dtype="tf32"))
+
+
+def test_fused_rows_speed_up_against_the_fused_dense_layer_not_a_gemm_batch():
+    from cutlass_wsp.sweep.results import fill_speedups
+
+    shape = dict(c=64, n=64, H=56, W=56, batch=32, p=4, dtype="fp16", gpu="H200", status="ok")
+    rows = fill_speedups([dict(shape, pattern="dense", impl="cutlass", median_ms=0.02, floor_ms=0.01),
+                          dict(shape, pattern="dense", impl="fused", median_ms=0.06, floor_ms=0.006),
+                          dict(shape, pattern="wsp-r", impl="fused", median_ms=0.04, floor_ms=0.004),
+                          dict(shape, pattern="wsp-r", impl="cutlass", median_ms=0.01, floor_ms=0.005)])
+    by = {(r["pattern"], r["impl"]): r for r in rows}
+    assert by[("wsp-r", "fused")]["dense_ms"] == 0.06 and by[("wsp-r", "fused")]["speedup"] == pytest.approx(1.5)
+    assert by[("wsp-r", "fused")]["floor_speedup"] == pytest.approx(1.5)
+    assert by[("wsp-r", "cutlass")]["dense_ms"] == 0.02 and by[("wsp-r", "cutlass")]["speedup"] == pytest.approx(2.0)
+    assert by[("dense", "cutlass")]["speedup"] == 1.0

@@ -47,12 +47,12 @@ def test_default_spec_point_count_from_the_axes():
     # cuDNN's conv: once per shape, batch and dtype, whatever the tile sizes; every layer, prunable or not
     conv_per_shape = len(spec.batches) * len(spec.dtypes) * ("conv" in spec.patterns)
     expected = len(shapes) * (dense_per_shape + conv_per_shape) + len(prunable) * pruned_per_shape
-    # By hand: 9 VGG-16 + 4 ResNet-18 shapes, conv1_1 not prunable; per prunable shape
-    # fp 3×2 + wsp-r 3×(3 balanced + 2 unbalanced) + wsp-c 3×(2 balanced + 1 unbalanced)
-    # + wsp-c-fused 3×(2 balanced + 2 unbalanced: cutlass-xform serves both) + wwp 3×2 = 48;
-    # one cuDNN conv per shape. (README, docs/performance.md)
-    assert (len(shapes), len(prunable), pruned_per_shape, conv_per_shape) == (13, 12, 48, 1)
-    assert len(expand(spec)) == expected == 13 * 2 + 13 + 12 * 48 == 615
+    # By hand: 9 VGG-16 + 4 ResNet-18 shapes, conv1_1 not prunable; dense: cutlass, cublas, fused; per
+    # prunable shape fp 3×3 + wsp-r 3×(4 balanced + 3 unbalanced: the fused layer serves both)
+    # + wsp-c 3×(2 balanced + 1 unbalanced) + wsp-c-fused 3×(2 balanced + 2 unbalanced: cutlass-xform serves
+    # both) + wwp 3×2 = 57; one cuDNN conv per shape. (README, docs/performance.md)
+    assert (len(shapes), len(prunable), dense_per_shape, pruned_per_shape, conv_per_shape) == (13, 12, 3, 57, 1)
+    assert len(expand(spec)) == expected == 13 * 3 + 13 + 12 * 57 == 736
 
 
 def test_default_sweep_measures_wsp_c_with_the_gather_in_the_transform():
@@ -86,8 +86,8 @@ def test_patterns_without_balance_get_none_and_are_not_multiplied():
 def test_implementations_only_where_they_serve_the_balance():
     points = expand(small_spec())
     wsp = [p for p in points if p.pattern == "wsp-r"]
-    assert {p.impl for p in wsp if p.balance == "unbalanced"} == {"cutlass-grouped", "cutlass-padded"}
-    assert {p.impl for p in wsp if p.balance == "balanced"} == {"cutlass", "cutlass-grouped", "cublas"}
+    assert {p.impl for p in wsp if p.balance == "unbalanced"} == {"cutlass-grouped", "cutlass-padded", "fused"}
+    assert {p.impl for p in wsp if p.balance == "balanced"} == {"cutlass", "cutlass-grouped", "fused", "cublas"}
 
 
 def test_dense_point_comes_first_for_each_layer_shape():

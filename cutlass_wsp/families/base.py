@@ -98,7 +98,7 @@ class Op:
     config: dict | None = None                # the row's kernel_config
     fields: dict = field(default_factory=dict)  # more row fields (kept_m, kept_k, nnz, layout, ...)
     close: Callable[[], None] | None = None
-    x: Any = None                             # gemm: the X buffer launch reads (default: the point's X)
+    x: Any = None                             # the input launch reads (gemm: X, default the point's X; layer: NHWC)
     rows: Any = None                          # gemm, compact output: kept filter per row of `out`, -1 = pad
     channel_map: Any = None                   # gemm, compact x (WSP-C xform): the input transform's map
     reference: Callable[[], Any] | None = None  # own reference (required for scope "layer")
@@ -208,6 +208,7 @@ class Family:
     order: int = 0
     kernels: tuple["KernelFamily", ...] = ()
     serves: tuple[Serves, ...] = ()
+    scope: str = GEMM      # what a row's median_ms times: the GEMM batch, or the whole layer (Op.scope)
 
     def serving(self, point: Any) -> Serves:
         """The `Serves` entry of a point's (pattern, impl)."""

@@ -12,6 +12,7 @@ from cutlass_wsp.families.base import LAYER, Cost, Family, Op, PointContext, Ser
 
 class CudnnFamily(Family):
     name = "cudnn"
+    scope = LAYER
     description = "cuDNN convolution: the whole layer, cuDNN's fastest algorithm for the shape"
     order = 100
     serves = (Serves("conv", "cudnn", description="cuDNN convolution (through PyTorch or the cuDNN frontend): "

@@ -26,6 +26,8 @@ from typing import Any, Callable
 import numpy as np
 
 from cutlass_wsp.errors import InputError, Unsupported
+from cutlass_wsp.families.base import (ANY, LAYER, CandidateMeasure, Cost, Family, KernelFamily, KernelPlan, Op,
+                                       PointContext, Serves, kernel_config)
 from cutlass_wsp.kernels.description import KernelDesc
 
 FUSED_FAMILY = "fused"
@@ -351,6 +353,220 @@ def fused_bytes(itemsize: int, batch: int, H: int, W: int, c: int, n_out: int, w
     return float(itemsize * (batch * H * W * (c + n_out) + weight_elems))
 
 
-__all__ = ["FUSED_FAMILY", "FusedLayout", "FusedLayer", "check_fused_desc", "fused_desc", "row_layout",
-           "dense_layout", "layout_for", "accumulators", "smem_bytes"]
+# ---------------------------------------------------------------------------------------------
+# The registry: the fused kernel family (config search) and the sweep's points
+# ---------------------------------------------------------------------------------------------
 
+PRUNED_FB = 64   # filter block of the pruned forms: WSP-RB's block (pruning.WSP_RB_DEFAULT_BLOCK)
+
+
+@dataclass(frozen=True)
+class FusedTuneProblem:
+    """What a fused kernel's best configuration depends on: the layer (p, batch, H, W, c, n_out) and its
+    packed layout (rows per position MI, filter block FB, the identity map, and a digest of the kept
+    rows per (block, position): the MMA work the rows leave)."""
+
+    p: int
+    batch: int
+    H: int
+    W: int
+    c: int
+    n_out: int
+    mi: int
+    fb: int
+    identity: bool
+    counts: tuple[int, ...]          # kept rows per (block, position), row-major [blocks][p²]
+
+    def key_fields(self) -> dict[str, Any]:
+        import hashlib
+
+        digest = hashlib.sha256(",".join(map(str, self.counts)).encode()).hexdigest()[:12]
+        return {"p": self.p, "B": self.batch, "H": self.H, "W": self.W, "c": self.c, "n": self.n_out,
+                "MI": self.mi, "FB": self.fb, "map": "dense" if self.identity else "rows", "rows": digest}
+
+    @classmethod
+    def of(cls, layout: FusedLayout, batch: int, H: int, W: int) -> "FusedTuneProblem":
+        counts = tuple(int(k) for k in (layout.inv >= 0).sum(axis=2).reshape(-1))
+        return cls(layout.p, batch, H, W, layout.c, layout.n_out, layout.mi, layout.fb, layout.identity, counts)
+
+    def layout(self, rng: np.random.Generator) -> FusedLayout:
+        """A random layout with exactly these kept counts (the tuner's operands)."""
+        L = self.p * self.p
+        blocks = -(-self.n_out // self.fb)
+        W = rng.standard_normal((L, self.n_out, self.c)).astype(np.float32) * np.float32(np.sqrt(2.0 / (9 * self.c)))
+        if self.identity:
+            return dense_layout(W, self.p, fb=self.fb, mi=self.mi)
+        counts = np.asarray(self.counts).reshape(blocks, L)
+        rows = [np.sort(np.concatenate([b * self.fb + rng.choice(min(self.fb, self.n_out - b * self.fb),
+                                                                 counts[b, i], replace=False)
+                                        for b in range(blocks)])).astype(np.int64) for i in range(L)]
+        return row_layout(W, self.p, rows, fb=self.fb, mi=self.mi)
+
+
+def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
+    """Generation 2 (8 warps) for p = 4, generation 1 for p = 6."""
+    if problem.p == 4:
+        return pair_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity)
+    return fused_desc(dtype, problem.p, problem.mi, fb=problem.fb)
+
+
+def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
+    """The default first, then the other warp count / tile / pipeline depths that build."""
+    out = [default_desc(problem, dtype)]
+    if problem.p == 4:
+        tries = [dict(warps=16), dict(bt=32)]
+        for kw in tries:
+            try:
+                out.append(pair_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity, **kw))
+            except Unsupported:
+                pass
+    else:
+        for kw in (dict(stages=3), dict(bt=16, stages=3), dict(bt=16, stages=4)):
+            try:
+                out.append(fused_desc(dtype, problem.p, problem.mi, fb=problem.fb, **kw))
+            except Unsupported:
+                pass
+    return list(dict.fromkeys(out))
+
+
+class FusedKernel(KernelFamily):
+    """`fused` (templates/fused_sm90.cu.j2 + _fused_pair.cu.j2): the whole layer in one launch, tuned per
+    FusedTuneProblem. The budgeted default tune of `sweep`/`bench` leaves it at its default (a short menu
+    of one: nothing to choose); `--tune` times the full menu (`candidates_for`)."""
+
+    name = FUSED_FAMILY
+    archs = ("sm90",)
+    problem_type = FusedTuneProblem
+    limit = 4
+    short_limit = 1
+    bench_point = None          # whole layers: bench/fused_layer.py, not bench/tune_families.py
+
+    def default(self, problem: FusedTuneProblem, dtype: str, arch: str) -> KernelDesc:
+        return default_desc(problem, dtype)
+
+    def candidates(self, problem: FusedTuneProblem, dtype: str, arch: str, *, sm_count: int = 0,
+                   limit: int | None = None, short: bool = False) -> list[KernelDesc]:
+        self.check_problem(problem)
+        if arch != "sm90":
+            raise Unsupported(f"the fused layer kernel is built for sm90, not {arch}", "use a Hopper GPU (sm_90)")
+        found = candidates_for(problem, dtype)
+        return found[: 1 if short else min(limit or self.limit, self.limit)]
+
+    def check(self, desc: KernelDesc) -> KernelDesc:
+        return check_fused_desc(desc.validate())
+
+    def measure(self, dtype: str, cache: Any) -> "FusedMeasure":
+        return FusedMeasure(dtype, cache)
+
+
+class FusedMeasure(CandidateMeasure):
+    """One fused candidate: a random layout with the problem's kept counts, a fresh random input, the
+    output poisoned, checked against the fp32 unfused pipeline with the same weights, then timed."""
+
+    def __call__(self, problem: FusedTuneProblem, desc: KernelDesc, budget_s: float):
+        layout = problem.layout(np.random.default_rng())
+        self.load(desc)
+        op = layer_op(layout, self.dtype, desc, problem.batch, problem.H, problem.W, self.cache,
+                      f"{desc.name} (tuning)")
+        return self.run(desc, op.launch, outputs=op.out, result=op.result, reference=op.reference,
+                        check=op.check, budget_s=budget_s)
+
+
+def layer_weights32(layout: FusedLayout, dtype: str) -> Any:
+    """The masked Winograd weights the kernel multiplies, rounded to the dtype, as float32 [p², n_out, c]
+    on the GPU (rebuilt from the packed form, so the reference checks the packing too)."""
+    import cupy
+
+    from cutlass_wsp.gpu.arrays import to_float32, to_storage
+
+    L = layout.p * layout.p
+    W = np.zeros((L, layout.n_out, layout.c), dtype=np.float32)
+    for b in range(layout.blocks):
+        for i in range(L):
+            fl = np.flatnonzero(layout.inv[b, i] >= 0)
+            W[i, b * layout.fb + fl] = layout.U[b, i, layout.inv[b, i, fl], :layout.c]
+    return cupy.asarray(to_float32(to_storage(W, dtype), dtype))
+
+
+def layer_op(layout: FusedLayout, dtype: str, desc: KernelDesc, batch: int, H: int, W: int, cache: Any,
+             what: str, *, tuned: bool | None = None) -> Op:
+    """A fused layer as a whole-layer Op: fresh random NHWC input, the output (poisoned by the harness),
+    the fp32 unfused pipeline with the same packed weights as reference, the fused floor as cost."""
+    from cutlass_wsp.dtypes import get_dtype
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.harness import Check
+    from cutlass_wsp.gpu.transforms import LAYER_LAYOUT, fp32_layer_reference
+    from cutlass_wsp.gpu.verify import layer_rtol
+    from cutlass_wsp.winograd import tile_grid
+
+    dt = get_dtype(dtype)
+    layer = FusedLayer(layout, dtype, desc).setup(cache)
+    d = arrays.random((batch, H, W, layout.c), dtype)
+    out = arrays.empty(layer.output_shape(batch, H, W), dtype)
+
+    def reference():
+        return fp32_layer_reference(arrays.to_float32(d, dtype), layer_weights32(layout, dtype), layout.p, batch,
+                                    layout.n_out, H, W)
+
+    th, tw = tile_grid(H, W, layout.p - 2)
+    T = batch * th * tw
+    cost = Cost(2.0 * layout.kept * layout.c * T,
+                float(dt.itemsize * (batch * H * W * (layout.c + layout.n_out) + layout.kept * layout.c)))
+    config = {**kernel_config(desc), "filter_block": layout.fb, "rows_per_position": layout.mi,
+              "pad_waste": round(layout.pad_waste, 4), "layout": LAYER_LAYOUT}
+    return Op(layer.prepare(d, out), out, lambda: out, desc.name, cost, config, {"layout": LAYER_LAYOUT}, x=d,
+              reference=reference, check=Check(dt, what, shape=out.shape, K=layout.c, rtol=layer_rtol(dt, layout.p, layout.c)),
+              scope=LAYER, tuned=tuned)
+
+
+FUSED_KERNEL = FusedKernel()
+
+
+class FusedFamily(Family):
+    """The fused layer in the sweep: implementation `fused` of dense, FP, WSP-R (any balance) and WSP-RB.
+    p = 4 runs generation 2 (filter block 64), p = 6 generation 1 (dense: filter block 32)."""
+
+    name = FUSED_FAMILY
+    description = "the whole Winograd layer in one sm90 kernel: input transform, p² products, output transform"
+    order = 5
+    scope = LAYER
+    kernels = (FUSED_KERNEL,)
+    serves = tuple(Serves(pattern, "fused", ANY, description="the whole layer in one kernel: the transforms "
+                          "inside, X and Y never in memory (docs/fused.md); its time is the layer time")
+                   for pattern in ("dense", "fp", "wsp-r", "wsp-rb"))
+
+    @staticmethod
+    def layout(ctx: PointContext) -> FusedLayout:
+        pt = ctx.point
+        if pt.p not in FUSED_PS:
+            raise Unsupported(f"the fused layer kernel has no p={pt.p} version", f"use p in {FUSED_PS}")
+        if ctx.dt.name not in FUSED_DTYPES:
+            raise Unsupported(f"the fused layer kernel has no {ctx.dt.name} version",
+                              f"use one of {', '.join(FUSED_DTYPES)}")
+        fb = (64 if pt.p == 4 else 32) if pt.pattern == "dense" else PRUNED_FB
+        return layout_for(ctx.pruned, pt.p, fb=fb)
+
+    def _choice(self, ctx: PointContext, layout: FusedLayout) -> tuple[FusedTuneProblem, KernelDesc, bool]:
+        pt = ctx.point
+        problem = FusedTuneProblem.of(layout, pt.batch, pt.H, pt.W)
+        desc, tuned = ctx.choose(FUSED_FAMILY, problem, default_desc(problem, ctx.dt.name))
+        return problem, desc, tuned
+
+    def plan(self, ctx: PointContext) -> KernelPlan:
+        if ctx.arch != "sm90":
+            raise Unsupported(f"the fused layer kernel is built for sm90, not {ctx.arch}", "use a Hopper GPU (sm_90)")
+        problem, desc, tuned = self._choice(ctx, self.layout(ctx))
+        return KernelPlan((desc,), FUSED_FAMILY, problem, tuned)
+
+    def build(self, ctx: PointContext) -> Op:
+        pt = ctx.point
+        layout = self.layout(ctx)
+        _, desc, tuned = self._choice(ctx, layout)
+        op = layer_op(layout, ctx.dt.name, desc, pt.batch, pt.H, pt.W, ctx.cache, f"fused {pt.key}", tuned=tuned)
+        pd = ctx.pruned
+        op.fields.update(kept_m=[int(k) for k in pd.kept_per_position] if pt.pattern != "dense" else None,
+                         nnz=int(pd.mask.sum()), kept_fraction=float(pd.mask.mean()))
+        return op
+
+
+FAMILY = FusedFamily()

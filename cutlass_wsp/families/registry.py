@@ -24,7 +24,7 @@ import pkgutil
 from typing import Any
 
 from cutlass_wsp.errors import InputError, Unsupported
-from cutlass_wsp.families.base import Family, KernelFamily, Serves
+from cutlass_wsp.families.base import LAYER, Family, KernelFamily, Serves
 
 SKIP = ("base", "registry")      # the interface and this module: not families
 
@@ -118,6 +118,12 @@ def implementations(pattern: str | None = None) -> dict[str, str]:
             if s.impl not in out or (not out[s.impl] and s.description):
                 out[s.impl] = s.description
     return out
+
+
+def layer_points() -> frozenset[tuple[str, str]]:
+    """(pattern, impl) whose rows time the whole layer (families of scope "layer": cuDNN, the fused layer):
+    their median_ms compares with other whole layers, not with GEMM batches."""
+    return frozenset((s.pattern, s.impl) for f in _discover() if f.scope == LAYER for s in f.serves)
 
 
 def default_implementations(pattern: str) -> tuple[str, ...]:

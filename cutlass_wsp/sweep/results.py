@@ -438,23 +438,33 @@ def _shape_id(r: Mapping) -> tuple:
     return (r.get("gpu"), r.get("c"), r.get("n"), r.get("H"), r.get("W"), r.get("batch"), r.get("p"), r.get("dtype"))
 
 
+def _baseline_id(r: Mapping, layer_points: frozenset) -> tuple:
+    """The shape and what the row's median times: a whole-layer implementation (the fused layer) is compared
+    with the same implementation's dense layer, a GEMM batch with the fastest dense GEMM batch."""
+    return (*_shape_id(r), r.get("impl") if (r.get("pattern"), r.get("impl")) in layer_points else "gemm")
+
+
 def fill_speedups(rows: Iterable[Mapping]) -> list[dict]:
-    """Copies of `rows` with dense_ms (fastest ok dense row of the same GEMM batch on the same GPU),
-    speedup = dense_ms / median_ms and floor_speedup = dense floor_ms / floor_ms (what the roofline
-    predicts). Fields that cannot be computed stay as they were."""
+    """Copies of `rows` with dense_ms (fastest ok dense row of the same GEMM batch on the same GPU; for a
+    whole-layer implementation such as `fused`, its own dense layer), speedup = dense_ms / median_ms and
+    floor_speedup = dense floor_ms / floor_ms (what the roofline predicts). Fields that cannot be computed
+    stay as they were."""
+    from cutlass_wsp.families.registry import layer_points
+
+    points = layer_points()
     rows = [dict(r) for r in rows]
     dense_ms: dict[tuple, float] = {}
     dense_floor: dict[tuple, float] = {}
     for r in rows:
         if r.get("pattern") != "dense":
             continue
-        sid = _shape_id(r)
+        sid = _baseline_id(r, points)
         if r.get("status") == "ok" and _finite(r.get("median_ms")):
             dense_ms[sid] = min(dense_ms.get(sid, math.inf), r["median_ms"])
         if _finite(r.get("floor_ms")) and r["floor_ms"] > 0:
             dense_floor.setdefault(sid, r["floor_ms"])
     for r in rows:
-        sid = _shape_id(r)
+        sid = _baseline_id(r, points)
         if sid in dense_ms:
             r["dense_ms"] = dense_ms[sid]
             if r.get("status") == "ok" and _finite(r.get("median_ms")) and r["median_ms"] > 0:
