@@ -297,6 +297,55 @@ def cmd_time(args) -> int:
     return 0
 
 
+def cmd_table(args) -> int:
+    """Markdown table per layer from a `time --out` file (and, with --sweep, the unfused dense layer of a
+    sweep's results on the same GPU): cuDNN, unfused dense, fused dense (fastest config) and its floor,
+    fused WSP-R / FP at the ratios, WSP-RB; each fused time with its speed against cuDNN."""
+    import math
+
+    rows = [json.loads(line) for line in open(args.file) if line.strip()]
+    unfused: dict[tuple, float] = {}
+    if args.sweep:
+        from cutlass_wsp.sweep.results import ResultStore
+
+        for r in ResultStore(args.sweep).load():
+            if (r.get("pattern"), r.get("status"), r.get("p")) == ("dense", "ok", args.p) \
+                    and r.get("impl") != "fused" and r.get("layer_ms"):
+                key = (r["c"], r["n"], r["H"], r["W"])
+                unfused[key] = min(unfused.get(key, math.inf), r["layer_ms"])
+    by: dict[str, dict] = {}
+    for r in rows:
+        key = r["impl"] + ("" if r.get("ratio") is None else f" {r['ratio']:g}")
+        d = by.setdefault(r["layer"], {})
+        if key not in d or r["median_ms"] < d[key]["median_ms"]:
+            d[key] = r
+    ratios = sorted({r["ratio"] for r in rows if r.get("ratio") is not None and "wsp-rb" not in r["impl"]})
+    p = f"p{args.p}"
+    pruned = [f"{pat} {r:g}" for pat in ("wsp-r", "fp") for r in ratios] + ["wsp-rb 0.5", "wsp-rb 0.75"]
+    cols = ["cuDNN", "unfused dense layer", "fused dense", "fused floor"] + [f"fused {c}" for c in pruned]
+    print("| layer | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    speed = []
+    for layer, d in by.items():
+        (lay,) = resolve_layers(layer)
+        c = d["cudnn"]["median_ms"]
+        uf = unfused.get((lay.c, lay.n, lay.H, lay.W))
+        cells = [f"{c:.3f}", f"{uf:.3f} ({c / uf:.2f}×)" if uf else "—"]
+        dense = d.get(f"{p} dense")
+        if dense:
+            speed.append(c / dense["median_ms"])
+            cells += [f"{dense['median_ms']:.3f} ({c / dense['median_ms']:.2f}×)", f"{dense['floor_ms']:.4f}"]
+        else:
+            cells += ["—", "—"]
+        for name in pruned:
+            r = d.get(f"{p} {name}")
+            cells.append(f"{r['median_ms']:.3f} ({c / r['median_ms']:.2f}×)" if r else "—")
+        print(f"| {layer} {lay.c}→{lay.n}@{lay.H} | " + " | ".join(cells) + " |")
+    if speed:
+        print(f"\nfused dense vs cuDNN: min {min(speed):.2f}×, geomean {math.exp(sum(map(math.log, speed)) / len(speed)):.2f}×")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -304,6 +353,10 @@ def main(argv=None) -> int:
     v.add_argument("--out", default=None)
     t = sub.add_parser("time")
     k = sub.add_parser("compile")
+    tb = sub.add_parser("table")
+    tb.add_argument("file", help="rows of `time --out`")
+    tb.add_argument("--sweep", default=None, help="a sweep's results (same GPU): the unfused dense layer column")
+    tb.add_argument("--p", type=int, default=4)
     f = sub.add_parser("profile")
     f.add_argument("--layers", default="vgg16:conv1_2+vgg16:conv4_2")
     f.add_argument("--p", type=int, default=4)
@@ -320,7 +373,8 @@ def main(argv=None) -> int:
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     t0 = time.time()
-    rc = {"verify": cmd_verify, "time": cmd_time, "compile": cmd_compile, "profile": cmd_profile}[args.cmd](args)
+    rc = {"verify": cmd_verify, "time": cmd_time, "compile": cmd_compile, "profile": cmd_profile,
+          "table": cmd_table}[args.cmd](args)
     print(f"# {args.cmd} took {time.time() - t0:.0f} s")
     return rc
 
