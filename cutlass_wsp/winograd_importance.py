@@ -90,9 +90,13 @@ def output_energy(W, m: int) -> np.ndarray:
     i.i.d. unit-variance inputs: Σ_c ⟨U_nc, K U_nc K⟩."""
     K = np.array(_kernel_fractions(m), dtype=np.float64)
     p = K.shape[0]
-    U = _as_winograd(W, p, "weights").reshape(p, p, *np.shape(W)[1:])
-    KUK = np.einsum("ik,klnc,jl->ijnc", K, U, K, optimize=True)
-    return (U * KUK).sum(axis=(0, 1, 3))
+    W = _as_winograd(W, p, "weights")
+    n, c = W.shape[1:]
+    U = W.reshape(p, p, n * c)
+    KU = np.tensordot(K, U, axes=(1, 0))                    # [i, l, nc] = Σ_k K[i,k] U[k,l]
+    KUK = np.matmul(K, KU)                                  # [i, j, nc] = Σ_l K[j,l] KU[i,l]
+    per_kernel = (U * KUK).sum(axis=(0, 1))
+    return per_kernel.reshape(n, c).sum(axis=1)
 
 
 def relative_output_error(W_ref, W_new, m: int) -> float:
