@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cutlass_wsp.errors import InputError
+from cutlass_wsp.gpu.baselines import block_diagonal_csr as baseline_block_diagonal
 from cutlass_wsp.pruning import Pruned, kept_count
 from cutlass_wsp.spatial_winograd import (PATTERN, SpatialWinogradPruned, prune_spatial, prune_winograd,
                                           spatial_from_winograd, spatial_winograd_prune, support, tap_groups,
@@ -137,6 +138,14 @@ def test_spatial_winograd_prune(m, ratio):
     indptr, indices, data, shape = P.block_diagonal_csr()
     assert shape == (L * 32, L * 16) and indptr[-1] == P.mask.sum() == len(data)
     assert P.kept_per_position.sum() == P.mask.sum()
+    # ... and the cuSPARSE baseline's host side takes the per-position CSR as it is
+    bd_ptr, bd_idx, bd_val = baseline_block_diagonal(P.csr, 16)
+    dense = np.zeros((L * 32, L * 16))
+    dense[np.repeat(np.arange(L * 32), np.diff(bd_ptr)), bd_idx] = bd_val
+    blocks = np.zeros((L * 32, L * 16))
+    for i in range(L):
+        blocks[i * 32:(i + 1) * 32, i * 16:(i + 1) * 16] = P.dense_weights()[i]
+    np.testing.assert_array_equal(dense, blocks)
     # proxies: the output error counts both steps; energy_retained is step 2's
     assert 0 < P.energy_retained <= 1 and 0 < P.spatial_energy_retained < 1
     np.testing.assert_allclose(P.output_error, relative_output_error(P.original_weights, P.dense_weights(), m))
