@@ -21,8 +21,8 @@ What this module implements is that logical form, as the host reference and as t
 (e.g. CUTLASS sparse) kernel would reorder: `values[L, n, c/2]` (kept weights, in column order) and
 `indices[L, n, c/2]` (uint8, 0-3, ascending within each group), packed as `metadata[L, n, ceil(c/16)]`
 uint16: group q of a row contributes the 4-bit nibble idx0 | idx1 << 2 at bits 4·(q mod 4), groups in
-increasing K, the lowest group in the lowest bits (the nibble encoding of PTX's mma.sp metadata for
-16-bit types: 0b0100 = elements 0 and 1 ... 0b1110 = elements 2 and 3). Pad nibbles (c not a multiple
+increasing K, the lowest group in the lowest bits (0b0100 = elements 0 and 1 ... 0b1110 = elements 2
+and 3; meant to match PTX's mma.sp metadata nibbles for 16-bit types, not re-read in the PTX ISA here). Pad nibbles (c not a multiple
 of 16) are 0b0100. The per-thread register interleaving mma.sp wants is a kernel's business, not this
 layout's.
 """
