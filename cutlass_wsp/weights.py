@@ -29,13 +29,18 @@ def _filters_and_channels(layer) -> tuple[int, int]:
     return n, c
 
 
+def he_spatial_filters(layer: Layer | tuple[int, int], seed: int = 0) -> np.ndarray:
+    """float64 g[n, c, 3, 3]: He-normal 3×3 filters (std sqrt(2 / (9c)), fan-in 9c), the ones
+    `he_winograd_weights` transforms for the same seed."""
+    n, c = _filters_and_channels(layer)
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))
+
+
 def he_winograd_weights(layer: Layer | tuple[int, int], p: int, seed: int = 0) -> np.ndarray:
     """float32 W[p², n, c]: He-normal 3×3 filters g (std sqrt(2 / (9c)), fan-in 9c) through G g Gᵀ."""
     m = tile_m(p)
-    n, c = _filters_and_channels(layer)
-    rng = np.random.default_rng(seed)
-    g = rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))
-    return filter_transform(g, m).astype(np.float32)
+    return filter_transform(he_spatial_filters(layer, seed), m).astype(np.float32)
 
 
 def _to_winograd(arr: np.ndarray, p: int, where: str, expect: tuple[int, int] | None) -> np.ndarray:
