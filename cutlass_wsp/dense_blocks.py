@@ -25,43 +25,13 @@ row tile whose remainder is empty runs as pure dense blocks; `tiles_without_rema
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from cutlass_wsp.element_masks import check_mask, element_pruned
 from cutlass_wsp.errors import InputError
-from cutlass_wsp.pruning import Pruned, default_tile_rows
-
-
-def _check_weights(W) -> np.ndarray:
-    try:
-        W = np.asarray(W)
-    except Exception as e:
-        raise InputError(f"weights are not an array ({e})", "pass W[L, n, c]") from None
-    if W.ndim != 3 or min(W.shape) < 1:
-        raise InputError(f"weights have shape {W.shape}", "pass Winograd-domain weights W[L, n, c]")
-    if not (np.issubdtype(W.dtype, np.floating) or np.issubdtype(W.dtype, np.integer)):
-        raise InputError(f"weights have dtype {W.dtype}", "pass real numbers")
-    if np.issubdtype(W.dtype, np.integer):
-        W = W.astype(np.float64)
-    if not np.isfinite(W).all():
-        raise InputError("weights contain NaN or inf", "pass finite weights")
-    return W
-
-
-def _check_tile_rows(tile_rows, n: int) -> int:
-    if tile_rows is None:
-        return default_tile_rows(n)
-    try:
-        t = operator.index(tile_rows)
-    except TypeError:
-        t = 0
-    if t < 1 or n % t:
-        raise InputError(f"tile_rows={tile_rows!r} does not divide n={n}",
-                         f"use a divisor of n, e.g. {default_tile_rows(n)}")
-    return t
+from cutlass_wsp.pruning import Pruned, check_tile_rows, check_weights
 
 
 @dataclass(frozen=True, eq=False)
@@ -217,9 +187,9 @@ def extract_dense_blocks(W, mask, *, tile_rows: int | None = None, min_density: 
     dense blocks and a CSR remainder. A column segment (t rows of one row tile) is a block column when at
     least `min_density` (in (0, 1]) of its entries are kept. `tile_rows` defaults to BCBP's (32 when it
     divides n). Pass a `Pruned`'s `weights` and `mask` (e.g. a WWP or spatial-Winograd one)."""
-    W = _check_weights(W)
+    W = check_weights(W, winograd=False)
     mask = check_mask(mask, W.shape)
-    t = _check_tile_rows(tile_rows, W.shape[1])
+    t = check_tile_rows(tile_rows, W.shape[1])
     try:
         d = float(min_density)
     except (TypeError, ValueError):

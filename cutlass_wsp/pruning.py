@@ -51,14 +51,16 @@ def _check_ratio(ratio) -> float:
     return r
 
 
-def _check_weights(W) -> np.ndarray:
+def check_weights(W, *, winograd: bool = True) -> np.ndarray:
+    """W[L, n, c] as a real, finite array (integers as float64). winograd: L must be p² = 16, 36 or 64."""
     try:
         W = np.asarray(W)
     except Exception as e:
         raise InputError(f"weights are not an array ({e})", "pass W[L, n, c] as a numpy array") from None
-    if W.ndim != 3 or W.shape[0] not in VALID_L or W.shape[1] < 1 or W.shape[2] < 1:
+    if W.ndim != 3 or min(W.shape) < 1 or (winograd and W.shape[0] not in VALID_L):
         raise InputError(f"Winograd weights have shape {W.shape}",
-                         "pass W[L, n, c] with L = p² = 16, 36 or 64 (p = 4, 6, 8) and n, c >= 1")
+                         "pass W[L, n, c] with L = p² = 16, 36 or 64 (p = 4, 6, 8) and n, c >= 1" if winograd
+                         else "pass Winograd-domain weights W[L, n, c]")
     if not (np.issubdtype(W.dtype, np.floating) or np.issubdtype(W.dtype, np.integer)):
         raise InputError(f"Winograd weights have dtype {W.dtype}", "pass a real float array")
     if np.issubdtype(W.dtype, np.integer):
@@ -95,7 +97,8 @@ def _check_block(block, n: int) -> int:
     return b
 
 
-def _check_tile_rows(tile_rows, n: int) -> int:
+def check_tile_rows(tile_rows, n: int) -> int:
+    """BCBP's rows per tile: the default for n, or a given divisor of n."""
     if tile_rows is None:
         return default_tile_rows(n)
     try:
@@ -378,7 +381,7 @@ def prune(W, pattern: str, ratio: float, *, balance: str = "balanced", criterion
     matrices (each keeps >= 1 unit); 'spread': per-position ratios in [r - s, r + s], mean r.
     wsp-rb: rows of each W_i, the same count kept in every (position, block of `block` filters): the fused
     kernel's balanced unit (families/fused.py)."""
-    W = _check_weights(W)
+    W = check_weights(W)
     pattern = _check_choice(pattern, PATTERNS, "pruning pattern")
     balance = _check_choice(balance, BALANCES, "balance")
     criterion = _check_choice(criterion, CRITERIA, "pruning criterion")
@@ -464,7 +467,7 @@ def prune(W, pattern: str, ratio: float, *, balance: str = "balanced", criterion
                       compact_weights=[v for _, _, v in csr], csr=csr, **common)
 
     # bcbp: column segments of t rows inside each row tile; every tile keeps the same count
-    t = _check_tile_rows(tile_rows, n)
+    t = check_tile_rows(tile_rows, n)
     nt = n // t
     norms = np.sqrt((W64.reshape(L, nt, t, c) ** 2).sum(axis=2)).reshape(L * nt, c)
     keep = _select(_scores(norms.shape, norms, criterion, rng), r, "balanced", 0.0, rng,

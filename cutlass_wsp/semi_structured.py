@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cutlass_wsp.errors import InputError
-from cutlass_wsp.pruning import Pruned
+from cutlass_wsp.pruning import Pruned, check_weights
 
 PATTERN = "2:4"
 GROUP, KEEP = 4, 2
@@ -43,18 +43,7 @@ PAD_NIBBLE = 0b0100           # elements 0 and 1
 
 
 def _check_weights(W) -> np.ndarray:
-    try:
-        W = np.asarray(W)
-    except Exception as e:
-        raise InputError(f"weights are not an array ({e})", "pass W[L, n, c]") from None
-    if W.ndim != 3 or min(W.shape) < 1:
-        raise InputError(f"weights have shape {W.shape}", "pass Winograd-domain weights W[L, n, c]")
-    if not (np.issubdtype(W.dtype, np.floating) or np.issubdtype(W.dtype, np.integer)):
-        raise InputError(f"weights have dtype {W.dtype}", "pass real numbers")
-    if np.issubdtype(W.dtype, np.integer):
-        W = W.astype(np.float64)
-    if not np.isfinite(W).all():
-        raise InputError("weights contain NaN or inf", "pass finite weights")
+    W = check_weights(W, winograd=False)
     if W.shape[2] % GROUP:
         raise InputError(f"2:4 sparsity needs c divisible by 4; this layer has c={W.shape[2]}",
                          "leave this layer dense (layer 1, c = 3, is never pruned)")
