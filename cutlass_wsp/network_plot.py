@@ -34,7 +34,7 @@ def plot_network(times: Mapping[int, Sequence], out_dir: str | Path, *, net: str
     methods = [t.method for t in times[batches[0]]]
     out_dir = Path(out_dir)
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": "cutlass-wsp"}):
-        fig = Figure(figsize=(9.5, 0.42 * len(methods) * max(len(batches), 1) + 1.8), layout="constrained")
+        fig = Figure(figsize=(9.5, 0.3 * len(methods) * max(len(batches), 1) + 1.8), layout="constrained")
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         y = np.arange(len(methods))[::-1].astype(float)

@@ -281,7 +281,7 @@ def _plans(args, measured, table, batches, source, methods, *, net: str, p: int)
                                   out=out_for_batch(args.results, b))
                 choices[(m.name, b)] = plan.choices()
             except MissingResults:      # its candidates were not swept: 'to measure' names the sweep
-                errors[(m.name, b)] = "the results lack its candidates (see 'to measure')"
+                errors[(m.name, b)] = "its candidates were not swept"
     return choices, errors
 
 
