@@ -154,6 +154,8 @@ def test_network_formats_and_a_plan_file(tmp_path, capsys):
     assert main(["network", str(H100_B32), "--net", "vgg16", "--plan", str(plan), "--format", "json",
                  "--no-plot", "--methods", "abwsp,bwsp-r"]) == 0
     doc = json.loads(capsys.readouterr().out)
+    assert main(["network", str(H100_B32), "--net", "vgg16", "--plan", str(plan), "--ratio", "0.5", "--no-plot"]) == 2
+    assert "was made at ratio 0.7, not at --ratio 0.5" in capsys.readouterr().err
     ms = {m["method"]: m for m in doc["batches"]["32"]}
     assert list(ms) == ["cudnn", "abwsp", "bwsp-r"]                        # cuDNN is always there: the ratio needs it
     plan_doc = json.loads(plan.read_text())

@@ -251,11 +251,12 @@ def _hints(times, table, args, ctx) -> list[str]:
     return out
 
 
-def _plans(args, measured, table, batches, source, methods, *, net: str, p: int):
+def _plans(args, measured, table, batches, source, methods, *, net: str, p: int, ratio: float):
     """(choices, plan errors) of the ABWSP rows per (method name, batch)."""
     from cutlass_wsp.abwsp_plan import build_plan, read_choices
     from cutlass_wsp.commands.abwsp import settings_from
     from cutlass_wsp.commands.abwsp_options import out_for_batch, proxy_source
+    from cutlass_wsp.errors import InputError
     from cutlass_wsp.sweep.missing import MissingResults
 
     choices, errors = {}, {}
@@ -265,6 +266,10 @@ def _plans(args, measured, table, batches, source, methods, *, net: str, p: int)
     from_file = None
     if args.plan:
         header, plan_choices = read_choices(args.plan)
+        made_at = header.get("ratio")
+        if not isinstance(made_at, (int, float)) or abs(made_at - ratio) > 1e-9:
+            raise InputError(f"{args.plan} was made at ratio {made_at}, not at --ratio {ratio:g}",
+                             f"pass --ratio {made_at}, or make a plan at {ratio:g} with cutlass-wsp abwsp --ratio {ratio:g}")
         from_file = ("fused-abwsp" if header.get("implementations") == "fused" else "abwsp", plan_choices)
     proxies = None
     for m in wanted:
@@ -307,7 +312,7 @@ def run(args: argparse.Namespace) -> int:
     p = pick(args.tile, measured.values("p"), "--tile", "tile size", source, int)
     dtype = pick(args.dtype, measured.values("dtype"), "--dtype", "dtype", source)
     methods = _methods(args)
-    choices, plan_errors = _plans(args, measured, table, batches, source, methods, net=net, p=p)
+    choices, plan_errors = _plans(args, measured, table, batches, source, methods, net=net, p=p, ratio=ratio)
     times = network_times(measured, table, batches=batches, p=p, dtype=dtype, ratio=ratio, methods=methods,
                           choices=choices, plan_errors=plan_errors)
     ctx = {"net": net, "gpu": measured.gpu, "ratio": ratio, "p": p, "dtype": dtype, "n_layers": len(table)}
