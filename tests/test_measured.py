@@ -130,3 +130,13 @@ def test_layer_time_error_writes_a_new_file():
     e = layer_time_error("results/r.jsonl", "resnet18", [Need(table[0], ("dense",))], table, batch=32, p=4,
                          dtype="fp16", out="results/r.jsonl")
     assert "--no-layer-time" in e.problem and "--out results/r-layer-time.jsonl" in e.fix and "pass both" in e.fix
+
+
+def test_what_the_same_layers_miss_is_named_once_with_them():
+    table = resolve_layers("resnet18")
+    firsts = [table[0], table[5]]
+    needs = [Need(x, ("wsp-r",), 0.6, b) for x in firsts for b in ("balanced", "unbalanced")] + [Need(table[0], ("conv",))]
+    e = missing_error("r.jsonl", "resnet18", needs, table, batch=1, p=4, dtype="fp16", out="r.jsonl")
+    assert e.problem.endswith("wsp-r balanced r0.6, wsp-r unbalanced r0.6 for 2 layer shapes (resnet18.layer1.0.conv1 "
+                              "64→64@56, resnet18.layer2.1.conv1 128→128@28); conv for 1 layer shape "
+                              "(resnet18.layer1.0.conv1 64→64@56)")

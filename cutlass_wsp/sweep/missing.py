@@ -91,16 +91,22 @@ def sweep_command(net_spec: str, needs: Sequence[Need], table: Sequence[Layer], 
 
 
 def _summary(needs: Sequence[Need], limit: int = 3) -> str:
+    """'wsp-r balanced r0.6, wsp-c/wsp-c-fused unbalanced r0.6 for 8 layer shapes (a, b, c, +5 more); dense
+    for 1 layer shape (d)': what is missing, grouped by the layer shapes that miss it."""
     groups: dict[str, list[Layer]] = {}
     for nd in needs:
         shapes = groups.setdefault(nd.what, [])
         if all(x.shape != nd.layer.shape for x in shapes):
             shapes.append(nd.layer)
-    parts = []
+    by_layers: dict[tuple, list[str]] = {}
     for what, layers in groups.items():
+        by_layers.setdefault(tuple(x.shape for x in layers), []).append(what)
+    parts = []
+    for shapes, whats in by_layers.items():
+        layers = groups[whats[0]]
         named = ", ".join(f"{x.name} {shape_text(x)}" for x in layers[:limit])
         more = f", +{len(layers) - limit} more" if len(layers) > limit else ""
-        parts.append(f"{what} for {len(layers)} layer shape{'s' * (len(layers) != 1)} ({named}{more})")
+        parts.append(f"{', '.join(whats)} for {len(layers)} layer shape{'s' * (len(layers) != 1)} ({named}{more})")
     return "; ".join(parts)
 
 
