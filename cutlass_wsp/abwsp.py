@@ -29,7 +29,8 @@ from cutlass_wsp.sweep.measured import Timed
 
 AXES = ("R", "C")
 AXIS_PRUNING = {"R": "wsp-r", "C": "wsp-c"}                  # the pruning pattern (pruning.prune)
-AXIS_PATTERNS = {"R": ("wsp-r",), "C": ("wsp-c", "wsp-c-fused")}   # sweep patterns with that pruning
+# the sweep patterns that run that pruning (with the registry's patterns.py: those whose prunes_as is it)
+AXIS_PATTERNS = {"R": ("wsp-r",), "C": ("wsp-c", "wsp-c-fused")}
 BALANCES = ("balanced", "unbalanced")
 PROXIES = ("output", "energy")
 DROP = "drop"

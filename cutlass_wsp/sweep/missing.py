@@ -16,7 +16,6 @@ from pathlib import Path
 from cutlass_wsp.errors import InputError
 from cutlass_wsp.layers import Layer
 
-BALANCED_PATTERNS = ("wsp-r", "wsp-c", "wsp-c-fused")   # the sweep patterns with a balance axis
 
 
 class MissingResults(InputError):
@@ -80,7 +79,7 @@ def sweep_command(net_spec: str, needs: Sequence[Need], table: Sequence[Layer], 
     argv += ["--dtype", dtype, "--pattern", ",".join(patterns)]
     if ratios:
         argv += ["--ratio", ",".join(f"{r:g}" for r in ratios)]
-    if balances and any(pat in BALANCED_PATTERNS for pat in patterns):
+    if balances and any(_has_balance_axis(pat) for pat in patterns):
         argv += ["--balance", ",".join(balances)]
     for pat in patterns:
         impls = sorted({nd.impl for nd in needs if nd.impl and pat in nd.patterns})
@@ -88,6 +87,13 @@ def sweep_command(net_spec: str, needs: Sequence[Need], table: Sequence[Layer], 
             argv += ["--impl", f"{pat}={','.join(impls)}"]
     argv += ["--out", str(out)]
     return " ".join(shlex.quote(a) for a in argv)
+
+
+def _has_balance_axis(pattern: str) -> bool:
+    from cutlass_wsp.sweep.plan import PATTERNS
+
+    info = PATTERNS.get(pattern)
+    return bool(info and info.uses_balance)
 
 
 def _summary(needs: Sequence[Need], limit: int = 3) -> str:
