@@ -187,3 +187,17 @@ def test_bad_drop_files_are_one_line(tmp_path, text, match):
     with pytest.raises(InputError, match=match) as e:
         AccuracyDrops(_csv(tmp_path, text), resolve_layers("vgg16"))
     assert "\n" not in str(e.value)
+
+
+def test_a_torch_file_without_torch_is_one_line(tmp_path):
+    import importlib.util
+
+    from cutlass_wsp.errors import Unsupported
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed: the no-torch message cannot be shown")
+    (tmp_path / "m.pt").write_bytes(b"\x80\x02")
+    with pytest.raises(Unsupported, match="install torch to read .pt files"):
+        WeightFile(tmp_path / "m.pt")
+    with pytest.raises(InputError, match="unknown activations-file type '.pt'"):
+        ActivationFile(tmp_path / "m.pt")
