@@ -20,7 +20,7 @@ import warnings
 from cutlass_wsp import __version__
 from cutlass_wsp.errors import WspError
 
-COMMANDS = ["layers", "env", "cache", "bench", "sweep", "plot", "compare", "plan"]
+COMMANDS = ["layers", "env", "cache", "bench", "sweep", "plot", "compare", "plan", "abwsp", "network"]
 SIGPIPE_STATUS = 141    # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
 
 # argparse (before Python 3.13) reads '-5%' as an unknown option unless it looks like a plain negative

@@ -61,6 +61,13 @@ def _to_winograd(arr: np.ndarray, p: int, where: str, expect: tuple[int, int] | 
     return W
 
 
+def to_winograd(arr, p: int, where: str, expect: tuple[int, int] | None = None) -> np.ndarray:
+    """float32 W[p², n, c] from one array already in memory (spatial [n, c, 3, 3] is filter-transformed,
+    [p², n, c] is taken as is); `where` names it in errors. For callers that read a file once and take
+    several layers from it (cutlass_wsp/layer_inputs.py)."""
+    return _to_winograd(np.asarray(arr), p, where, expect)
+
+
 def _pick(arrays: dict, key: str | None, path: Path, what: str) -> tuple[str, object]:
     """The array under `key`, or the only candidate when key is None."""
     if key is not None:
