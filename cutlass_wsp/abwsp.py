@@ -25,12 +25,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cutlass_wsp.patterns import PATTERNS
 from cutlass_wsp.sweep.measured import Timed
 
 AXES = ("R", "C")
 AXIS_PRUNING = {"R": "wsp-r", "C": "wsp-c"}                  # the pruning pattern (pruning.prune)
 # the sweep patterns that run that pruning (with the registry's patterns.py: those whose prunes_as is it)
-AXIS_PATTERNS = {"R": ("wsp-r",), "C": ("wsp-c", "wsp-c-fused")}
+# The WSP patterns a layer can be balanced or not on, per axis (patterns.py: row / column units with a balance)
+AXIS_PATTERNS = {axis: tuple(p.name for p in PATTERNS.values() if p.unit == unit and p.uses_balance)
+                 for axis, unit in (("R", "row"), ("C", "column"))}
 BALANCES = ("balanced", "unbalanced")
 PROXIES = ("output", "energy")
 DROP = "drop"

@@ -28,7 +28,6 @@ BASIS_FIELD = {LAYER: "layer_ms", GEMM: "median_ms"}
 BASIS_WORDS = {LAYER: "whole layer (layer_ms)", GEMM: "GEMM batch only (median_ms)"}
 
 # Implementations whose row times the whole layer and nothing else: median_ms is the layer time.
-WHOLE_LAYER_IMPLS = frozenset({"cudnn", "fused"})
 FUSED = "fused"
 
 
@@ -88,7 +87,9 @@ def _timed(r: Mapping, basis: str) -> Timed | None:
         return None
     impl = r.get("impl") or "?"
     if basis == GEMM:
-        if impl in WHOLE_LAYER_IMPLS or r.get("pattern") == "conv":
+        from cutlass_wsp.families.registry import layer_points
+
+        if (r.get("pattern"), impl) in layer_points() or r.get("pattern") == "conv":   # whole layers: no GEMM time
             return None
         ms, q1, q3 = r.get("median_ms"), r.get("q1_ms"), r.get("q3_ms")
     else:
