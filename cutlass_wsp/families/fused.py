@@ -16,6 +16,11 @@ n' outputs. WSP-R: each position's kept rows of the block, packed; the padding o
 up to a multiple of 16 rows is MMA work that computes zeros: `pad_waste` reports it. WSP-RB (row pruning
 balanced per (position, filter block), pruning.py) keeps the same count in every (block, position): with
 a count that is a multiple of 16 the waste is zero.
+
+Two kernels (`KernelDesc.extra` "gen"): generation 1 (`fused_desc`, any p: one CTA holds all positions)
+and generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows). The registry part at the
+end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
+whole-layer points (implementation `fused` of dense, fp, wsp-r and wsp-rb).
 """
 
 from __future__ import annotations
@@ -212,8 +217,10 @@ class FusedLayout:
 
 
 def _check_weights(W, p: int) -> np.ndarray:
-    W = np.asarray(W)
-    if W.ndim != 3 or W.shape[0] != p * p:
+    from cutlass_wsp.pruning import check_weights
+
+    W = check_weights(W)
+    if W.shape[0] != p * p:
         raise InputError(f"Winograd weights of shape {W.shape} for p={p}", f"pass W[{p * p}, n, c]")
     return W
 
@@ -341,16 +348,6 @@ class FusedLayer:
     def run(self, d: Any, out: Any, *, stream: Any = None) -> Any:
         self.prepare(d, out, stream=stream)()
         return out
-
-
-def fused_flops(p: int, rows_multiplied: int, c: int, tiles: int) -> float:
-    """Tensor-core FLOPs of the position products: 2 x rows x c x tiles (rows over all positions)."""
-    return 2.0 * rows_multiplied * c * tiles
-
-
-def fused_bytes(itemsize: int, batch: int, H: int, W: int, c: int, n_out: int, weight_elems: int) -> float:
-    """Fewest bytes: input and output once, the compact weights once."""
-    return float(itemsize * (batch * H * W * (c + n_out) + weight_elems))
 
 
 # ---------------------------------------------------------------------------------------------
