@@ -16,6 +16,8 @@ import uuid
 import pytest
 
 pytest.importorskip("distributed", reason="the distributed extra is not installed: pip install -e '.[distributed]'")
+# a second LocalCluster beside the module's finds the default HTTP port taken and takes another
+pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
 
 from cutlass_wsp.errors import Busy, GpuUnavailable  # noqa: E402
 from cutlass_wsp.sweep.cost import longest_first, point_cost  # noqa: E402
@@ -288,3 +290,32 @@ def test_a_scheduler_that_allows_no_retry_gives_the_same_error_row(tmp_path):
     assert len(rows) == len(pts) == len(rows_of(store.path))
     assert rows[victim.key]["status"] == "error" and "died" in rows[victim.key]["reason"]
     assert out.deaths == 1 and sum(r["status"] == "ok" for r in rows.values()) == len(pts) - 1
+
+
+# --- the command line against a running scheduler -------------------------------------------------
+def test_sweep_on_a_scheduler_whose_workers_have_no_gpu_stops_in_one_line(client, tmp_path, capsys):
+    """The whole `--scheduler` path with the real worker functions: these CPU workers report no GPU."""
+    from cutlass_wsp.cli import main
+
+    address = client.scheduler.address
+    argv = ["sweep", "--scheduler", address, "--net", "resnet18:layer4.0.conv2", "--pattern", "dense",
+            "--out", str(tmp_path / "r.jsonl"), "--no-plots"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("cutlass-wsp sweep: error: no worker of the Dask cluster can measure (tcp://")
+    assert "cannot measure" in "\n".join(err[:-1]) and not any("Traceback" in line for line in err)
+    assert not (tmp_path / "r.jsonl").exists() or rows_of(tmp_path / "r.jsonl") == []
+
+
+def test_a_scheduler_that_is_not_there_is_one_line(tmp_path, capsys):
+    from cutlass_wsp.cli import main
+    from cutlass_wsp.errors import InputError
+    from cutlass_wsp.sweep.cluster import remote_cluster
+
+    with pytest.raises(InputError, match="could not reach the Dask scheduler at tcp://127.0.0.1:9"):
+        with remote_cluster("tcp://127.0.0.1:9", timeout_s=1):
+            pass
+    assert main(["sweep", "--scheduler", str(tmp_path / "none.json"), "--out", str(tmp_path / "r.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"cutlass-wsp sweep: error: --scheduler {tmp_path / 'none.json'}: no such scheduler "
+                                "file (give the file `dask scheduler --scheduler-file` wrote, or tcp://HOST:8786)"]

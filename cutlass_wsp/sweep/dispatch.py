@@ -215,7 +215,10 @@ class _Dispatcher:
             self.stalled_since = now
         waited = now - self.stalled_since
         if self.unusable and not self.workers and waited >= min(self.worker_wait_s, 5.0):
-            why = "; ".join(f"{a}: {r}" for a, r in self.unusable.items())
+            by_reason: dict[str, list[str]] = {}
+            for a, r in self.unusable.items():
+                by_reason.setdefault(r, []).append(a)
+            why = "; ".join(f"{', '.join(addrs)}: {r}" for r, addrs in by_reason.items())
             raise GpuUnavailable(f"no worker of the Dask cluster can measure ({why})",
                                  "start the workers on GPU machines, one per GPU (docs/distributed.md)")
         if waited >= self.worker_wait_s:
