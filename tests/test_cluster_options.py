@@ -142,3 +142,16 @@ def test_a_dead_workers_row_names_the_worker_host_and_gpu():
     text = death_reason(row_provenance(PROV), "tcp://10.0.0.7:40000")
     assert text.startswith("the Dask worker measuring this point died (tcp://10.0.0.7:40000, node1, GPU-A, "
                            "00000000:19:00.0)") and "--retry-failed" in text
+
+
+def test_more_workers_than_gpus_stops_before_anything_is_tuned(monkeypatch, tmp_path):
+    from cutlass_wsp.sweep import cluster
+    from cutlass_wsp.sweep.cluster_session import run_sweep_on_cluster
+    from cutlass_wsp.sweep.results import ResultStore
+
+    monkeypatch.setattr(cluster, "_visible_gpus", lambda: 2)
+    tuned = []
+    with pytest.raises(InputError, match="--workers 3: this host has 2 GPUs"):
+        run_sweep_on_cluster([_pt()], ResultStore(tmp_path / "r.jsonl"), workers=3, provenance=dict,
+                             prepare_local=lambda *a: tuned.append(a))
+    assert tuned == []

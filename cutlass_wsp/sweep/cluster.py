@@ -49,9 +49,24 @@ def require_engine(option: str, cuda: bool) -> None:
 
 
 def _visible_gpus() -> int:
-    from dask_cuda.utils import get_n_gpus
+    """The GPUs LocalCUDACluster would use (CUDA_VISIBLE_DEVICES, else all that NVML sees)."""
+    from cutlass_wsp.errors import GpuUnavailable
 
-    return get_n_gpus()
+    try:
+        from dask_cuda.utils import get_n_gpus
+
+        return get_n_gpus()
+    except Exception as e:  # noqa: BLE001 -- NVML missing or no driver: one line, no traceback
+        raise GpuUnavailable(f"--workers: no GPU found on this host ({type(e).__name__}: {e})",
+                             "run it on a machine with NVIDIA GPUs and their driver") from None
+
+
+def check_workers(workers: int | str) -> None:
+    """InputError when this host has fewer GPUs than `workers` (NVML: no CUDA context is made)."""
+    n = _visible_gpus()
+    if workers != "all" and workers > n:
+        raise InputError(f"--workers {workers}: this host has {n} GPU{'s' * (n != 1)}",
+                         f"give --workers {n} or fewer, or all")
 
 
 @contextlib.contextmanager
@@ -62,10 +77,7 @@ def local_gpu_cluster(workers: int | str) -> Iterator:
     from dask_cuda import LocalCUDACluster
     from distributed import Client
 
-    n = _visible_gpus()
-    if workers != "all" and workers > n:
-        raise InputError(f"--workers {workers}: this host has {n} GPU{'s' * (n != 1)}",
-                         f"give --workers {n} or fewer, or all")
+    check_workers(workers)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCUDACluster(n_workers=None if workers == "all" else workers, threads_per_worker=1,
                                    memory_limit=0, dashboard_address=None)

@@ -73,6 +73,8 @@ def run_sweep_on_cluster(points: Sequence[Point], store: ResultStore, *, workers
         prep = dataclasses.replace(prep, run=prepare_remote)
     if open_cluster is None:
         open_cluster = cluster.local_gpu_cluster if scheduler is None else cluster.remote_cluster
+        if scheduler is None:
+            cluster.check_workers(workers)      # a --workers this host cannot give stops before tuning
     with store.writing():        # a second sweep onto this file stops here, before tuning or any cluster
         store.provenance = provenance()
         ready: set[tuple] = set()

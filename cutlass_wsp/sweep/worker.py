@@ -1,15 +1,16 @@
 """The GPU side of a sweep on a Dask cluster (`sweep --workers` / `--scheduler`): what runs where a GPU
 is. `sweep/dispatch.py` sends these functions to the worker processes as Dask tasks:
 
-- `probe_task`: who the worker is (its Dask id, host, GPU, the row provenance of its GPU) and whether
-  it can measure;
+- `probe_task`: who the worker is (its GPU, host and bus id: the provenance its rows carry) and
+  whether it can measure;
 - `prepare_task`: tune and compile ahead for the worker's GPU type and host (`prepare_here`), when the
   client has no GPU of its own (`--scheduler`); on one host the client calls `prepare_here` itself;
 - `measure_task`: one point, measured into a row (a failure is a row, as in sweep/runner.py; a
   worker that cannot measure at all says so instead, and the client gives the point to another).
 
 A worker keeps one measurer per sweep (`MeasureSetup.session`), built at its first point: it reads
-the tuning store once, then only loads kernels from the compile cache. A worker never writes the
+the tuning store once, then loads kernels from the compile cache (a kernel the cache lacks, e.g. on a
+host that was not prepared, is compiled there on first use, as on one GPU). A worker never writes the
 results file: it returns rows, and the client appends them (the one writer).
 
 `MeasureSetup.make_measure` and `.provenance` are top-level functions, so Dask can send them: the GPU
