@@ -173,3 +173,44 @@ def test_cli_points_of_base_missing_from_new_fail_unless_allowed(tmp_path, capsy
     # points only in NEW never fail the gate
     subset = write(tmp_path / "subset.jsonl", [row("a", 1.0)])
     assert main(["compare", subset, new]) == 0
+
+
+# --- one file of several GPUs (a sweep over a Dask cluster of several GPU types) -------------------
+
+def test_a_file_of_several_gpus_is_compared_gpu_by_gpu():
+    base = [row("a", 1.0, gpu="GPU-A"), row("a", 2.0, gpu="GPU-B"), row("b", 1.0, gpu="GPU-B")]
+    new = [row("a", 2.0, gpu="GPU-A"), row("a", 2.0, gpu="GPU-B"), row("b", 1.0, gpu="GPU-B")]
+    result = compare(base, new)
+    by = {(e.gpu, e.key): e.verdict for e in result.entries}
+    # the same key on two GPUs is two points: GPU-A's got slower, GPU-B's did not move
+    assert by == {("GPU-A", "a"): "slower", ("GPU-B", "a"): "same", ("GPU-B", "b"): "same"}
+    assert result.gpus == ["GPU-A", "GPU-B"]
+    assert result.geomean_ratio("GPU-B") == pytest.approx(1.0) and result.geomean_ratio("GPU-A") == pytest.approx(2.0)
+
+
+def test_a_gpu_only_one_file_has_is_only_in_that_file_not_refused():
+    base = [row("a", 1.0, gpu="GPU-A"), row("a", 1.0, gpu="GPU-B")]
+    result = compare(base, [row("a", 1.0, gpu="GPU-A")])
+    assert [(e.gpu, e.verdict) for e in result.entries] == [("GPU-A", "same")]
+    assert result.only_base == ["a [GPU-B]"] and result.only_new == []
+
+
+def test_pairing_across_gpus_needs_one_gpu_on_each_side():
+    base = [row("a", 1.0, gpu="GPU-A"), row("a", 1.0, gpu="GPU-B")]
+    with pytest.raises(InputError, match="BASE holds GPU-A, GPU-B"):
+        compare(base, [row("a", 1.0, gpu="GPU-C")], allow_different_gpu=True)
+
+
+def test_rows_without_a_gpu_pair_with_the_other_files_one_gpu():
+    assert compare([row("a", 1.0, gpu=None)], [row("a", 1.0)]).entries[0].verdict == "same"
+
+
+def test_cli_splits_a_file_of_several_gpus(tmp_path, capsys):
+    base = write(tmp_path / "base.jsonl", [row("a", 1.0, gpu="GPU-A"), row("a", 1.0, gpu="GPU-B")])
+    new = write(tmp_path / "new.jsonl", [row("a", 1.0, gpu="GPU-A"), row("a", 1.5, gpu="GPU-B")])
+    assert main(["compare", base, new]) == 1
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["gpu", "key"]
+    assert any(line.split()[:2] == ["GPU-B", "a"] and line.endswith("slower") for line in lines)
+    assert "GPU-A: 1 points, 0 regressed" in out and "GPU-B: 1 points, 1 regressed" in out

@@ -184,3 +184,21 @@ def test_plot_of_rows_no_figure_covers_says_why_and_fails(sample_rows, tmp_path,
     assert "layer figures need ok rows with a whole-layer time (layer_ms)" in err
     assert "--pattern dense,wsp-r --ratio 0.7" in err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_one_file_of_two_gpu_types_plots_each_gpu_apart(sample_rows, tmp_path):
+    """A sweep over a cluster of two GPU types writes one file with each point once per GPU type:
+    the file keeps both, and every figure is drawn per GPU (the GPU in its name and title)."""
+    rows = [r for r in sample_rows if r["net"] == "resnet18"]
+    store = ResultStore(tmp_path / "two.jsonl")
+    for r in rows:
+        store.append(r)
+        store.append({**r, "gpu": "synthetic-A100", "median_ms": r["median_ms"] and r["median_ms"] * 2})
+    loaded = ResultStore(store.path).load()
+    assert len(loaded) == 2 * len(rows)
+    paths = plot_results(loaded, tmp_path / "plots", ratio=0.7, formats=("svg",))
+    names = {p.name for p in paths}
+    for gpu in ("synthetic-h100", "synthetic-a100"):
+        assert f"speedup_resnet18_fp16_b32_p4_{gpu}_r0.7.svg" in names
+    a100 = _svg_text(tmp_path / "plots" / "speedup_resnet18_fp16_b32_p4_synthetic-a100_r0.7.svg")
+    assert "synthetic-A100, fp16, batch 32, p=4" in a100

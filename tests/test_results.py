@@ -414,3 +414,41 @@ def test_sample_has_layer_fields_on_some_rows():
         else:
             # the whole layer holds the GEMM batch and the transforms
             assert r["layer_ms"] > r["median_ms"] and r["layer_ms"] > r["transform_ms"] > r["transform_floor_ms"]
+
+
+# --- several GPU types in one file (a sweep over a Dask cluster) -------------------------------------
+
+def test_rows_record_the_host_and_the_gpu_of_their_host():
+    prov = {"gpu_name": "GPU-A", "gpu_pci_bus_id": "00000000:19:00.0", "hostname": "node7"}
+    fields = R.row_provenance(prov)
+    assert fields["host"] == "node7" and fields["gpu_bus_id"] == "00000000:19:00.0" and fields["gpu"] == "GPU-A"
+    assert {"host", "gpu_bus_id"} <= set(R.PROVENANCE_FIELDS)
+
+
+def test_one_file_keeps_one_row_per_gpu_and_key(tmp_path):
+    p = points()[0]
+    store = ResultStore(tmp_path / "r.jsonl")
+    store.append(ok_row(p, gpu="GPU-A"))
+    store.append(ok_row(p, gpu="GPU-B"))
+    store.append(make_row(p, "error", reason="again", gpu="GPU-B"))
+    rows = ResultStore(store.path).load()
+    assert [(r["gpu"], r["status"]) for r in rows] == [("GPU-A", "ok"), ("GPU-B", "error")]
+
+
+def test_pending_per_gpu_type(tmp_path):
+    pts = points()[:3]
+    store = ResultStore(tmp_path / "r.jsonl")
+    store.append(ok_row(pts[0], gpu="GPU-A"))
+    store.append(make_row(pts[1], "oom", reason="out of memory", gpu="GPU-B"))
+    # any GPU (the single-GPU sweep's rule): a key measured anywhere is done
+    assert store.pending(pts) == [pts[2]]
+    # per GPU type (a sweep over a cluster): each type measures each point once
+    assert store.pending(pts, gpu="GPU-A") == pts[1:]
+    assert store.pending(pts, gpu="GPU-B") == [pts[0], pts[2]]
+    assert store.pending(pts, retry_failed=True, gpu="GPU-B") == pts
+    assert store.pending(pts, gpu="GPU-C") == pts
+    # append_pending refuses a second row of the same (gpu, key) only when asked per GPU
+    assert store.append_pending(ok_row(pts[0], gpu="GPU-B"), per_gpu=True)
+    assert not store.append_pending(ok_row(pts[0], gpu="GPU-B"), per_gpu=True)
+    assert not store.append_pending(ok_row(pts[0], gpu="GPU-C"))      # any GPU: pts[0] is done
+    assert store.pending(pts, gpu="GPU-B") == [pts[2]]

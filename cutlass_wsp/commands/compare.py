@@ -32,11 +32,12 @@ def _ms(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _table(rows: list[list[str]]) -> str:
+def _table(rows: list[list[str]], left: int = 1) -> str:
+    """Text columns (the first `left` and the last) flush left, numbers flush right."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = []
     for j, r in enumerate(rows):
-        cells = [c.ljust(w) if i == 0 or i == len(r) - 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        cells = [c.ljust(w) if i < left or i == len(r) - 1 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))]
         lines.append("  ".join(cells).rstrip())
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -67,14 +68,16 @@ def run(args: argparse.Namespace) -> int:
                          "compare two files that measured the same points")
     shown = [e for e in result.entries if not args.changed or e.verdict != SAME]
     name = metric.removesuffix("_ms")
+    several = len(result.gpus) > 1          # a file of several GPUs: each GPU compared with itself
     if shown:
-        table = [["key", f"base {name} ms", f"new {name} ms", "ratio", "verdict"]]
+        table = [(["gpu"] if several else []) + ["key", f"base {name} ms", f"new {name} ms", "ratio", "verdict"]]
         for e in shown:
             verdict = e.verdict
             if e.verdict in ("broke", "fixed", "not ok"):
                 verdict += f" ({e.base_status} -> {e.new_status})"
-            table.append([e.key, _ms(e.base), _ms(e.new), "-" if e.ratio is None else f"{e.ratio:.3f}", verdict])
-        print(_table(table))
+            table.append(([e.gpu or "-"] if several else [])
+                         + [e.key, _ms(e.base), _ms(e.new), "-" if e.ratio is None else f"{e.ratio:.3f}", verdict])
+        print(_table(table, left=2 if several else 1))
     for k in result.only_base:
         print(f"only in BASE: {k}")
     for k in result.only_new:
@@ -86,7 +89,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"\n{len(result.entries)} points compared on {name} time, threshold {threshold:.1%}: {counts}; "
           f"geomean ratio {'-' if gm is None else f'{gm:.3f}'}; "
           f"{len(result.only_base)} only in BASE, {len(result.only_new)} only in NEW")
-    if result.base_gpus != result.new_gpus and result.base_gpus and result.new_gpus:
+    if several:
+        for gpu in result.gpus:
+            mine = [e for e in result.entries if e.gpu == gpu]
+            g = result.geomean_ratio(gpu)
+            print(f"  {gpu}: {len(mine)} points, {sum(e.is_regression for e in mine)} regressed, "
+                  f"geomean ratio {'-' if g is None else f'{g:.3f}'}")
+    if result.base_gpus and result.new_gpus and not result.base_gpus & result.new_gpus:
         print(f"warning: different GPUs ({', '.join(sorted(result.base_gpus))} vs "
               f"{', '.join(sorted(result.new_gpus))}), compared because of --allow-different-gpu")
     regressions, missing = result.regressions, len(result.only_base)

@@ -29,6 +29,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--tune-budget-ms", type=float, default=None,
                    help="timing per problem when tuning (default 300, with --tune 1000)")
     o.add_argument("--dry-run", action="store_true", help="list the pending points and exit")
+    c = p.add_argument_group("on a Dask cluster (the `distributed` extra: pip install -e '.[cuda13,distributed]'; "
+                             "docs/distributed.md)")
+    where = c.add_mutually_exclusive_group()
+    where.add_argument("--workers", metavar="N|all",
+                       help="measure on N GPUs of this host (or all), one Dask worker process per GPU "
+                            "(dask-cuda); tuning and compiling happen here first, longest points first")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="measure on the workers of a running Dask cluster: tcp://HOST:8786, or the "
+                            "scheduler's --scheduler-file; each GPU type measures every point")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from cutlass_wsp.sweep.results import ResultStore
     from cutlass_wsp.commands._tuning import tune_mode
 
+    distributed = args.workers is not None or args.scheduler is not None
+    if distributed:        # without the extra: one line saying what to install, before anything else
+        from cutlass_wsp.sweep.cluster import parse_workers, require_engine
+
+        workers = parse_workers(args.workers) if args.workers is not None else None
+        require_engine("--workers" if workers is not None else "--scheduler", cuda=workers is not None)
     spec = spec_from_args(args)
     points = expand(spec)
     store = ResultStore(args.out, out_option="--out")
@@ -54,10 +69,15 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plots:
         ensure_dir(plot_dir, option="--plots")
 
-    outcome = run_sweep(points, store, budget_s=args.budget_ms / 1e3, use_graph=args.graph,
-                        retry_failed=args.retry_failed, layer_time=spec.layer_time, tune=tune_mode(args),
-                        tune_budget_s=args.tune_budget_s,
-                        tune_problem_s=None if args.tune_budget_ms is None else args.tune_budget_ms / 1e3)
+    options = dict(budget_s=args.budget_ms / 1e3, use_graph=args.graph, retry_failed=args.retry_failed,
+                   layer_time=spec.layer_time, tune=tune_mode(args), tune_budget_s=args.tune_budget_s,
+                   tune_problem_s=None if args.tune_budget_ms is None else args.tune_budget_ms / 1e3)
+    if distributed:
+        from cutlass_wsp.sweep.cluster_session import run_sweep_on_cluster
+
+        outcome = run_sweep_on_cluster(points, store, workers=workers, scheduler=args.scheduler, **options)
+    else:
+        outcome = run_sweep(points, store, **options)
     print(outcome.summary, file=sys.stderr)
     if not args.no_plots:
         from cutlass_wsp.sweep.plot import plot_results, why_no_figures

@@ -1,6 +1,9 @@
-"""Regression check between two result files: match points by key, ratio = candidate / baseline time,
-a regression is a point slower by more than the threshold or a point that worked and no longer does.
-Times from different GPUs are not comparable, so such files are refused unless asked."""
+"""Regression check between two result files: match points by (GPU, key), ratio = candidate / baseline
+time, a regression is a point slower by more than the threshold or a point that worked and no longer
+does. A file may hold several GPUs (a sweep over a Dask cluster of several GPU types): each GPU's rows
+are compared with the same GPU's rows of the other file, and rows of a GPU the other file lacks are
+'only in' that file. Times from different GPUs are not comparable, so files with no GPU in common are
+refused unless asked (then points are paired by key, one GPU on each side)."""
 
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ class Entry:
     verdict: str
     base_status: str
     new_status: str
+    gpu: str | None = None  # the GPU both rows were measured on (None: paired across GPUs, or unknown)
 
     @property
     def is_regression(self) -> bool:
@@ -81,9 +85,16 @@ class Comparison:
     def count(self, verdict: str) -> int:
         return sum(e.verdict == verdict for e in self.entries)
 
-    def geomean_ratio(self) -> float | None:
-        ratios = [e.ratio for e in self.entries if e.ratio is not None and e.ratio > 0]
+    def geomean_ratio(self, gpu: str | None = None) -> float | None:
+        """Geometric mean of the ratios (of one GPU's entries, when given)."""
+        ratios = [e.ratio for e in self.entries if e.ratio is not None and e.ratio > 0
+                  and (gpu is None or e.gpu == gpu)]
         return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else None
+
+    @property
+    def gpus(self) -> list[str]:
+        """The GPUs the entries were paired on, in order of appearance."""
+        return list(dict.fromkeys(e.gpu for e in self.entries if e.gpu is not None))
 
 
 def gpus_of(rows: Iterable[Mapping]) -> set[str]:
@@ -96,7 +107,7 @@ def _value(row: Mapping, metric: str) -> float | None:
     return float(v) if ok else None
 
 
-def _judge(b: Mapping, n: Mapping, metric: str, threshold: float) -> Entry:
+def _judge(b: Mapping, n: Mapping, metric: str, threshold: float, gpu: str | None = None) -> Entry:
     bs, ns = b.get("status"), n.get("status")
     bv = _value(b, metric) if bs == "ok" else None
     nv = _value(n, metric) if ns == "ok" else None
@@ -115,24 +126,48 @@ def _judge(b: Mapping, n: Mapping, metric: str, threshold: float) -> Entry:
         verdict = FASTER
     else:
         verdict = SAME
-    return Entry(b["key"], bv, nv, ratio, verdict, str(bs), str(ns))
+    return Entry(b["key"], bv, nv, ratio, verdict, str(bs), str(ns), gpu)
+
+
+def _by_gpu(rows: Iterable[Mapping], only_gpu: set[str] | None) -> dict[tuple, Mapping]:
+    """{(gpu, key): row}, the last row of a (gpu, key) winning. Rows without a GPU take the file's one
+    GPU when it is known (`only_gpu`: e.g. from the file header)."""
+    fill = next(iter(only_gpu)) if only_gpu and len(only_gpu) == 1 else None
+    return {(r.get("gpu") or fill, r["key"]): r for r in rows}
+
+
+def _label(gpu: str | None, key: str, several: bool) -> str:
+    return f"{key} [{gpu}]" if several and gpu else key
 
 
 def compare(baseline_rows: Iterable[Mapping], candidate_rows: Iterable[Mapping], threshold: float = 0.05,
             metric: str = "median_ms", allow_different_gpu: bool = False,
             base_gpus: set[str] | None = None, new_gpus: set[str] | None = None) -> Comparison:
-    """Match rows by key (the last row of a key wins) and judge each pair. `base_gpus`/`new_gpus`
-    override the GPU names read from the rows (e.g. from a file header when rows lack them)."""
+    """Match rows by (gpu, key) (the last row of each wins) and judge each pair. `base_gpus`/`new_gpus`
+    override the GPU names read from the rows (e.g. from a file header when rows lack them). With no
+    GPU in common and `allow_different_gpu`, rows are paired by key (each side must hold one GPU)."""
     metric = parse_metric(metric)
-    base = {r["key"]: r for r in baseline_rows}
-    new = {r["key"]: r for r in candidate_rows}
-    bg = set(base_gpus) if base_gpus else gpus_of(base.values())
-    ng = set(new_gpus) if new_gpus else gpus_of(new.values())
-    if bg and ng and bg != ng and not allow_different_gpu:
+    base_rows, new_rows = list(baseline_rows), list(candidate_rows)
+    bg = set(base_gpus) if base_gpus else gpus_of(base_rows)
+    ng = set(new_gpus) if new_gpus else gpus_of(new_rows)
+    across = bool(bg and ng and not bg & ng)
+    if across and not allow_different_gpu:
         raise InputError(f"the baseline was measured on {', '.join(sorted(bg))} and the candidate on "
                          f"{', '.join(sorted(ng))}: times from different GPUs are not comparable",
                          "compare files from the same GPU, or pass --allow-different-gpu")
-    entries = [_judge(b, new[k], metric, threshold) for k, b in base.items() if k in new]
-    return Comparison(entries=entries, only_base=[k for k in base if k not in new],
-                      only_new=[k for k in new if k not in base], threshold=threshold, metric=metric,
-                      base_gpus=bg, new_gpus=ng)
+    if across:
+        several = [f"{name} holds {', '.join(sorted(g))}" for name, g in (("BASE", bg), ("NEW", ng)) if len(g) > 1]
+        if several:
+            raise InputError(f"--allow-different-gpu pairs one GPU with another, but {' and '.join(several)}",
+                             "compare files of one GPU each")
+        base = {(None, r["key"]): r for r in base_rows}
+        new = {(None, r["key"]): r for r in new_rows}
+    else:
+        # a side that names no GPU is taken to be the other side's one GPU
+        base = _by_gpu(base_rows, bg or (ng if len(ng) == 1 else None))
+        new = _by_gpu(new_rows, ng or (bg if len(bg) == 1 else None))
+    several = len(bg | ng) > 1 and not across
+    entries = [_judge(b, new[k], metric, threshold, gpu=k[0]) for k, b in base.items() if k in new]
+    return Comparison(entries=entries, only_base=[_label(*k, several) for k in base if k not in new],
+                      only_new=[_label(*k, several) for k in new if k not in base], threshold=threshold,
+                      metric=metric, base_gpus=bg, new_gpus=ng)

@@ -43,7 +43,7 @@ LAYER_FIELDS = ("layer_ms", "layer_q1_ms", "layer_q3_ms", "transform_ms", "trans
                 "transform_pct_of_floor", "layer_rel_error", "layout")
 LAYOUTS = ("nchw", "nhwc")   # the layer input's layout (gpu/transforms.py and gpu/cudnn.py spell them so)
 SPEEDUP_FIELDS = ("dense_ms", "speedup", "floor_speedup")
-PROVENANCE_FIELDS = ("gpu", "sm_count", "sm_clock_mhz", "mem_clock_mhz", "driver", "cuda", "cupy",
+PROVENANCE_FIELDS = ("gpu", "gpu_bus_id", "host", "sm_count", "sm_clock_mhz", "mem_clock_mhz", "driver", "cuda", "cupy",
                      "cutlass", "nvcc", "git_commit", "timestamp")
 
 # Every row has exactly these fields, in this order (CSV columns too). docs/results-schema.md explains each.
@@ -146,7 +146,8 @@ def _row_line(obj: Mapping) -> bytes:
 
 
 # gpu/info.provenance() names -> row provenance fields (a name already in PROVENANCE_FIELDS maps to itself)
-_PROVENANCE_SOURCES = {"gpu": ("gpu", "gpu_name"), "driver": ("driver", "driver_version", "cuda_driver_version"),
+_PROVENANCE_SOURCES = {"gpu": ("gpu", "gpu_name"), "gpu_bus_id": ("gpu_bus_id", "gpu_pci_bus_id"),
+                       "host": ("host", "hostname"), "driver": ("driver", "driver_version", "cuda_driver_version"),
                        "cuda": ("cuda", "cuda_runtime_version"), "cutlass": ("cutlass", "cutlass_version"),
                        "nvcc": ("nvcc", "nvcc_version"), "timestamp": ("timestamp", "timestamp_utc")}
 
@@ -217,10 +218,12 @@ def _is_binary(line: bytes) -> bool:
 
 
 def latest_by_key(rows: Iterable[Mapping]) -> list[dict]:
-    """One row per key: the last one written wins, placed where the key first appeared."""
-    out: dict[str, dict] = {}
+    """One row per (gpu, key): the last one written wins, placed where it first appeared. A file has
+    one row per key and GPU type: a sweep over several GPU types (`sweep --scheduler`) measures each
+    point on each type, and readers split by GPU."""
+    out: dict[tuple, dict] = {}
     for r in rows:
-        out[r["key"]] = dict(r)
+        out[(r.get("gpu"), r["key"])] = dict(r)
     return list(out.values())
 
 
@@ -236,7 +239,8 @@ class ResultStore:
         self.header: dict | None = None
         self._ready = False   # header checked and tail repaired for appending, under the current lock
         self._lock_depth = 0
-        self._known: tuple[tuple | None, dict[str, str | None]] | None = None   # (file id, key -> status)
+        # (file id, key -> last status, gpu -> key -> last status)
+        self._known: tuple[tuple | None, dict[str, str | None], dict[str | None, dict[str, str | None]]] | None = None
 
     # -- reading ---------------------------------------------------------------------------------
     def _fix(self, reader_fix: str, writer_fix: str | None = None) -> str:
@@ -306,25 +310,33 @@ class ResultStore:
             return None
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def _statuses(self) -> dict[str, str | None]:
-        """The last status of every key in the file, read again only when the file has changed."""
+    def _statuses(self, gpu: str | None = None) -> dict[str, str | None]:
+        """The last status of every key in the file (of the rows measured on `gpu`, when given), read
+        again only when the file has changed."""
         fid = self._file_id()
         if self._known is None or self._known[0] != fid:
-            self._known = (fid, {r["key"]: r.get("status") for r in self.load(missing_ok=True)})
-        return self._known[1]
+            by_key: dict[str, str | None] = {}
+            by_gpu: dict[str | None, dict[str, str | None]] = {}
+            for r in self.load(all_rows=True, missing_ok=True):
+                by_key[r["key"]] = by_gpu.setdefault(r.get("gpu"), {})[r["key"]] = r.get("status")
+            self._known = (fid, by_key, by_gpu)
+        return self._known[1] if gpu is None else self._known[2].get(gpu, {})
 
-    def done_keys(self, retry_failed: bool = False) -> set[str]:
+    def done_keys(self, retry_failed: bool = False, gpu: str | None = None) -> set[str]:
         """Keys a resumed sweep skips: every key in the file, or with `retry_failed` only the keys
-        whose last row has a final status (ok, wrong, unsupported, compile_error)."""
-        return {k for k, st in self._statuses().items() if not retry_failed or st in FINAL_STATUSES}
+        whose last row has a final status (ok, wrong, unsupported, compile_error). With `gpu`, only
+        the rows measured on that GPU type count (a sweep over several GPU types measures each point
+        once per type)."""
+        return {k for k, st in self._statuses(gpu).items() if not retry_failed or st in FINAL_STATUSES}
 
-    def is_pending(self, key: str, retry_failed: bool = False) -> bool:
-        st = self._statuses()
+    def is_pending(self, key: str, retry_failed: bool = False, gpu: str | None = None) -> bool:
+        st = self._statuses(gpu)
         return key not in st or (retry_failed and st[key] not in FINAL_STATUSES)
 
-    def pending(self, points: Sequence, retry_failed: bool = False) -> list:
-        """The points (anything with a .key) that still need measuring, in their order."""
-        return [p for p in points if self.is_pending(p.key, retry_failed)]
+    def pending(self, points: Sequence, retry_failed: bool = False, gpu: str | None = None) -> list:
+        """The points (anything with a .key) that still need measuring (on `gpu`, when given), in their order."""
+        done = self.done_keys(retry_failed, gpu)
+        return [p for p in points if p.key not in done]
 
     # -- one writer at a time --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -399,7 +411,8 @@ class ResultStore:
             raise
         if self._known is not None:        # what we just wrote needs no re-read
             self._known[1][row["key"]] = row.get("status")
-            self._known = (self._file_id(), self._known[1])
+            self._known[2].setdefault(row.get("gpu"), {})[row["key"]] = row.get("status")
+            self._known = (self._file_id(), self._known[1], self._known[2])
 
     def append(self, row: Mapping) -> None:
         """Write one row (checked against the schema; missing fields written as null) under the
@@ -409,12 +422,13 @@ class ResultStore:
         with self.writing(wait=APPEND_WAIT_S):
             self._append_locked(row)
 
-    def append_pending(self, row: Mapping, retry_failed: bool = False) -> bool:
-        """Append `row` only if its key is still pending (see pending()), checked under the writer lock
-        against the file as it is now: a point is never recorded twice. Returns whether it was written."""
+    def append_pending(self, row: Mapping, retry_failed: bool = False, per_gpu: bool = False) -> bool:
+        """Append `row` only if its key is still pending (see pending(); with `per_gpu`, pending on the
+        row's GPU type), checked under the writer lock against the file as it is now: a point is never
+        recorded twice. Returns whether it was written."""
         check_row(row)
         with self.writing(wait=APPEND_WAIT_S):
-            if not self.is_pending(row["key"], retry_failed):
+            if not self.is_pending(row["key"], retry_failed, gpu=row.get("gpu") if per_gpu else None):
                 return False
             self._append_locked(row)
             return True
