@@ -452,3 +452,26 @@ def test_pending_per_gpu_type(tmp_path):
     assert not store.append_pending(ok_row(pts[0], gpu="GPU-B"), per_gpu=True)
     assert not store.append_pending(ok_row(pts[0], gpu="GPU-C"))      # any GPU: pts[0] is done
     assert store.pending(pts, gpu="GPU-B") == [pts[2]]
+
+
+def test_the_sweep_command_writes_the_csv_the_readme_promises(tmp_path, monkeypatch, capsys):
+    """`cutlass-wsp sweep --out X.jsonl` leaves X.csv beside it with every row (README: "What you get");
+    the measuring itself is faked (no GPU here)."""
+    from cutlass_wsp import cli
+    from cutlass_wsp.sweep import session
+
+    out = tmp_path / "sweep.jsonl"
+
+    def fake_run_sweep(pts, store, **kw):
+        for pt in pts:
+            store.append(ok_row(pt))
+        return type("Outcome", (), {"summary": f"{len(pts)} points measured"})()
+
+    monkeypatch.setattr(session, "run_sweep", fake_run_sweep)
+    rc = cli.main(["sweep", "--net", "resnet18:layer4.0.conv2", "--pattern", "dense", "--impl", "dense=cublas",
+                   "--out", str(out), "--no-plots", "--no-tune"])
+    assert rc == 0
+    with open(tmp_path / "sweep.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["key"] for r in table] == [r["key"] for r in ResultStore(out).load()] and len(table) == 1
+    assert "rows also in" in capsys.readouterr().err

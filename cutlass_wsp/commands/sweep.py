@@ -79,10 +79,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         outcome = run_sweep(points, store, **options)
     print(outcome.summary, file=sys.stderr)
+    from cutlass_wsp.sweep.results import to_csv
+
+    rows = store.load()
+    print(f"{len(rows)} rows also in {to_csv(rows, args.out.with_suffix('.csv'))}", file=sys.stderr)
     if not args.no_plots:
         from cutlass_wsp.sweep.plot import plot_results, why_no_figures
 
-        rows = store.load()
         paths = plot_results(rows, plot_dir)
         why = "" if paths else f": {why_no_figures(rows)[0]}"
         print(f"{len(paths)} plot files in {plot_dir}{why}", file=sys.stderr)
