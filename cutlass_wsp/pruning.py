@@ -322,16 +322,20 @@ class Pruned:
                 (self.L * self.n, self.L * self.c))
 
     # -- references -----------------------------------------------------------------------------
-    def reference(self, X, dtype=np.float64) -> np.ndarray:
-        """Y[L, n, T] = pruned W_i · X_i, from the compact form only (rows not kept are zero).
-        X is [L, c, T] (unpadded); arithmetic in float64 or float32."""
+    def _reference_input(self, X, dtype) -> tuple[np.ndarray, np.dtype]:
+        """X[L, c, T] checked and cast to the reference's dtype (float64 or float32)."""
         dt = np.dtype(dtype)
         if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
             raise InputError(f"reference dtype {dtype!r}", "use numpy.float64 or numpy.float32")
         X = np.asarray(X)
         if X.ndim != 3 or X.shape[:2] != (self.L, self.c):
             raise InputError(f"X has shape {X.shape}", f"pass X[L={self.L}, c={self.c}, T]")
-        X = X.astype(dt, copy=False)
+        return X.astype(dt, copy=False), dt
+
+    def reference(self, X, dtype=np.float64) -> np.ndarray:
+        """Y[L, n, T] = pruned W_i · X_i, from the compact form only (rows not kept are zero).
+        X is [L, c, T] (unpadded); arithmetic in float64 or float32."""
+        X, dt = self._reference_input(X, dtype)
         T = X.shape[2]
         Y = np.zeros((self.L, self.n, T), dtype=dt)
         cw = [w.astype(dt, copy=False) for w in self.compact_weights]

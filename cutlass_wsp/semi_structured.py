@@ -151,14 +151,8 @@ class SemiStructured(Pruned):
 
     def reference(self, X, dtype=np.float64) -> np.ndarray:
         """Y[L, n, T] = W_i(2:4) · X_i, rebuilt from `values` and `metadata` only."""
-        dt = np.dtype(dtype)
-        if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
-            raise InputError(f"reference dtype {dtype!r}", "use numpy.float64 or numpy.float32")
-        X = np.asarray(X)
-        if X.ndim != 3 or X.shape[:2] != (self.L, self.c):
-            raise InputError(f"X has shape {X.shape}", f"pass X[L={self.L}, c={self.c}, T]")
-        W = decompress(self.values, self.metadata, self.c).astype(dt)
-        return np.matmul(W, X.astype(dt))
+        X, dt = self._reference_input(X, dtype)
+        return np.matmul(decompress(self.values, self.metadata, self.c).astype(dt), X)
 
 
 def prune_2to4(W, *, importance=None) -> SemiStructured:

@@ -174,19 +174,10 @@ def settings_from(args: argparse.Namespace, measured, source: str, *, implementa
 
 def run(args: argparse.Namespace) -> int:
     from cutlass_wsp.abwsp_plan import build_plan, write_plan
-    from cutlass_wsp.commands.abwsp_options import default_out, out_for_batch, pick_net, proxy_source, source_name
-    from cutlass_wsp.errors import InputError
+    from cutlass_wsp.commands.abwsp_options import default_out, load_selection, out_for_batch, proxy_source
     from cutlass_wsp.layers import resolve_layers
-    from cutlass_wsp.sweep.measured import Measured
-    from cutlass_wsp.sweep.results import load_many
 
-    fmt = str(args.format).strip().lower()
-    if fmt not in FORMATS:
-        raise InputError(f"--format {args.format!r}", f"use one of {', '.join(FORMATS)}")
-    rows = load_many(args.results)
-    source = source_name(args.results)
-    measured = Measured(rows)
-    net = pick_net(args.net, rows, source)
+    fmt, rows, source, measured, net = load_selection(args, FORMATS)
     table = resolve_layers(net)
     s = settings_from(args, measured, source)
     proxies = proxy_source(args, table, s.p)

@@ -151,3 +151,18 @@ def out_for_batch(paths: Sequence[str], batch: int) -> str:
 def default_out(paths: Sequence[str], name: str) -> Path:
     """A file beside the first results file."""
     return Path(paths[0]).parent / name
+
+
+def load_selection(args, formats: tuple[str, ...]):
+    """What `abwsp` and `network` start from: (format, rows, source name, Measured index, network spec).
+    An unknown --format is one line."""
+    from cutlass_wsp.errors import InputError
+    from cutlass_wsp.sweep.measured import Measured
+    from cutlass_wsp.sweep.results import load_many
+
+    fmt = str(args.format).strip().lower()
+    if fmt not in formats:
+        raise InputError(f"--format {args.format!r}", f"use one of {', '.join(formats)}")
+    rows = load_many(args.results)
+    source = source_name(args.results)
+    return fmt, rows, source, Measured(rows), pick_net(args.net, rows, source)

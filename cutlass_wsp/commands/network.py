@@ -291,21 +291,12 @@ def _plans(args, measured, table, batches, source, methods, *, net: str, p: int,
 
 
 def run(args: argparse.Namespace) -> int:
-    from cutlass_wsp.commands.abwsp_options import pick, pick_net, source_name
+    from cutlass_wsp.commands.abwsp_options import load_selection, pick
     from cutlass_wsp.commands.values import parse_ratio
-    from cutlass_wsp.errors import InputError
     from cutlass_wsp.layers import resolve_layers
     from cutlass_wsp.network_time import INCOMPLETE, network_times
-    from cutlass_wsp.sweep.measured import Measured
-    from cutlass_wsp.sweep.results import load_many
 
-    fmt = str(args.format).strip().lower()
-    if fmt not in FORMATS:
-        raise InputError(f"--format {args.format!r}", f"use one of {', '.join(FORMATS)}")
-    rows = load_many(args.results)
-    source = source_name(args.results)
-    measured = Measured(rows)
-    net = pick_net(args.net, rows, source)
+    fmt, rows, source, measured, net = load_selection(args, FORMATS)
     table = [x for x in resolve_layers(net) if x.is_winograd]
     ratio = parse_ratio(args.ratio)
     batches = _batches(args, measured, source)
