@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # One device call: install cutlass-wsp on the lent GPU machine (no network there: wheels carried in
-# .whl/, the compile cache built here carried in .cache/wsp), run the GPU tests, then whatever
+# .whl/ (nvidia-cutlass; the Dask wheels of docs/distributed.md when carried), the compile cache built here carried in .cache/wsp), run the GPU tests, then whatever
 # benchmark commands are given as arguments. Everything worth keeping lands in $OUT.
 #   usage (device tool): bash scripts/device_run.sh [TEST_ARGS...] [-- CMD ...]
 set -u
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 START=$(mktemp); sleep 1   # files of the compile cache newer than this were made by this call
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/nvidia_cutlass-*.whl \
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   || { echo "wheel install failed"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD
 export CUTLASS_WSP_CACHE=$PWD/.cache/wsp
