@@ -39,7 +39,7 @@ def no_gpu_provenance() -> dict:
 
 
 def fake_measure(setup, die_on: str | None = None, sticky_on: str | None = None, lock: str | None = None,
-                 needs: str | None = None, sleep_s: float = 0.02):
+                 needs: str | None = None, sleep_s: float = 0.02, die_after_s: float = 0.0):
     """A measure function: a fixed time, or a death (os._exit), or a sticky CUDA error, on the named point.
     With `lock`, each point also tries to take the results file's writer lock and notes the refusal.
     With `needs`, a point fails unless that file exists (what the preparation writes)."""
@@ -51,6 +51,7 @@ def fake_measure(setup, die_on: str | None = None, sticky_on: str | None = None,
             with open(needs) as f:
                 assert f.read().count("prepared") == 1, "prepared more than once"
         if pt.key == die_on:
+            time.sleep(die_after_s)      # 0: dies at once, before its start event can leave the worker
             os._exit(1)                  # the worker process dies mid-point (a lost context, an OOM kill)
         if pt.key == sticky_on:
             raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered")
@@ -141,10 +142,27 @@ def test_a_worker_killed_mid_sweep_loses_no_row_and_its_point_is_an_error_row(cl
     dead = next(r for r in rows if r["key"] == victim.key)
     assert dead["status"] == "error" and "worker measuring this point died" in dead["reason"]
     assert dead["gpu"] == GPU and dead["host"] == socket.gethostname() and dead["median_ms"] is None
-    assert all(r["status"] == "ok" for r in rows if r["key"] != victim.key)
+    assert all(r["status"] == "ok" for r in rows if r["key"] != victim.key), [(r["key"], r["reason"]) for r in rows if r["status"] != "ok"]
     assert out.deaths == 1 and out.submitted.count(victim.key) == 1            # given out once, not retried
     # the nanny restarted the dead worker: a third process measured after the death
     assert len({r["gpu_bus_id"] for r in rows if r["status"] == "ok"}) == 3
+    client.wait_for_workers(2)
+
+
+def test_a_worker_that_dies_mid_point_is_blamed_by_its_events_and_its_queued_point_goes_on(client, tmp_path):
+    """A worker holds two points; the one it was measuring (its start event reached the scheduler) gets
+    the error row, given out once; the one queued behind it is measured by a worker that lives."""
+    pts = points()
+    victim = longest_first(pts)[5]
+    store = ResultStore(tmp_path / "r.jsonl")
+    out = dispatch(client, pts, store, setup(die_on=victim.key, die_after_s=0.3, sleep_s=0.05), say=quiet)
+    rows = rows_of(store.path)
+    assert sorted(r["key"] for r in rows) == sorted(p.key for p in pts)        # nothing lost, nothing twice
+    assert [r["key"] for r in rows if r["status"] != "ok"] == [victim.key]
+    assert out.deaths == 1 and out.submitted.count(victim.key) == 1            # known at once: never again
+    # the point given out right behind the victim on its worker was measured, by a living worker
+    behind = out.submitted[out.submitted.index(victim.key) + 1:]
+    assert any(out.submitted.count(k) == 2 for k in behind)                    # given out again after the death
     client.wait_for_workers(2)
 
 
@@ -319,3 +337,27 @@ def test_a_scheduler_that_is_not_there_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.splitlines() == [f"cutlass-wsp sweep: error: --scheduler {tmp_path / 'none.json'}: no such scheduler "
                                 "file (give the file `dask scheduler --scheduler-file` wrote, or tcp://HOST:8786)"]
+
+
+def _worker_settings():
+    import dask
+
+    return os.environ.get("OMP_NUM_THREADS"), dask.config.get("distributed.worker.profile.enabled")
+
+
+def test_the_one_host_workers_get_their_share_of_cores_and_no_profiler():
+    """sweep/cluster.py's worker_config reaches the worker processes through their nannies."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from cutlass_wsp.sweep.cluster import worker_config
+
+    cfg = worker_config(2)
+    share = str(max(1, (os.cpu_count() or 1) // 2))
+    assert cfg["distributed.scheduler.allowed-failures"] == 0
+    with dask.config.set(cfg):
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                          silence_logs=50) as cluster, Client(cluster) as c:
+            c.wait_for_workers(2)
+            seen = c.run(_worker_settings)
+    assert set(seen.values()) == {(share, False)}, seen

@@ -1,8 +1,9 @@
 """The client side of a sweep on a Dask cluster: which point goes to which worker, and the one writer.
 
-- One point per worker at a time: a GPU measures alone (two points on one GPU would time each other),
-  whatever number of threads its worker has. Each point is a Dask task pinned to the worker it is
-  given to (`workers=[address]`).
+- One point measured per worker at a time: a GPU measures alone (two points on one GPU would time
+  each other); the workers run one thread. Each point is a Dask task pinned to the worker it is given
+  to (`workers=[address]`). A worker holds a second point (`DEPTH`) that waits on it while it measures
+  the first, so that no client-scheduler-worker round trip (tens of ms) idles the GPU between points.
 - Per GPU type (the `gpu` name its workers report: sweep/worker.probe_task) a queue of the points
   that type has not measured yet (`ResultStore.pending(..., gpu=)`), longest first (sweep/cost.py).
   An idle worker gets the head of its type's queue. Several workers of one type share its queue;
@@ -11,13 +12,16 @@
   file's writer lock for the whole sweep (one writer; a second sweep on the file stops with one line)
   and appends a row only while its (gpu, key) is still pending: no point is written twice.
 - A worker that dies mid-point (a lost CUDA context, an out-of-memory kill, a crash) leaves the
-  scheduler (or its task fails with KilledWorker where the scheduler allows no retries). The client
-  writes the point's failure row (error, the reason naming the worker, its host and GPU) and gives the
-  worker's next points to the others; Dask's nanny restarts the worker, which joins as a new one. A
-  point is given out once: never lost, never retried by itself (`--retry-failed` measures it again).
+  scheduler (or its tasks fail with KilledWorker where the scheduler allows no retries). The point it
+  was measuring is the one whose start the scheduler confirmed and whose end it did not
+  (worker.START_TOPIC: the worker waits for the scheduler's answer before it measures and before it
+  returns). The client writes that point's failure row (error, the reason naming the worker, its host
+  and GPU), puts the worker's other point back at the head of the queue, and gives the points to the
+  others; Dask's nanny restarts the worker, which joins as a new one. A point that killed its worker
+  is never retried by itself (`--retry-failed` measures it again); one that had not started is.
 - A point whose CUDA error poisons the context without killing the process (a sticky error: illegal
   address, launch failure) gets its error row, then the client restarts that worker
-  (`Client.restart_workers`).
+  (`Client.restart_workers`); the point queued behind it comes back unmeasured and goes to the queue.
 - A worker that cannot measure at all (no GPU) is given nothing more, its point goes back to the
   queue; when no worker can measure, the sweep stops with their reason (GpuUnavailable).
 - `prepare` (a cluster whose client has no GPU: `--scheduler`): before any worker of a GPU type on a
@@ -45,10 +49,11 @@ from cutlass_wsp.sweep.cost import longest_first
 from cutlass_wsp.sweep.plan import Point
 from cutlass_wsp.sweep.results import ResultStore, make_row
 from cutlass_wsp.sweep.runner import SweepOutcome, _now, summary_line
-from cutlass_wsp.sweep.worker import MeasureSetup, Prepare, death_reason, measure_task, probe_task
+from cutlass_wsp.sweep.worker import START_TOPIC, MeasureSetup, Prepare, death_reason, measure_task, probe_task
 
+DEPTH = 2                # measure tasks given to a worker at once: one measuring, one waiting behind it
 POLL_S = 0.2             # how often the client looks at the workers when no task finishes
-RESULT_WAIT_S = 60.0     # a finished task's result that does not arrive in this time is lost with its worker
+RESULT_WAIT_S = 10.0     # a finished task's result that does not arrive in this time is lost with its worker
 WORKER_WAIT_S = 180.0    # how long points may wait with no worker able to take them
 
 
@@ -98,6 +103,8 @@ class _Task:
     future: Any
     point: Point | None = None
     group: tuple | None = None     # prepare: (gpu, host)
+    gpu: str | None = None         # measure: the GPU type whose queue the point came from
+    seq: int = field(default_factory=itertools.count().__next__)    # the order tasks were given out
 
 
 def _say(msg: str) -> None:
@@ -115,7 +122,7 @@ class _Dispatcher:
         self.queues: dict[str | None, deque[Point]] = {}
         self.workers: dict[str, _Worker] = {}         # probed, alive
         self.unusable: dict[str, str] = {}            # address -> why it cannot measure
-        self.busy: dict[str, _Task] = {}              # address -> its one task
+        self.busy: dict[str, list[_Task]] = {}        # address -> its tasks, oldest first (never empty)
         self.prepared: dict[tuple, str] = dict.fromkeys(ready, "done")   # (gpu, host) -> "running" | "done"
         self.probe_failures: dict[str, int] = {}      # address -> probes that raised
         self.prepare_tries: dict[tuple, int] = {}     # (gpu, host) -> preparations started
@@ -133,7 +140,7 @@ class _Dispatcher:
                     self._check_stalled()
                     self._collect()
             except BaseException:
-                for task in self.busy.values():
+                for task in self._tasks():
                     task.future.cancel()
                 raise
         if self.progress is not None:
@@ -144,20 +151,21 @@ class _Dispatcher:
     def _finished(self) -> bool:
         return bool(self.queues) and not self.busy and not any(self.queues.values())
 
+    def _tasks(self) -> list[_Task]:
+        return [t for tasks in self.busy.values() for t in tasks]
+
     def _follow_workers(self) -> None:
         """Notice workers that left (a death mid-point becomes the point's failure row) and probe new ones."""
         live = set(self.client.scheduler_info()["workers"])
         for addr in [a for a in self.busy if a not in live]:
-            task = self.busy.pop(addr)      # finished or not: a result left on a dead worker is lost with it
-            task.future.cancel()
-            self._lost(addr, task)
+            self._worker_died(addr, self.busy.pop(addr))
         for addr in [a for a in self.workers if a not in live]:
             del self.workers[addr]
         for addr in [a for a in self.unusable if a not in live]:
             del self.unusable[addr]
         for addr in live:
             if addr not in self.workers and addr not in self.unusable and addr not in self.busy:
-                self.busy[addr] = _Task("probe", self._submit(probe_task, self.setup, kind="probe", worker=addr))
+                self.busy[addr] = [_Task("probe", self._submit(probe_task, self.setup, kind="probe", worker=addr))]
 
     def _submit(self, fn, *args, kind: str, worker: str):
         return self.client.submit(fn, *args, key=f"wsp-{kind}-{self.setup.session}-{next(self.seq)}",
@@ -175,23 +183,26 @@ class _Dispatcher:
 
     def _give_out(self) -> None:
         for addr, w in self.workers.items():
-            if addr in self.busy:
+            tasks = self.busy.get(addr, [])
+            if tasks and (len(tasks) >= DEPTH or tasks[0].kind != "measure"):
                 continue
             queue = self._queue(w.gpu)
             if not queue:
                 continue
             if self.prepare is not None and self.prepared.get((w.gpu, w.host)) != "done":
-                self._maybe_prepare(addr, w, queue)
+                if not tasks:
+                    self._maybe_prepare(addr, w, queue)
                 continue
-            point = queue.popleft()
-            while not self.store.is_pending(point.key, self.retry_failed, gpu=w.gpu):
-                self.out.skipped += 1          # recorded meanwhile (cannot happen while we hold the lock)
-                if not queue:
-                    return
+            while len(tasks) < DEPTH and queue:
                 point = queue.popleft()
-            self.busy[addr] = _Task("measure", self._submit(measure_task, point, self.setup, kind="measure",
-                                                            worker=addr), point=point)
-            self.out.submitted.append(point.key)
+                if not self.store.is_pending(point.key, self.retry_failed, gpu=w.gpu):
+                    self.out.skipped += 1      # recorded meanwhile (cannot happen while we hold the lock)
+                    continue
+                tasks.append(_Task("measure", self._submit(measure_task, point, self.setup, kind="measure",
+                                                           worker=addr), point=point, gpu=w.gpu))
+                self.out.submitted.append(point.key)
+            if tasks:
+                self.busy[addr] = tasks
 
     def _maybe_prepare(self, addr: str, w: _Worker, queue: deque[Point]) -> None:
         """Start this host's preparation for its GPU type on `addr`, unless a host of this type is at it."""
@@ -200,8 +211,8 @@ class _Dispatcher:
             return
         self.prepared[group] = "running"
         self.prepare_tries[group] = self.prepare_tries.get(group, 0) + 1
-        self.busy[addr] = _Task("prepare", self._submit(self.prepare.run, list(queue), self.prepare, kind="prepare",
-                                                        worker=addr), group=group)
+        self.busy[addr] = [_Task("prepare", self._submit(self.prepare.run, list(queue), self.prepare,
+                                                         kind="prepare", worker=addr), group=group)]
         self.say(f"{w.label}: tuning and compiling ahead for {len(queue)} points")
 
     def _check_stalled(self) -> None:
@@ -237,22 +248,29 @@ class _Dispatcher:
             time.sleep(self.poll_s)
             return
         try:
-            wait([t.future for t in self.busy.values()], timeout=self.poll_s, return_when="FIRST_COMPLETED")
+            wait([t.future for t in self._tasks()], timeout=self.poll_s, return_when="FIRST_COMPLETED")
         except TimeoutError:
             return
-        for addr, task in list(self.busy.items()):
-            if task.future.done():
-                del self.busy[addr]
+        for addr, tasks in list(self.busy.items()):
+            for task in [t for t in tasks if t.future.done()]:
+                if task not in self.busy.get(addr, ()):
+                    continue                  # handled with its worker's death or restart meanwhile
+                self.busy[addr].remove(task)
+                if not self.busy[addr]:
+                    del self.busy[addr]
                 self._finish(addr, task)
 
     def _finish(self, addr: str, task: _Task) -> None:
         fut = task.future
+        if task.kind == "measure" and addr not in self.client.scheduler_info()["workers"]:
+            # its worker died: a result it held is gone with it (fetching it would wait RESULT_WAIT_S)
+            return self._worker_died(addr, [task, *self.busy.pop(addr, [])])
         try:
             if fut.status == "finished":
                 try:
                     result = fut.result(timeout=RESULT_WAIT_S)
                 except TimeoutError:          # its worker died between finishing and handing the result over
-                    return self._lost(addr, task)
+                    return self._requeue(task)
             else:
                 exc = fut.exception() if fut.status == "error" else None
                 return self._failed(addr, task, exc)
@@ -277,11 +295,15 @@ class _Dispatcher:
 
     def _measured(self, addr: str, task: _Task, result: dict) -> None:
         w = self.workers.get(addr)
+        if "requeue" in result:              # queued behind a sticky error on a worker now restarting
+            self._requeue(task)
+            return
         if "unusable" in result:
+            if w is not None:
+                self.say(f"worker {addr} cannot measure, it gets no more points: {result['unusable']}")
             self.workers.pop(addr, None)
             self.unusable[addr] = result["unusable"]
-            self._queue(w.gpu if w else None).appendleft(task.point)   # another worker measures it
-            self.say(f"worker {addr} cannot measure, it gets no more points: {result['unusable']}")
+            self._requeue(task)               # another worker measures it
             return
         row = result["row"]
         self._write(row, w.label if w else addr)
@@ -313,7 +335,7 @@ class _Dispatcher:
             self.say(f"preparing on {addr} failed, its points run with the kernels the cache has: {exc}")
             return
         if exc is None or isinstance(exc, KilledWorker):
-            self._lost(addr, task)
+            self._worker_died(addr, [task, *self.busy.pop(addr, [])])
             return
         w = self.workers.get(addr)
         status, reason = classify(exc)
@@ -321,8 +343,45 @@ class _Dispatcher:
         self._write(make_row(task.point, status, reason=reason, **{**fields, "timestamp": _now()}),
                     w.label if w else addr)
 
+    def _requeue(self, task: _Task) -> None:
+        """An unmeasured point back at the head of its GPU type's queue (another worker measures it)."""
+        if task.kind == "measure":
+            self._queue(task.gpu).appendleft(task.point)
+
+    def _phases(self, addr: str) -> dict | None:
+        """{Dask key: {"start", "end"}} of the points the worker at `addr` measured (worker._note),
+        or None when the scheduler's events cannot be read."""
+        try:
+            events = self.client.get_events(START_TOPIC)
+        except Exception:  # noqa: BLE001 -- then the oldest unfinished point is blamed
+            return None
+        phases: dict = {}
+        for _t, msg in events:
+            if isinstance(msg, dict) and msg.get("worker") == addr:
+                phases.setdefault(msg.get("task"), set()).add(msg.get("phase"))
+        return phases
+
+    def _worker_died(self, addr: str, tasks: list[_Task]) -> None:
+        """The worker at `addr` died with `tasks` given to it: the point it was measuring (started, not
+        ended) gets the failure row; the others (not started, or done but their result lost with the
+        worker) go back to the queue."""
+        tasks = sorted(tasks, key=lambda t: t.seq)
+        measuring = [t for t in tasks if t.kind == "measure" and t.future.status != "finished"]
+        for t in tasks:
+            t.future.cancel()
+        phases = self._phases(addr) if measuring else {}
+        if phases is None:
+            culprit = measuring[0]
+        else:
+            culprit = next((t for t in measuring if phases.get(t.future.key) == {"start"}), None)
+        for t in tasks:
+            if t is culprit or t.kind != "measure":
+                self._lost(addr, t)
+            else:
+                self._requeue(t)
+
     def _lost(self, addr: str, task: _Task) -> None:
-        """The worker at `addr` died with `task` on it."""
+        """The worker at `addr` died with `task` on it, measuring it."""
         w = self.workers.pop(addr, None)
         if task.kind == "prepare":
             if self.prepare_tries.get(task.group, 0) < 2:
@@ -342,7 +401,12 @@ class _Dispatcher:
                     w.label if w else addr)
 
     def _restart(self, addr: str, w: _Worker | None) -> None:
-        """A sticky CUDA error poisoned this worker's context: restart it; it rejoins as a new worker."""
+        """A sticky CUDA error poisoned this worker's context: restart it; it rejoins as a new worker.
+        The point queued behind the bad one goes back to the queue (the worker hands it back unmeasured,
+        or the restart cancels it)."""
+        for t in self.busy.pop(addr, []):
+            t.future.cancel()
+            self._requeue(t)
         self.workers.pop(addr, None)
         self.say(f"worker {addr} lost its CUDA context: restarting it")
         try:

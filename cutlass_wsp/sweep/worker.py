@@ -6,7 +6,9 @@ is. `sweep/dispatch.py` sends these functions to the worker processes as Dask ta
 - `prepare_task`: tune and compile ahead for the worker's GPU type and host (`prepare_here`), when the
   client has no GPU of its own (`--scheduler`); on one host the client calls `prepare_here` itself;
 - `measure_task`: one point, measured into a row (a failure is a row, as in sweep/runner.py; a
-  worker that cannot measure at all says so instead, and the client gives the point to another).
+  worker that cannot measure at all says so instead, and the client gives the point to another). It
+  logs its start and end with the scheduler (`START_TOPIC`), by which the client tells which of a dead
+  worker's two points was being measured; after a sticky CUDA error it hands back its queued point.
 
 A worker keeps one measurer per sweep (`MeasureSetup.session`), built at its first point: it reads
 the tuning store once, then loads kernels from the compile cache (a kernel the cache lacks, e.g. on a
@@ -70,6 +72,7 @@ class _State:
         self.prov = setup.provenance()
         self.row_fields = row_provenance(self.prov)
         self.measure: Callable[[Point], dict] | None = None
+        self.poisoned: str | None = None     # a sticky CUDA error's reason: this process measures no more
 
 
 _LOCK = threading.Lock()
@@ -110,16 +113,47 @@ def measure_task(point: Point, setup: MeasureSetup) -> dict:
     from cutlass_wsp.sweep.runner import _measure_row, is_sticky
 
     st = _state(setup)
-    if st.measure is None:
-        try:
-            st.measure = setup.make_measure(setup)
-        except Exception as e:  # noqa: BLE001 -- no measurer, no point measured here: the client retires it
-            return {"unusable": str(e) or type(e).__name__}
+    if st.poisoned:          # a point queued here behind the one that poisoned the context: another worker takes it
+        return {"requeue": f"this worker's CUDA context is lost ({st.poisoned[:80]})"}
+    _note("start")
     try:
-        row, _exc = _measure_row(point, st.measure, st.row_fields)
-    except GpuUnavailable as e:
-        return {"unusable": str(e)}
-    return {"row": row, "sticky": row["status"] == "error" and is_sticky(row.get("reason") or "")}
+        if st.measure is None:
+            try:
+                st.measure = setup.make_measure(setup)
+            except Exception as e:  # noqa: BLE001 -- no measurer, no point measured here: the client retires it
+                return {"unusable": str(e) or type(e).__name__}
+        try:
+            row, _exc = _measure_row(point, st.measure, st.row_fields)
+        except GpuUnavailable as e:
+            return {"unusable": str(e)}
+    finally:
+        _note("end")
+    sticky = row["status"] == "error" and is_sticky(row.get("reason") or "")
+    if sticky:
+        st.poisoned = row.get("reason") or "sticky CUDA error"
+    return {"row": row, "sticky": sticky}
+
+
+START_TOPIC = "cutlass-wsp-start"
+
+
+def _note(phase: str) -> None:
+    """Tell the scheduler that this worker starts ("start") or has measured ("end") its current task,
+    and wait for its answer: the client gives each worker a second point to hold while it measures
+    one (no round trip between points), and when a worker dies these events say exactly which of its
+    points it was measuring (dispatch._Dispatcher._worker_died). One scheduler round trip each (~1 ms)."""
+    try:
+        from distributed import get_worker
+        from distributed.utils import sync
+
+        w = get_worker()
+    except (ImportError, ValueError):      # not inside a Dask worker (a direct call, a test)
+        return
+    msg = {"worker": w.address, "task": w.get_current_task(), "phase": phase}
+    try:
+        sync(w.loop, w.scheduler.log_event, topic=START_TOPIC, msg=msg)
+    except Exception:  # noqa: BLE001 -- the scheduler unreachable: the event goes on the worker's stream
+        w.log_event(START_TOPIC, msg)
 
 
 def death_reason(row_fields: dict, address: str | None = None) -> str:
