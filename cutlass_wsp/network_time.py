@@ -111,11 +111,12 @@ def _unpruned_time(m: Measured, method: Method, x: Layer, look: dict) -> LayerTi
     if own is not None or x.prunable or method.name in ("cudnn", "dense"):
         return LayerTime(x, own, None if own else m.why_none(**look, patterns=method.unpruned, impls=keep))
     own_what = "fused dense" if method.fused else "Winograd dense"
+    why = m.why_none(**look, patterns=method.unpruned, basis=LAYER, impls=keep)    # 'not measured', '1 unsupported'
     for patterns, impls, what in ((("dense",), IMPL_SETS["unfused"], "Winograd dense"),
                                   (("conv",), IMPL_SETS["all"], "cuDNN")):
         t = m.fastest(**look, patterns=patterns, basis=LAYER, impls=impls)
         if t is not None and what != own_what:
-            return LayerTime(x, t, f"never pruned; {own_what} not measured, counted at {what}")
+            return LayerTime(x, t, f"never pruned; no {own_what} time ({why}), counted at {what}")
     return LayerTime(x, None, f"never pruned; no {own_what}, Winograd dense or cuDNN layer time")
 
 

@@ -68,7 +68,12 @@ def test_the_unprunable_first_layer_runs_each_methods_unpruned_form():
     t = _times(rows, table)
     fb = t["fused-bwsp-r"]
     assert fb.state == OK and fb.total_ms == pytest.approx(0.100 + 0.030)
-    assert fb.fallbacks[0].note == "never pruned; fused dense not measured, counted at Winograd dense"
+    assert fb.fallbacks[0].note == "never pruned; no fused dense time (not measured), counted at Winograd dense"
+    # measured but unsupported (the fused kernel needs c % 8 == 0): the note says so
+    c11 = next(p for p in pts if p.layers == ("vgg16.conv1_1",) and p.pattern == "dense" and p.impl == "cutlass")
+    rows.append(row(c11, 0, None, status="unsupported", impl="fused", key=c11.key.replace("/cutlass", "/fused")))
+    fb = _times(rows, table)["fused-bwsp-r"]
+    assert fb.fallbacks[0].note == "never pruned; no fused dense time (1 unsupported), counted at Winograd dense"
 
 
 def test_methods_not_measured_or_incomplete_have_no_total():
