@@ -4,8 +4,8 @@ The layers come from a network table (vgg16, resnet18, resnet34 or a layer file)
 the fastest verified `layer_ms` of its shape (sweep/measured.py: a sweep measures a shape once, so a
 shape shared by k layers counts k times, and ResNet-34 takes ResNet-18's rows). A method's pruned
 patterns run the prunable layers at the ratio; a layer it does not prune (layer 1, c = 3) runs the
-method's unpruned form (`unpruned`, e.g. the fused dense layer for the fused methods) or, when that was
-not measured, the dense Winograd layer, then cuDNN; the result says so. A method with no row at all is
+method's unpruned form (`unpruned`, e.g. the fused dense layer for the fused methods) or, when that has
+no time (not measured, or failed), the dense Winograd layer, then cuDNN; the result says so and why. A method with no row at all is
 "not measured"; one that lacks some layers is "incomplete" and has no total.
 """
 
