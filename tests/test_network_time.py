@@ -252,3 +252,15 @@ def test_a_cut_off_file_that_lacks_a_layer_warns_once_and_gives_the_sweep_of_tha
     assert len(err) == 2 and "the last line is cut off" in err[0]
     assert "lacks what an ABWSP plan at ratio 0.7 needs" in err[1] and "(vgg16.conv5_1 512→512@14)" in err[1]
     assert "cutlass-wsp sweep --net vgg16:conv5_1 --batch 32 --tile 4 --dtype fp16" in err[1]
+
+
+def test_a_user_layer_table_is_timed_from_rows_of_its_shapes(tmp_path, capsys):
+    """--net takes a layer file: its layers are found by shape among the rows of any network."""
+    results = write(tmp_path / "r.jsonl", rows_for(points((CONV5,)), BASE_TIMES))
+    table = tmp_path / "mine.csv"
+    table.write_text("name,c,n,H,W,prunable\nmine.a,512,512,14,14,\nmine.b,512,512,14,14,\nmine.c,512,512,14,14,\n")
+    assert main(["network", results, "--net", str(table), "--no-plot", "--methods", "bwsp-r", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    ms = {m["method"]: m for m in doc["batches"]["32"]}
+    assert doc["n_layers"] == 3 and [x["layer"] for x in ms["bwsp-r"]["layers"]] == ["mine.a", "mine.b", "mine.c"]
+    assert ms["cudnn"]["total_ms"] == pytest.approx(3 * 0.050) and ms["bwsp-r"]["total_ms"] == pytest.approx(3 * 0.070)
