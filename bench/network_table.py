@@ -36,8 +36,8 @@ PAPER = [
 ]
 # paper row -> (our method, our ratio key): 'table1' means the --ratios entry nearest the paper's ratio
 OURS = {"ResNet-18 dense": ("cudnn", None), "Winograd convolution, dense": ("dense", None), "WSP-C": ("wsp-c", "table1")}
-EXTRA = ("fp", "wsp-r", "bwsp-r", "bwsp-c", "abwsp", "wwp", "bcbp", "fused-dense", "fused-wsp-r", "fused-bwsp-r",
-         "fused-wsp-rb", "fused-abwsp")
+EXTRA = ("fp", "wsp-r", "bwsp-r", "bwsp-c", "abwsp", "wwp", "bcbp", "fused-dense", "fused-fp", "fused-wsp-r",
+         "fused-bwsp-r", "fused-wsp-rb", "fused-abwsp")
 
 
 def _ratios(text: str) -> list[float]:
@@ -118,8 +118,10 @@ def table1(paths, *, net: str = "resnet18", ratios=(0.4, 0.6, 0.7), ratio: float
         lines.append("| " + " | ".join([f"{m.label} (ours)", "—", "—", "—", "—",
                                         f"{ratio:g} every layer" if m.pruned else "—"]
                                        + _cells(at[ratio], batches, method)) + " |")
+    never = [x.name for x in table if not x.prunable]
+    pruned = (f"{', '.join(never)} never pruned" if never else "every one pruned")
     note = (f"*Ours: {gpu}, {dtype}, F({p - 2}×{p - 2}, 3×3), the sum of measured whole-layer times over "
-            f"{net}'s {len(table)} 3×3 stride-1 convs (layer 1 of a pruned network runs unpruned); × cuDNN = cuDNN's "
+            f"{net}'s {len(table)} 3×3 stride-1 convs ({pruned}); × cuDNN = cuDNN's "
             "dense time of those layers ÷ the method's. The paper's times are the whole ResNet-18 on an RTX 2080 Ti "
             "(batch not stated) and its speedups are over the dense ResNet-18. \"not measured\": the results hold "
             "no rows for that method and ratio.*")

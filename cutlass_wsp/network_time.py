@@ -4,8 +4,8 @@ The layers come from a network table (vgg16, resnet18, resnet34 or a layer file)
 the fastest verified `layer_ms` of its shape (sweep/measured.py: a sweep measures a shape once, so a
 shape shared by k layers counts k times, and ResNet-34 takes ResNet-18's rows). A method's pruned
 patterns run the prunable layers at the ratio; a layer it does not prune (layer 1, c = 3) runs the
-method's unpruned form (`unpruned`, e.g. the fused dense layer for the fused methods) or, when that was
-not measured, the dense Winograd layer, then cuDNN; the result says so. A method with no row at all is
+method's unpruned form (`unpruned`, e.g. the fused dense layer for the fused methods) or, when that has
+no time (not measured, or failed), the dense Winograd layer, then cuDNN; the result says so and why. A method with no row at all is
 "not measured"; one that lacks some layers is "incomplete" and has no total.
 """
 
@@ -111,11 +111,12 @@ def _unpruned_time(m: Measured, method: Method, x: Layer, look: dict) -> LayerTi
     if own is not None or x.prunable or method.name in ("cudnn", "dense"):
         return LayerTime(x, own, None if own else m.why_none(**look, patterns=method.unpruned, impls=keep))
     own_what = "fused dense" if method.fused else "Winograd dense"
+    why = m.why_none(**look, patterns=method.unpruned, basis=LAYER, impls=keep)    # 'not measured', '1 unsupported'
     for patterns, impls, what in ((("dense",), IMPL_SETS["unfused"], "Winograd dense"),
                                   (("conv",), IMPL_SETS["all"], "cuDNN")):
         t = m.fastest(**look, patterns=patterns, basis=LAYER, impls=impls)
         if t is not None and what != own_what:
-            return LayerTime(x, t, f"never pruned; {own_what} not measured, counted at {what}")
+            return LayerTime(x, t, f"never pruned; no {own_what} time ({why}), counted at {what}")
     return LayerTime(x, None, f"never pruned; no {own_what}, Winograd dense or cuDNN layer time")
 
 

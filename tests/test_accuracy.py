@@ -201,3 +201,52 @@ def test_a_torch_file_without_torch_is_one_line(tmp_path):
         WeightFile(tmp_path / "m.pt")
     with pytest.raises(InputError, match="unknown activations-file type '.pt'"):
         ActivationFile(tmp_path / "m.pt")
+
+
+def test_a_torch_state_dict_is_read_through_torch_load(tmp_path, monkeypatch):
+    """Without torch installed: a stand-in torch module serves torch.load, so the reading of a torchvision
+    checkpoint (wrapped in 'state_dict', DataParallel's 'module.' prefix, non-tensor entries) is checked."""
+    import sys
+    import types
+
+    class Tensor:
+        def __init__(self, a):
+            self.a = np.asarray(a)
+
+        def detach(self):
+            return self
+
+        def to(self, dtype):
+            return Tensor(self.a.astype(dtype))
+
+        def cpu(self):
+            return self
+
+        def numpy(self):
+            return self.a
+
+    net = resolve_layers("resnet18")
+    g = np.random.default_rng(4).standard_normal((64, 64, 3, 3))
+    saved = {"state_dict": {"module.layer1.0.conv1.weight": Tensor(g), "module.fc.bias": Tensor(np.zeros(10)),
+                            "epoch": 90}}
+    calls = []
+
+    def load(path, map_location=None, weights_only=None):
+        calls.append((path, map_location, weights_only))
+        return saved
+
+    fake = types.SimpleNamespace(load=load, float32=np.float32, is_tensor=lambda v: isinstance(v, Tensor))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    (tmp_path / "r18.pth").write_bytes(b"\x80\x02")
+    wf = WeightFile(tmp_path / "r18.pth")
+    assert calls == [(str(tmp_path / "r18.pth"), "cpu", True)]
+    assert sorted(wf.file.keys) == ["module.fc.bias", "module.layer1.0.conv1.weight"]
+    np.testing.assert_allclose(wf.weights(net[0], 4), filter_transform(g.astype(np.float32), 2), rtol=1e-5,
+                               atol=1e-6)
+    with pytest.raises(InputError, match="has no weights for resnet18.layer1.0.conv2"):
+        wf.weights(net[1], 4)
+    saved.clear()
+    saved["x"] = 1
+    fake.load = lambda *a, **k: [1, 2]
+    with pytest.raises(InputError, match="holds a list, not a state_dict"):
+        WeightFile(tmp_path / "r18.pth")

@@ -35,7 +35,12 @@ def test_table1_puts_the_papers_numbers_beside_ours(capsys):
     assert rows["TAS"][0][5] == "not re-run (another paper's filter pruning)"
     assert rows["ABWSP (ours)"][0][5:7] == ["0.169", "0.82×"]
     assert rows["fused WSP-RB (ours)"][0][5] == "not measured"
-    assert "13 3×3 stride-1 convs" in md
+    assert "13 3×3 stride-1 convs (every one pruned)" in md        # ResNet-18's stem is 7×7: not among them
+    assert rows["fused FP (ours)"][0][5] == "not measured"                # every method of network_time is a row
+    from cutlass_wsp.network_time import METHODS
+
+    labels = {r.split(" (ours")[0] for r in rows} | {"cuDNN dense", "Winograd dense", "WSP-C"}
+    assert {m.label for m in METHODS} <= labels
 
 
 def test_table1_bad_input_is_one_line(capsys):

@@ -68,7 +68,12 @@ def test_the_unprunable_first_layer_runs_each_methods_unpruned_form():
     t = _times(rows, table)
     fb = t["fused-bwsp-r"]
     assert fb.state == OK and fb.total_ms == pytest.approx(0.100 + 0.030)
-    assert fb.fallbacks[0].note == "never pruned; fused dense not measured, counted at Winograd dense"
+    assert fb.fallbacks[0].note == "never pruned; no fused dense time (not measured), counted at Winograd dense"
+    # measured but unsupported (the fused kernel needs c % 8 == 0): the note says so
+    c11 = next(p for p in pts if p.layers == ("vgg16.conv1_1",) and p.pattern == "dense" and p.impl == "cutlass")
+    rows.append(row(c11, 0, None, status="unsupported", impl="fused", key=c11.key.replace("/cutlass", "/fused")))
+    fb = _times(rows, table)["fused-bwsp-r"]
+    assert fb.fallbacks[0].note == "never pruned; no fused dense time (1 unsupported), counted at Winograd dense"
 
 
 def test_methods_not_measured_or_incomplete_have_no_total():
@@ -217,3 +222,45 @@ def test_every_option_of_network_has_help():
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     bare = [a.option_strings or a.dest for a in sub.choices["network"]._actions if not (a.help or "").strip()]
     assert bare == []
+
+
+def test_a_cut_off_file_that_lacks_a_layer_warns_once_and_gives_the_sweep_of_that_layer(tmp_path, capsys):
+    """Bad input: a sweep killed before its last layer. The cut-off line is reported once; the methods that
+    lack the layer are incomplete (exit 1), and a 'to measure' line sweeps that layer alone onto the file."""
+    from cutlass_wsp.sweep.plan import expand
+    from cutlass_wsp.commands.sweep_options import from_args
+
+    spec = "vgg16:conv4_2,conv5_1"
+    rows = [r for r in rows_for(points((spec,)), BASE_TIMES) if r["pattern"] == "conv" or r["H"] != 14]
+    results = write(tmp_path / "r.jsonl", rows)
+    with open(results, "a") as f:
+        f.write('{"key": "vgg16/c512n512@14x14/b32/p4/fp16/dense/cutlass", "status": "o')
+    assert main(["network", results, "--net", spec, "--no-plot"]) == 1
+    out, err = capsys.readouterr()
+    assert err.count("the last line is cut off") == 1 and len(err.splitlines()) == 1
+    grid = _grid(out)
+    assert grid["cuDNN dense"][0] != "incomplete" and grid["BWSP-R"][0] == "incomplete"
+    assert "BWSP-R: incomplete: 1 of 2 layers have no time: vgg16.conv5_1 (not measured)" in out
+    hints = [shlex.split(ln.removeprefix("to measure: ")) for ln in out.splitlines() if ln.startswith("to measure: ")]
+    lone = [h for h in hints if h[h.index("--net") + 1] == "vgg16:conv5_1"]
+    assert len(lone) == 1 and lone[0][lone[0].index("--out") + 1] == results
+    keys = {(p.layers[0], p.pattern) for p in expand(from_args(lone[0][2:lone[0].index("--out")]))}
+    assert {k[0] for k in keys} == {"vgg16.conv5_1"}
+    assert {"dense", "fp", "wsp-r", "wsp-c", "wwp"} <= {k[1] for k in keys}
+    assert main(["abwsp", results, "--net", spec, "--json", str(tmp_path / "plan.json")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "the last line is cut off" in err[0]
+    assert "lacks what an ABWSP plan at ratio 0.7 needs" in err[1] and "(vgg16.conv5_1 512→512@14)" in err[1]
+    assert "cutlass-wsp sweep --net vgg16:conv5_1 --batch 32 --tile 4 --dtype fp16" in err[1]
+
+
+def test_a_user_layer_table_is_timed_from_rows_of_its_shapes(tmp_path, capsys):
+    """--net takes a layer file: its layers are found by shape among the rows of any network."""
+    results = write(tmp_path / "r.jsonl", rows_for(points((CONV5,)), BASE_TIMES))
+    table = tmp_path / "mine.csv"
+    table.write_text("name,c,n,H,W,prunable\nmine.a,512,512,14,14,\nmine.b,512,512,14,14,\nmine.c,512,512,14,14,\n")
+    assert main(["network", results, "--net", str(table), "--no-plot", "--methods", "bwsp-r", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    ms = {m["method"]: m for m in doc["batches"]["32"]}
+    assert doc["n_layers"] == 3 and [x["layer"] for x in ms["bwsp-r"]["layers"]] == ["mine.a", "mine.b", "mine.c"]
+    assert ms["cudnn"]["total_ms"] == pytest.approx(3 * 0.050) and ms["bwsp-r"]["total_ms"] == pytest.approx(3 * 0.070)

@@ -136,15 +136,21 @@ def proxy_source(args: argparse.Namespace, table, p: int):
 
 def out_for_batch(paths: Sequence[str], batch: int) -> str:
     """The results file a sweep of `batch` should append to: the first one holding rows of that batch
-    (a file per batch is how the README's sweeps are kept), else the first file."""
-    from cutlass_wsp.sweep.results import ResultStore
+    (a file per batch is how the README's sweeps are kept), else the first file. Read quietly: a cut-off
+    last line was reported once, when the files were loaded."""
+    import warnings
+
+    from cutlass_wsp.sweep.results import ResultStore, ResultsWarning
 
     for path in paths:
         try:
-            if any(r.get("batch") == batch for r in ResultStore(path).load()):
-                return str(path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResultsWarning)
+                rows = ResultStore(path).load()
         except Exception:       # unreadable files were reported when they were loaded
             continue
+        if any(r.get("batch") == batch for r in rows):
+            return str(path)
     return str(paths[0])
 
 

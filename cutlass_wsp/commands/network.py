@@ -218,34 +218,53 @@ def _check_ratio(times, measured, table, args, source, ctx) -> None:
                              f"{have})", f"pick one with --ratio, or measure it: {cmd}")
 
 
-def _hints(times, table, args, ctx) -> list[str]:
-    """One sweep command per batch and implementation kind for the methods not measured."""
+def _method_needs(t, firsts, ratio: float) -> list:
+    """What a method lacks: every layer shape when it is not measured, else the layers that have no row at all
+    (failed rows are named in the notes: a sweep would skip them)."""
     from cutlass_wsp.abwsp import AXIS_PATTERNS, BALANCES
+    from cutlass_wsp.network_time import INCOMPLETE, NOT_MEASURED
+    from cutlass_wsp.sweep.missing import Need
+
+    m = t.method
+    impl = "fused" if m.fused else None
+    if t.state == INCOMPLETE:
+        out = []
+        for lt in t.missing:
+            if lt.note != "not measured" or m.plan:
+                continue
+            x = lt.layer
+            if m.pruned and x.prunable:
+                out.append(Need(x, m.patterns, ratio, m.balance, impl))
+            else:
+                out.append(Need(x, m.unpruned, None, None, impl))
+        return out
+    if t.state != NOT_MEASURED:
+        return []
+    if m.plan:
+        axes = ("R",) if m.fused else ("R", "C")
+        return [Need(x, AXIS_PATTERNS[a], ratio, bal, impl) for x in firsts for a in axes for bal in BALANCES]
+    if m.pruned:
+        return [Need(x, m.patterns, ratio, bal, impl) for x in firsts for bal in ((m.balance,) if m.balance else (None,))]
+    return [Need(x, m.patterns, None, None, impl) for x in firsts]
+
+
+def _hints(times, table, args, ctx) -> list[str]:
+    """One sweep command per batch, implementation kind and set of layer shapes: for the methods not measured,
+    every layer shape; for the incomplete ones, the layers without a row."""
     from cutlass_wsp.commands.abwsp_options import out_for_batch
-    from cutlass_wsp.network_time import NOT_MEASURED
-    from cutlass_wsp.sweep.missing import Need, sweep_command
+    from cutlass_wsp.sweep.missing import sweep_command
 
     prunable = [x for x in table if x.prunable]
     firsts = list({x.shape: x for x in reversed(prunable)}.values())[::-1]
     out = []
     for b in sorted(times):
         for fused in (False, True):
-            needs = []
+            by_shapes: dict[frozenset, list] = {}
             for t in times[b]:
-                m = t.method
-                if t.state != NOT_MEASURED or m.fused != fused:
-                    continue
-                impl = "fused" if fused else None
-                if m.plan:
-                    axes = ("R",) if fused else ("R", "C")
-                    needs += [Need(x, AXIS_PATTERNS[a], ctx["ratio"], bal, impl) for x in firsts for a in axes
-                              for bal in BALANCES]
-                elif m.pruned:
-                    bals = (m.balance,) if m.balance else (None,)
-                    needs += [Need(x, m.patterns, ctx["ratio"], bal, impl) for x in firsts for bal in bals]
-                else:
-                    needs += [Need(x, m.patterns, None, None, impl) for x in firsts]
-            if needs:
+                needs = _method_needs(t, firsts, ctx["ratio"]) if t.method.fused == fused else []
+                if needs:
+                    by_shapes.setdefault(frozenset(nd.layer.shape for nd in needs), []).extend(needs)
+            for needs in by_shapes.values():
                 out.append(sweep_command(ctx["net"], needs, table, batch=b, p=ctx["p"], dtype=ctx["dtype"],
                                          out=out_for_batch(args.results, b)))
     return out
