@@ -17,7 +17,8 @@ The call order is the documented workflow:
   5. cusparseLtMatmulPlanInit, cusparseLtMatmulGetWorkspace
   6. cusparseLtSpMMAPruneCheck (the host-made 2:4 mask, on the device), cusparseLtSpMMACompressedSize,
      cusparseLtSpMMACompress (the compressed layout is the library's own, see semi_structured.py)
-  7. cusparseLtMatmul(alpha, A_compressed, B, beta, C, D, workspace, streams, 1) per run
+  7. cusparseLtMatmul(alpha, A_compressed, B, beta, C, D, workspace, streams, 1) per run (C: a zero buffer
+     of Y's shape, D: Y)
   8. destroy: matrix descriptors, alg selection (v0.8+), plan, handle.
 Enum values are those of cuSPARSELt >= 0.6 (cusparseComputeType: 32I = 0, 16F = 1, 32F = 2; earlier
 releases numbered it differently), so the version is checked first (cusparseLtGetProperty).
@@ -303,15 +304,18 @@ class CusparseLtBatched:
                    scratch.data.ptr, stream.ptr)
         stream.synchronize()                              # W and the scratch buffer may go after this
         self._workspace = cp.empty(max(work.value, 1), dtype=cp.uint8)
-        self._keep = [self._compressed, self._workspace]
+        # C (beta = 0) is a zero buffer of its own, not Y: the documentation does not promise that C is
+        # left unread when beta = 0, and Y holds NaN poison during the checked run.
+        self._c = cp.zeros((d.L, d.M, d.C.ld), dtype=cp.uint16)       # 16-bit zeros: 0.0 in fp16 and bf16
+        self._keep = [self._compressed, self._workspace, self._c]
         self._alpha, self._beta = ctypes.c_float(1.0), ctypes.c_float(0.0)
         self.compressed_bytes = int(size.value)
 
     def run(self, X, Y) -> None:
-        """One cusparseLtMatmul over the whole batch on CuPy's current stream (D = C = Y, beta = 0)."""
+        """One cusparseLtMatmul over the whole batch on CuPy's current stream (D = Y; beta = 0, C zeros)."""
         streams = (ctypes.c_void_p * 1)(self._cp.cuda.get_current_stream().ptr)
         self._call("cusparseLtMatmul", self._handle.ptr, self._plan.ptr, ctypes.addressof(self._alpha),
-                   self._compressed.data.ptr, X.data.ptr, ctypes.addressof(self._beta), Y.data.ptr, Y.data.ptr,
+                   self._compressed.data.ptr, X.data.ptr, ctypes.addressof(self._beta), self._c.data.ptr, Y.data.ptr,
                    self._workspace.data.ptr, streams, 1, setup=False)
 
     def close(self) -> None:
