@@ -192,3 +192,17 @@ def test_seeds_table_points_and_table():
     assert "| 0.005 | 0.020 | 2.00× | 2.00× | 1.00× | ok |" in line
     bad = next(x for x in text.splitlines() if "2:4 torch" in x)
     assert "unsupported: no / torch" in bad and bad.count("|") == line.count("|")
+
+
+def test_hybrid_split_goes_in_kernel_config_and_the_row_fields_exist():
+    """A result row refuses fields the schema lacks: the families use only schema fields, and the hybrid
+    split rides in kernel_config as plain JSON."""
+    import json
+
+    from cutlass_wsp.families.hybrid import split
+    from cutlass_wsp.sweep.results import ROW_FIELDS
+
+    ctx = _ctx("hybrid", "bcbp+cusparse-block-diag", 0.74, layer="resnet18:1")
+    s = split(ctx.pruned)
+    assert json.loads(json.dumps(s)) == s and s["block_nnz"] > 0 and s["remainder_nnz"] > 0
+    assert {"nnz", "kept_fraction", "kernel_config"} <= set(ROW_FIELDS)

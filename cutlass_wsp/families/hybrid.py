@@ -6,7 +6,8 @@ of the final mask (`HybridPruned.mask` = blocks + remainder) like every GEMM-bat
 
 The pruning (`dense_blocks.hybrid_from` of the spatial-Winograd masks, via seed_pruning.py) decides what
 is a block (column segments at least `HYBRID_MIN_DENSITY` kept, padded to one k per launch) and what
-re-pruning drops; the row records the split (block_nnz, remainder_nnz, explicit_zeros, ...).
+re-pruning drops; the row's kernel_config["split"] records the split (block_nnz, remainder_nnz,
+explicit_zeros, ...).
 """
 
 from __future__ import annotations
@@ -47,6 +48,16 @@ def hybrid_cost(ctx: PointContext, block_pruned: Any, remainder_nnz: int) -> Cos
         parts.append(block_cols_cost(pr, dt, block_pruned.tile_cols))
     extra_y = dt.itemsize * pr.L * pr.M * pr.N if len(parts) == 2 else 0   # the remainder reads Y back
     return Cost(sum(c.flops for c in parts), sum(c.bytes for c in parts) + extra_y)
+
+
+def split(pd: Any) -> dict:
+    """How the hybrid pruning divides the kept weights (the row's kernel_config["split"]; the results
+    schema has no columns of its own for them)."""
+    b = pd.blocks
+    return dict(block_nnz=b.block_nnz, remainder_nnz=b.remainder_nnz, block_share=round(b.block_share, 4),
+                explicit_zeros=b.explicit_zeros, padded_fraction=round(b.padded_fraction, 4), dropped=b.dropped,
+                tiles_without_remainder=round(b.tiles_without_remainder, 4), source_ratio=round(pd.source_ratio, 4),
+                tile_rows=b.tile_rows, min_density=b.min_density)
 
 
 class HybridFamily(Family):
@@ -94,13 +105,10 @@ class HybridFamily(Family):
             for c in closers:
                 c()
 
-        fields = dict(nnz=int(pd.mask.sum()), kept_fraction=float(pd.mask.mean()), block_nnz=blocks.block_nnz,
-                      remainder_nnz=rem_nnz, block_share=blocks.block_share, explicit_zeros=blocks.explicit_zeros,
-                      padded_fraction=blocks.padded_fraction, dropped=blocks.dropped,
-                      tiles_without_remainder=blocks.tiles_without_remainder, source_ratio=pd.source_ratio,
-                      tile_rows=blocks.tile_rows, min_density=blocks.min_density)
+        fields = dict(nnz=int(pd.mask.sum()), kept_fraction=float(pd.mask.mean()))
         config = {"mode": mode, "alg": "CUSPARSE_SPMM_CSR_ALG2",
-                  "kernels": [dict(name=d.name) for d in (fam.kernel_descs if fam is not None else [])]}
+                  "kernels": [dict(name=d.name) for d in (fam.kernel_descs if fam is not None else [])],
+                  "split": split(pd)}
         return Op(launch, Y, lambda: arrays.to_float32(Y, dt), " + ".join(kernels) or "memset",
                   hybrid_cost(ctx, block_pruned, rem_nnz), config, fields, close=close)
 

@@ -153,7 +153,7 @@ class Measurer:
         ops = layer_time.LayerOperands(X=op.x, Y=op.out, rows=op.rows, launch=op.launch,
                                        channel_map=op.channel_map)
         timing = self.timing
-        if timing.use_graph and not op.graphable:   # e.g. torch allocating inside the launch: no capture
+        if timing is not None and timing.use_graph and not op.graphable:   # torch allocating in the launch: no capture
             from dataclasses import replace
 
             timing = replace(timing, use_graph=False)

@@ -144,4 +144,8 @@ def test_each_new_point_verifies_its_gemm_batch_and_layer(pattern, impl, ratio, 
     if pattern == "2:4":
         assert fields["kept_fraction"] == 0.5
     if pattern == "hybrid":                           # both launches ran: blocks and a CSR remainder
-        assert fields["block_nnz"] > 0 and fields["remainder_nnz"] > 0 and "gather_b" in fields["kernel"]
+        split = fields["kernel_config"]["split"]
+        assert split["block_nnz"] > 0 and split["remainder_nnz"] > 0 and "gather_b" in fields["kernel"]
+    from cutlass_wsp.sweep.results import make_row
+
+    make_row(pt, "ok", **fields)                      # every field is one the results schema has
