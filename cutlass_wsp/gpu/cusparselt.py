@@ -255,7 +255,8 @@ class CusparseLtBatched:
         status = getattr(self._lib, name)(*args)
         if status != 0:
             get = getattr(self._lib, "cusparseLtGetErrorString", None)
-            message = get(status).decode(errors="replace") if get is not None else "failed"
+            raw = get(status) if get is not None else None       # c_char_p: bytes, or None for NULL
+            message = raw.decode(errors="replace") if isinstance(raw, bytes) else "failed"
             raise error_for(name, status, message, setup=setup)
 
     def _setup(self, W) -> None:
