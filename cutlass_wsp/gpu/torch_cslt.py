@@ -68,6 +68,9 @@ class TorchCslt:
         try:
             with torch.cuda.stream(current_stream(self._streams)):
                 self._compressed = [torch._cslt_compress(Wt[i]) for i in range(L)]
+            import cupy
+
+            cupy.cuda.get_current_stream().synchronize()    # W may be freed once this returns
         except RuntimeError as e:
             raise Unsupported(f"torch._cslt_compress refused W_i [{M}, {K}] {dtype}: {_first_line(e)}",
                               "record 2:4 through torch as unsupported for this shape or GPU") from None
