@@ -234,3 +234,43 @@ def reprune(blocks: DenseBlocks, max_energy_loss: float, *, importance=None) -> 
     mask = blocks.mask.copy()
     mask.ravel()[order[:count]] = False
     return replace(blocks, mask=mask, dropped=blocks.dropped + count)
+
+
+# ---------------------------------------------------------------------------------------------
+# The hybrid point's pruning (pattern 'hybrid', families/hybrid.py runs it)
+# ---------------------------------------------------------------------------------------------
+
+HYBRID = "hybrid"
+# A column segment is a block column when at least half its t entries are kept. On the spatial-Winograd
+# masks of He-initialised weights no 32-row segment is fully kept (inner positions keep ~50% of their
+# weights, corner ones ~20%), so min_density = 1.0 would leave no blocks and the point would be CSR
+# alone; at 0.5 about 30% of the kept weights run in blocks (docs/pruning.md, "The hybrid point").
+HYBRID_MIN_DENSITY = 0.5
+# Re-pruning budget: the dropped remainder weights may carry at most 1% of the layer's squared norm.
+HYBRID_MAX_ENERGY_LOSS = 0.01
+
+
+@dataclass(frozen=True, eq=False)
+class HybridPruned(Pruned):
+    """A `Pruned` (pattern 'hybrid', WWP's CSR form of the final mask) with its split: `blocks`
+    (DenseBlocks, re-pruned) runs its block columns as one BCBP gather GEMM and its remainder as CSR.
+    mask = blocks.mask, so the masked dense weights are exactly what blocks + remainder compute."""
+
+    blocks: DenseBlocks | None = None
+    source_ratio: float = 0.0          # the achieved ratio of the mask the blocks came from
+
+    @property
+    def unit(self) -> str:
+        return "weight"
+
+
+def hybrid_from(pruned: Pruned, *, min_density: float = HYBRID_MIN_DENSITY,
+                max_energy_loss: float = HYBRID_MAX_ENERGY_LOSS, tile_rows: int | None = None) -> HybridPruned:
+    """The hybrid point's pruning from an element-sparse `Pruned` (a spatial-Winograd or WWP one): dense
+    blocks at `min_density`, then `reprune` of the remainder within `max_energy_loss`, by the source's
+    `importance_scores()` where it has them (spatial-Winograd's |U|·F), else |w|."""
+    blocks = extract_dense_blocks(pruned.weights, pruned.mask, tile_rows=tile_rows, min_density=min_density)
+    scores = getattr(pruned, "importance_scores", None)
+    blocks = reprune(blocks, max_energy_loss, importance=scores() if callable(scores) else None)
+    return element_pruned(pruned.weights, blocks.mask, pattern=HYBRID, ratio=pruned.ratio, criterion="dense-blocks",
+                          cls=HybridPruned, blocks=blocks, source_ratio=float(pruned.achieved_ratio))

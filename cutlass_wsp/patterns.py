@@ -14,6 +14,11 @@ Fields:
   balances    the balances `pruning.prune` accepts for it
   plot_group  how plots group it: "unpruned", "structured" (the WSP patterns, plotted together),
               "other"
+  fixed_ratio the one ratio the pattern has (2:4 removes exactly half): its points take it whatever the
+              sweep's ratios are, so they sit beside the other patterns at that ratio
+  built_by    the module that builds its pruning when `pruning.prune` does not (the seeds' methods start
+              from spatial filters or another mask, or have their own compact form); `seed_pruning.py`
+              dispatches on it. None: `pruning.prune`.
 A sweep offers the patterns some family serves (sweep/plan.py); the others are pruning patterns only
 (e.g. wsp-rb, until a family serves it).
 """
@@ -37,11 +42,14 @@ class Pattern:
     balances: tuple[str, ...] = ("balanced",)
     uses_tile: bool = True
     plot_group: str = "other"
+    fixed_ratio: float | None = None
+    built_by: str | None = None
 
     @property
     def is_pruning_pattern(self) -> bool:
-        """A pattern of its own in `pruning.prune` (not a variant running another pattern's pruning)."""
-        return self.prunes_as == self.name
+        """A pattern of its own in `pruning.prune` (not a variant running another pattern's pruning, nor
+        one built outside it)."""
+        return self.prunes_as == self.name and self.built_by is None
 
 
 PATTERNS: dict[str, Pattern] = {p.name: p for p in (
@@ -64,12 +72,24 @@ PATTERNS: dict[str, Pattern] = {p.name: p for p in (
             prunes_as="bcbp", unit="column segment"),
     Pattern("wsp-rb", "WSP-R balanced per block of filters: the same count of rows kept in every (position, "
             "filter block)", True, False, prunes_as="wsp-rb", unit="row", plot_group="structured"),
+    # The seeds' methods and the vendor's structured sparsity (issue 14; docs/pruning.md names the sources).
+    Pattern("2:4", "2:4 semi-structured: 2 of every 4 weights along c kept in each W_i (exactly 50%), "
+            "sparse tensor cores through cuSPARSELt", True, False, prunes_as="2:4", unit="weight",
+            fixed_ratio=0.5, built_by="semi_structured"),
+    Pattern("spatial-winograd", "spatial-Winograd masks (seed 003): structured spatial pruning carried into "
+            "the Winograd domain, then importance-weighted Winograd pruning; element-sparse, run as CSR",
+            True, False, prunes_as="spatial-winograd", unit="weight", built_by="spatial_winograd"),
+    Pattern("hybrid", "dense blocks + CSR remainder (seed 004) of the spatial-Winograd masks, remainder "
+            "re-pruned: the blocks as one gather GEMM, the remainder through cuSPARSE, one point",
+            True, False, prunes_as="hybrid", unit="weight", built_by="dense_blocks"),
 )}
 
 CONV = "conv"   # the whole-layer baseline: not a GEMM batch at all
 
 # What `pruning.prune` accepts: the patterns that are their own pruning (dense, fp, wsp-r, wsp-c, wwp, bcbp).
 PRUNING_PATTERNS: tuple[str, ...] = tuple(p.name for p in PATTERNS.values() if p.is_pruning_pattern)
+# What `seed_pruning.prune_point` builds outside `pruning.prune` (2:4, spatial-winograd, hybrid).
+BUILT_PATTERNS: tuple[str, ...] = tuple(p.name for p in PATTERNS.values() if p.built_by is not None)
 
 
 def get(name: str) -> Pattern:

@@ -1,4 +1,5 @@
-"""Compile, here and ahead of a device call, every kernel the GPU tests and the default sweep need, so
+"""Compile, here and ahead of a device call, every kernel the GPU tests, the default sweep and
+bench/seeds_table.py need, so
 the device starts warm (carry .cache/wsp). Run: python scripts/warm_cache.py [--arch sm90] [--jobs 2]"""
 
 from __future__ import annotations
@@ -45,6 +46,26 @@ def sweep_descs(arch: str) -> set:
     return descs
 
 
+def seeds_descs(arch: str) -> set:
+    """Every kernel bench/seeds_table.py's points run untuned (BCBP's and the hybrid point's gather kernel)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import seeds_table
+
+    from cutlass_wsp.errors import WspError
+    from cutlass_wsp.sweep.measure import Workload, plan
+
+    workload = Workload(0)
+    descs = set()
+    for pt in seeds_table.points(("vgg16", "resnet18"), 0.5, 0.74):
+        try:
+            found = plan(pt, workload, arch)
+        except WspError:
+            continue
+        if found is not None:
+            descs.update(found.descs)
+    return descs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--arch", default="sm90")
@@ -53,7 +74,7 @@ def main() -> int:
     args = ap.parse_args()
     from cutlass_wsp.kernels.cache import KernelCache
 
-    descs = sorted(gpu_test_descs(args.arch) | sweep_descs(args.arch), key=lambda d: d.name)
+    descs = sorted(gpu_test_descs(args.arch) | sweep_descs(args.arch) | seeds_descs(args.arch), key=lambda d: d.name)
     cache = KernelCache(args.cache)
     missing = [d for d in descs if cache.lookup(d) is None]
     print(f"{len(descs)} kernels, {len(missing)} to build: {[d.name for d in missing]}", flush=True)

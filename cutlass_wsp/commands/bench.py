@@ -14,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from cutlass_wsp.sweep.plan import PATTERNS
 
     balanced = ", ".join(name for name, info in PATTERNS.items() if info.uses_balance)
-    pruned = ", ".join(name for name, info in PATTERNS.items() if info.uses_ratio)
+    pruned = ", ".join(name for name, info in PATTERNS.items() if info.uses_ratio and info.fixed_ratio is None)
     p.add_argument("layer", help="one layer: NET:NAME or NET:INDEX (e.g. vgg16:conv4_2), or a layer file")
     p.add_argument("--batch", type=int, default=32, help="batch size (default %(default)s)")
     p.add_argument("--tile", type=int, default=4, help="Winograd tile p (4, 6, 8)")
@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"unknown pattern {args.pattern!r}", f"use one of {', '.join(PATTERNS)}")
     info = PATTERNS[args.pattern]
     impl = args.impl or info.default_implementations[0]
-    if info.uses_ratio and args.ratio is None:
+    if info.uses_ratio and args.ratio is None and info.fixed_ratio is None:
         raise InputError(f"pattern {args.pattern} needs --ratio", "e.g. --ratio 0.7")
-    ratios = (parse_ratio(args.ratio),) if info.uses_ratio else ()
+    ratios = (parse_ratio(args.ratio),) if info.uses_ratio and args.ratio is not None else ()
     spec = SweepSpec(layers=(args.layer,), batches=(args.batch,), tiles=(args.tile,), dtypes=(args.dtype,),
                      patterns=(args.pattern,), ratios=ratios,
                      balances=(args.balance or "balanced",), implementations={args.pattern: (impl,)})

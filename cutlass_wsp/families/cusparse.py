@@ -1,5 +1,6 @@
-"""cuSPARSE baselines (no kernel of ours) for element-wise pruning (WWP): CSR SpMM with CSR_ALG2 on
-row-major operands, one call per Winograd position or one call on a block-diagonal matrix of all p²."""
+"""cuSPARSE baselines (no kernel of ours) for element-wise pruning (WWP, and the spatial-Winograd masks of
+seed 003): CSR SpMM with CSR_ALG2 on row-major operands, one call per Winograd position or one call on a
+block-diagonal matrix of all p²."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ class CusparseFamily(Family):
         Serves("wwp", "cusparse-per-position", ANY, mode="per_position",
                description="cuSPARSE CSR SpMM, one call per Winograd position"),
         Serves("wwp", "cusparse-block-diag", ANY, mode="block_diag",
+               description="cuSPARSE CSR SpMM on one block-diagonal matrix of all p² positions"),
+        # the spatial-Winograd masks (seed 003) are element-sparse: the same two CSR baselines
+        Serves("spatial-winograd", "cusparse-per-position", ANY, mode="per_position",
+               description="cuSPARSE CSR SpMM, one call per Winograd position"),
+        Serves("spatial-winograd", "cusparse-block-diag", ANY, mode="block_diag",
                description="cuSPARSE CSR SpMM on one block-diagonal matrix of all p² positions"),
     )
 

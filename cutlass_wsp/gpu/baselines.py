@@ -149,12 +149,15 @@ class CusparseCsr:
 
     Descriptors and the work buffer are made once per (X, Y) pair, on the first run with them, and
     kept: warm-up runs do the setup, timed runs only call SpMM. `close()` destroys them.
+
+    accumulate=True: Y[l] += A_l . X[l] (beta = 1; a position without nonzeros leaves Y as it is), for a
+    part of W added to what another launch wrote (the hybrid point's CSR remainder on top of its blocks).
     """
 
     MODES = ("per_position", "block_diag")
 
     def __init__(self, dt: DType | str, csr: Sequence[Any], *, cols: int | None = None,
-                 mode: str = "per_position"):
+                 mode: str = "per_position", accumulate: bool = False):
         import cupy
         from cupy_backends.cuda.libs import cusparse
 
@@ -170,7 +173,8 @@ class CusparseCsr:
         self._mats: list[int | None] = []               # SpMat descriptors (None: no nonzeros)
         self._dense: dict[tuple, tuple[list, Any]] = {}  # (X, Y) key -> ([(dnB, dnC, l) ...], buffer)
         self._alpha = np.ones(1, np.float32)
-        self._beta = np.zeros(1, np.float32)
+        self.accumulate = bool(accumulate)
+        self._beta = np.full(1, 1.0 if self.accumulate else 0.0, np.float32)
         self.value_type = _CUDA_TYPE[self.dt.name]
 
         parts = [_csr_parts(item) for item in csr]
@@ -275,7 +279,8 @@ class CusparseCsr:
             sp.setStream(handle, stream)  # CuPy's wrappers do this too; explicit, since timing depends on it
             for b, c, l in calls:
                 if self._mat_nnz[l] == 0:  # a fully pruned position: cuSPARSE is not asked about nnz = 0
-                    self._zero(Y, l, stream)
+                    if not self.accumulate:
+                        self._zero(Y, l, stream)
                     continue
                 sp.spMM(handle, sp.CUSPARSE_OPERATION_NON_TRANSPOSE, sp.CUSPARSE_OPERATION_NON_TRANSPOSE,
                         self._alpha.ctypes.data, self._mats[l], b, self._beta.ctypes.data, c,

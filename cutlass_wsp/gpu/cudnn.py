@@ -177,28 +177,16 @@ class _TorchConv:
         self.method = ""
 
     def _stream(self):
-        """torch's handle on CuPy's current stream (0, the legacy default stream, is torch's default)."""
-        import cupy
-        import torch
+        """torch's handle on CuPy's current stream."""
+        from cutlass_wsp.gpu.torch_interop import current_stream
 
-        ptr = stream_pointer(None)
-        device = torch.device("cuda", cupy.cuda.Device().id)
-        if ptr == 0:
-            return torch.cuda.default_stream(device)
-        s = self._streams.get(ptr)
-        if s is None:
-            s = self._streams[ptr] = torch.cuda.ExternalStream(ptr, device=device)
-        return s
+        return current_stream(self._streams)
 
     def _tensor(self, a):
         """Zero-copy torch view of a CuPy storage array, logical NCHW (channels_last strides for NHWC)."""
-        import cupy
-        import torch
+        from cutlass_wsp.gpu.torch_interop import view
 
-        if a.dtype == cupy.uint16:  # bf16 bits: through int16, which every torch's DLPack knows
-            t = torch.from_dlpack(a.view(cupy.int16)).view(self.values)
-        else:
-            t = torch.from_dlpack(a)
+        t = view(a, self.values)
         return t.permute(0, 3, 1, 2) if self.conv.layout == "nhwc" else t
 
     def launcher(self, x, w, out) -> Callable[[], None]:

@@ -43,7 +43,7 @@ class Workload:
         return self._weights[key]
 
     def pruned(self, point: Point):
-        from cutlass_wsp.pruning import prune
+        from cutlass_wsp.seed_pruning import prune_point
 
         pattern = pruning_of(point.pattern)
         balance = point.balance or "balanced"
@@ -54,8 +54,8 @@ class Workload:
         if key not in self._pruned:
             if len(self._pruned) > self.keep:      # keep host memory bounded on big sweeps
                 self._pruned.pop(next(iter(self._pruned)))
-            self._pruned[key] = prune(self.weights(point), pattern, point.ratio or 0.0,
-                                      balance=balance, spread=spread, seed=self.seed)
+            self._pruned[key] = prune_point(self.weights(point), pattern, point.ratio or 0.0,
+                                            balance=balance, spread=spread, seed=self.seed)
         return self._pruned[key]
 
 
@@ -152,8 +152,13 @@ class Measurer:
 
         ops = layer_time.LayerOperands(X=op.x, Y=op.out, rows=op.rows, launch=op.launch,
                                        channel_map=op.channel_map)
+        timing = self.timing
+        if timing is not None and timing.use_graph and not op.graphable:   # torch allocating in the launch: no capture
+            from dataclasses import replace
+
+            timing = replace(timing, use_graph=False)
         try:
-            return layer_time.measure_layer(point, dt, W32, ops, ceil.copy_bw_Bps, self.timing)
+            return layer_time.measure_layer(point, dt, W32, ops, ceil.copy_bw_Bps, timing)
         except Unsupported as e:
             return {"reason": f"layer not timed: {e}"}
 

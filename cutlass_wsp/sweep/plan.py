@@ -43,12 +43,14 @@ class PatternInfo:
     implementations: Mapping[str, str]   # implementation -> ANY / BALANCED_ONLY / UNBALANCED_ONLY
     default_implementations: tuple[str, ...]
     uses_tile: bool = True                # False: no Winograd tile size (p is None, key 'p-')
+    fixed_ratio: float | None = None      # its one ratio (2:4: 0.5), whatever the sweep's ratios
 
 
 def _pattern_infos() -> dict[str, PatternInfo]:
     """The patterns some family serves (a pruning pattern no family runs yet is not a sweep axis value)."""
     return {p.name: PatternInfo(p.name, p.description, p.uses_ratio, p.uses_balance, registry.implementations(p.name),
-                                registry.default_implementations(p.name), uses_tile=p.uses_tile)
+                                registry.default_implementations(p.name), uses_tile=p.uses_tile,
+                                fixed_ratio=p.fixed_ratio)
             for p in _patterns.PATTERNS.values() if registry.implementations(p.name)}
 
 
@@ -233,7 +235,7 @@ def validate(spec: SweepSpec) -> SweepSpec:
         if not chosen:
             raise InputError(f"pattern {pat!r} has no implementation: the sweep has no points for it",
                              f"give one of {', '.join(info.implementations)}")
-        if info.uses_ratio and not spec.ratios:
+        if info.uses_ratio and not spec.ratios and info.fixed_ratio is None:
             raise InputError(f"pattern {pat!r} needs a pruning ratio but axis 'ratios' is empty",
                              "give at least one ratio (e.g. --ratio 0.7) or drop the pattern")
         if info.uses_balance:
@@ -280,6 +282,13 @@ def _layer_groups(spec: SweepSpec) -> list[tuple[str, list]]:
     return [(gkey[0], layers) for gkey, layers in groups.items()]
 
 
+def _point_ratios(spec: SweepSpec, info: PatternInfo) -> tuple:
+    """The ratios a pattern's points take: its fixed one (2:4), the sweep's, or none."""
+    if info.fixed_ratio is not None:
+        return (info.fixed_ratio,)
+    return spec.ratios if info.uses_ratio else (None,)
+
+
 def expand(spec: SweepSpec) -> list[Point]:
     """All points of a sweep, in measuring order: for each layer shape, batch, tile size and dtype,
     the conv point (first tile size only: it has none), the dense points, then every other
@@ -304,7 +313,7 @@ def expand(spec: SweepSpec) -> list[Point]:
                             continue
                         names = all_names if pat in unpruned else prunable_names
                         tile = p if info.uses_tile else None   # conv: one point for every tile size
-                        for ratio in (spec.ratios if info.uses_ratio else (None,)):
+                        for ratio in _point_ratios(spec, info):
                             for balance in (spec.balances if info.uses_balance else (None,)):
                                 for impl in spec.implementations_for(pat):
                                     if balance is not None and not _serves(info.implementations[impl], balance):
