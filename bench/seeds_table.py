@@ -133,6 +133,7 @@ def main(argv=None) -> int:
     ap.add_argument("--all-impls", action="store_true",
                     help="hybrid and WWP/CSR with both cuSPARSE modes (per position and block-diagonal)")
     ap.add_argument("--dry-run", action="store_true", help="list the points and exit")
+    ap.add_argument("--skip", default="", help="patterns left out, comma-separated (e.g. hybrid)")
     args = ap.parse_args(argv)
     try:
         from cutlass_wsp.sweep.results import ResultStore, load_many
@@ -142,6 +143,8 @@ def main(argv=None) -> int:
             print(table(load_many([args.read]), args.ratio, args.sw_ratio))
             return 0
         pts = points(nets, args.ratio, args.sw_ratio, all_impls=args.all_impls)
+        skip = {x for x in args.skip.split(",") if x}
+        pts = [p for p in pts if p.pattern not in skip]
         if args.dry_run:
             print("\n".join(p.key for p in pts))
             print(f"{len(pts)} points", file=sys.stderr)
