@@ -206,3 +206,27 @@ def test_hybrid_split_goes_in_kernel_config_and_the_row_fields_exist():
     s = split(ctx.pruned)
     assert json.loads(json.dumps(s)) == s and s["block_nnz"] > 0 and s["remainder_nnz"] > 0
     assert {"nnz", "kept_fraction", "kernel_config"} <= set(ROW_FIELDS)
+
+
+def test_a_bcbp_launcher_keeps_its_weights_and_index_alive(monkeypatch):
+    """The hybrid point keeps only the launcher Bcbp.prepare returns; the launch reads the Bcbp's weight
+    and index arrays through raw pointers, so the launcher must keep the Bcbp (and its arrays) alive.
+    (On the H200, 2026-12-04, it did not: freed and reused, they made the hybrid point wrong.)"""
+    import gc
+    import weakref
+
+    from cutlass_wsp.families import bcbp
+
+    W = he_winograd_weights((64, 64), 4, seed=1)
+    blocks = prune_point(W, "hybrid", 0.74).blocks.block_pruned()
+    fam = bcbp.Bcbp(blocks, "fp16", 256, arch="sm90")
+    fam._gemm = SimpleNamespace(prepare=lambda X, Y, stream=None: (lambda: None))   # no GPU: a stand-in launch
+    monkeypatch.setattr(bcbp, "check_device_array", lambda *a, **k: None)
+    launcher = fam.prepare(object(), object())
+    owner = weakref.ref(fam)
+    del fam
+    gc.collect()
+    assert owner() is not None, "the launcher let its Bcbp (weights, index) be freed"
+    del launcher
+    gc.collect()
+    assert owner() is None

@@ -158,7 +158,9 @@ class Bcbp:
         lay = self.layout
         check_device_array("X", X, (lay.L, lay.c, self.N), self.dtype)
         check_device_array("Y", Y, (lay.L, lay.n, self.N), self.dtype)
-        return Launches([self._gemm.prepare(X, Y, stream=stream)], (X, Y))
+        # self too: the launch reads this object's weight and index arrays through raw pointers, and a
+        # caller that keeps only the launcher (the hybrid point) must keep them alive
+        return Launches([self._gemm.prepare(X, Y, stream=stream)], (X, Y, self))
 
     def run(self, X: Any, Y: Any, *, stream: Any = None) -> Any:
         self.prepare(X, Y, stream=stream)()

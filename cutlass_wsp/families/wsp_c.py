@@ -218,13 +218,14 @@ class WspC:
                              "pass the compact input transform's Xc (channel_map()) or compact_input(X)")
         check_device_array("Xc" if self.mode == "xform" else "X", X, self.input_shape, self.dtype)
         check_device_array("Y", Y, (lay.L, lay.n, self.N), self.dtype)
+        # self too: the launches read this object's weights, index and gathered X through raw pointers
         if self.mode == "fused":
-            return Launches([self._launcher.prepare(X, Y, stream=stream)], (X, Y))
+            return Launches([self._launcher.prepare(X, Y, stream=stream)], (X, Y, self))
         if self.mode == "xform":
-            return Launches([self._dense.prepare(self._weights, X, Y, stream=stream)], (X, Y))
+            return Launches([self._dense.prepare(self._weights, X, Y, stream=stream)], (X, Y, self))
         gather = self._gather.prepare(X, self._xg, self._index, stream=stream)
         gemm = self._dense.prepare(self._weights, self._xg, Y, stream=stream)
-        return Launches([gather, gemm], (X, Y))
+        return Launches([gather, gemm], (X, Y, self))
 
     def run(self, X: Any, Y: Any, *, stream: Any = None) -> Any:
         self.prepare(X, Y, stream=stream)()
