@@ -119,8 +119,8 @@ def pair_desc(dtype: str, mi: int, *, fb: int | None = None, bt: int = 64, stage
 
 
 # Generation 3 ("ws", p = 4): warp-specialized, wgmma (templates/_fused_ws.cu.j2). One CTA holds all 16 positions:
-# a producer warp (TMA input region + bulk copy of the chunk's weights), 3 transform warps, 2 consumer warpgroups
-# (8 positions each; wgmma M = the 64 tiles, N = the MI packed rows).
+# a transform warpgroup (its thread 0 keeps the TMA ring of input regions full) and 2 consumer warpgroups (8
+# positions each, their own bulk-copy ring of weights; wgmma M = the 64 tiles, N = the MI packed rows).
 WS_BT = 64                       # tiles per CTA: wgmma M of one consumer warpgroup
 WS_WARPS = 12                    # producer/transform warpgroup + 2 consumer warpgroups
 WS_MI = (16, 32)                 # packed rows per position: wgmma N (4 * MI fp32 accumulators per consumer thread)
@@ -135,11 +135,11 @@ def _align1k(b: int) -> int:
 def ws_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX) -> int:
     """Shared memory of one generation-3 CTA, as _fused_ws.cu.j2 lays it out (see its constants)."""
     pp = 16
-    raw_b = _align1k(raw * BC * 2)
-    stage = _align1k(raw_b + pp * mi * BC * 2)
-    main = stages * stage + 2 * pp * bt * BC * 2
+    raw_b = _align1k(raw * BC * 2)                      # raw ring: `stages` input regions
+    u_ring = 2 * (stages + 1) * (pp // 2) * mi * BC * 2  # a weight ring of stages + 1 per consumer warpgroup
+    main = stages * raw_b + u_ring + 2 * pp * bt * BC * 2
     ms = pp * bt * (mi + 4) * 4
-    bars = -(-((2 * stages + 4) * 8) // 16) * 16
+    bars = -(-((2 * stages + 2 * (stages + 1) + 4) * 8) // 16) * 16
     return max(main, ms) + bars + bt * 16 + -(-pp * fb * 2 // 16) * 16 + pp * 4
 
 
