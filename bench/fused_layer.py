@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import fused_desc, layout_for, pair_desc  # noqa: E402
+from cutlass_wsp.families.fused import fused_desc, layout_for, pair_desc, ws_desc  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import prune  # noqa: E402
 from cutlass_wsp.winograd import direct_conv2d, filter_transform  # noqa: E402
@@ -43,7 +43,9 @@ class Case:
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
-        if gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
+        if gen == 3:   # warp-specialized wgmma (p = 4): FB 32 layouts (MI <= 32), BT 64
+            self.desc = ws_desc(dtype, self.layout.mi, fb=fb, stages=stages, dense_map=self.layout.identity)
+        elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
             self.desc = pair_desc(dtype, self.layout.mi, fb=fb, bt=bt or 64, stages=stages or 3,
@@ -100,8 +102,9 @@ VERIFY_SHAPES = [  # batch, c, n, H, W
 ]
 
 
-def verify_cases():
-    """(label, Case, spatial filters or None) for the correctness matrix."""
+def verify_cases(gen3: bool = False):
+    """(label, Case, spatial filters or None) for the correctness matrix; `gen3`: generation 3 (p = 4, FB 32)
+    as well (opt-in until it has verified on a GPU: docs/fused.md)."""
     for dtype in ("fp16", "bf16"):
         for p in (4, 6):
             for (batch, c, n, H, W) in VERIFY_SHAPES:
@@ -118,6 +121,12 @@ def verify_cases():
                                  ("gen2 wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 64, None, 2),
                                  ("gen2 fp 0.5", prune(Wt, "fp", 0.5), 64, None, 2),
                                  ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
+                if p == 4 and gen3:
+                    variants += [("gen3 dense", dense_pruned(g, p), 32, g, 3),
+                                 ("gen3 wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, 3),
+                                 ("gen3 wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 32, None, 3),
+                                 ("gen3 fp 0.5", prune(Wt, "fp", 0.5), 32, None, 3),
+                                 ("gen3 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=32), 32, None, 3)]
                 for label, pr, fb, gg, gen in variants:
                     what = f"{dtype} p{p} b{batch} c{c} n{n} {H}x{W} {label}"
                     yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen:
@@ -127,7 +136,7 @@ def verify_cases():
 def cmd_verify(args) -> int:
     failures = 0
     rows = []
-    for what, make, g in verify_cases():
+    for what, make, g in verify_cases(args.gen3):
         try:
             case = make().ready()
             err = verify(case)
@@ -152,9 +161,9 @@ DENSE_CONFIGS = {4: [(64, 64, 3, 2, 16), (64, 64, 3, 2, 8)], 6: [(32, 32, 2, 1, 
 PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the pruned forms
 
 
-def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios):
+def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gen3: bool = False):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
-    FP and WSP-RB (block 64) at the ratios."""
+    FP and WSP-RB (block 64) at the ratios; `gen3`: generation 3 too (p = 4, own columns "p4 gen3 ...")."""
     from cutlass_wsp.weights import he_winograd_weights
 
     for p in ps:
@@ -164,6 +173,12 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
             yield f"p{p} dense", None, (lambda p=p, mi=mi, bt=bt, st=st, gen=gen, wp=wp, dense=dense:
                                        Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st, gen=gen,
                                             warps=wp))
+        if p == 4 and gen3:
+            yield "p4 gen3 dense", None, (lambda dense=dense: Case(dense, 4, dtype, batch, H, W, fb=32, gen=3))
+            for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {})):
+                for r in rs:
+                    pr = prune(Wd, pattern, r, **kw)
+                    yield f"p4 gen3 {pattern}", r, (lambda pr=pr: Case(pr, 4, dtype, batch, H, W, fb=32, gen=3))
         fb, gen = PRUNED_FB[p]
         for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
                                 ("wsp-rb", [0.5, 0.75], dict(block=64))):
@@ -199,11 +214,11 @@ def cmd_compile(args) -> int:
     """Build (here, no GPU needed) every kernel `verify` and `time` will ask for, all cores at once."""
     from cutlass_wsp.kernels.cache import default_cache
 
-    descs = [make().desc for _, make, _ in verify_cases()]
+    descs = [make().desc for _, make, _ in verify_cases(args.gen3)]
     ratios = [float(r) for r in args.ratios.split(",")]
     for _, lay in bench_layers(args.nets):
         descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
-                                                               args.batch, ratios)]
+                                                               args.batch, ratios, args.gen3)]
     descs = list(dict.fromkeys(descs))
     t0 = time.time()
     default_cache().compile_many(descs)
@@ -242,7 +257,7 @@ def cmd_time(args) -> int:
     measurer = Measurer(TimingOptions(budget_s=args.budget))
     ceil = measure_ceilings(dtype)
     prov = provenance()
-    print(f"# {prov.get('gpu')} driver {prov.get('driver')} cuda {prov.get('cuda')} copy "
+    print(f"# {prov.get('gpu_name')} driver {prov.get('driver_version')} cuda {prov.get('cuda_runtime_version')} copy "
           f"{ceil.copy_bw_Bps / 1e12:.2f} TB/s, {dtype} gemm {ceil.gemm_flops / 1e12:.0f} TFLOP/s")
     layers = bench_layers(args.nets)
     out_rows = []
@@ -256,7 +271,7 @@ def cmd_time(args) -> int:
         row["cudnn"] = conv["median_ms"]
         out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": conv["median_ms"],
                          "iqr_ms": conv["iqr_ms"], "kernel": conv["kernel"]})
-        for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios):
+        for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gen3):
             try:
                 case = make().ready()
                 t, err = timed(case, args.budget)
@@ -279,7 +294,7 @@ def cmd_time(args) -> int:
     if args.out:
         with open(args.out, "a") as f:
             for r in out_rows:
-                f.write(json.dumps({**r, "gpu": prov.get("gpu"), "dtype": dtype, "batch": batch}) + "\n")
+                f.write(json.dumps({**r, "gpu": prov.get("gpu_name"), "driver": prov.get("driver_version"), "cuda": prov.get("cuda_runtime_version"), "commit": prov.get("git_commit"), "dtype": dtype, "batch": batch}) + "\n")
     # the summary table: ms, and speed against cuDNN
     cols = [k for k in table[0] if k not in ("layer", "shape")] if table else []
     print("layer".ljust(22) + "".join(k.rjust(14) for k in cols))
@@ -363,6 +378,8 @@ def main(argv=None) -> int:
     f.add_argument("--dtype", default="fp16")
     f.add_argument("--batch", type=int, default=32)
     f.add_argument("--launches", type=int, default=1)
+    for q in (v, t, k):
+        q.add_argument("--gen3", action="store_true", help="generation 3 as well (not yet verified on a GPU)")
     for q in (t, k):
         q.add_argument("--nets", default="vgg16,resnet18")
         q.add_argument("--dtype", default="fp16")

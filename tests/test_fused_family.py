@@ -8,7 +8,8 @@ import pytest
 
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.families.fused import (accumulators, check_fused_desc, dense_layout, fused_desc, layout_for,
-                                        pair_desc, pair_smem_bytes, row_layout, smem_bytes)
+                                        pack_ws_weights, pair_desc, pair_smem_bytes, row_layout, smem_bytes, ws_desc,
+                                        ws_smem_bytes)
 from cutlass_wsp.pruning import prune
 from cutlass_wsp.weights import he_winograd_weights
 
@@ -89,7 +90,8 @@ def test_descriptions_fit_registers_and_shared_memory():
     assert check_fused_desc(d) is d and d.name.startswith("wsp_fused_bf16_sm90_32x64x16")
 
 
-DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)]   # compiled here (test_readme.py counts)
+DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True),
+         ws_desc("fp16", 32, dense_map=True)]   # compiled here (test_readme.py counts)
 
 
 def test_only_an_identity_layout_may_skip_the_inverse_map():
@@ -113,6 +115,109 @@ def test_pair_descriptions():
         pair_desc("fp16", 64, stages=2)
     with pytest.raises(Unsupported, match="MI in 16..64"):                  # over 128 accumulators
         pair_desc("fp16", 80, fb=80)
+
+
+# --------------------------------------------------------------------------------------------- generation 3
+def test_ws_descriptions():
+    d = ws_desc("fp16", 32, dense_map=True)
+    x = d.extra_dict()
+    assert (x["gen"], x["warps"], x["map"], x["fb"], x["p"]) == (3, 12, "dense", 32, 4)
+    assert d.tile == (32, 64, 16) and d.stages == 4 and check_fused_desc(d) is d
+    assert ws_smem_bytes(32, 32, 4) <= 227 * 1024 < ws_smem_bytes(32, 32, 5)   # the deepest ring that fits
+    assert ws_desc("bf16", 20, fb=64).tile[0] == 32                           # rows round up to 16
+    assert ws_desc("fp16", 16, fb=32).tile[0] == 16
+    with pytest.raises(Unsupported, match="MI in"):                           # 8 positions x 24 rows: 192 regs
+        ws_desc("fp16", 48, fb=64)
+    with pytest.raises(Unsupported, match="'dense' with MI == FB"):
+        ws_desc("fp16", 16, fb=32, dense_map=True)
+    with pytest.raises(Unsupported, match="ring takes"):
+        ws_desc("fp16", 32, stages=5)
+    with pytest.raises(Unsupported, match="fp16, bf16"):
+        ws_desc("tf32", 32)
+    with pytest.raises(Unsupported, match="sm90"):
+        check_fused_desc(d.__class__(**{**d.as_dict(), "arch": "sm80", "extra": d.extra}))
+
+
+def test_ws_names_and_cache_keys_are_distinct_from_generation_2():
+    from cutlass_wsp.kernels.description import KernelDesc
+
+    g3 = ws_desc("fp16", 32, dense_map=True)
+    g2 = pair_desc("fp16", 32, fb=32, dense_map=True)
+    assert "_gen3_" in g3.name and "_gen2_" in g2.name and "warps12" in g3.name
+    names = {ws_desc(dt, mi, dense_map=dm).name for dt in ("fp16", "bf16") for mi in (16, 32) for dm in (False, True)}
+    assert len(names) == 8
+    assert KernelDesc.from_dict(g3.as_dict()) == g3                          # round-trips (tuning store, manifests)
+
+
+def _template_constants(src: str) -> dict[str, int]:
+    """The `constexpr int` constants of the rendered generation-3 kernel, evaluated in order (C integer
+    division and the ternary max), so the host's budget math is checked against the template's own."""
+    import re
+
+    env: dict[str, int] = {"align1k": lambda b: (b + 1023) // 1024 * 1024}
+    body = src[src.index("namespace wsp_kernel {\n\nconstexpr int P ="):]
+    for name, expr in re.findall(r"^constexpr int (\w+) = ([^;]+);", body, re.M):
+        expr = re.sub(r"//.*", "", expr).replace("/", "//")
+        expr = re.sub(r"(\w+) > (\w+) \? (\w+) : (\w+)", r"(\3 if \1 > \2 else \4)", expr)
+        env[name] = eval(expr, {}, env)                                     # noqa: S307 -- our own template
+    return env
+
+
+@pytest.mark.parametrize("dtype,mi,dense,stages", [("fp16", 32, True, 4), ("bf16", 32, False, 4), ("fp16", 16, False, 4),
+                                                   ("fp16", 32, False, 2), ("bf16", 16, False, 3)])
+def test_ws_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, mi, dense, stages):
+    from cutlass_wsp.kernels.emitter import render
+
+    d = ws_desc(dtype, mi, fb=mi if dense else 2 * mi, dense_map=dense, stages=stages)
+    src = render(d)                                                         # StrictUndefined: a missing name raises
+    assert "{{" not in src and "{%" not in src
+    ab = "BF16BF16" if dtype == "bf16" else "F16F16"
+    assert f"MMA_64x{mi}x16_F32{ab}_SS" in src and "GMMA::Layout_K_SW32_Atom" in src
+    assert "SM90_TMA_LOAD_4D" in src and "SM90_BULK_COPY_G2S" in src and "cuTensorMapEncodeTiled" in src
+    assert ("gmma<16>(da" in src) == (mi == 32 and not dense)              # the narrow product for pruned tiles
+    assert "mma.sync" not in src and "SM80_16x8x16" not in src              # no generation-2 MMA path
+    c = _template_constants(src)
+    assert (c["MI"], c["BT"], c["STAGES"], c["FB"], c["THREADS"]) == (mi, 64, stages, d.extra_dict()["fb"], 384)
+    assert c["SMEM_BYTES"] == ws_smem_bytes(mi, d.extra_dict()["fb"], stages) <= 227 * 1024
+    assert c["ITEMS"] * c["TRANSFORM_THREADS"] == c["BT"] * c["GROUPS"]
+
+
+def test_generations_1_and_2_render_without_generation_3():
+    from cutlass_wsp.kernels.emitter import render
+
+    for d in (fused_desc("fp16", 4, 32), pair_desc("bf16", 64, fb=64)):
+        src = render(d)
+        assert "wgmma" not in src and "SM90_TMA_LOAD_4D" not in src and "SM80_16x8x16" in src
+
+
+def test_ws_weights_are_packed_per_chunk_with_the_32_byte_swizzle():
+    rng = np.random.default_rng(0)
+    U = rng.standard_normal((2, 16, 32, 48)).astype(np.float32)
+    P = pack_ws_weights(U)
+    assert P.shape == (2, 3, 16, 32, 16) and P.flags.c_contiguous
+    for j in range(32):                                  # row j's 16-byte halves swap on every 4th row
+        for c in range(16):
+            phys = ((c >> 3) ^ ((j >> 2) & 1)) * 8 + (c & 7)
+            np.testing.assert_array_equal(P[:, :, :, j, phys], U[:, :, j, c::16].transpose(0, 2, 1))
+    with pytest.raises(InputError, match="multiple of 16"):
+        pack_ws_weights(U[..., :40])
+
+
+def test_ws_is_built_on_request_only():
+    """Generation 3 has not run on a GPU: the default kernel and the tuner's menu leave it out; a layer asks
+    for it by description (FB 32 layouts: MI <= 32)."""
+    from cutlass_wsp.families.fused import FusedLayer, FusedTuneProblem, candidates_for, default_desc
+
+    W = he_winograd_weights((64, 48), 4, seed=4)
+    for fb in (32, 64):
+        prob = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=fb), 3, 13, 11)
+        assert default_desc(prob, "fp16").extra_dict()["gen"] == 2
+        assert all(d.extra_dict().get("gen", 1) != 3 for d in candidates_for(prob, "fp16"))
+    lay = layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32)
+    layer = FusedLayer(lay, "fp16", ws_desc("fp16", lay.mi, fb=32, dense_map=lay.identity))
+    assert layer.desc.extra_dict()["gen"] == 3
+    with pytest.raises(InputError, match="MI="):
+        FusedLayer(layout_for(prune(W, "dense", 0.0), 4, fb=64), "fp16", ws_desc("fp16", 32, fb=32))
 
 
 @pytest.mark.compile

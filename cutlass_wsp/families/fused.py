@@ -17,8 +17,9 @@ up to a multiple of 16 rows is MMA work that computes zeros: `pad_waste` reports
 balanced per (position, filter block), pruning.py) keeps the same count in every (block, position): with
 a count that is a multiple of 16 the waste is zero.
 
-Two kernels (`KernelDesc.extra` "gen"): generation 1 (`fused_desc`, any p: one CTA holds all positions)
-and generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows). The registry part at the
+Three kernels (`KernelDesc.extra` "gen"): generation 1 (`fused_desc`, any p: one CTA holds all positions),
+generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows) and generation 3 (`ws_desc`, p = 4:
+warp-specialized producer / transform / wgmma consumers; built and CPU-tested, not yet the default). The registry part at the
 end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
 whole-layer points (implementation `fused` of dense, fp, wsp-r and wsp-rb).
 """
@@ -117,11 +118,99 @@ def pair_desc(dtype: str, mi: int, *, fb: int | None = None, bt: int = 64, stage
     return check_fused_desc(desc)
 
 
+# Generation 3 ("ws", p = 4): warp-specialized, wgmma (templates/_fused_ws.cu.j2). One CTA holds all 16 positions:
+# a transform warpgroup (its thread 0 keeps the TMA ring of input regions full) and 2 consumer warpgroups (8
+# positions each, their own bulk-copy ring of weights; wgmma M = the 64 tiles, N = the MI packed rows).
+WS_BT = 64                       # tiles per CTA: wgmma M of one consumer warpgroup
+WS_WARPS = 12                    # producer/transform warpgroup + 2 consumer warpgroups
+WS_MI = (16, 32)                 # packed rows per position: wgmma N (4 * MI fp32 accumulators per consumer thread)
+WS_RAW_PIX = 576                 # input-region pixels a rectangle of 64 tiles may need (generation 2's bound)
+WS_STAGES = (2, 3, 4)
+
+
+def _align1k(b: int) -> int:
+    return -(-b // 1024) * 1024
+
+
+def ws_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX) -> int:
+    """Shared memory of one generation-3 CTA, as _fused_ws.cu.j2 lays it out (see its constants)."""
+    pp = 16
+    raw_b = _align1k(raw * BC * 2)                      # raw ring: `stages` input regions
+    u_ring = 2 * (stages + 1) * (pp // 2) * mi * BC * 2  # a weight ring of stages + 1 per consumer warpgroup
+    main = stages * raw_b + u_ring + 2 * pp * bt * BC * 2
+    ms = pp * bt * (mi + 4) * 4
+    bars = -(-((2 * stages + 2 * (stages + 1) + 4) * 8) // 16) * 16
+    return max(main, ms) + bars + bt * 16 + -(-pp * fb * 2 // 16) * 16 + pp * 4
+
+
+def _check_ws(desc: KernelDesc, extra: dict) -> KernelDesc:
+    mi, bt, bc = desc.tile
+    fb, raw, warps = extra.get("fb"), extra.get("raw"), extra.get("warps")
+    if extra.get("p") != 4 or warps != WS_WARPS:
+        raise Unsupported(f"the generation-3 fused kernel is built for p=4 with {WS_WARPS} warps, not p={extra.get('p')} "
+                          f"with {warps}", f"use p=4 (F(2,3)) and warps {WS_WARPS}")
+    if desc.dtype not in FUSED_DTYPES:
+        raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
+    if bc != BC or mi not in WS_MI or bt != WS_BT:
+        raise Unsupported(f"generation-3 fused tile {desc.tile}",
+                          f"use (MI in {WS_MI}, {WS_BT}, {BC}): wgmma M = {WS_BT} tiles, N = MI rows; "
+                          f"layouts of more rows per position take filter blocks of 32")
+    if not isinstance(fb, int) or fb % 2 or fb < mi:
+        raise Unsupported(f"filter block {fb!r} with MI={mi}", "use an even number of channels, at least MI")
+    if extra.get("map", "rows") not in ("rows", "dense") or (extra.get("map") == "dense" and mi != fb):
+        raise Unsupported(f"row map {extra.get('map')!r}", "use 'rows', or 'dense' with MI == FB")
+    if raw != WS_RAW_PIX:
+        raise Unsupported(f"input region of {raw} pixels", f"use {WS_RAW_PIX}")
+    if desc.stages not in WS_STAGES:
+        raise Unsupported(f"{desc.stages} stages", f"the generation-3 ring takes {', '.join(map(str, WS_STAGES))}")
+    need = ws_smem_bytes(mi, fb, desc.stages, bt, raw)
+    if need > SMEM_LIMIT:
+        raise Unsupported(f"generation-3 tile {mi}x{bt}, FB={fb}, {desc.stages} stages needs {need // 1024} KB",
+                          "use fewer stages or a smaller filter block")
+    return desc
+
+
+def ws_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
+            dense_map: bool = False) -> KernelDesc:
+    """A generation-3 (warp-specialized, wgmma, p = 4) fused kernel for MI packed rows per position (16 or 32
+    after rounding up to 16): the deepest ring (<= 4 stages) whose shared memory fits, unless given.
+    `dense_map`: the layout is the identity (FusedLayout.identity). Not picked by default_desc yet (not run on
+    a GPU)."""
+    mi = -(-int(mi) // 16) * 16
+    fb = mi if fb is None else int(fb)
+    if stages is None:
+        stages = next((s for s in (4, 3, 2) if ws_smem_bytes(mi, fb, s) <= SMEM_LIMIT), 2)
+    desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
+                      extra=(("p", 4), ("fb", fb), ("warps", WS_WARPS), ("gen", 3),
+                             ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX)))
+    return check_fused_desc(desc)
+
+
+def fused_generation(desc: KernelDesc) -> int:
+    """1, 2 or 3: which template body builds `desc`."""
+    return int(desc.extra_dict().get("gen", 1))
+
+
+def pack_ws_weights(U: np.ndarray) -> np.ndarray:
+    """Generation 3's weights: U[blocks, p², MI, Cpad] -> [blocks, Cpad/16, p², MI, 16] (one contiguous bulk copy
+    per chunk), the two 8-channel halves of each 32-byte row swapped on every 4th row (wgmma's K-major 32-byte
+    swizzle, applied on the host)."""
+    blocks, L, mi, cpad = U.shape
+    if cpad % BC:
+        raise InputError(f"weights of {cpad} channels", f"pad them to a multiple of {BC}")
+    out = U.reshape(blocks, L, mi, cpad // BC, 2, 8).transpose(0, 3, 1, 2, 4, 5).copy()
+    swap = ((np.arange(mi) >> 2) & 1).astype(bool)
+    out[:, :, :, swap] = out[:, :, :, swap][..., ::-1, :]
+    return np.ascontiguousarray(out.reshape(blocks, cpad // BC, L, mi, BC))
+
+
 def check_fused_desc(desc: KernelDesc) -> KernelDesc:
     """What the fused template can build; Unsupported naming the first problem."""
-    if desc.family == FUSED_FAMILY and desc.extra_dict().get("gen", 1) == 2:
+    if desc.family == FUSED_FAMILY and desc.extra_dict().get("gen", 1) in (2, 3):
         if desc.arch != "sm90":
             raise Unsupported(f"the fused layer kernel is built for sm90, not {desc.arch}", "use a Hopper GPU (sm_90)")
+        if desc.extra_dict()["gen"] == 3:
+            return _check_ws(desc, desc.extra_dict())
         return _check_pair(desc, desc.extra_dict())
     if desc.family != FUSED_FAMILY:
         raise Unsupported(f"kernel {desc.name} is not a {FUSED_FAMILY} kernel", f"use family={FUSED_FAMILY!r}")
@@ -315,8 +404,8 @@ class FusedLayer:
 
         self.kernel = get_kernel(self.desc, cache)
         lay = self.layout
-        self._dev = (from_host(np.ascontiguousarray(lay.U), self.dtype), cupy.asarray(lay.inv),
-                     cupy.asarray(lay.mtiles))
+        U = pack_ws_weights(lay.U) if fused_generation(self.desc) == 3 else np.ascontiguousarray(lay.U)
+        self._dev = (from_host(U, self.dtype), cupy.asarray(lay.inv), cupy.asarray(lay.mtiles))
         cupy.cuda.get_current_stream().synchronize()
         return self
 
