@@ -28,15 +28,14 @@ def gpu_test_descs(arch: str) -> set:
     return {d for d in descs if d.arch == "sm80" or arch == "sm90"}
 
 
-def sweep_descs(arch: str) -> set:
-    """Every kernel the default sweep's points run untuned (the serving families' plans, host only)."""
+def planned_descs(points, arch: str) -> set:
+    """The kernels `points` run untuned (the serving families' plans, host only)."""
     from cutlass_wsp.errors import WspError
     from cutlass_wsp.sweep.measure import Workload, plan
-    from cutlass_wsp.sweep.plan import default_spec, expand
 
     workload = Workload(0)
     descs = set()
-    for pt in expand(default_spec()):
+    for pt in points:
         try:
             found = plan(pt, workload, arch)
         except WspError:
@@ -44,6 +43,13 @@ def sweep_descs(arch: str) -> set:
         if found is not None:
             descs.update(found.descs)
     return descs
+
+
+def sweep_descs(arch: str) -> set:
+    """Every kernel the default sweep's points run untuned."""
+    from cutlass_wsp.sweep.plan import default_spec, expand
+
+    return planned_descs(expand(default_spec()), arch)
 
 
 def seeds_descs(arch: str) -> set:
@@ -51,19 +57,7 @@ def seeds_descs(arch: str) -> set:
     sys.path.insert(0, str(ROOT / "bench"))
     import seeds_table
 
-    from cutlass_wsp.errors import WspError
-    from cutlass_wsp.sweep.measure import Workload, plan
-
-    workload = Workload(0)
-    descs = set()
-    for pt in seeds_table.points(("vgg16", "resnet18"), 0.5, 0.74):
-        try:
-            found = plan(pt, workload, arch)
-        except WspError:
-            continue
-        if found is not None:
-            descs.update(found.descs)
-    return descs
+    return planned_descs(seeds_table.points(("vgg16", "resnet18"), 0.5, 0.74), arch)
 
 
 def main() -> int:
