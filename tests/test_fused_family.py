@@ -204,7 +204,7 @@ def test_ws_weights_are_packed_per_chunk_with_the_32_byte_swizzle():
 
 
 def test_ws_is_built_on_request_only():
-    """Generation 3 has not run on a GPU: the default kernel and the tuner's menu leave it out; a layer asks
+    """Generation 3 takes FB 32 layouts only (the sweep uses 64): the default kernel and the tuner's menu leave it out; a layer asks
     for it by description (FB 32 layouts: MI <= 32)."""
     from cutlass_wsp.families.fused import FusedLayer, FusedTuneProblem, candidates_for, default_desc
 

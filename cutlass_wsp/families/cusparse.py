@@ -17,17 +17,15 @@ class CusparseFamily(Family):
     name = "cusparse"
     description = "cuSPARSE CSR SpMM (CUSPARSE_SPMM_CSR_ALG2)"
     order = 100
-    serves = (
-        Serves("wwp", "cusparse-per-position", ANY, mode="per_position",
-               description="cuSPARSE CSR SpMM, one call per Winograd position"),
-        Serves("wwp", "cusparse-block-diag", ANY, mode="block_diag",
-               description="cuSPARSE CSR SpMM on one block-diagonal matrix of all p² positions"),
-        # the spatial-Winograd masks (seed 003) are element-sparse: the same two CSR baselines
-        Serves("spatial-winograd", "cusparse-per-position", ANY, mode="per_position",
-               description="cuSPARSE CSR SpMM, one call per Winograd position"),
-        Serves("spatial-winograd", "cusparse-block-diag", ANY, mode="block_diag",
-               description="cuSPARSE CSR SpMM on one block-diagonal matrix of all p² positions"),
-    )
+    # the spatial-Winograd masks (seed 003) are element-sparse like WWP's: the same two CSR baselines
+    serves = tuple(
+        Serves(pattern, impl, ANY, mode=mode, description=description)
+        for pattern in ("wwp", "spatial-winograd")
+        for impl, mode, description in (
+            ("cusparse-per-position", "per_position", "cuSPARSE CSR SpMM, one call per Winograd position"),
+            ("cusparse-block-diag", "block_diag",
+             "cuSPARSE CSR SpMM on one block-diagonal matrix of all p² positions"),
+        ))
 
     def build(self, ctx: PointContext) -> Op:
         from cutlass_wsp.gpu import arrays

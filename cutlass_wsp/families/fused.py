@@ -19,7 +19,8 @@ a count that is a multiple of 16 the waste is zero.
 
 Three kernels (`KernelDesc.extra` "gen"): generation 1 (`fused_desc`, any p: one CTA holds all positions),
 generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows) and generation 3 (`ws_desc`, p = 4:
-warp-specialized producer / transform / wgmma consumers; built and CPU-tested, not yet the default). The registry part at the
+warp-specialized producer / transform / wgmma consumers; verified on the H200, not yet the default: it
+takes filter blocks of 32 and the sweep's layouts use 64). The registry part at the
 end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
 whole-layer points (implementation `fused` of dense, fp, wsp-r and wsp-rb).
 """
@@ -174,8 +175,8 @@ def ws_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
             dense_map: bool = False) -> KernelDesc:
     """A generation-3 (warp-specialized, wgmma, p = 4) fused kernel for MI packed rows per position (16 or 32
     after rounding up to 16): the deepest ring (<= 4 stages) whose shared memory fits, unless given.
-    `dense_map`: the layout is the identity (FusedLayout.identity). Not picked by default_desc yet (not run on
-    a GPU)."""
+    `dense_map`: the layout is the identity (FusedLayout.identity). Not picked by default_desc yet (verified on
+    the H200, 2026-12-04, but only for filter blocks of 32; the sweep's layouts use 64)."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if stages is None:
@@ -206,18 +207,17 @@ def pack_ws_weights(U: np.ndarray) -> np.ndarray:
 
 def check_fused_desc(desc: KernelDesc) -> KernelDesc:
     """What the fused template can build; Unsupported naming the first problem."""
-    if desc.family == FUSED_FAMILY and desc.extra_dict().get("gen", 1) in (2, 3):
-        if desc.arch != "sm90":
-            raise Unsupported(f"the fused layer kernel is built for sm90, not {desc.arch}", "use a Hopper GPU (sm_90)")
-        if desc.extra_dict()["gen"] == 3:
-            return _check_ws(desc, desc.extra_dict())
-        return _check_pair(desc, desc.extra_dict())
     if desc.family != FUSED_FAMILY:
         raise Unsupported(f"kernel {desc.name} is not a {FUSED_FAMILY} kernel", f"use family={FUSED_FAMILY!r}")
-    extra = desc.extra_dict()
-    p, fb, warps = extra.get("p"), extra.get("fb"), extra.get("warps")
     if desc.arch != "sm90":
         raise Unsupported(f"the fused layer kernel is built for sm90, not {desc.arch}", "use a Hopper GPU (sm_90)")
+    extra = desc.extra_dict()
+    gen = fused_generation(desc)
+    if gen == 3:
+        return _check_ws(desc, extra)
+    if gen == 2:
+        return _check_pair(desc, extra)
+    p, fb, warps = extra.get("p"), extra.get("fb"), extra.get("warps")
     if desc.dtype not in FUSED_DTYPES:
         raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
     if p not in FUSED_PS:
