@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import fused_desc, layout_for, pair_desc, ws_desc  # noqa: E402
+from cutlass_wsp.families.fused import fused_desc, layout_for, pair_desc, rs_desc, ws_desc  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import prune  # noqa: E402
 from cutlass_wsp.winograd import direct_conv2d, filter_transform  # noqa: E402
@@ -43,8 +43,9 @@ class Case:
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
-        if gen == 3:   # warp-specialized wgmma (p = 4): FB 32 layouts (MI <= 32), BT 64
-            self.desc = ws_desc(dtype, self.layout.mi, fb=fb, stages=stages, dense_map=self.layout.identity)
+        if gen in (3, 4):   # warp-specialized wgmma (p = 4): FB 32 layouts (MI <= 32), BT 64
+            make = ws_desc if gen == 3 else rs_desc
+            self.desc = make(dtype, self.layout.mi, fb=fb, stages=stages, dense_map=self.layout.identity)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -102,9 +103,9 @@ VERIFY_SHAPES = [  # batch, c, n, H, W
 ]
 
 
-def verify_cases(gen3: bool = False):
-    """(label, Case, spatial filters or None) for the correctness matrix; `gen3`: generation 3 (p = 4, FB 32)
-    as well (opt-in until it has verified on a GPU: docs/fused.md)."""
+def verify_cases(gens=()):
+    """(label, Case, spatial filters or None) for the correctness matrix; `gens`: generations 3 and / or 4
+    (p = 4, FB 32) as well (opt-in: docs/fused.md)."""
     for dtype in ("fp16", "bf16"):
         for p in (4, 6):
             for (batch, c, n, H, W) in VERIFY_SHAPES:
@@ -121,12 +122,12 @@ def verify_cases(gen3: bool = False):
                                  ("gen2 wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 64, None, 2),
                                  ("gen2 fp 0.5", prune(Wt, "fp", 0.5), 64, None, 2),
                                  ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
-                if p == 4 and gen3:
-                    variants += [("gen3 dense", dense_pruned(g, p), 32, g, 3),
-                                 ("gen3 wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, 3),
-                                 ("gen3 wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 32, None, 3),
-                                 ("gen3 fp 0.5", prune(Wt, "fp", 0.5), 32, None, 3),
-                                 ("gen3 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=32), 32, None, 3)]
+                for x in (gens if p == 4 else ()):
+                    variants += [(f"gen{x} dense", dense_pruned(g, p), 32, g, x),
+                                 (f"gen{x} wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, x),
+                                 (f"gen{x} wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 32, None, x),
+                                 (f"gen{x} fp 0.5", prune(Wt, "fp", 0.5), 32, None, x),
+                                 (f"gen{x} wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=32), 32, None, x)]
                 for label, pr, fb, gg, gen in variants:
                     what = f"{dtype} p{p} b{batch} c{c} n{n} {H}x{W} {label}"
                     yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen:
@@ -136,7 +137,7 @@ def verify_cases(gen3: bool = False):
 def cmd_verify(args) -> int:
     failures = 0
     rows = []
-    for what, make, g in verify_cases(args.gen3):
+    for what, make, g in verify_cases(args.gens):
         try:
             case = make().ready()
             err = verify(case)
@@ -161,9 +162,9 @@ DENSE_CONFIGS = {4: [(64, 64, 3, 2, 16), (64, 64, 3, 2, 8)], 6: [(32, 32, 2, 1, 
 PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the pruned forms
 
 
-def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gen3: bool = False):
+def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=()):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
-    FP and WSP-RB (block 64) at the ratios; `gen3`: generation 3 too (p = 4, own columns "p4 gen3 ...")."""
+    FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...")."""
     from cutlass_wsp.weights import he_winograd_weights
 
     for p in ps:
@@ -173,12 +174,12 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
             yield f"p{p} dense", None, (lambda p=p, mi=mi, bt=bt, st=st, gen=gen, wp=wp, dense=dense:
                                        Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st, gen=gen,
                                             warps=wp))
-        if p == 4 and gen3:
-            yield "p4 gen3 dense", None, (lambda dense=dense: Case(dense, 4, dtype, batch, H, W, fb=32, gen=3))
+        for x in (gens if p == 4 else ()):
+            yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x))
             for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {})):
                 for r in rs:
                     pr = prune(Wd, pattern, r, **kw)
-                    yield f"p4 gen3 {pattern}", r, (lambda pr=pr: Case(pr, 4, dtype, batch, H, W, fb=32, gen=3))
+                    yield f"p4 gen{x} {pattern}", r, (lambda pr=pr, x=x: Case(pr, 4, dtype, batch, H, W, fb=32, gen=x))
         fb, gen = PRUNED_FB[p]
         for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
                                 ("wsp-rb", [0.5, 0.75], dict(block=64))):
@@ -214,11 +215,11 @@ def cmd_compile(args) -> int:
     """Build (here, no GPU needed) every kernel `verify` and `time` will ask for, all cores at once."""
     from cutlass_wsp.kernels.cache import default_cache
 
-    descs = [make().desc for _, make, _ in verify_cases(args.gen3)]
+    descs = [make().desc for _, make, _ in verify_cases(args.gens)]
     ratios = [float(r) for r in args.ratios.split(",")]
     for _, lay in bench_layers(args.nets):
         descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
-                                                               args.batch, ratios, args.gen3)]
+                                                               args.batch, ratios, args.gens)]
     descs = list(dict.fromkeys(descs))
     t0 = time.time()
     default_cache().compile_many(descs)
@@ -236,9 +237,13 @@ def cmd_profile(args) -> int:
     for spec in args.layers.split("+"):
         (lay,) = resolve_layers(spec)
         Wd = he_winograd_weights((lay.n, lay.c), args.p, seed=1)
-        mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
-        case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
-                    stages=st, gen=gen, warps=wp).ready()
+        if args.gens:   # generation 3 or 4 (p = 4, FB 32): the last one asked for
+            case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=32,
+                        gen=args.gens[-1]).ready()
+        else:
+            mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
+            case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
+                        stages=st, gen=gen, warps=wp).ready()
         print(f"{spec}: {case.name} rel err {verify(case):.1e}")
         for _ in range(args.launches):
             case.launch()
@@ -271,7 +276,7 @@ def cmd_time(args) -> int:
         row["cudnn"] = conv["median_ms"]
         out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": conv["median_ms"],
                          "iqr_ms": conv["iqr_ms"], "kernel": conv["kernel"]})
-        for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gen3):
+        for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gens):
             try:
                 case = make().ready()
                 t, err = timed(case, args.budget)
@@ -378,8 +383,11 @@ def main(argv=None) -> int:
     f.add_argument("--dtype", default="fp16")
     f.add_argument("--batch", type=int, default=32)
     f.add_argument("--launches", type=int, default=1)
-    for q in (v, t, k):
-        q.add_argument("--gen3", action="store_true", help="generation 3 as well (opt-in: filter blocks of 32)")
+    for q in (v, t, k, f):
+        q.add_argument("--gen3", dest="gens", action="append_const", const=3, default=[],
+                       help="generation 3 as well (opt-in: filter blocks of 32)")
+        q.add_argument("--gen4", dest="gens", action="append_const", const=4,
+                       help="generation 4 as well (wgmma A from registers; opt-in: filter blocks of 32)")
     for q in (t, k):
         q.add_argument("--nets", default="vgg16,resnet18")
         q.add_argument("--dtype", default="fp16")

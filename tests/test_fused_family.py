@@ -8,8 +8,8 @@ import pytest
 
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.families.fused import (accumulators, check_fused_desc, dense_layout, fused_desc, layout_for,
-                                        pack_ws_weights, pair_desc, pair_smem_bytes, row_layout, smem_bytes, ws_desc,
-                                        ws_smem_bytes)
+                                        pack_rs_weights, pack_ws_weights, pair_desc, pair_smem_bytes, row_layout,
+                                        rs_desc, rs_k_slots, rs_smem_bytes, smem_bytes, ws_desc, ws_smem_bytes)
 from cutlass_wsp.pruning import prune
 from cutlass_wsp.weights import he_winograd_weights
 
@@ -218,6 +218,84 @@ def test_ws_is_built_on_request_only():
     assert layer.desc.extra_dict()["gen"] == 3
     with pytest.raises(InputError, match="MI="):
         FusedLayer(layout_for(prune(W, "dense", 0.0), 4, fb=64), "fp16", ws_desc("fp16", 32, fb=32))
+
+
+# --------------------------------------------------------------------------------------------- generation 4
+def test_rs_descriptions():
+    d = rs_desc("fp16", 32, dense_map=True)
+    x = d.extra_dict()
+    assert (x["gen"], x["warps"], x["map"], x["fb"], x["p"]) == (4, 8, "dense", 32, 4)
+    assert d.tile == (32, 64, 16) and d.stages == 4 and check_fused_desc(d) is d
+    assert rs_smem_bytes(32, 32, 4) <= 227 * 1024
+    assert "_gen4_" in d.name and d.name != ws_desc("fp16", 32, dense_map=True).name
+    assert rs_desc("bf16", 20, fb=64).tile[0] == 32 and rs_desc("fp16", 16, fb=32).tile[0] == 16
+    with pytest.raises(Unsupported, match="MI in"):
+        rs_desc("fp16", 48, fb=64)
+    with pytest.raises(Unsupported, match="'dense' with MI == FB"):
+        rs_desc("fp16", 16, fb=32, dense_map=True)
+    with pytest.raises(Unsupported, match="ring takes"):
+        rs_desc("fp16", 32, stages=5)
+    with pytest.raises(Unsupported, match="fp16, bf16"):
+        rs_desc("tf32", 32)
+
+
+@pytest.mark.parametrize("dtype,mi,dense,stages", [("fp16", 32, True, 4), ("bf16", 32, False, 4), ("fp16", 16, False, 3)])
+def test_rs_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, mi, dense, stages):
+    from cutlass_wsp.kernels.emitter import render
+
+    d = rs_desc(dtype, mi, fb=mi if dense else 2 * mi, dense_map=dense, stages=stages)
+    src = render(d)
+    assert "{{" not in src and "{%" not in src
+    ab = "BF16BF16" if dtype == "bf16" else "F16F16"
+    assert f"MMA_64x{mi}x16_F32{ab}_RS" in src and "_SS<" not in src          # A from registers
+    assert ("gmma<16>(areg[a]" in src) == (mi == 32 and not dense)
+    c = _template_constants(src)
+    assert (c["MI"], c["BT"], c["STAGES"], c["FB"], c["THREADS"], c["RAW_CH"]) == (mi, 64, stages, d.extra_dict()["fb"],
+                                                                                 256, 24)
+    assert c["SMEM_BYTES"] == rs_smem_bytes(mi, d.extra_dict()["fb"], stages) <= 227 * 1024
+    # no trap inside the mainloop (ptxas would serialize every wgmma, C7518): only after the last wait
+    loop = src[src.index("bool late = false;"):src.index("if (late) __trap();")]
+    assert "__trap" not in loop and "wait_bar(" not in loop
+    assert "(cuuint32_t)RAW_CH, (cuuint32_t)p.RW" in src                     # the TMA box is 24 channels wide
+
+
+def test_rs_weights_meet_the_a_fragment_k_slots():
+    """Emulate what one wgmma m64nNk16 RS computes from generation 4's registers and packed U: thread (warp w,
+    lane) puts channels 4q..4q+3 of tile rows g and g + 8 (g = lane / 4, q = lane % 4) into A registers 0/2 and
+    1/3, i.e. A[row][2q + e] (reg 0/1) and A[row][2q + 8 + e] (reg 2/3) (PTX's register fragment of A); U comes
+    from pack_rs_weights with the swizzle undone. A . U^T must equal V . W^T over the chunk's channels."""
+    rng = np.random.default_rng(3)
+    V = rng.standard_normal((64, 32))                    # 64 tiles x 2 chunks of 16 channels (one position)
+    Wt = rng.standard_normal((1, 1, 32, 32))             # [block, position, rows, channels]
+    P = pack_rs_weights(Wt)                              # [block, chunk, position, row, 16]
+    assert sorted(rs_k_slots()) == list(range(16))
+    for chunk in range(2):
+        A = np.zeros((64, 16))
+        for w in range(4):
+            for lane in range(32):
+                g, q = lane // 4, lane % 4
+                for tt, row in enumerate((16 * w + g, 16 * w + g + 8)):
+                    ch = chunk * 16 + 4 * q
+                    regs = {tt: V[row, ch:ch + 2], tt + 2: V[row, ch + 2:ch + 4]}
+                    for r, pair in regs.items():
+                        k0 = 2 * q + (8 if r >= 2 else 0)
+                        A[row, k0:k0 + 2] = pair
+        B = P[0, chunk, 0].copy()                        # [row, physical k]: undo the 32-byte swizzle
+        swap = ((np.arange(32) >> 2) & 1).astype(bool)
+        B[swap] = np.concatenate([B[swap][:, 8:], B[swap][:, :8]], axis=1)
+        np.testing.assert_allclose(A @ B.T, V[:, chunk * 16:(chunk + 1) * 16] @ Wt[0, 0, :, chunk * 16:(chunk + 1) * 16].T,
+                                   rtol=1e-12, atol=1e-12)
+
+
+def test_generation_4_is_built_on_request_only():
+    from cutlass_wsp.families.fused import FusedLayer, FusedTuneProblem, candidates_for, default_desc
+
+    W = he_winograd_weights((64, 48), 4, seed=4)
+    prob = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=32), 3, 13, 11)
+    assert default_desc(prob, "fp16").extra_dict()["gen"] == 2
+    assert all(d.extra_dict().get("gen", 1) != 4 for d in candidates_for(prob, "fp16"))
+    lay = layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32)
+    assert FusedLayer(lay, "fp16", rs_desc("fp16", lay.mi, fb=32)).desc.extra_dict()["gen"] == 4
 
 
 @pytest.mark.compile

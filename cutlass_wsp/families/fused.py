@@ -18,9 +18,10 @@ balanced per (position, filter block), pruning.py) keeps the same count in every
 a count that is a multiple of 16 the waste is zero.
 
 Three kernels (`KernelDesc.extra` "gen"): generation 1 (`fused_desc`, any p: one CTA holds all positions),
-generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows) and generation 3 (`ws_desc`, p = 4:
-warp-specialized producer / transform / wgmma consumers; verified on the H200, not yet the default: it
-takes filter blocks of 32 and the sweep's layouts use 64). The registry part at the
+generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows), generation 3 (`ws_desc`, p = 4:
+warp-specialized producer / transform / wgmma consumers) and generation 4 (`rs_desc`, p = 4: each wgmma
+warpgroup transforms its rows of V into its A registers). Generations 3 and 4 are not yet the default: they
+take filter blocks of 32 and the sweep's layouts use 64. The registry part at the
 end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
 whole-layer points (implementation `fused` of dense, fp, wsp-r and wsp-rb).
 """
@@ -187,8 +188,63 @@ def ws_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     return check_fused_desc(desc)
 
 
+RS_WARPS = 8                     # two warpgroups: each transforms its rows of V into wgmma's A registers
+RS_RAW_CH = 24                   # channels per pixel in generation 4's raw ring (48-byte stride: no bank conflicts)
+
+
+def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX) -> int:
+    """Shared memory of one generation-4 CTA, as _fused_rs.cu.j2 lays it out (see its constants)."""
+    pp = 16
+    main = stages * _align1k(raw * RS_RAW_CH * 2) + 2 * (stages + 1) * (pp // 2) * mi * BC * 2
+    ms = pp * bt * (mi + 4) * 4
+    bars = -(-((2 * stages + 2 * (stages + 1)) * 8) // 16) * 16
+    return max(main, ms) + bars + bt * 16 + -(-pp * fb * 2 // 16) * 16 + pp * 4
+
+
+def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
+    mi, bt, bc = desc.tile
+    fb, raw, warps = extra.get("fb"), extra.get("raw"), extra.get("warps")
+    if extra.get("p") != 4 or warps != RS_WARPS:
+        raise Unsupported(f"the generation-4 fused kernel is built for p=4 with {RS_WARPS} warps, not p={extra.get('p')} "
+                          f"with {warps}", f"use p=4 (F(2,3)) and warps {RS_WARPS}")
+    if desc.dtype not in FUSED_DTYPES:
+        raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
+    if bc != BC or mi not in WS_MI or bt != WS_BT:
+        raise Unsupported(f"generation-4 fused tile {desc.tile}",
+                          f"use (MI in {WS_MI}, {WS_BT}, {BC}): wgmma M = {WS_BT} tiles, N = MI rows; "
+                          f"layouts of more rows per position take filter blocks of 32")
+    if not isinstance(fb, int) or fb % 2 or fb < mi:
+        raise Unsupported(f"filter block {fb!r} with MI={mi}", "use an even number of channels, at least MI")
+    if extra.get("map", "rows") not in ("rows", "dense") or (extra.get("map") == "dense" and mi != fb):
+        raise Unsupported(f"row map {extra.get('map')!r}", "use 'rows', or 'dense' with MI == FB")
+    if raw != WS_RAW_PIX:
+        raise Unsupported(f"input region of {raw} pixels", f"use {WS_RAW_PIX}")
+    if desc.stages not in WS_STAGES:
+        raise Unsupported(f"{desc.stages} stages", f"the generation-4 ring takes {', '.join(map(str, WS_STAGES))}")
+    need = rs_smem_bytes(mi, fb, desc.stages, bt, raw)
+    if need > SMEM_LIMIT:
+        raise Unsupported(f"generation-4 tile {mi}x{bt}, FB={fb}, {desc.stages} stages needs {need // 1024} KB",
+                          "use fewer stages or a smaller filter block")
+    return desc
+
+
+def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
+            dense_map: bool = False) -> KernelDesc:
+    """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
+    memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
+    generation 3: the deepest ring (<= 4 stages) whose shared memory fits, unless given."""
+    mi = -(-int(mi) // 16) * 16
+    fb = mi if fb is None else int(fb)
+    if stages is None:
+        stages = next((s for s in (4, 3, 2) if rs_smem_bytes(mi, fb, s) <= SMEM_LIMIT), 2)
+    desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
+                      extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
+                             ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX)))
+    return check_fused_desc(desc)
+
+
 def fused_generation(desc: KernelDesc) -> int:
-    """1, 2 or 3: which template body builds `desc`."""
+    """1, 2, 3 or 4: which template body builds `desc`."""
     return int(desc.extra_dict().get("gen", 1))
 
 
@@ -205,6 +261,25 @@ def pack_ws_weights(U: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(blocks, cpad // BC, L, mi, BC))
 
 
+def rs_k_slots() -> np.ndarray:
+    """Generation 4's k order within a 16-channel chunk: slot[ch] = the wgmma k column channel ch goes to.
+    Thread q (lane % 4) of the A fragment holds k slots 2q, 2q + 1, 2q + 8, 2q + 9 of its tile rows and loads
+    channels 4q .. 4q + 3 (one 8-byte load), so channel 4q + j sits in slot 2q + j % 2 + 8 (j // 2)."""
+    ch = np.arange(BC)
+    return 2 * (ch // 4) + ch % 2 + 8 * ((ch % 4) // 2)
+
+
+def pack_rs_weights(U: np.ndarray) -> np.ndarray:
+    """Generation 4's weights: generation 3's packing (pack_ws_weights) of U with each chunk's 16 channels
+    put in their k slots (rs_k_slots), so that U's k column j meets the A fragment's k slot j."""
+    blocks, L, mi, cpad = U.shape
+    if cpad % BC:
+        raise InputError(f"weights of {cpad} channels", f"pad them to a multiple of {BC}")
+    P = np.empty_like(U).reshape(blocks, L, mi, cpad // BC, BC)
+    P[..., rs_k_slots()] = U.reshape(blocks, L, mi, cpad // BC, BC)
+    return pack_ws_weights(P.reshape(U.shape))
+
+
 def check_fused_desc(desc: KernelDesc) -> KernelDesc:
     """What the fused template can build; Unsupported naming the first problem."""
     if desc.family != FUSED_FAMILY:
@@ -213,6 +288,8 @@ def check_fused_desc(desc: KernelDesc) -> KernelDesc:
         raise Unsupported(f"the fused layer kernel is built for sm90, not {desc.arch}", "use a Hopper GPU (sm_90)")
     extra = desc.extra_dict()
     gen = fused_generation(desc)
+    if gen == 4:
+        return _check_rs(desc, extra)
     if gen == 3:
         return _check_ws(desc, extra)
     if gen == 2:
@@ -404,7 +481,8 @@ class FusedLayer:
 
         self.kernel = get_kernel(self.desc, cache)
         lay = self.layout
-        U = pack_ws_weights(lay.U) if fused_generation(self.desc) == 3 else np.ascontiguousarray(lay.U)
+        pack = {3: pack_ws_weights, 4: pack_rs_weights}.get(fused_generation(self.desc), np.ascontiguousarray)
+        U = pack(lay.U)
         self._dev = (from_host(U, self.dtype), cupy.asarray(lay.inv), cupy.asarray(lay.mtiles))
         cupy.cuda.get_current_stream().synchronize()
         return self

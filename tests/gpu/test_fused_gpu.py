@@ -19,6 +19,7 @@ def _sm90():
 
 
 KERNELS = {   # name -> (p, kernel for a layout)
+    "gen4": (4, lambda lay, dt: _rs(lay, dt)),
     "gen3": (4, lambda lay, dt: _ws(lay, dt)),
     "gen2-w8": (4, lambda lay, dt: _pair(lay, dt, 8)),
     "gen2-w16": (4, lambda lay, dt: _pair(lay, dt, 16)),
@@ -41,10 +42,25 @@ def _ws(lay, dt):
     return ws_desc(dt, lay.mi, fb=lay.fb, dense_map=lay.identity)
 
 
+def _rs(lay, dt):
+    from cutlass_wsp.families.fused import rs_desc
+
+    return rs_desc(dt, lay.mi, fb=lay.fb, dense_map=lay.identity)
+
+
+WGMMA_GENS = {"gen3": "ws_desc", "gen4": "rs_desc"}   # the wgmma generations: FB 32 layouts
+
+
+def _wgmma_desc(gen: str):
+    import cutlass_wsp.families.fused as fused
+
+    return getattr(fused, WGMMA_GENS[gen])
+
+
 def _fb(kernel: str, pruned: bool) -> int:
     """Filter block of the test layouts: generation 3 holds at most 32 rows per position (FB 32); generation 2
     64; generation 1 32 dense, 64 pruned."""
-    if kernel == "gen3":
+    if kernel in WGMMA_GENS:
         return 32
     return 64 if kernel.startswith("gen2") or pruned else 32
 
@@ -103,18 +119,19 @@ def test_pruned_fused_layers_equal_the_unfused_pipeline_with_the_same_mask(kerne
     assert m.rel_error > 0 and m.timing.median_ms > 0
 
 
-# ------------------------------------------------------------------------ generation 3 (warp-specialized, wgmma)
-# Written and compiled without a GPU (docs/fused.md, "Generation 3"): these cases are its first run. Batches 1, 3
+# ------------------------------------------------------------ generations 3 and 4 (warp-specialized, wgmma)
+# Written and compiled without a GPU (docs/fused.md, "Generation 3", "Generation 4"): generation 4's first run. Batches 1, 3
 # and 32, odd H x W, c with a half chunk (40: the TMA box reads channels 40..47 out of bounds, zero), n not a
 # multiple of the filter block, both dtypes. A protocol bug traps (mbarrier watchdog, ~8 s) instead of hanging.
 GEN3_DENSE_SHAPES = [(1, 64, 64, 15, 17), (3, 48, 80, 9, 11), (32, 64, 64, 28, 28), (1, 40, 32, 7, 9),
                      (32, 32, 48, 13, 15), (3, 128, 96, 5, 3)]
 
 
+@pytest.mark.parametrize("gen", list(WGMMA_GENS))
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("batch,c,n,H,W", GEN3_DENSE_SHAPES)
-def test_gen3_dense_equals_direct_convolution(dtype, batch, c, n, H, W, compile_cache_dir):
-    from cutlass_wsp.families.fused import FusedLayer, dense_layout, ws_desc
+def test_wgmma_dense_equals_direct_convolution(gen, dtype, batch, c, n, H, W, compile_cache_dir):
+    from cutlass_wsp.families.fused import FusedLayer, dense_layout
     from cutlass_wsp.gpu import arrays
     from cutlass_wsp.gpu.verify import check, layer_rtol
     from cutlass_wsp.kernels.cache import KernelCache
@@ -124,14 +141,14 @@ def test_gen3_dense_equals_direct_convolution(dtype, batch, c, n, H, W, compile_
     rng = np.random.default_rng(batch * 100 + c + H)
     g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
     lay = dense_layout(filter_transform(g.astype(np.float64), 2).astype(np.float32), 4, fb=32)
-    desc = ws_desc(dtype, lay.mi, fb=32, dense_map=lay.identity)
+    desc = _wgmma_desc(gen)(dtype, lay.mi, fb=32, dense_map=lay.identity)
     layer = FusedLayer(lay, dtype, desc).setup(KernelCache(compile_cache_dir))
     d = arrays.random((batch, H, W, c), dtype)
     out = arrays.poison(arrays.empty(layer.output_shape(batch, H, W), dtype), dtype)
     layer.run(d, out)
     cp.cuda.get_current_stream().synchronize()
     ref = direct_conv2d(arrays.to_host_float32(d, dtype).transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
-    err = check(arrays.to_host_float32(out, dtype), ref, dtype, f"fused gen3 {desc.name}", K=9 * c,
+    err = check(arrays.to_host_float32(out, dtype), ref, dtype, f"fused {gen} {desc.name}", K=9 * c,
                 rtol=layer_rtol(dtype, 4, c))
     assert 0 < err
 
@@ -141,11 +158,12 @@ def test_gen3_dense_equals_direct_convolution(dtype, batch, c, n, H, W, compile_
 @pytest.mark.parametrize("pattern,ratio,kw", [("wsp-r", 0.7, dict(balance="unbalanced")), ("wsp-r", 0.5, {}),
                                               ("fp", 0.5, {}), ("wsp-rb", 0.75, dict(block=32)),
                                               ("wsp-rb", 0.5, dict(block=32))])
-def test_gen3_pruned_equals_the_unfused_pipeline_with_the_same_mask(dtype, batch, H, W, pattern, ratio, kw,
-                                                                    compile_cache_dir):
+@pytest.mark.parametrize("gen", list(WGMMA_GENS))
+def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype, batch, H, W, pattern, ratio, kw,
+                                                                     compile_cache_dir):
     """MI 16 (WSP-RB 0.75) and 32 with the row map: positions whose kept rows fit one m16 tile take the N = 16
     wgmma, empty ones none; FP's identity layout takes the dense map."""
-    from cutlass_wsp.families.fused import layer_op, layout_for, ws_desc
+    from cutlass_wsp.families.fused import layer_op, layout_for
     from cutlass_wsp.gpu.harness import bench
     from cutlass_wsp.kernels.cache import KernelCache
     from cutlass_wsp.pruning import prune
@@ -154,8 +172,8 @@ def test_gen3_pruned_equals_the_unfused_pipeline_with_the_same_mask(dtype, batch
     _sm90()
     pr = prune(he_winograd_weights((96, 64), 4, seed=5), pattern, ratio, **kw)
     lay = layout_for(pr, 4, fb=32)
-    desc = ws_desc(dtype, lay.mi, fb=32, dense_map=lay.identity)
-    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen3 {pattern} {ratio}")
+    desc = _wgmma_desc(gen)(dtype, lay.mi, fb=32, dense_map=lay.identity)
+    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"{gen} {pattern} {ratio}")
     m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
               budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
     assert m.rel_error > 0 and m.timing.median_ms > 0
