@@ -237,13 +237,17 @@ def test_rs_descriptions():
         rs_desc("fp16", 32, stages=5)
     with pytest.raises(Unsupported, match="fp16, bf16"):
         rs_desc("tf32", 32)
+    with pytest.raises(Unsupported, match="channels per pixel"):
+        rs_desc("fp16", 32, rawch=32)
+    assert "rawch16" in d.name and "rawch24" in rs_desc("fp16", 32, dense_map=True, rawch=24).name
 
 
-@pytest.mark.parametrize("dtype,mi,dense,stages", [("fp16", 32, True, 4), ("bf16", 32, False, 4), ("fp16", 16, False, 3)])
-def test_rs_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, mi, dense, stages):
+@pytest.mark.parametrize("dtype,mi,dense,stages,rawch", [("fp16", 32, True, 4, 16), ("bf16", 32, False, 4, 16),
+                                                         ("fp16", 16, False, 3, 16), ("fp16", 32, True, 4, 24)])
+def test_rs_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, mi, dense, stages, rawch):
     from cutlass_wsp.kernels.emitter import render
 
-    d = rs_desc(dtype, mi, fb=mi if dense else 2 * mi, dense_map=dense, stages=stages)
+    d = rs_desc(dtype, mi, fb=mi if dense else 2 * mi, dense_map=dense, stages=stages, rawch=rawch)
     src = render(d)
     assert "{{" not in src and "{%" not in src
     ab = "BF16BF16" if dtype == "bf16" else "F16F16"
@@ -251,12 +255,13 @@ def test_rs_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, m
     assert ("gmma<16>(areg[a]" in src) == (mi == 32 and not dense)
     c = _template_constants(src)
     assert (c["MI"], c["BT"], c["STAGES"], c["FB"], c["THREADS"], c["RAW_CH"]) == (mi, 64, stages, d.extra_dict()["fb"],
-                                                                                 256, 24)
-    assert c["SMEM_BYTES"] == rs_smem_bytes(mi, d.extra_dict()["fb"], stages) <= 227 * 1024
+                                                                                 256, rawch)
+    assert c["SMEM_BYTES"] == rs_smem_bytes(mi, d.extra_dict()["fb"], stages, rawch=rawch) <= 227 * 1024
+    assert f"ROTATE = {'true' if rawch == 16 else 'false'}" in src
     # no trap inside the mainloop (ptxas would serialize every wgmma, C7518): only after the last wait
     loop = src[src.index("bool late = false;"):src.index("if (late) __trap();")]
     assert "__trap" not in loop and "wait_bar(" not in loop
-    assert "(cuuint32_t)RAW_CH, (cuuint32_t)p.RW" in src                     # the TMA box is 24 channels wide
+    assert "(cuuint32_t)RAW_CH, (cuuint32_t)p.RW" in src                     # the TMA box is RAW_CH channels wide
 
 
 def test_rs_weights_meet_the_a_fragment_k_slots():

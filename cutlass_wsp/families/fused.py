@@ -189,13 +189,14 @@ def ws_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 
 
 RS_WARPS = 8                     # two warpgroups: each transforms its rows of V into wgmma's A registers
-RS_RAW_CH = 24                   # channels per pixel in generation 4's raw ring (48-byte stride: no bank conflicts)
+RS_RAW_CH = (16, 24)             # channels per pixel in generation 4's raw ring: 16 (rotated column order against
+                                 # bank conflicts, the default) or 24 (48-byte pixels; 2 L2 sectors per pixel)
 
 
-def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX) -> int:
+def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX, rawch: int = 16) -> int:
     """Shared memory of one generation-4 CTA, as _fused_rs.cu.j2 lays it out (see its constants)."""
     pp = 16
-    main = stages * _align1k(raw * RS_RAW_CH * 2) + 2 * (stages + 1) * (pp // 2) * mi * BC * 2
+    main = stages * _align1k(raw * rawch * 2) + 2 * (stages + 1) * (pp // 2) * mi * BC * 2
     ms = pp * bt * (mi + 4) * 4
     bars = -(-((2 * stages + 2 * (stages + 1)) * 8) // 16) * 16
     return max(main, ms) + bars + bt * 16 + -(-pp * fb * 2 // 16) * 16 + pp * 4
@@ -219,9 +220,12 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"row map {extra.get('map')!r}", "use 'rows', or 'dense' with MI == FB")
     if raw != WS_RAW_PIX:
         raise Unsupported(f"input region of {raw} pixels", f"use {WS_RAW_PIX}")
+    rawch = extra.get("rawch", 16)
+    if rawch not in RS_RAW_CH:
+        raise Unsupported(f"a raw ring of {rawch!r} channels per pixel", f"use one of {RS_RAW_CH}")
     if desc.stages not in WS_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-4 ring takes {', '.join(map(str, WS_STAGES))}")
-    need = rs_smem_bytes(mi, fb, desc.stages, bt, raw)
+    need = rs_smem_bytes(mi, fb, desc.stages, bt, raw, rawch)
     if need > SMEM_LIMIT:
         raise Unsupported(f"generation-4 tile {mi}x{bt}, FB={fb}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
@@ -229,17 +233,18 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
-            dense_map: bool = False) -> KernelDesc:
+            dense_map: bool = False, rawch: int = 16) -> KernelDesc:
     """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
     memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
-    generation 3: the deepest ring (<= 4 stages) whose shared memory fits, unless given."""
+    generation 3: the deepest ring (<= 4 stages) whose shared memory fits, unless given. `rawch`: channels per
+    pixel of the raw ring (RS_RAW_CH)."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if stages is None:
-        stages = next((s for s in (4, 3, 2) if rs_smem_bytes(mi, fb, s) <= SMEM_LIMIT), 2)
+        stages = next((s for s in (4, 3, 2) if rs_smem_bytes(mi, fb, s, rawch=rawch) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
-                             ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX)))
+                             ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX), ("rawch", rawch)))
     return check_fused_desc(desc)
 
 
