@@ -162,27 +162,31 @@ DENSE_CONFIGS = {4: [(64, 64, 3, 2, 16), (64, 64, 3, 2, 8)], 6: [(32, 32, 2, 1, 
 PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the pruned forms
 
 
-def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=()):
+def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
+                   gens_only: bool = False):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
-    FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...")."""
+    FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...",
+    `stages` deep, or the deepest ring that fits); `gens_only`: those alone."""
     from cutlass_wsp.weights import he_winograd_weights
 
     for p in ps:
         Wd = he_winograd_weights((n, c), p, seed=1)
         dense = prune(Wd, "dense", 0.0)
-        for mi, bt, st, gen, wp in DENSE_CONFIGS[p]:
+        for mi, bt, st, gen, wp in ([] if gens_only else DENSE_CONFIGS[p]):
             yield f"p{p} dense", None, (lambda p=p, mi=mi, bt=bt, st=st, gen=gen, wp=wp, dense=dense:
                                        Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st, gen=gen,
                                             warps=wp))
         for x in (gens if p == 4 else ()):
-            yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x))
+            yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
+                                                                           stages=stages))
             for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {})):
                 for r in rs:
                     pr = prune(Wd, pattern, r, **kw)
-                    yield f"p4 gen{x} {pattern}", r, (lambda pr=pr, x=x: Case(pr, 4, dtype, batch, H, W, fb=32, gen=x))
+                    yield f"p4 gen{x} {pattern}", r, (lambda pr=pr, x=x: Case(pr, 4, dtype, batch, H, W, fb=32, gen=x,
+                                                                               stages=stages))
         fb, gen = PRUNED_FB[p]
-        for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
-                                ("wsp-rb", [0.5, 0.75], dict(block=64))):
+        for pattern, rs, kw in () if gens_only else (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
+                                                     ("wsp-rb", [0.5, 0.75], dict(block=64))):
             for r in rs:
                 pr = prune(Wd, pattern, r, **kw)
                 yield f"p{p} {pattern}", r, (lambda pr=pr, p=p, fb=fb if pattern != "wsp-rb" else 64, gen=gen:
@@ -219,7 +223,8 @@ def cmd_compile(args) -> int:
     ratios = [float(r) for r in args.ratios.split(",")]
     for _, lay in bench_layers(args.nets):
         descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
-                                                               args.batch, ratios, args.gens)]
+                                                               args.batch, ratios, args.gens, args.stages,
+                                                               args.gens_only)]
     descs = list(dict.fromkeys(descs))
     t0 = time.time()
     default_cache().compile_many(descs)
@@ -276,7 +281,8 @@ def cmd_time(args) -> int:
         row["cudnn"] = conv["median_ms"]
         out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": conv["median_ms"],
                          "iqr_ms": conv["iqr_ms"], "kernel": conv["kernel"]})
-        for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gens):
+        for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gens, args.stages,
+                                             args.gens_only):
             try:
                 case = make().ready()
                 t, err = timed(case, args.budget)
@@ -394,6 +400,8 @@ def main(argv=None) -> int:
         q.add_argument("--batch", type=int, default=32)
         q.add_argument("--ps", type=lambda s: [int(x) for x in s.split(",")], default=[4, 6])
         q.add_argument("--ratios", default="0.5,0.7,0.9")
+        q.add_argument("--stages", type=int, default=None, help="ring depth of generations 3 / 4 (default: deepest)")
+        q.add_argument("--gens-only", action="store_true", help="only the generations asked for with --gen3 / --gen4")
     t.add_argument("--budget", type=float, default=0.2)
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)
