@@ -102,3 +102,25 @@ def test_profile_shape_selection_by_label_prefix(only, expect):
     args = type("A", (), {"only": only, "tiles": "4,6", "dtype": "fp16"})()
     picked = prof.selected(args)
     assert len(picked) == expect and all(any(s.label.startswith(o) for o in only.split(",")) for s in picked)
+
+
+def test_ncu_source_page_summary_counts_stalls_opcodes_and_wavefronts(tmp_path, capsys):
+    """bench/ncu_summary.py on a two-kernel source page: the chosen kernel's stall shares, its top instruction,
+    opcodes per unit, shared wavefronts; a missing kernel index or file is one line and exit status 1."""
+    ncu_summary = _load("ncu_summary")
+    head = ('"Address","Source","Warp Stall Sampling (All Samples)","Instructions Executed",'
+            '"L1 Wavefronts Shared","L1 Wavefronts Shared Ideal","stall_long_sb","stall_wait","stall_wait (Not Issued)"\n')
+    kernel = ('"Kernel Name","k",\n' + head +
+              '"0x0","      LDS.64 R2, [R4+UR4]","30","100","400","200","20","10","5"\n'
+              '"0x10","@P0   BRA 0x0","70","100","0","0","70","0","0"\n')
+    f = tmp_path / "src.csv"
+    f.write_text(kernel + kernel.replace('"30","100","400"', '"1","100","400"'))
+    assert ncu_summary.main([str(f), "--units", "50", "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "stall samples: 100; by reason: long_sb 90%, wait 10%" in out
+    assert "BRA 0x0" in out and "LDS.64" not in out.split("top 1")[1].split("warp instructions")[0]
+    assert "per unit: 4.0; per unit by opcode: LDS 2.0, BRA 2.0" in out
+    assert "400 (8.0 per unit), ideal 200" in out
+    assert ncu_summary.main([str(f), "--units", "1", "--kernel", "2"]) == 1
+    assert "holds 2 kernels" in capsys.readouterr().err
+    assert ncu_summary.main([str(tmp_path / "none.csv"), "--units", "1"]) == 1
