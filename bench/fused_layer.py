@@ -324,21 +324,34 @@ def cmd_time(args) -> int:
 
 
 def cmd_table(args) -> int:
-    """Markdown table per layer from a `time --out` file (and, with --sweep, the unfused dense layer of a
-    sweep's results on the same GPU): cuDNN, unfused dense, fused dense (fastest config) and its floor,
-    fused WSP-R / FP at the ratios, WSP-RB; each fused time with its speed against cuDNN."""
+    """Markdown table per layer from a `time --out` file: cuDNN, fused dense (fastest config of the generation:
+    `--gen 3` / `4` for those, else generations 1 and 2) and its floor, fused WSP-R / FP at the ratios (and
+    WSP-RB for generations 1-2); each with its speed against the same run's cuDNN. With --sweep (a sweep's results
+    on the same GPU): the unfused dense layer and the sweep's best WSP-C layer at the ratios (the fused kernel has
+    no WSP-C), each against that sweep's own cuDNN row (the same run)."""
     import math
 
     rows = [json.loads(line) for line in open(args.file) if line.strip()]
-    unfused: dict[tuple, float] = {}
+    p = f"p{args.p}" + (f" gen{args.gen}" if args.gen else "")
+    sweep: dict[tuple, float] = {}   # (shape, what) -> best layer ms in the sweep's run
     if args.sweep:
         from cutlass_wsp.sweep.results import ResultStore
 
         for r in ResultStore(args.sweep).load():
-            if (r.get("pattern"), r.get("status"), r.get("p")) == ("dense", "ok", args.p) \
-                    and r.get("impl") != "fused" and r.get("layer_ms"):
-                key = (r["c"], r["n"], r["H"], r["W"])
-                unfused[key] = min(unfused.get(key, math.inf), r["layer_ms"])
+            if r.get("status") != "ok" or not r.get("layer_ms"):
+                continue
+            shape = (r["c"], r["n"], r["H"], r["W"])
+            if r.get("impl") == "cudnn":
+                what = "cudnn"
+            elif r.get("p") != args.p or r.get("impl") == "fused":
+                continue
+            elif r.get("pattern") == "dense":
+                what = "dense"
+            elif r.get("pattern") in ("wsp-c", "wsp-c-fused"):
+                what = f"wsp-c {r['ratio']:g}"
+            else:
+                continue
+            sweep[shape, what] = min(sweep.get((shape, what), math.inf), r["layer_ms"])
     by: dict[str, dict] = {}
     for r in rows:
         key = r["impl"] + ("" if r.get("ratio") is None else f" {r['ratio']:g}")
@@ -346,26 +359,37 @@ def cmd_table(args) -> int:
         if key not in d or r["median_ms"] < d[key]["median_ms"]:
             d[key] = r
     ratios = sorted({r["ratio"] for r in rows if r.get("ratio") is not None and "wsp-rb" not in r["impl"]})
-    p = f"p{args.p}"
-    pruned = [f"{pat} {r:g}" for pat in ("wsp-r", "fp") for r in ratios] + ["wsp-rb 0.5", "wsp-rb 0.75"]
-    cols = ["cuDNN", "unfused dense layer", "fused dense", "fused floor"] + [f"fused {c}" for c in pruned]
+    pruned = [f"{pat} {r:g}" for pat in ("wsp-r", "fp") for r in ratios]
+    if not args.gen:
+        pruned += ["wsp-rb 0.5", "wsp-rb 0.75"]
+    wspc = [f"wsp-c {r:g}" for r in ratios] if args.sweep else []
+    cols = (["cuDNN", "unfused dense layer (sweep)"] if args.sweep else ["cuDNN"]) + ["fused dense", "fused floor"] \
+        + [f"fused {c}" for c in pruned] + [f"unfused {c} (sweep)" for c in wspc]
     print("| layer | " + " | ".join(cols) + " |")
     print("|---" * (len(cols) + 1) + "|")
     speed = []
+
+    def cell(ms, base):
+        return f"{ms:.3f} ({base / ms:.2f}×)" if ms and base else (f"{ms:.3f}" if ms else "—")
+
     for layer, d in by.items():
         (lay,) = resolve_layers(layer)
+        shape = (lay.c, lay.n, lay.H, lay.W)
         c = d["cudnn"]["median_ms"]
-        uf = unfused.get((lay.c, lay.n, lay.H, lay.W))
-        cells = [f"{c:.3f}", f"{uf:.3f} ({c / uf:.2f}×)" if uf else "—"]
+        cells = [f"{c:.3f}"]
+        if args.sweep:
+            cells.append(cell(sweep.get((shape, "dense")), sweep.get((shape, "cudnn"))))
         dense = d.get(f"{p} dense")
         if dense:
             speed.append(c / dense["median_ms"])
-            cells += [f"{dense['median_ms']:.3f} ({c / dense['median_ms']:.2f}×)", f"{dense['floor_ms']:.4f}"]
+            cells += [cell(dense["median_ms"], c), f"{dense['floor_ms']:.4f}"]
         else:
             cells += ["—", "—"]
         for name in pruned:
             r = d.get(f"{p} {name}")
-            cells.append(f"{r['median_ms']:.3f} ({c / r['median_ms']:.2f}×)" if r else "—")
+            cells.append(cell(r["median_ms"], c) if r else "—")
+        for name in wspc:
+            cells.append(cell(sweep.get((shape, name)), sweep.get((shape, "cudnn"))))
         print(f"| {layer} {lay.c}→{lay.n}@{lay.H} | " + " | ".join(cells) + " |")
     if speed:
         print(f"\nfused dense vs cuDNN: min {min(speed):.2f}×, geomean {math.exp(sum(map(math.log, speed)) / len(speed)):.2f}×")
@@ -383,6 +407,7 @@ def main(argv=None) -> int:
     tb.add_argument("file", help="rows of `time --out`")
     tb.add_argument("--sweep", default=None, help="a sweep's results (same GPU): the unfused dense layer column")
     tb.add_argument("--p", type=int, default=4)
+    tb.add_argument("--gen", type=int, choices=(3, 4), default=None, help="the columns of generation 3 or 4")
     f = sub.add_parser("profile")
     f.add_argument("--layers", default="vgg16:conv1_2+vgg16:conv4_2")
     f.add_argument("--p", type=int, default=4)

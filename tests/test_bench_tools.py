@@ -124,3 +124,35 @@ def test_ncu_source_page_summary_counts_stalls_opcodes_and_wavefronts(tmp_path, 
     assert ncu_summary.main([str(f), "--units", "1", "--kernel", "2"]) == 1
     assert "holds 2 kernels" in capsys.readouterr().err
     assert ncu_summary.main([str(tmp_path / "none.csv"), "--units", "1"]) == 1
+
+
+def test_fused_table_of_a_generation_with_the_sweeps_columns_against_each_runs_cudnn(capsys):
+    """bench/fused_layer.py table --gen 4 over the committed H200 rows: each fused cell is the run's median with
+    the same run's cuDNN over it; the sweep's columns (unfused dense, WSP-C) use the sweep's own cuDNN row."""
+    import json
+    from pathlib import Path
+
+    from cutlass_wsp.sweep.results import ResultStore
+
+    root = Path(__file__).resolve().parents[1]
+    timed = root / "results/fused/gen4-time-h200.jsonl"
+    sweep = root / "results/sweep-h200-b32.jsonl"
+    fused_layer = _load("fused_layer")
+    assert fused_layer.main(["table", str(timed), "--sweep", str(sweep), "--gen", "4"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| vgg16:conv4_2 "))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    header = [c.strip() for c in out.splitlines()[0].strip("|").split("|")]
+    got = dict(zip(header, cells))
+    rows = [json.loads(line) for line in timed.open()]
+    mine = {(r["impl"], r.get("ratio")): r["median_ms"] for r in rows if r["layer"] == "vgg16:conv4_2"}
+    cudnn, dense, wspr = mine["cudnn", None], mine["p4 gen4 dense", None], mine["p4 gen4 wsp-r", 0.7]
+    assert got["fused dense"] == f"{dense:.3f} ({cudnn / dense:.2f}×)"
+    assert got["fused wsp-r 0.7"] == f"{wspr:.3f} ({cudnn / wspr:.2f}×)"
+    assert "fused wsp-rb 0.5" not in header                                # generations 1-2 only
+    ok = [r for r in ResultStore(str(sweep)).load() if r.get("status") == "ok" and r.get("layer_ms")
+          and (r["c"], r["n"], r["H"], r["W"]) == (512, 512, 28, 28)]
+    sweep_cudnn = min(r["layer_ms"] for r in ok if r.get("impl") == "cudnn")
+    wspc = min(r["layer_ms"] for r in ok if r.get("pattern") in ("wsp-c", "wsp-c-fused") and r.get("ratio") == 0.7
+               and r.get("p") == 4)
+    assert got["unfused wsp-c 0.7 (sweep)"] == f"{wspc:.3f} ({sweep_cudnn / wspc:.2f}×)"
