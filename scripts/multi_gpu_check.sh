@@ -75,8 +75,9 @@ prepare_here(list(points.values()), say=print)
 PY
 
 # 1. a worker killed mid-sweep
+: > "$W/kill.log"   # appended to by the sweep and by the kill step below (O_APPEND: neither overwrites the other)
 timeout "$(left 330)" "${WSP[@]}" sweep "${KILL_SCOPE[@]}" --workers all --out "$W/kill.jsonl" --no-plots \
-  > "$W/kill.log" 2>&1 &
+  >> "$W/kill.log" 2>&1 &
 GUARD=$!                                  # `timeout`; the sweep is its child, the workers the sweep's
 victim=""
 for _ in $(seq 1800); do                  # wait for 12 rows (line 1 is the header), then kill a worker
@@ -94,6 +95,7 @@ wait "$GUARD"; rck=$?
 [ -n "$victim" ] || verdict FAIL "no worker process was found to kill (kill.log)"
 [ $rck -eq 0 ] || verdict FAIL "the sweep with a killed worker exited $rck (kill.log)"
 python3 - "$W" "${KILL_SCOPE[@]}" <<'PY' 2>&1 | tee "$W/kill-check.log"
+import re
 import sys
 from cutlass_wsp.commands.sweep_options import from_args
 from cutlass_wsp.sweep.plan import expand
@@ -107,9 +109,17 @@ dead = [i for i, r in enumerate(rows) if "worker measuring this point died" in (
 ok = len(seen) == len(set(seen)) and set(seen) == keys
 print(f"VERDICT {'PASS' if ok else 'FAIL'}: killed worker, no row lost: {len(set(seen))} of {len(keys)} points "
       f"have their row, {len(seen) - len(set(seen))} duplicates")
-after = {r.get("gpu_bus_id") for r in rows[dead[0] + 1:]} if dead else set()
-print(f"VERDICT {'PASS' if len(dead) == 1 and len(after) >= 2 else 'FAIL'}: the killed worker's point is "
+# the kill may land between two points (the worker had ended one, not started the next): then no row is an
+# error and the sweep's log says so; otherwise exactly the point it was measuring is
+log = open(f"{w}/kill.log").read()
+between = "died between points" in log
+m = re.search(r"killed worker process \d+ after (\d+) rows", log)
+first_after = dead[0] + 1 if dead else (int(m.group(1)) if m else len(rows))
+after = {r.get("gpu_bus_id") for r in rows[first_after:]}
+ok = (len(dead) == 1 or (not dead and between)) and len(after) >= 2
+print(f"VERDICT {'PASS' if ok else 'FAIL'}: the killed worker's point is "
       f"{len(dead)} error row(s)" + (f" ({rows[dead[0]]['reason'][:150]}...)" if dead else "")
+      + (" (it died between points, as the sweep reported)" if between and not dead else "")
       + f"; after it, rows from {len(after)} GPUs (the restarted worker measures on)")
 PY
 verdicts_of "$W/kill-check.log"

@@ -361,3 +361,29 @@ def test_the_one_host_workers_get_their_share_of_cores_and_no_profiler():
             c.wait_for_workers(2)
             seen = c.run(_worker_settings)
     assert set(seen.values()) == {(share, False)}, seen
+
+
+def test_a_worker_that_dies_between_points_blames_none_and_says_so(tmp_path):
+    """The scheduler's events show the dead worker's last point ended and the next never started: no error
+    row, both points it held go back to the queue, and the sweep says the worker died between points."""
+    from collections import deque
+    from types import SimpleNamespace
+
+    from cutlass_wsp.sweep.dispatch import _Dispatcher, _Task
+
+    done, held = points()[:2]
+    addr = "tcp://127.0.0.1:1"
+    events = [(0.0, {"worker": addr, "task": "k-done", "phase": "start"}),
+              (0.1, {"worker": addr, "task": "k-done", "phase": "end"})]
+    client = SimpleNamespace(get_events=lambda topic: events)
+    said: list[str] = []
+    d = _Dispatcher(client, [done, held], ResultStore(tmp_path / "r.jsonl"), setup(), retry_failed=False, prepare=None,
+                    ready=set(), progress=None, say=said.append, poll_s=0.0, worker_wait_s=0.0, clock=time.monotonic)
+    d.workers[addr] = SimpleNamespace(row_fields={"gpu": GPU}, label=addr)
+    d.queues[GPU] = deque()                    # both points were given out: none left in the queue
+    tasks = [_Task("measure", SimpleNamespace(key="k-done", status="error", cancel=lambda: None), done, gpu=GPU),
+             _Task("measure", SimpleNamespace(key="k-held", status="pending", cancel=lambda: None), held, gpu=GPU)]
+    d._worker_died(addr, tasks)
+    assert not (tmp_path / "r.jsonl").exists() and d.out.deaths == 0          # no error row
+    assert sorted(p.key for p in d.queues[GPU]) == sorted([done.key, held.key])    # measured again elsewhere
+    assert addr not in d.workers and any("died between points: 2 point(s)" in m for m in said), said

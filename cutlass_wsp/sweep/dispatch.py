@@ -379,6 +379,9 @@ class _Dispatcher:
                 self._lost(addr, t)
             else:
                 self._requeue(t)
+        if culprit is None and measuring:   # between two points: nothing to blame, nothing lost
+            self.workers.pop(addr, None)
+            self.say(f"worker {addr} died between points: {len(measuring)} point(s) it held go back to the queue")
 
     def _lost(self, addr: str, task: _Task) -> None:
         """The worker at `addr` died with `task` on it, measuring it."""
