@@ -145,16 +145,18 @@ def ws_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_
     return max(main, ms) + bars + bt * 16 + -(-pp * fb * 2 // 16) * 16 + pp * 4
 
 
-def _check_ws(desc: KernelDesc, extra: dict) -> KernelDesc:
+def _check_wgmma(desc: KernelDesc, extra: dict, gen: int, warps: int, smem: Callable[[int, int, int], int]) -> KernelDesc:
+    """What generations 3 and 4 share: p = 4, their warp count, the (MI, 64, 16) tile, FB, the row map, the
+    input region, the ring depth and the shared memory `smem(mi, fb, stages)` needs."""
     mi, bt, bc = desc.tile
-    fb, raw, warps = extra.get("fb"), extra.get("raw"), extra.get("warps")
-    if extra.get("p") != 4 or warps != WS_WARPS:
-        raise Unsupported(f"the generation-3 fused kernel is built for p=4 with {WS_WARPS} warps, not p={extra.get('p')} "
-                          f"with {warps}", f"use p=4 (F(2,3)) and warps {WS_WARPS}")
+    fb, raw = extra.get("fb"), extra.get("raw")
+    if extra.get("p") != 4 or extra.get("warps") != warps:
+        raise Unsupported(f"the generation-{gen} fused kernel is built for p=4 with {warps} warps, not "
+                          f"p={extra.get('p')} with {extra.get('warps')}", f"use p=4 (F(2,3)) and warps {warps}")
     if desc.dtype not in FUSED_DTYPES:
         raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
     if bc != BC or mi not in WS_MI or bt != WS_BT:
-        raise Unsupported(f"generation-3 fused tile {desc.tile}",
+        raise Unsupported(f"generation-{gen} fused tile {desc.tile}",
                           f"use (MI in {WS_MI}, {WS_BT}, {BC}): wgmma M = {WS_BT} tiles, N = MI rows; "
                           f"layouts of more rows per position take filter blocks of 32")
     if not isinstance(fb, int) or fb % 2 or fb < mi:
@@ -164,12 +166,16 @@ def _check_ws(desc: KernelDesc, extra: dict) -> KernelDesc:
     if raw != WS_RAW_PIX:
         raise Unsupported(f"input region of {raw} pixels", f"use {WS_RAW_PIX}")
     if desc.stages not in WS_STAGES:
-        raise Unsupported(f"{desc.stages} stages", f"the generation-3 ring takes {', '.join(map(str, WS_STAGES))}")
-    need = ws_smem_bytes(mi, fb, desc.stages, bt, raw)
+        raise Unsupported(f"{desc.stages} stages", f"the generation-{gen} ring takes {', '.join(map(str, WS_STAGES))}")
+    need = smem(mi, fb, desc.stages)
     if need > SMEM_LIMIT:
-        raise Unsupported(f"generation-3 tile {mi}x{bt}, FB={fb}, {desc.stages} stages needs {need // 1024} KB",
+        raise Unsupported(f"generation-{gen} tile {mi}x{bt}, FB={fb}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
     return desc
+
+
+def _check_ws(desc: KernelDesc, extra: dict) -> KernelDesc:
+    return _check_wgmma(desc, extra, 3, WS_WARPS, ws_smem_bytes)
 
 
 def ws_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
@@ -203,33 +209,10 @@ def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_
 
 
 def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
-    mi, bt, bc = desc.tile
-    fb, raw, warps = extra.get("fb"), extra.get("raw"), extra.get("warps")
-    if extra.get("p") != 4 or warps != RS_WARPS:
-        raise Unsupported(f"the generation-4 fused kernel is built for p=4 with {RS_WARPS} warps, not p={extra.get('p')} "
-                          f"with {warps}", f"use p=4 (F(2,3)) and warps {RS_WARPS}")
-    if desc.dtype not in FUSED_DTYPES:
-        raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
-    if bc != BC or mi not in WS_MI or bt != WS_BT:
-        raise Unsupported(f"generation-4 fused tile {desc.tile}",
-                          f"use (MI in {WS_MI}, {WS_BT}, {BC}): wgmma M = {WS_BT} tiles, N = MI rows; "
-                          f"layouts of more rows per position take filter blocks of 32")
-    if not isinstance(fb, int) or fb % 2 or fb < mi:
-        raise Unsupported(f"filter block {fb!r} with MI={mi}", "use an even number of channels, at least MI")
-    if extra.get("map", "rows") not in ("rows", "dense") or (extra.get("map") == "dense" and mi != fb):
-        raise Unsupported(f"row map {extra.get('map')!r}", "use 'rows', or 'dense' with MI == FB")
-    if raw != WS_RAW_PIX:
-        raise Unsupported(f"input region of {raw} pixels", f"use {WS_RAW_PIX}")
     rawch = extra.get("rawch", 16)
     if rawch not in RS_RAW_CH:
         raise Unsupported(f"a raw ring of {rawch!r} channels per pixel", f"use one of {RS_RAW_CH}")
-    if desc.stages not in WS_STAGES:
-        raise Unsupported(f"{desc.stages} stages", f"the generation-4 ring takes {', '.join(map(str, WS_STAGES))}")
-    need = rs_smem_bytes(mi, fb, desc.stages, bt, raw, rawch)
-    if need > SMEM_LIMIT:
-        raise Unsupported(f"generation-4 tile {mi}x{bt}, FB={fb}, {desc.stages} stages needs {need // 1024} KB",
-                          "use fewer stages or a smaller filter block")
-    return desc
+    return _check_wgmma(desc, extra, 4, RS_WARPS, lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch))
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
