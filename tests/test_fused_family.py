@@ -225,8 +225,9 @@ def test_rs_descriptions():
     d = rs_desc("fp16", 32, dense_map=True)
     x = d.extra_dict()
     assert (x["gen"], x["warps"], x["map"], x["fb"], x["p"]) == (4, 8, "dense", 32, 4)
-    assert d.tile == (32, 64, 16) and d.stages == 4 and check_fused_desc(d) is d
-    assert rs_smem_bytes(32, 32, 4) <= 227 * 1024
+    assert d.tile == (32, 64, 16) and d.stages == 6 and check_fused_desc(d) is d   # no V buffers: a deeper ring
+    assert rs_smem_bytes(32, 32, 6) <= 227 * 1024 < rs_smem_bytes(32, 32, 6, rawch=24)
+    assert rs_desc("fp16", 32, rawch=24).stages == 4
     assert "_gen4_" in d.name and d.name != ws_desc("fp16", 32, dense_map=True).name
     assert rs_desc("bf16", 20, fb=64).tile[0] == 32 and rs_desc("fp16", 16, fb=32).tile[0] == 16
     with pytest.raises(Unsupported, match="MI in"):
@@ -234,7 +235,9 @@ def test_rs_descriptions():
     with pytest.raises(Unsupported, match="'dense' with MI == FB"):
         rs_desc("fp16", 16, fb=32, dense_map=True)
     with pytest.raises(Unsupported, match="ring takes"):
-        rs_desc("fp16", 32, stages=5)
+        rs_desc("fp16", 32, stages=7)
+    with pytest.raises(Unsupported, match="needs"):
+        rs_desc("fp16", 32, stages=6, rawch=24)
     with pytest.raises(Unsupported, match="fp16, bf16"):
         rs_desc("tf32", 32)
     with pytest.raises(Unsupported, match="channels per pixel"):
@@ -243,7 +246,8 @@ def test_rs_descriptions():
 
 
 @pytest.mark.parametrize("dtype,mi,dense,stages,rawch", [("fp16", 32, True, 4, 16), ("bf16", 32, False, 4, 16),
-                                                         ("fp16", 16, False, 3, 16), ("fp16", 32, True, 4, 24)])
+                                                         ("fp16", 16, False, 3, 16), ("fp16", 32, True, 4, 24),
+                                                         ("fp16", 32, True, 6, 16)])
 def test_rs_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, mi, dense, stages, rawch):
     from cutlass_wsp.kernels.emitter import render
 

@@ -145,7 +145,8 @@ def ws_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_
     return max(main, ms) + bars + bt * 16 + -(-pp * fb * 2 // 16) * 16 + pp * 4
 
 
-def _check_wgmma(desc: KernelDesc, extra: dict, gen: int, warps: int, smem: Callable[[int, int, int], int]) -> KernelDesc:
+def _check_wgmma(desc: KernelDesc, extra: dict, gen: int, warps: int, smem: Callable[[int, int, int], int],
+                 depths: tuple[int, ...] = WS_STAGES) -> KernelDesc:
     """What generations 3 and 4 share: p = 4, their warp count, the (MI, 64, 16) tile, FB, the row map, the
     input region, the ring depth and the shared memory `smem(mi, fb, stages)` needs."""
     mi, bt, bc = desc.tile
@@ -165,8 +166,8 @@ def _check_wgmma(desc: KernelDesc, extra: dict, gen: int, warps: int, smem: Call
         raise Unsupported(f"row map {extra.get('map')!r}", "use 'rows', or 'dense' with MI == FB")
     if raw != WS_RAW_PIX:
         raise Unsupported(f"input region of {raw} pixels", f"use {WS_RAW_PIX}")
-    if desc.stages not in WS_STAGES:
-        raise Unsupported(f"{desc.stages} stages", f"the generation-{gen} ring takes {', '.join(map(str, WS_STAGES))}")
+    if desc.stages not in depths:
+        raise Unsupported(f"{desc.stages} stages", f"the generation-{gen} ring takes {', '.join(map(str, depths))}")
     need = smem(mi, fb, desc.stages)
     if need > SMEM_LIMIT:
         raise Unsupported(f"generation-{gen} tile {mi}x{bt}, FB={fb}, {desc.stages} stages needs {need // 1024} KB",
@@ -195,6 +196,7 @@ def ws_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 
 
 RS_WARPS = 8                     # two warpgroups: each transforms its rows of V into wgmma's A registers
+RS_STAGES = (2, 3, 4, 5, 6)     # raw-ring depths of generation 4 (its V needs no shared memory: room for more)
 RS_RAW_CH = (16, 24)             # channels per pixel in generation 4's raw ring: 16 (rotated column order against
                                  # bank conflicts, the default) or 24 (48-byte pixels; 2 L2 sectors per pixel)
 
@@ -212,19 +214,20 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
     rawch = extra.get("rawch", 16)
     if rawch not in RS_RAW_CH:
         raise Unsupported(f"a raw ring of {rawch!r} channels per pixel", f"use one of {RS_RAW_CH}")
-    return _check_wgmma(desc, extra, 4, RS_WARPS, lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch))
+    return _check_wgmma(desc, extra, 4, RS_WARPS, lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch),
+                        RS_STAGES)
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
             dense_map: bool = False, rawch: int = 16) -> KernelDesc:
     """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
     memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
-    generation 3: the deepest ring (<= 4 stages) whose shared memory fits, unless given. `rawch`: channels per
+    generation 3: the deepest ring (<= 6 stages) whose shared memory fits, unless given. `rawch`: channels per
     pixel of the raw ring (RS_RAW_CH)."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if stages is None:
-        stages = next((s for s in (4, 3, 2) if rs_smem_bytes(mi, fb, s, rawch=rawch) <= SMEM_LIMIT), 2)
+        stages = next((s for s in RS_STAGES[::-1] if rs_smem_bytes(mi, fb, s, rawch=rawch) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
                              ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX), ("rawch", rawch)))
