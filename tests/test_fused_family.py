@@ -268,6 +268,25 @@ def test_rs_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, m
     assert "(cuuint32_t)RAW_CH, (cuuint32_t)p.RW" in src                     # the TMA box is RAW_CH channels wide
 
 
+@pytest.mark.parametrize("mcast", [2, 4])
+def test_rs_multicast_renders_a_cluster_kernel_and_its_smem_matches_the_host(mcast):
+    from cutlass_wsp.kernels.emitter import render
+
+    d = rs_desc("fp16", 32, fb=32, dense_map=True, mcast=mcast)
+    assert f"_mcast{mcast}_" in d.name and d.extra_dict()["mcast"] == mcast
+    assert "mcast" not in rs_desc("fp16", 32, dense_map=True).name            # 1: no extra, same cache keys
+    src = render(d)
+    assert "{{" not in src and "{%" not in src
+    assert f"__cluster_dims__({mcast}, 1, 1)" in src and ".multicast::cluster" in src
+    assert src.count("cute::cluster_sync();") == 2                           # after the barriers' init, before exit
+    assert "(units + MCAST - 1) / MCAST * MCAST" in src                       # whole clusters of rectangles
+    c = _template_constants(src)
+    assert c["MCAST"] == mcast and c["SMEM_BYTES"] == rs_smem_bytes(32, 32, d.stages, mcast=mcast) <= 227 * 1024
+    assert c["UH_BYTES"] % (16 * mcast) == 0                                  # bulk-copy slices of whole 16 bytes
+    with pytest.raises(Unsupported, match="sharing the weights"):
+        rs_desc("fp16", 32, mcast=3)
+
+
 def test_rs_weights_meet_the_a_fragment_k_slots():
     """Emulate what one wgmma m64nNk16 RS computes from generation 4's registers and packed U: thread (warp w,
     lane) puts channels 4q..4q+3 of tile rows g and g + 8 (g = lane / 4, q = lane % 4) into A registers 0/2 and

@@ -197,16 +197,19 @@ def ws_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 
 RS_WARPS = 8                     # two warpgroups: each transforms its rows of V into wgmma's A registers
 RS_STAGES = (2, 3, 4, 5, 6)     # raw-ring depths of generation 4 (its V needs no shared memory: room for more)
+RS_MCAST = (1, 2, 4)             # CTAs of a cluster sharing each weight stage by TMA multicast (1: no cluster)
 RS_RAW_CH = (16, 24)             # channels per pixel in generation 4's raw ring: 16 (rotated column order against
                                  # bank conflicts, the default) or 24 (48-byte pixels; 2 L2 sectors per pixel)
 
 
-def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX, rawch: int = 16) -> int:
+def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX, rawch: int = 16,
+                  mcast: int = 1) -> int:
     """Shared memory of one generation-4 CTA, as _fused_rs.cu.j2 lays it out (see its constants)."""
     pp = 16
     main = stages * _align1k(raw * rawch * 2) + 2 * (stages + 1) * (pp // 2) * mi * BC * 2
     ms = pp * bt * (mi + 4) * 4
-    bars = -(-((2 * stages + 2 * (stages + 1)) * 8) // 16) * 16
+    ubars = 2 * (stages + 1) * (2 if mcast > 1 else 1)   # ufull (+ uempty with multicast)
+    bars = -(-((2 * stages + ubars) * 8) // 16) * 16
     return max(main, ms) + bars + bt * 16 + -(-pp * fb * 2 // 16) * 16 + pp * 4
 
 
@@ -214,23 +217,28 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
     rawch = extra.get("rawch", 16)
     if rawch not in RS_RAW_CH:
         raise Unsupported(f"a raw ring of {rawch!r} channels per pixel", f"use one of {RS_RAW_CH}")
-    return _check_wgmma(desc, extra, 4, RS_WARPS, lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch),
-                        RS_STAGES)
+    mcast = extra.get("mcast", 1)
+    if mcast not in RS_MCAST:
+        raise Unsupported(f"a cluster of {mcast!r} CTAs sharing the weights", f"use one of {RS_MCAST}")
+    return _check_wgmma(desc, extra, 4, RS_WARPS,
+                        lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch, mcast=mcast), RS_STAGES)
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
-            dense_map: bool = False, rawch: int = 16) -> KernelDesc:
+            dense_map: bool = False, rawch: int = 16, mcast: int = 1) -> KernelDesc:
     """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
     memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
     generation 3: the deepest ring (<= 6 stages) whose shared memory fits, unless given. `rawch`: channels per
-    pixel of the raw ring (RS_RAW_CH)."""
+    pixel of the raw ring (RS_RAW_CH); `mcast`: CTAs of a cluster that share each weight stage by TMA multicast
+    (RS_MCAST; the extra is left out for 1, so those kernels keep their names and cache keys)."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if stages is None:
-        stages = next((s for s in RS_STAGES[::-1] if rs_smem_bytes(mi, fb, s, rawch=rawch) <= SMEM_LIMIT), 2)
+        stages = next((s for s in RS_STAGES[::-1] if rs_smem_bytes(mi, fb, s, rawch=rawch, mcast=mcast) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
-                             ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX), ("rawch", rawch)))
+                             ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX), ("rawch", rawch))
+                      + ((("mcast", mcast),) if mcast != 1 else ()))
     return check_fused_desc(desc)
 
 

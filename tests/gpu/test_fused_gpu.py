@@ -48,13 +48,17 @@ def _rs(lay, dt):
     return rs_desc(dt, lay.mi, fb=lay.fb, dense_map=lay.identity)
 
 
-WGMMA_GENS = {"gen3": "ws_desc", "gen4": "rs_desc"}   # the wgmma generations: FB 32 layouts
+WGMMA_GENS = {"gen3": ("ws_desc", {}), "gen4": ("rs_desc", {}),            # the wgmma generations: FB 32 layouts
+              "gen4-mc2": ("rs_desc", {"mcast": 2})}                         # weights multicast to a CTA pair
 
 
 def _wgmma_desc(gen: str):
+    import functools
+
     import cutlass_wsp.families.fused as fused
 
-    return getattr(fused, WGMMA_GENS[gen])
+    name, kw = WGMMA_GENS[gen]
+    return functools.partial(getattr(fused, name), **kw)
 
 
 def _fb(kernel: str, pruned: bool) -> int:
