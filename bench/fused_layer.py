@@ -39,12 +39,12 @@ class Case:
 
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
-                 warps: int | None = None, mcast: int = 1):
+                 warps: int | None = None, mcast: int = 1, epi: str = "smem"):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
         if gen in (3, 4):   # warp-specialized wgmma (p = 4): FB 32 layouts (MI <= 32), BT 64
-            kw = {} if gen == 3 else {"mcast": mcast}
+            kw = {} if gen == 3 else {"mcast": mcast, **({"epi": epi} if self.layout.identity else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
@@ -164,7 +164,7 @@ PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the prun
 
 
 def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
-                   gens_only: bool = False, mcast: int = 1):
+                   gens_only: bool = False, mcast: int = 1, epi: str = "smem"):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
     FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...",
     `stages` deep, or the deepest ring that fits); `gens_only`: those alone."""
@@ -179,12 +179,12 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
                                             warps=wp))
         for x in (gens if p == 4 else ()):
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
-                                                                           stages=stages, mcast=mcast))
+                                                                           stages=stages, mcast=mcast, epi=epi))
             for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {})):
                 for r in rs:
                     pr = prune(Wd, pattern, r, **kw)
                     yield f"p4 gen{x} {pattern}", r, (lambda pr=pr, x=x: Case(pr, 4, dtype, batch, H, W, fb=32, gen=x,
-                                                                               stages=stages, mcast=mcast))
+                                                                               stages=stages, mcast=mcast, epi=epi))
         fb, gen = PRUNED_FB[p]
         for pattern, rs, kw in () if gens_only else (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
                                                      ("wsp-rb", [0.5, 0.75], dict(block=64))):
@@ -225,7 +225,7 @@ def cmd_compile(args) -> int:
     for _, lay in bench_layers(args.nets):
         descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
                                                                args.batch, ratios, args.gens, args.stages,
-                                                               args.gens_only, args.mcast)]
+                                                               args.gens_only, args.mcast, args.epi)]
     descs = list(dict.fromkeys(descs))
     t0 = time.time()
     default_cache().compile_many(descs)
@@ -283,7 +283,7 @@ def cmd_time(args) -> int:
         out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": conv["median_ms"],
                          "iqr_ms": conv["iqr_ms"], "kernel": conv["kernel"]})
         for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gens, args.stages,
-                                             args.gens_only, args.mcast):
+                                             args.gens_only, args.mcast, args.epi):
             try:
                 case = make().ready()
                 t, err = timed(case, args.budget)
@@ -429,6 +429,8 @@ def main(argv=None) -> int:
         q.add_argument("--stages", type=int, default=None, help="ring depth of generations 3 / 4 (default: deepest)")
         q.add_argument("--gens-only", action="store_true", help="only the generations asked for with --gen3 / --gen4")
         q.add_argument("--mcast", type=int, default=1, help="generation 4: CTAs sharing the weights by TMA multicast")
+        q.add_argument("--epi", choices=("smem", "regs"), default="smem",
+                       help="generation 4's epilogue for dense-map layouts (dense, FP)")
     t.add_argument("--budget", type=float, default=0.2)
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)

@@ -287,6 +287,24 @@ def test_rs_multicast_renders_a_cluster_kernel_and_its_smem_matches_the_host(mca
         rs_desc("fp16", 32, mcast=3)
 
 
+def test_rs_register_epilogue_renders_for_the_dense_map_only():
+    from cutlass_wsp.kernels.emitter import render
+
+    d = rs_desc("fp16", 32, fb=32, dense_map=True, epi="regs")
+    assert "_epiregs_" in d.name and "epi" not in rs_desc("fp16", 32, dense_map=True).name   # smem: same keys
+    src = render(d)
+    assert "{{" not in src and "{%" not in src
+    assert "keep[q][e][0][0] =" in src and "send[q][e][0][0] =" in src and "float* ms" not in src
+    c = _template_constants(src)
+    # the exchange: 2 warpgroups x (MI/8 x 2 filters x 2 x 2 outputs) floats x 128 threads, where the rings were
+    assert c["SMEM_BYTES"] == rs_smem_bytes(32, 32, d.stages) and 2 * (32 // 8 * 2 * 4) * 128 * 4 <= c["MAIN_BYTES"]
+    assert "static_assert(2 * NPART * 128 * 4 <= MAIN_BYTES" in src
+    with pytest.raises(Unsupported, match="'regs' with the dense map"):
+        rs_desc("fp16", 32, fb=64, epi="regs")
+    with pytest.raises(Unsupported, match="epilogue"):
+        rs_desc("fp16", 32, dense_map=True, epi="gmem")
+
+
 def test_rs_weights_meet_the_a_fragment_k_slots():
     """Emulate what one wgmma m64nNk16 RS computes from generation 4's registers and packed U: thread (warp w,
     lane) puts channels 4q..4q+3 of tile rows g and g + 8 (g = lane / 4, q = lane % 4) into A registers 0/2 and

@@ -198,6 +198,8 @@ def ws_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 RS_WARPS = 8                     # two warpgroups: each transforms its rows of V into wgmma's A registers
 RS_STAGES = (2, 3, 4, 5, 6)     # raw-ring depths of generation 4 (its V needs no shared memory: room for more)
 RS_MCAST = (1, 2, 4)             # CTAs of a cluster sharing each weight stage by TMA multicast (1: no cluster)
+RS_EPILOGUES = ("smem", "regs")  # the output transform from fp32 accumulators in shared memory (all positions), or
+                                 # in registers by rows, the two warpgroups trading halves (dense map only)
 RS_RAW_CH = (16, 24)             # channels per pixel in generation 4's raw ring: 16 (rotated column order against
                                  # bank conflicts, the default) or 24 (48-byte pixels; 2 L2 sectors per pixel)
 
@@ -220,17 +222,21 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
     mcast = extra.get("mcast", 1)
     if mcast not in RS_MCAST:
         raise Unsupported(f"a cluster of {mcast!r} CTAs sharing the weights", f"use one of {RS_MCAST}")
+    epi = extra.get("epi", "smem")
+    if epi not in RS_EPILOGUES or (epi == "regs" and extra.get("map") != "dense"):
+        raise Unsupported(f"epilogue {epi!r} with the {extra.get('map')!r} row map",
+                          "use 'smem', or 'regs' with the dense map (dense and FP layouts)")
     return _check_wgmma(desc, extra, 4, RS_WARPS,
                         lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch, mcast=mcast), RS_STAGES)
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
-            dense_map: bool = False, rawch: int = 16, mcast: int = 1) -> KernelDesc:
+            dense_map: bool = False, rawch: int = 16, mcast: int = 1, epi: str = "smem") -> KernelDesc:
     """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
     memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
     generation 3: the deepest ring (<= 6 stages) whose shared memory fits, unless given. `rawch`: channels per
     pixel of the raw ring (RS_RAW_CH); `mcast`: CTAs of a cluster that share each weight stage by TMA multicast
-    (RS_MCAST; the extra is left out for 1, so those kernels keep their names and cache keys)."""
+    (RS_MCAST); `epi`: RS_EPILOGUES. Default values add no extra, so those kernels keep their names and keys."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if stages is None:
@@ -238,7 +244,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
                              ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX), ("rawch", rawch))
-                      + ((("mcast", mcast),) if mcast != 1 else ()))
+                      + ((("mcast", mcast),) if mcast != 1 else ())
+                      + ((("epi", epi),) if epi != "smem" else ()))
     return check_fused_desc(desc)
 
 
