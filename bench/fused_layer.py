@@ -7,6 +7,7 @@
                                                     # per layer (c >= 64, batch 32, fp16): cuDNN, fused dense
                                                     # p = 4 and 6 (each config verified first), fused WSP-R,
                                                     # WSP-RB and FP at 0.5 / 0.7 / 0.9, and the fused floor
+                                                    # (--gen4: WSP-CB too, with the kernel's chunk map)
 Prints a table last; writes one JSON row per measurement with --out. See docs/fused.md.
 """
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutlass_wsp.families.fused import fused_desc, layout_for, pair_desc, rs_desc, ws_desc  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
-from cutlass_wsp.pruning import prune  # noqa: E402
+from cutlass_wsp.pruning import WSP_CB_BLOCK, kept_count, prune  # noqa: E402
 from cutlass_wsp.winograd import direct_conv2d, filter_transform  # noqa: E402
 
 def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
@@ -44,7 +45,9 @@ class Case:
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
         if gen in (3, 4):   # warp-specialized wgmma (p = 4): FB 32 layouts (MI <= 32), BT 64
-            kw = {} if gen == 3 else {"mcast": mcast, **({"epi": epi} if self.layout.identity else {})}
+            # generation 4 skips pruned channel blocks (WSP-CB) with its chunk map; other kernels multiply their zeros
+            kw = {} if gen == 3 else {"mcast": mcast, **({"epi": epi} if self.layout.identity else {}),
+                                      **({"cmap": True} if self.layout.pruned_chunks else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
@@ -129,6 +132,8 @@ def verify_cases(gens=()):
                                  (f"gen{x} wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 32, None, x),
                                  (f"gen{x} fp 0.5", prune(Wt, "fp", 0.5), 32, None, x),
                                  (f"gen{x} wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=32), 32, None, x)]
+                    if x == 4:   # the chunk map (WSP-CB), at wsp-r's ratios
+                        variants += [(f"gen4 wsp-cb {r}", prune(Wt, "wsp-cb", r), 32, None, 4) for r in (0.5, 0.7)]
                 for label, pr, fb, gg, gen in variants:
                     what = f"{dtype} p{p} b{batch} c{c} n{n} {H}x{W} {label}"
                     yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen:
@@ -167,7 +172,8 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
                    gens_only: bool = False, mcast: int = 1, epi: str = "smem"):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
     FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...",
-    `stages` deep, or the deepest ring that fits); `gens_only`: those alone."""
+    `stages` deep, or the deepest ring that fits; generation 4 also WSP-CB at the ratios that keep a block of
+    16 channels); `gens_only`: those alone."""
     from cutlass_wsp.weights import he_winograd_weights
 
     for p in ps:
@@ -180,7 +186,8 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
         for x in (gens if p == 4 else ()):
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                            stages=stages, mcast=mcast, epi=epi))
-            for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {})):
+            cb = [r for r in ratios if c % WSP_CB_BLOCK == 0 and kept_count(r, c // WSP_CB_BLOCK) >= 1] if x == 4 else []
+            for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}), ("wsp-cb", cb, {})):
                 for r in rs:
                     pr = prune(Wd, pattern, r, **kw)
                     yield f"p4 gen{x} {pattern}", r, (lambda pr=pr, x=x: Case(pr, 4, dtype, batch, H, W, fb=32, gen=x,
@@ -327,9 +334,10 @@ def cmd_time(args) -> int:
 def cmd_table(args) -> int:
     """Markdown table per layer from a `time --out` file: cuDNN, fused dense (fastest config of the generation:
     `--gen 3` / `4` for those, else generations 1 and 2) and its floor, fused WSP-R / FP at the ratios (and
-    WSP-RB for generations 1-2); each with its speed against the same run's cuDNN. With --sweep (a sweep's results
-    on the same GPU): the unfused dense layer and the sweep's best WSP-C layer at the ratios (the fused kernel has
-    no WSP-C), each against that sweep's own cuDNN row (the same run)."""
+    WSP-RB for generations 1-2, WSP-CB for generation 4); each with its speed against the same run's cuDNN.
+    With --sweep (a sweep's results on the same GPU): the unfused dense layer and the sweep's best WSP-C layer at
+    the ratios (the fused kernel has only WSP-CB, blocks of 16 channels), each against that sweep's own cuDNN row
+    (the same run)."""
     import math
 
     rows = [json.loads(line) for line in open(args.file) if line.strip()]
@@ -360,7 +368,7 @@ def cmd_table(args) -> int:
         if key not in d or r["median_ms"] < d[key]["median_ms"]:
             d[key] = r
     ratios = sorted({r["ratio"] for r in rows if r.get("ratio") is not None and "wsp-rb" not in r["impl"]})
-    pruned = [f"{pat} {r:g}" for pat in ("wsp-r", "fp") for r in ratios]
+    pruned = [f"{pat} {r:g}" for pat in ("wsp-r", "fp") + (("wsp-cb",) if args.gen == 4 else ()) for r in ratios]
     if not args.gen:
         pruned += ["wsp-rb 0.5", "wsp-rb 0.75"]
     wspc = [f"wsp-c {r:g}" for r in ratios] if args.sweep else []

@@ -20,7 +20,7 @@ Fields:
               from spatial filters or another mask, or have their own compact form); `seed_pruning.py`
               dispatches on it. None: `pruning.prune`.
 A sweep offers the patterns some family serves (sweep/plan.py); the others are pruning patterns only
-(e.g. wsp-rb, until a family serves it).
+(e.g. wsp-cb: the fused kernel runs it on request, no sweep family serves it yet).
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ PATTERNS: dict[str, Pattern] = {p.name: p for p in (
             prunes_as="bcbp", unit="column segment"),
     Pattern("wsp-rb", "WSP-R balanced per block of filters: the same count of rows kept in every (position, "
             "filter block)", True, False, prunes_as="wsp-rb", unit="row", plot_group="structured"),
+    Pattern("wsp-cb", "WSP-C balanced in blocks of 16 input channels (the fused kernel's chunk): the same count "
+            "of blocks kept in every position", True, False, prunes_as="wsp-cb", unit="column block",
+            plot_group="structured"),
     # The seeds' methods and the vendor's structured sparsity (issue 14; docs/pruning.md names the sources).
     Pattern("2:4", "2:4 semi-structured: 2 of every 4 weights along c kept in each W_i (exactly 50%), "
             "sparse tensor cores through cuSPARSELt", True, False, prunes_as="2:4", unit="weight",

@@ -28,6 +28,7 @@ UNIT_NAMES: dict[str, str] = {name: _PATTERNS[name].unit for name in PATTERNS}
 VALID_L = (16, 36, 64)  # p² for p = 4, 6, 8
 BCBP_DEFAULT_TILE_ROWS = 32
 WSP_RB_DEFAULT_BLOCK = 64   # filters per block: the fused kernel's filter block (families/fused.PRUNED_FB)
+WSP_CB_BLOCK = 16           # input channels per wsp-cb block: the fused kernel's chunk (families/fused.BC)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,6 +213,7 @@ class Pruned:
       wsp-c       cols[i]: kept columns of W_i; compact_weights[i] = W_i[:, cols[i]]  (n × k_i)
       wwp         csr[i] = (indptr[n+1], indices[nnz_i], data[nnz_i]); compact_weights[i] = data
       wsp-rb      as wsp-r; every block of `block` filters keeps the same count in every position
+      wsp-cb      as wsp-c; cols[i] are whole blocks of 16 channels, the same count in every position
       bcbp        tile_cols[L, n_tiles, k]: kept columns of each row tile of tile_rows rows;
                   compact_weights[i][j] = W_i[j*t:(j+1)*t, tile_cols[i, j]]       (n_tiles × t × k)
     """
@@ -384,7 +386,9 @@ def prune(W, pattern: str, ratio: float, *, balance: str = "balanced", criterion
     balance 'balanced': every W_i keeps round((1-r)·units); 'unbalanced': one threshold over all p²
     matrices (each keeps >= 1 unit); 'spread': per-position ratios in [r - s, r + s], mean r.
     wsp-rb: rows of each W_i, the same count kept in every (position, block of `block` filters): the fused
-    kernel's balanced unit (families/fused.py)."""
+    kernel's balanced unit (families/fused.py).
+    wsp-cb: blocks of 16 input channels (columns) of each W_i, kept_count(ratio, c / 16) in every position: the
+    fused kernel's chunk, whose product it skips where pruned (families/fused.py)."""
     W = check_weights(W)
     pattern = _check_choice(pattern, PATTERNS, "pruning pattern")
     balance = _check_choice(balance, BALANCES, "balance")
@@ -449,6 +453,21 @@ def prune(W, pattern: str, ratio: float, *, balance: str = "balanced", criterion
                       kept_per_position=keep.sum(1), units_per_position=n,
                       compact_weights=[np.ascontiguousarray(W[i, rows[i]]) for i in range(L)], rows=rows,
                       block=fb, **common)
+
+    if pattern == "wsp-cb":
+        if c % WSP_CB_BLOCK:
+            raise InputError(f"wsp-cb prunes blocks of {WSP_CB_BLOCK} input channels; c={c} is not a multiple of "
+                             f"{WSP_CB_BLOCK}", "use a layer with c a multiple of 16, or wsp-c")
+        nb = c // WSP_CB_BLOCK
+        norms = np.sqrt((W64.reshape(L, n, nb, WSP_CB_BLOCK) ** 2).sum(axis=(1, 3)))   # [L, blocks]
+        keep_b = _select(_scores(norms.shape, norms, criterion, rng), r, "balanced", 0.0, rng,
+                         f"{WSP_CB_BLOCK}-channel block")
+        keep = np.repeat(keep_b, WSP_CB_BLOCK, axis=1)                     # [L, c]
+        cols = [_sorted_true(keep[i]) for i in range(L)]
+        return Pruned(pattern="wsp-cb", mask=np.repeat(keep[:, None, :], n, axis=1),
+                      kept_per_position=keep_b.sum(1), units_per_position=nb,
+                      compact_weights=[np.ascontiguousarray(W[i][:, cols[i]]) for i in range(L)],
+                      cols=cols, **common)
 
     if pattern == "wsp-c":
         norms = np.sqrt((W64 ** 2).sum(axis=1))                           # [L, c]

@@ -8,8 +8,9 @@ import pytest
 
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.families.fused import (accumulators, check_fused_desc, dense_layout, fused_desc, layout_for,
-                                        pack_rs_weights, pack_ws_weights, pair_desc, pair_smem_bytes, row_layout,
-                                        rs_desc, rs_k_slots, rs_smem_bytes, smem_bytes, ws_desc, ws_smem_bytes)
+                                        pack_rs_chunk_map, pack_rs_weights, pack_ws_weights, pair_desc,
+                                        pair_smem_bytes, row_layout, rs_desc, rs_k_slots, rs_smem_bytes, smem_bytes,
+                                        ws_desc, ws_smem_bytes)
 from cutlass_wsp.pruning import prune
 from cutlass_wsp.weights import he_winograd_weights
 
@@ -30,7 +31,7 @@ def rebuild(layout) -> np.ndarray:
 
 @pytest.mark.parametrize("p", [4, 6])
 @pytest.mark.parametrize("pattern,kw", [("dense", {}), ("wsp-r", dict(balance="unbalanced")),
-                                        ("wsp-r", {}), ("wsp-rb", dict(block=32)), ("fp", {})])
+                                        ("wsp-r", {}), ("wsp-rb", dict(block=32)), ("fp", {}), ("wsp-cb", {})])
 def test_layout_rebuilds_the_masked_weights(p, pattern, kw):
     W = he_winograd_weights((80, 48), p, seed=3)          # n = 80: a partial last filter block
     pr = prune(W, pattern, 0.0 if pattern == "dense" else 0.6, **kw)
@@ -50,6 +51,15 @@ def test_layout_rebuilds_the_masked_weights(p, pattern, kw):
     np.testing.assert_array_equal(lay.mtiles, -(-counts // 16))
     assert lay.kept == int(counts.sum())
     assert 0.0 <= lay.pad_waste < 1.0
+    # the chunk map: WSP-CB's kept blocks of 16 channels in every filter block, all chunks for the others
+    if pattern == "wsp-cb":
+        want_keep = pr.mask[:, 0, ::16]                               # [p², chunks]
+        assert lay.pruned_chunks and not want_keep.all()
+        np.testing.assert_array_equal(lay.ckeep, np.broadcast_to(want_keep, lay.ckeep.shape))
+        assert lay.identity                                           # every row kept: the dense map
+    else:
+        assert lay.ckeep.shape == (lay.blocks, p * p, 3) and not lay.pruned_chunks
+    assert lay.kept_weights == int(pr.mask.sum())                     # the layer's MACs per tile (cost model)
 
 
 def test_block_balanced_rows_waste_nothing_when_the_count_fills_whole_mma_tiles():
@@ -91,7 +101,8 @@ def test_descriptions_fit_registers_and_shared_memory():
 
 
 DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True),
-         ws_desc("fp16", 32, dense_map=True)]   # compiled here (test_readme.py counts)
+         ws_desc("fp16", 32, dense_map=True),
+         rs_desc("fp16", 32, dense_map=True, cmap=True)]   # compiled here (test_readme.py counts)
 
 
 def test_only_an_identity_layout_may_skip_the_inverse_map():
@@ -243,15 +254,22 @@ def test_rs_descriptions():
     with pytest.raises(Unsupported, match="channels per pixel"):
         rs_desc("fp16", 32, rawch=32)
     assert "rawch16" in d.name and "rawch24" in rs_desc("fp16", 32, dense_map=True, rawch=24).name
+    # the chunk map (WSP-CB) is an option of its own: off, the description is the one it was before it existed
+    assert "cmap" not in x and "cmap" not in d.name
+    m = rs_desc("fp16", 32, dense_map=True, cmap=True)
+    assert m.extra_dict()["cmap"] == "blocks" and "_cmapblocks_" in m.name and m.name.replace("cmapblocks_", "") == d.name and check_fused_desc(m) is m
+    with pytest.raises(Unsupported, match="chunk map 'rows'"):
+        check_fused_desc(d.__class__(**{**d.as_dict(), "extra": d.extra + (("cmap", "rows"),)}))
 
 
-@pytest.mark.parametrize("dtype,mi,dense,stages,rawch", [("fp16", 32, True, 4, 16), ("bf16", 32, False, 4, 16),
-                                                         ("fp16", 16, False, 3, 16), ("fp16", 32, True, 4, 24),
-                                                         ("fp16", 32, True, 6, 16)])
-def test_rs_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, mi, dense, stages, rawch):
+@pytest.mark.parametrize("dtype,mi,dense,stages,rawch,cmap", [
+    ("fp16", 32, True, 4, 16, False), ("bf16", 32, False, 4, 16, False), ("fp16", 16, False, 3, 16, False),
+    ("fp16", 32, True, 4, 24, False), ("fp16", 32, True, 4, 16, True), ("bf16", 32, False, 4, 16, True),
+    ("fp16", 16, False, 2, 16, True), ("fp16", 32, True, 6, 16, False)])
+def test_rs_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, mi, dense, stages, rawch, cmap):
     from cutlass_wsp.kernels.emitter import render
 
-    d = rs_desc(dtype, mi, fb=mi if dense else 2 * mi, dense_map=dense, stages=stages, rawch=rawch)
+    d = rs_desc(dtype, mi, fb=mi if dense else 2 * mi, dense_map=dense, stages=stages, rawch=rawch, cmap=cmap)
     src = render(d)
     assert "{{" not in src and "{%" not in src
     ab = "BF16BF16" if dtype == "bf16" else "F16F16"
@@ -266,6 +284,12 @@ def test_rs_renders_with_strict_undefined_and_its_smem_matches_the_host(dtype, m
     loop = src[src.index("bool late = false;"):src.index("if (late) __trap();")]
     assert "__trap" not in loop and "wait_bar(" not in loop
     assert "(cuuint32_t)RAW_CH, (cuuint32_t)p.RW" in src                     # the TMA box is RAW_CH channels wide
+    # the chunk map: read per chunk, made warp-uniform before the products it gates, required by the host check
+    assert ("if (!((keep >> a) & 1u)) continue;" in src) == cmap and ("cmap" in src) == cmap
+    if cmap:
+        assert src.count("__shfl_sync(0xffffffffu, kword, 0)") == 2          # once per warpgroup's mainloop
+        assert "if (a.gather_index == nullptr)" in src and "p.cmap = " in src
+        assert loop.index("const uint32_t keep") < loop.index("warpgroup_arrive();")
 
 
 @pytest.mark.parametrize("mcast", [2, 4])
@@ -333,6 +357,37 @@ def test_rs_weights_meet_the_a_fragment_k_slots():
                                    rtol=1e-12, atol=1e-12)
 
 
+def test_rs_chunk_map_is_one_word_per_block_chunk_and_warpgroup():
+    """Bit a of word [block, chunk, h]: position 8h + a (warpgroup h's a-th, V rows 2h, 2h + 1) multiplies it."""
+    rng = np.random.default_rng(7)
+    keep = rng.random((3, 16, 5)) < 0.5
+    words = pack_rs_chunk_map(keep)
+    assert words.shape == (3, 5, 2) and words.dtype == np.uint32 and words.flags.c_contiguous
+    for b in range(3):
+        for k in range(5):
+            for i in range(16):
+                assert bool((words[b, k, i // 8] >> (i % 8)) & 1) == keep[b, i, k]
+    assert (pack_rs_chunk_map(np.ones((1, 16, 2), bool)) == 0xFF).all()
+    with pytest.raises(InputError, match="p = 4"):
+        pack_rs_chunk_map(np.ones((1, 36, 2), bool))
+
+
+def test_wsp_cb_layout_keeps_every_row_and_zeroes_its_pruned_chunks():
+    from cutlass_wsp.families.fused import FusedLayer
+
+    W = he_winograd_weights((64, 64), 4, seed=8)
+    pr = prune(W, "wsp-cb", 0.75)                                     # 1 of 4 blocks per position
+    lay = layout_for(pr, 4, fb=32)
+    assert lay.mi == 32 and lay.identity and lay.mtiles.tolist() == [[2] * 16] * 2 and lay.pad_waste == 0.0
+    chunks = lay.U.reshape(2, 16, 32, 4, 16)
+    np.testing.assert_array_equal(chunks.any(axis=(2, 4)), lay.ckeep)   # a chunk's weights are zero iff pruned
+    assert lay.kept_weights == int(pr.mask.sum()) == 16 * 64 * 16
+    desc = rs_desc("fp16", lay.mi, fb=32, dense_map=lay.identity, cmap=lay.pruned_chunks)
+    assert FusedLayer(lay, "fp16", desc).desc.extra_dict()["cmap"] == "blocks"
+    with pytest.raises(InputError, match="chunk map of shape"):
+        dense_layout(W, 4, ckeep=np.ones((16, 3), bool))
+
+
 def test_generation_4_is_built_on_request_only():
     from cutlass_wsp.families.fused import FusedLayer, FusedTuneProblem, candidates_for, default_desc
 
@@ -356,6 +411,10 @@ def test_fused_kernel_renders_and_compiles(kernel_cache):
     for desc in DESCS:
         path = kernel_cache.get(desc)
         assert path.is_file() and path.stat().st_size > 0
+    # generation 4's chunk-map branches around the wgmmas are warp-uniform: ptxas serializes none (C7518 / C7520;
+    # C7519, a fence at each branch, is expected as with the row map)
+    log = kernel_cache.manifest(DESCS[-1])["log"] or ""
+    assert "C7518" not in log and "C7520" not in log
 
 
 # --------------------------------------------------------------------------------------------- the registry

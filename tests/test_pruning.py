@@ -43,6 +43,9 @@ def _units_mask(P):
         return m.any(axis=2)
     if P.pattern == "wsp-c":
         return m.any(axis=1)
+    if P.pattern == "wsp-cb":
+        L, _, c = m.shape
+        return m.any(axis=1).reshape(L, c // 16, 16).any(axis=2)
     if P.pattern == "bcbp":
         L, n, c = m.shape
         return m.reshape(L, n // P.tile_rows, P.tile_rows, c).any(axis=2).reshape(L, -1)
@@ -77,6 +80,8 @@ def test_mask_units_are_whole_and_counts_match(W, pattern, balance):
         expanded = np.repeat(um[:, :, None], c, axis=2)
     elif pattern == "wsp-c":
         expanded = np.repeat(um[:, None, :], n, axis=1)
+    elif pattern == "wsp-cb":
+        expanded = np.repeat(np.repeat(um, 16, axis=1)[:, None, :], n, axis=1)
     elif pattern == "bcbp":
         t = P.tile_rows
         expanded = np.repeat(um.reshape(L, n // t, 1, c), t, axis=2).reshape(L, n, c)
@@ -91,6 +96,10 @@ def test_mask_units_are_whole_and_counts_match(W, pattern, balance):
 @pytest.mark.parametrize("pattern,balance", [c for c in COMBOS if c[0] != "dense"])
 @pytest.mark.parametrize("ratio", [0.1, 0.5, 0.7, 0.93])
 def test_achieved_ratio_within_one_unit(W, pattern, balance, ratio):
+    if pattern == "wsp-cb" and kept_count(ratio, C // 16) < 1:     # 3 blocks of 16 channels: 0.93 leaves none
+        with pytest.raises(InputError, match="leaves no 16-channel block of 3"):
+            _prune(W, pattern, balance, ratio=ratio)
+        return
     P = _prune(W, pattern, balance, ratio=ratio)
     u, L = P.units_per_position, P.L
     if pattern == "bcbp":   # the count rule applies per row tile: c column segments each
@@ -390,3 +399,42 @@ def test_wsp_rb_keeps_the_same_count_in_every_position_and_filter_block(W, ratio
     assert 0 < P.energy_retained < 1
     with pytest.raises(InputError):
         prune(W, "wsp-r", ratio, block=block)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.7, 0.75, 0.9])
+def test_wsp_cb_keeps_whole_16_channel_blocks_the_same_count_in_every_position(ratio):
+    """The fused kernel's chunk as the unit: every position keeps kept_count(ratio, c / 16) whole blocks of 16 input
+    channels (all n rows of them), the strongest ones (group LASSO); the compact form is WSP-C's."""
+    W = he_winograd_weights((N, 128), p=4, seed=6)                   # 8 blocks of 16 channels
+    P = prune(W, "wsp-cb", ratio)
+    L, n, c = W.shape
+    k = kept_count(ratio, c // 16)
+    blocks = P.mask.reshape(L, n, c // 16, 16)
+    assert (blocks.all(axis=(1, 3)) == blocks.any(axis=(1, 3))).all()   # whole blocks, every row
+    keep = blocks.any(axis=(1, 3))                                   # [L, blocks]
+    assert (keep.sum(axis=1) == k).all() and P.is_balanced and P.kept_per_position.tolist() == [k] * L
+    assert P.units_per_position == c // 16 and P.unit == "column block"
+    assert P.achieved_ratio == pytest.approx(1 - k / (c // 16))
+    norms = np.sqrt((W.astype(np.float64).reshape(L, n, c // 16, 16) ** 2).sum(axis=(1, 3)))
+    kept_min = np.where(keep, norms, np.inf).min(axis=1)
+    pruned_max = np.where(~keep, norms, -np.inf).max(axis=1)
+    assert (kept_min >= pruned_max).all()
+    for i in range(L):
+        assert P.cols[i].tolist() == [b * 16 + j for b in np.flatnonzero(keep[i]) for j in range(16)]
+        np.testing.assert_array_equal(P.compact_weights[i], W[i][:, P.cols[i]])
+    assert P.stacked_indices().shape == (L, 16 * k)
+    assert 0 < P.energy_retained < 1
+
+
+def test_wsp_cb_keeps_a_planted_block_and_refuses_what_it_cannot_prune():
+    W = _small_with_planted((16, N, 64), [(5, slice(None), 37)])     # channel 37: block 2 of position 5
+    P = prune(W, "wsp-cb", 0.75)                                     # 1 of 4 blocks per position
+    assert P.cols[5].tolist() == list(range(32, 48))
+    with pytest.raises(InputError, match="c=40 is not a multiple of 16"):
+        prune(he_winograd_weights((N, 40), p=4), "wsp-cb", 0.5)
+    with pytest.raises(InputError, match="leaves no 16-channel block of 4"):
+        prune(W, "wsp-cb", 0.9)
+    with pytest.raises(InputError, match="wsp-cb cannot be unbalanced"):
+        prune(W, "wsp-cb", 0.5, balance="unbalanced")
+    with pytest.raises(InputError, match="block applies to wsp-rb only"):
+        prune(W, "wsp-cb", 0.5, block=32)

@@ -9,13 +9,16 @@ weights W[p², n, c] (masked by a pruning pattern) into the kernel's compact for
                           keeps in that block, packed first, zero pad rows after (MI rows in all);
   inv[block][i][FB]       int16: the packed row of (position i, filter f of the block), -1 where pruned;
   mtiles[block][i]        int32: how many 16-row MMA tiles of position i hold a kept row (the kernel
-                          skips the rest).
+                          skips the rest);
+  ckeep[block][i][chunk]  bool: position i multiplies the 16 channels of the chunk (False: its weights are zero;
+                          generation 4 built with the chunk map, rs_desc(cmap=True), skips that product).
 
 Dense: every position keeps the block's FB filters (MI = FB). FP: the kept filters, as a dense layer of
 n' outputs. WSP-R: each position's kept rows of the block, packed; the padding of each (block, position)
 up to a multiple of 16 rows is MMA work that computes zeros: `pad_waste` reports it. WSP-RB (row pruning
 balanced per (position, filter block), pruning.py) keeps the same count in every (block, position): with
-a count that is a multiple of 16 the waste is zero.
+a count that is a multiple of 16 the waste is zero. WSP-CB (blocks of 16 input channels, the same count in every
+position) keeps every row: U stays dense with the pruned chunks zero, and ckeep says which products to skip.
 
 Three kernels (`KernelDesc.extra` "gen"): generation 1 (`fused_desc`, any p: one CTA holds all positions),
 generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows), generation 3 (`ws_desc`, p = 4:
@@ -23,7 +26,8 @@ warp-specialized producer / transform / wgmma consumers) and generation 4 (`rs_d
 warpgroup transforms its rows of V into its A registers). Generations 3 and 4 are not yet the default: they
 take filter blocks of 32 and the sweep's layouts use 64. The registry part at the
 end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
-whole-layer points (implementation `fused` of dense, fp, wsp-r and wsp-rb).
+whole-layer points (implementation `fused` of dense, fp, wsp-r and wsp-rb; wsp-cb runs on request, with
+generation 4's chunk map).
 """
 
 from __future__ import annotations
@@ -226,17 +230,22 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
     if epi not in RS_EPILOGUES or (epi == "regs" and extra.get("map") != "dense"):
         raise Unsupported(f"epilogue {epi!r} with the {extra.get('map')!r} row map",
                           "use 'smem', or 'regs' with the dense map (dense and FP layouts)")
+    if extra.get("cmap", "blocks") != "blocks":
+        raise Unsupported(f"chunk map {extra.get('cmap')!r}", "use cmap 'blocks' (rs_desc(cmap=True)) or none")
     return _check_wgmma(desc, extra, 4, RS_WARPS,
                         lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch, mcast=mcast), RS_STAGES)
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
-            dense_map: bool = False, rawch: int = 16, mcast: int = 1, epi: str = "smem") -> KernelDesc:
+            dense_map: bool = False, rawch: int = 16, mcast: int = 1, epi: str = "smem",
+            cmap: bool = False) -> KernelDesc:
     """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
     memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
     generation 3: the deepest ring (<= 6 stages) whose shared memory fits, unless given. `rawch`: channels per
     pixel of the raw ring (RS_RAW_CH); `mcast`: CTAs of a cluster that share each weight stage by TMA multicast
-    (RS_MCAST); `epi`: RS_EPILOGUES. Default values add no extra, so those kernels keep their names and keys."""
+    (RS_MCAST); `epi`: RS_EPILOGUES; `cmap`: the kernel reads the layout's chunk map (pack_rs_chunk_map) and skips
+    the product of a (position, chunk) it prunes (WSP-CB). Default values add no extra, so those kernels keep their
+    names and cache keys."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if stages is None:
@@ -245,7 +254,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
                              ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX), ("rawch", rawch))
                       + ((("mcast", mcast),) if mcast != 1 else ())
-                      + ((("epi", epi),) if epi != "smem" else ()))
+                      + ((("epi", epi),) if epi != "smem" else ())
+                      + ((("cmap", "blocks"),) if cmap else ()))
     return check_fused_desc(desc)
 
 
@@ -284,6 +294,16 @@ def pack_rs_weights(U: np.ndarray) -> np.ndarray:
     P = np.empty_like(U).reshape(blocks, L, mi, cpad // BC, BC)
     P[..., rs_k_slots()] = U.reshape(blocks, L, mi, cpad // BC, BC)
     return pack_ws_weights(P.reshape(U.shape))
+
+
+def pack_rs_chunk_map(ckeep: np.ndarray) -> np.ndarray:
+    """Generation 4's chunk map: ckeep bool [blocks, 16, chunks] -> uint32 [blocks, chunks, 2], one word per
+    (block, chunk, warpgroup h) whose bit a says whether position 8h + a (the warpgroup's a-th) multiplies it."""
+    blocks, L, chunks = ckeep.shape
+    if L != 16:
+        raise InputError(f"a chunk map of {L} positions", "generation 4 is p = 4: pass ckeep[blocks, 16, chunks]")
+    bits = ckeep.reshape(blocks, 2, 8, chunks).astype(np.uint32) << np.arange(8, dtype=np.uint32)[:, None]
+    return np.ascontiguousarray(bits.sum(axis=2, dtype=np.uint32).transpose(0, 2, 1))
 
 
 def check_fused_desc(desc: KernelDesc) -> KernelDesc:
@@ -360,6 +380,7 @@ class FusedLayout:
     inv: np.ndarray         # int16 [blocks, p², FB]
     mtiles: np.ndarray      # int32 [blocks, p²]
     kept: int               # kept weight rows over all (position, filter)
+    ckeep: np.ndarray       # bool [blocks, p², Cpad/16]: the chunks each position multiplies (the rest are zero)
 
     @property
     def blocks(self) -> int:
@@ -383,6 +404,17 @@ class FusedLayout:
         return self.mi == self.fb and bool((self.inv == want).all())
 
     @property
+    def pruned_chunks(self) -> bool:
+        """Some (block, position) skips a chunk of channels (WSP-CB): a kernel with the chunk map saves work."""
+        return not bool(self.ckeep.all())
+
+    @property
+    def kept_weights(self) -> int:
+        """Weights the layer multiplies: each (block, position)'s kept rows times the channels of its kept chunks."""
+        width = np.minimum(BC, self.c - BC * np.arange(self.ckeep.shape[2]))          # the last chunk may be half
+        return int(((self.inv >= 0).sum(axis=2) * (self.ckeep * width).sum(axis=2)).sum())
+
+    @property
     def pad_waste(self) -> float:
         """Share of the multiplied rows that are padding (compute on zero rows)."""
         return 1.0 - self.kept / self.mma_rows if self.mma_rows else 0.0
@@ -397,9 +429,11 @@ def _check_weights(W, p: int) -> np.ndarray:
     return W
 
 
-def row_layout(W, p: int, rows, *, fb: int, n_out: int | None = None, mi: int | None = None) -> FusedLayout:
+def row_layout(W, p: int, rows, *, fb: int, n_out: int | None = None, mi: int | None = None,
+               ckeep=None) -> FusedLayout:
     """Compact form of weights W[p², n, c] where position i keeps the filters rows[i] (ascending; all n
-    for dense). Output channel f = filter f; `n_out` defaults to n."""
+    for dense). Output channel f = filter f; `n_out` defaults to n. `ckeep`: bool [p², chunks] or
+    [blocks, p², chunks], the 16-channel chunks each position keeps (default all); the others are zeroed."""
     W = _check_weights(W, p)
     L, n, c = W.shape
     n_out = n if n_out is None else int(n_out)
@@ -429,20 +463,32 @@ def row_layout(W, p: int, rows, *, fb: int, n_out: int | None = None, mi: int | 
             U[b, i, :len(sel), :c] = W[i, sel]
             inv[b, i, sel - b * fb] = np.arange(len(sel), dtype=np.int16)
     mtiles = (-(-counts // 16)).astype(np.int32)
+    chunks = cpad // BC
+    if ckeep is None:
+        ckeep = np.ones((blocks, L, chunks), dtype=bool)
+    else:
+        ckeep = np.asarray(ckeep, dtype=bool)
+        if ckeep.shape not in ((L, chunks), (blocks, L, chunks)):
+            raise InputError(f"a chunk map of shape {ckeep.shape}", f"pass bool [{L}, {chunks}] or [{blocks}, {L}, {chunks}]")
+        ckeep = np.broadcast_to(ckeep, (blocks, L, chunks)).copy()
+        # a chunk a position does not keep is zero weights: skipping its product (the chunk map) changes nothing
+        U.reshape(blocks, L, mi, chunks, BC)[np.broadcast_to(~ckeep[:, :, None, :], (blocks, L, mi, chunks))] = 0
     return FusedLayout(p=p, n_out=n_out, c=c, fb=fb, mi=mi, U=U, inv=inv, mtiles=mtiles,
-                       kept=int(counts.sum()))
+                       kept=int(counts.sum()), ckeep=ckeep)
 
 
-def dense_layout(W, p: int, *, fb: int = 32, mi: int | None = None) -> FusedLayout:
+def dense_layout(W, p: int, *, fb: int = 32, mi: int | None = None, ckeep=None) -> FusedLayout:
     W = _check_weights(W, p)
     n = W.shape[1]
-    return row_layout(W, p, [np.arange(n)] * (p * p), fb=fb, mi=mi if mi is not None else -(-fb // 16) * 16)
+    return row_layout(W, p, [np.arange(n)] * (p * p), fb=fb, mi=mi if mi is not None else -(-fb // 16) * 16,
+                      ckeep=ckeep)
 
 
 def layout_for(pruned: Any, p: int, *, fb: int = 32, mi: int | None = None) -> FusedLayout:
-    """The fused layout of a `pruning.Pruned` (dense, fp, wsp-r, wsp-rb). FP drops the pruned filters
-    from the output (a layer of n' channels). `mi`: packed rows per position (default: the fewest
-    whole 16-row tiles that hold every block's kept rows)."""
+    """The fused layout of a `pruning.Pruned` (dense, fp, wsp-r, wsp-rb, wsp-cb). FP drops the pruned filters
+    from the output (a layer of n' channels); WSP-CB keeps every row, its chunk map marks the pruned
+    16-channel blocks. `mi`: packed rows per position (default: the fewest whole 16-row tiles that hold every
+    block's kept rows)."""
     pattern = pruned.pattern
     W = np.asarray(pruned.weights)
     if pattern == "dense":
@@ -452,7 +498,9 @@ def layout_for(pruned: Any, p: int, *, fb: int = 32, mi: int | None = None) -> F
         return dense_layout(W[:, kept, :], p, fb=fb, mi=mi)
     if pattern in ("wsp-r", "wsp-rb"):
         return row_layout(W, p, pruned.rows, fb=fb, mi=mi)
-    raise Unsupported(f"no fused layout for pattern {pattern!r}", "use dense, fp, wsp-r or wsp-rb")
+    if pattern == "wsp-cb":   # the pruning's blocks are the kernel's chunks (pruning.WSP_CB_BLOCK == BC)
+        return dense_layout(W, p, fb=fb, mi=mi, ckeep=np.asarray(pruned.mask)[:, 0, ::BC])
+    raise Unsupported(f"no fused layout for pattern {pattern!r}", "use dense, fp, wsp-r, wsp-rb or wsp-cb")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -487,9 +535,12 @@ class FusedLayer:
 
         self.kernel = get_kernel(self.desc, cache)
         lay = self.layout
-        pack = {3: pack_ws_weights, 4: pack_rs_weights}.get(fused_generation(self.desc), np.ascontiguousarray)
+        gen = fused_generation(self.desc)
+        pack = {3: pack_ws_weights, 4: pack_rs_weights}.get(gen, np.ascontiguousarray)
         U = pack(lay.U)
-        self._dev = (from_host(U, self.dtype), cupy.asarray(lay.inv), cupy.asarray(lay.mtiles))
+        # generation 4 with the chunk map reads it (the other kernels multiply the zero chunks)
+        cmap = cupy.asarray(pack_rs_chunk_map(lay.ckeep)) if "cmap" in self.desc.extra_dict() else None
+        self._dev = (from_host(U, self.dtype), cupy.asarray(lay.inv), cupy.asarray(lay.mtiles), cmap)
         cupy.cuda.get_current_stream().synchronize()
         return self
 
@@ -509,14 +560,16 @@ class FusedLayer:
         batch, H, W, _ = (int(s) for s in d.shape)
         check_device_array("input", d, (batch, H, W, lay.c), self.dtype)
         check_device_array("output", out, self.output_shape(batch, H, W), self.dtype)
-        U, inv, mtiles = self._dev
+        U, inv, mtiles, cmap = self._dev
         dev = d.device.id
+        # the chunk map travels in gather_index: a pointer field the whole-layer kernels leave unused
+        extra = {} if cmap is None else dict(gather_index=cmap.data.ptr)
         args = make_args(M=lay.blocks, K=lay.cpad, L=lay.p * lay.p, A=U.data.ptr, B=d.data.ptr, D=out.data.ptr,
                          batch=batch, H=H, W=W, C=lay.c, n_out=lay.n_out, index_a=inv.data.ptr,
-                         index_b=mtiles.data.ptr, sm_count=sm_count(dev), device_id=dev)
+                         index_b=mtiles.data.ptr, sm_count=sm_count(dev), device_id=dev, **extra)
         self.kernel.check(args)
         step = kernel_step(self.kernel, args, Workspace(), bound_stream_pointer(stream))
-        return Launches([step], (d, out, U, inv, mtiles))
+        return Launches([step], (d, out, U, inv, mtiles, cmap))
 
     def run(self, d: Any, out: Any, *, stream: Any = None) -> Any:
         self.prepare(d, out, stream=stream)()
@@ -680,8 +733,8 @@ def layer_op(layout: FusedLayout, dtype: str, desc: KernelDesc, batch: int, H: i
 
     th, tw = tile_grid(H, W, layout.p - 2)
     T = batch * th * tw
-    cost = Cost(2.0 * layout.kept * layout.c * T,
-                float(dt.itemsize * (batch * H * W * (layout.c + layout.n_out) + layout.kept * layout.c)))
+    cost = Cost(2.0 * layout.kept_weights * T,
+                float(dt.itemsize * (batch * H * W * (layout.c + layout.n_out) + layout.kept_weights)))
     config = {**kernel_config(desc), "filter_block": layout.fb, "rows_per_position": layout.mi,
               "pad_waste": round(layout.pad_waste, 4), "layout": LAYER_LAYOUT}
     return Op(layer.prepare(d, out), out, lambda: out, desc.name, cost, config, {"layout": LAYER_LAYOUT}, x=d,

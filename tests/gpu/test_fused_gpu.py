@@ -45,7 +45,7 @@ def _ws(lay, dt):
 def _rs(lay, dt):
     from cutlass_wsp.families.fused import rs_desc
 
-    return rs_desc(dt, lay.mi, fb=lay.fb, dense_map=lay.identity)
+    return rs_desc(dt, lay.mi, fb=lay.fb, dense_map=lay.identity, cmap=lay.pruned_chunks)
 
 
 WGMMA_GENS = {"gen3": ("ws_desc", {}), "gen4": ("rs_desc", {}),            # the wgmma generations: FB 32 layouts
@@ -169,22 +169,28 @@ def test_wgmma_dense_equals_direct_convolution(gen, dtype, batch, c, n, H, W, co
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
 @pytest.mark.parametrize("pattern,ratio,kw", [("wsp-r", 0.7, dict(balance="unbalanced")), ("wsp-r", 0.5, {}),
                                               ("fp", 0.5, {}), ("wsp-rb", 0.75, dict(block=32)),
-                                              ("wsp-rb", 0.5, dict(block=32))])
+                                              ("wsp-rb", 0.5, dict(block=32)), ("wsp-cb", 0.5, {}),
+                                              ("wsp-cb", 0.75, {})])
 @pytest.mark.parametrize("gen", list(WGMMA_GENS))
 def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype, batch, H, W, pattern, ratio, kw,
                                                                      compile_cache_dir):
     """MI 16 (WSP-RB 0.75) and 32 with the row map: positions whose kept rows fit one m16 tile take the N = 16
-    wgmma, empty ones none; FP's identity layout takes the dense map."""
+    wgmma, empty ones none; FP's identity layout takes the dense map. WSP-CB (generation 4 only: the chunk map):
+    every row kept (dense map), the products of pruned (position, 16-channel chunk) pairs skipped; at 0.75 each
+    position keeps 1 of the 4 chunks, so some chunks skip every product of a warpgroup."""
     from cutlass_wsp.families.fused import layer_op, layout_for
     from cutlass_wsp.gpu.harness import bench
     from cutlass_wsp.kernels.cache import KernelCache
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
 
+    if pattern == "wsp-cb" and gen != "gen4":
+        pytest.skip("the chunk map is generation 4's")
     _sm90()
     pr = prune(he_winograd_weights((96, 64), 4, seed=5), pattern, ratio, **kw)
     lay = layout_for(pr, 4, fb=32)
-    desc = _wgmma_desc(gen)(dtype, lay.mi, fb=32, dense_map=lay.identity)
+    cmap = dict(cmap=lay.pruned_chunks) if gen == "gen4" else {}
+    desc = _wgmma_desc(gen)(dtype, lay.mi, fb=32, dense_map=lay.identity, **cmap)
     op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"{gen} {pattern} {ratio}")
     m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
               budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
