@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One device call for the unrun generation-4 candidates on this branch (docs/fused.md, "Next steps"): verify them
+# (the GPU tests of generation 4 and its variants), then time each option beside cuDNN, then Nsight Compute.
+#   bash scripts/device_run.sh tests/gpu/test_fused_gpu.py -k gen4 -- bash scripts/fused_candidates_run.sh
+# Build the kernels here first (CUTLASS_WSP_CACHE=.cache/wsp):
+#   for o in "" "--epi regs" "--epi regs --mcast 2"; do python bench/fused_layer.py compile --gen4 --gens-only --ps 4 $o; done
+set -u
+OUT=${OUT:-/tmp/out}
+if grep -qE "[0-9]+ failed|[0-9]+ error" "$OUT/gpu-tests.log" 2>/dev/null; then
+  echo "the GPU tests failed: nothing is timed (see gpu-tests.log)"; exit 1
+fi
+n=0
+for opts in "" "--epi regs" "--epi regs --mcast 2"; do
+  n=$((n + 1))
+  echo "# time --gen4 --gens-only $opts"
+  python3 bench/fused_layer.py time --gen4 --gens-only --ps 4 --nets vgg16,resnet18 $opts --out "$OUT/cand$n.jsonl" \
+    2>&1 | tail -16
+done
+bash scripts/ncu_fused.sh --gen4 --layers vgg16:conv4_2
