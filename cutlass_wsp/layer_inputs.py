@@ -100,18 +100,9 @@ class ArrayFile:
 
 
 def _torch_arrays(path: Path) -> dict[str, np.ndarray]:
-    try:
-        import torch
-    except ImportError:
-        raise Unsupported(f"{path} is a PyTorch file", "install torch to read .pt files "
-                          "(pip install 'cutlass-wsp[cudnn]'), or save the arrays with numpy.savez") from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(f"{path}: torch could not read it ({type(e).__name__}: {e})",
-                         "save a state_dict with torch.save") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]          # training checkpoints wrap it
+    from cutlass_wsp.weights import torch_load
+
+    torch, obj = torch_load(path, "save the arrays with numpy.savez", "save a state_dict with torch.save")
     if not isinstance(obj, dict):
         raise InputError(f"{path} holds a {type(obj).__name__}, not a state_dict", "save model.state_dict()")
     return {k: v.detach().to(torch.float32).cpu().numpy() for k, v in obj.items() if torch.is_tensor(v)}

@@ -30,6 +30,8 @@ def plot_network(times: Mapping[int, Sequence], out_dir: str | Path, *, net: str
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from cutlass_wsp.sweep.plot import save_figure
+
     batches = sorted(times)
     methods = [t.method for t in times[batches[0]]]
     out_dir = Path(out_dir)
@@ -57,9 +59,4 @@ def plot_network(times: Mapping[int, Sequence], out_dir: str | Path, *, net: str
         ax.legend(loc="lower right", fontsize=8)
         fig.suptitle(f"{net}: network time of its 3×3 stride-1 convs, pruned methods at ratio {ratio:g}\n"
                      f"{gpu or 'unknown GPU'}, {dtype}, p{p}", fontsize=10)
-        paths = []
-        for fmt in formats:
-            path = out_dir / f"{stem(net, ratio)}.{fmt}"
-            fig.savefig(path, dpi=120)
-            paths.append(path)
-    return paths
+        return save_figure(fig, out_dir, stem(net, ratio), formats)

@@ -82,19 +82,25 @@ def _pick(arrays: dict, key: str | None, path: Path, what: str) -> tuple[str, ob
                      else "store a [n, c, 3, 3] or [L, n, c] array")
 
 
-def _load_torch(path: Path, key: str | None, p: int, expect) -> np.ndarray:
+def torch_load(path: Path, numpy_fix: str, torch_fix: str):
+    """(torch, what a .pt/.pth file holds), a training checkpoint's 'state_dict' unwrapped; without torch or an
+    unreadable file, one line naming the fix (`numpy_fix`: how to save it without torch; `torch_fix`: how with)."""
     try:
         import torch
     except ImportError:
         raise Unsupported(f"{path} is a PyTorch file", "install torch to read .pt files "
-                          "(pip install 'cutlass-wsp[cudnn]'), or save the array with numpy.save") from None
+                          f"(pip install 'cutlass-wsp[cudnn]'), or {numpy_fix}") from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise InputError(f"{path}: torch could not read it ({type(e).__name__}: {e})",
-                         "save a state_dict or a tensor with torch.save") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        raise InputError(f"{path}: torch could not read it ({type(e).__name__}: {e})", torch_fix) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]  # training checkpoints wrap it
+    return torch, obj
+
+
+def _load_torch(path: Path, key: str | None, p: int, expect) -> np.ndarray:
+    torch, obj = torch_load(path, "save the array with numpy.save", "save a state_dict or a tensor with torch.save")
     if torch.is_tensor(obj):
         name, tensor = str(path), obj
     elif isinstance(obj, dict):

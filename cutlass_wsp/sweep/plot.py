@@ -143,17 +143,22 @@ def _drop_empty(shapes: list, series: list[tuple[str, list]]) -> tuple[list, lis
     return [shapes[i] for i in keep], series
 
 
-def _finish(fig, ctx: _Context, title: str, out: Path, stem: str, formats) -> list[Path]:
-    fig.suptitle(title, fontsize=10)
-    note = ctx.note()
-    if note:
-        fig.supxlabel(note, fontsize=7, color="0.35")   # inside the layout, so it never covers labels
+def save_figure(fig, out: Path, stem: str, formats) -> list[Path]:
+    """Write `fig` as out/stem.<fmt> for each format; the files written."""
     paths = []
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
         fig.savefig(path, dpi=120)
         paths.append(path)
     return paths
+
+
+def _finish(fig, ctx: _Context, title: str, out: Path, stem: str, formats) -> list[Path]:
+    fig.suptitle(title, fontsize=10)
+    note = ctx.note()
+    if note:
+        fig.supxlabel(note, fontsize=7, color="0.35")   # inside the layout, so it never covers labels
+    return save_figure(fig, out, stem, formats)
 
 
 def _ratio_figure(ctx, shapes, ratio, out, stem, formats) -> list[Path]:
@@ -301,12 +306,7 @@ def _layer_figure(entries: list, ratio: float | None, title: str, out: Path, ste
     if ignored:
         parts = ", ".join(f"{n} {s}" for s, n in sorted(ignored.items()))
         fig.supxlabel(f"not shown: {sum(ignored.values())} rows ({parts})", fontsize=7, color="0.35")
-    paths = []
-    for fmt in formats:
-        path = out / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=120)
-        paths.append(path)
-    return paths
+    return save_figure(fig, out, stem, formats)
 
 
 def _layer_figures(rows: list[dict], ratio: float | None, out: Path, several_gpus: bool, formats) -> list[Path]:
