@@ -24,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import fused_desc, layout_for, pair_desc, rs_desc, ws_desc  # noqa: E402
+from cutlass_wsp.families.fused import (balanced_block, fused_desc, layout_for, pair_desc, rs_desc,  # noqa: E402
+                                        wide_filter_block, ws_desc)
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import WSP_CB_BLOCK, kept_count, prune  # noqa: E402
 from cutlass_wsp.winograd import direct_conv2d, filter_transform  # noqa: E402
@@ -40,14 +41,19 @@ class Case:
 
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
-                 warps: int | None = None, mcast: int = 1, epi: str = "smem"):
+                 warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
         if gen in (3, 4):   # warp-specialized wgmma (p = 4): FB 32 layouts (MI <= 32), BT 64
             # generation 4 skips pruned channel blocks (WSP-CB) with its chunk map; other kernels multiply their zeros
-            kw = {} if gen == 3 else {"mcast": mcast, **({"epi": epi} if self.layout.identity else {}),
-                                      **({"cmap": True} if self.layout.pruned_chunks else {})}
+            # generation 4's row layouts: the unbranched "full" map where every row tile is filled (WSP-RB), or
+            # where asked (`full`: multiply the padding rather than branch per position)
+            lay = self.layout
+            full = (lay.full_rows if full is None else full) and not lay.identity
+            kw = {} if gen == 3 else {"mcast": mcast, **({"epi": epi} if lay.identity and epi else {}),
+                                      **({"cmap": True} if lay.pruned_chunks else {}),
+                                      **({"full_rows": True} if full else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
@@ -169,7 +175,7 @@ PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the prun
 
 
 def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
-                   gens_only: bool = False, mcast: int = 1, epi: str = "smem"):
+                   gens_only: bool = False, mcast: int = 1, epi: str | None = None):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
     FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...",
     `stages` deep, or the deepest ring that fits; generation 4 also WSP-CB at the ratios that keep a block of
@@ -192,6 +198,17 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
                     pr = prune(Wd, pattern, r, **kw)
                     yield f"p4 gen{x} {pattern}", r, (lambda pr=pr, x=x: Case(pr, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                                stages=stages, mcast=mcast, epi=epi))
+                    if x == 4 and pattern == "wsp-r":
+                        # the same mask with the unbranched map (padding multiplied), and in the widest filter
+                        # block that fits MI = 32 rows per position; the column keeps the fastest
+                        for fb in sorted({32, _wide_fb(pr.rows, n)}):
+                            yield f"p4 gen4 {pattern}", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb,
+                                                                                      gen=4, stages=stages, full=True))
+            for r in (ratios if x == 4 else ()):   # WSP-RB balanced in FB 32 (MI 16) and in the widest block (MI 32)
+                for fb in sorted({32, balanced_block(r, n)}):
+                    pr = prune(Wd, "wsp-rb", r, block=fb)
+                    yield f"p4 gen4 wsp-rb", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb, gen=4,
+                                                                           stages=stages))
         fb, gen = PRUNED_FB[p]
         for pattern, rs, kw in () if gens_only else (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
                                                      ("wsp-rb", [0.5, 0.75], dict(block=64))):
@@ -199,6 +216,13 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
                 pr = prune(Wd, pattern, r, **kw)
                 yield f"p{p} {pattern}", r, (lambda pr=pr, p=p, fb=fb if pattern != "wsp-rb" else 64, gen=gen:
                                              Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen))
+
+
+def _wide_fb(rows, n: int) -> int:
+    try:
+        return wide_filter_block(rows, n)
+    except Exception:  # noqa: BLE001 -- no block fits MI = 32: the FB-32 variant alone
+        return 32
 
 
 def timed(case: Case, budget_s: float):
@@ -250,7 +274,15 @@ def cmd_profile(args) -> int:
     for spec in args.layers.split("+"):
         (lay,) = resolve_layers(spec)
         Wd = he_winograd_weights((lay.n, lay.c), args.p, seed=1)
-        if args.gens:   # generation 3 or 4 (p = 4, FB 32): the last one asked for
+        if args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
+            if args.pattern == "wsp-rb":
+                fb = balanced_block(args.ratio, lay.n)
+                pr = prune(Wd, "wsp-rb", args.ratio, block=fb)
+            else:
+                pr = prune(Wd, "wsp-r", args.ratio)
+                fb = _wide_fb(pr.rows, lay.n)
+            case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, gen=4, full=True).ready()
+        elif args.gens:   # generation 3 or 4 (p = 4, FB 32): the last one asked for
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=32,
                         gen=args.gens[-1]).ready()
         else:
@@ -299,12 +331,12 @@ def cmd_time(args) -> int:
                 continue
             floor = case.op.cost.floor_ms(ceil.gemm_flops, ceil.copy_bw_Bps)   # the family's cost model
             key = label if r is None else f"{label} {r:g}"
-            if label.endswith("dense"):   # the fastest verified config is the layer's dense time
-                if key not in row or t.median_ms < row[key]:
-                    row[key], row[label.replace("dense", "floor")] = t.median_ms, floor
-            else:
+            # the fastest verified config (filter block, kernel) is the layer's time for its column
+            if key not in row or t.median_ms < row[key]:
                 row[key] = t.median_ms
-            out_rows.append({"layer": row["layer"], "impl": label, "ratio": r, "kernel": case.name,
+                if label.endswith("dense"):
+                    row[label.replace("dense", "floor")] = floor
+            out_rows.append({"layer": row["layer"], "impl": label, "ratio": r, "kernel": case.name, "fb": case.layout.fb,
                              "median_ms": t.median_ms, "iqr_ms": t.iqr_ms, "rel_error": err, "floor_ms": floor,
                              "pad_waste": case.layout.pad_waste, "energy_retained": case.pruned.energy_retained})
             del case
@@ -324,10 +356,13 @@ def cmd_time(args) -> int:
         sp = [row["cudnn"] / row[f"p{p} dense"] for row in table if f"p{p} dense" in row]
         if sp:
             print(f"p{p} dense vs cuDNN: min {min(sp):.2f}x, geomean {math.exp(np.mean(np.log(sp))):.2f}x")
-        for r in ratios:
-            sp = [row["cudnn"] / row[f"p{p} wsp-r {r:g}"] for row in table if f"p{p} wsp-r {r:g}" in row]
-            if sp:
-                print(f"p{p} wsp-r {r:g} vs cuDNN: geomean {math.exp(np.mean(np.log(sp))):.2f}x")
+        for pre in [f"p{p}"] + [f"p{p} gen{x}" for x in (args.gens if p == 4 else ())]:
+            for pat in ("wsp-r", "wsp-rb", "fp"):
+                for r in ratios:
+                    k = f"{pre} {pat} {r:g}"
+                    sp = [row["cudnn"] / row[k] for row in table if k in row]
+                    if sp:
+                        print(f"{k} vs cuDNN: geomean {math.exp(np.mean(np.log(sp))):.2f}x")
     return 0
 
 
@@ -368,7 +403,9 @@ def cmd_table(args) -> int:
         if key not in d or r["median_ms"] < d[key]["median_ms"]:
             d[key] = r
     ratios = sorted({r["ratio"] for r in rows if r.get("ratio") is not None and "wsp-rb" not in r["impl"]})
-    pruned = [f"{pat} {r:g}" for pat in ("wsp-r", "fp") + (("wsp-cb",) if args.gen == 4 else ()) for r in ratios]
+    pats = ("wsp-r", "fp") + (("wsp-rb", "wsp-cb") if args.gen == 4 else ())
+    pruned = [f"{pat} {r:g}" for pat in pats for r in ratios if any(
+        r2["impl"] == f"{p} {pat}" and r2.get("ratio") == r for r2 in rows)]
     if not args.gen:
         pruned += ["wsp-rb 0.5", "wsp-rb 0.75"]
     wspc = [f"wsp-c {r:g}" for r in ratios] if args.sweep else []
@@ -423,6 +460,9 @@ def main(argv=None) -> int:
     f.add_argument("--dtype", default="fp16")
     f.add_argument("--batch", type=int, default=32)
     f.add_argument("--launches", type=int, default=1)
+    f.add_argument("--pattern", choices=("dense", "wsp-rb", "wsp-r"), default="dense",
+                   help="a row-pruned form: generation 4 in the widest filter block that fits (with --ratio)")
+    f.add_argument("--ratio", type=float, default=0.7)
     for q in (v, t, k, f):
         q.add_argument("--gen3", dest="gens", action="append_const", const=3, default=[],
                        help="generation 3 as well (opt-in: filter blocks of 32)")
@@ -437,8 +477,8 @@ def main(argv=None) -> int:
         q.add_argument("--stages", type=int, default=None, help="ring depth of generations 3 / 4 (default: deepest)")
         q.add_argument("--gens-only", action="store_true", help="only the generations asked for with --gen3 / --gen4")
         q.add_argument("--mcast", type=int, default=1, help="generation 4: CTAs sharing the weights by TMA multicast")
-        q.add_argument("--epi", choices=("smem", "regs"), default="smem",
-                       help="generation 4's epilogue for dense-map layouts (dense, FP)")
+        q.add_argument("--epi", choices=("smem", "regs"), default=None,
+                       help="generation 4's epilogue for dense-map layouts (dense, FP; default regs)")
     t.add_argument("--budget", type=float, default=0.2)
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)

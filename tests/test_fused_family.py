@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from cutlass_wsp.errors import InputError, Unsupported
-from cutlass_wsp.families.fused import (accumulators, check_fused_desc, dense_layout, fused_desc, layout_for,
+from cutlass_wsp.families.fused import (WIDE_FB, accumulators, balanced_block, check_fused_desc, dense_layout,
+                                        fused_desc, layout_for, wide_filter_block,
                                         pack_rs_chunk_map, pack_rs_weights, pack_ws_weights, pair_desc,
                                         pair_smem_bytes, row_layout, rs_desc, rs_k_slots, rs_smem_bytes, smem_bytes,
                                         ws_desc, ws_smem_bytes)
@@ -315,7 +316,10 @@ def test_rs_register_epilogue_renders_for_the_dense_map_only():
     from cutlass_wsp.kernels.emitter import render
 
     d = rs_desc("fp16", 32, fb=32, dense_map=True, epi="regs")
-    assert "_epiregs_" in d.name and "epi" not in rs_desc("fp16", 32, dense_map=True).name   # smem: same keys
+    # 'regs' is the dense map's default (measured faster on every layer, docs/fused.md); 'smem' adds no extra,
+    # so the kernels built before the option keep their names and cache keys
+    assert "_epiregs_" in d.name and rs_desc("fp16", 32, dense_map=True) == d
+    assert "epi" not in rs_desc("fp16", 32, dense_map=True, epi="smem").name and "epi" not in rs_desc("fp16", 32).name
     src = render(d)
     assert "{{" not in src and "{%" not in src
     assert "keep[q][e][0][0] =" in src and "send[q][e][0][0] =" in src and "float* ms" not in src
@@ -492,3 +496,84 @@ def test_fused_rows_speed_up_against_the_fused_dense_layer_not_a_gemm_batch():
     assert by[("wsp-r", "fused")]["floor_speedup"] == pytest.approx(1.5)
     assert by[("wsp-r", "cutlass")]["dense_ms"] == 0.02 and by[("wsp-r", "cutlass")]["speedup"] == pytest.approx(2.0)
     assert by[("dense", "cutlass")]["speedup"] == 1.0
+
+
+# ------------------------------------------------- generation 4: filter blocks wider than MI, the "full" row map
+def test_balanced_block_is_the_widest_menu_block_whose_kept_count_fits_32_rows():
+    from cutlass_wsp.pruning import kept_count
+
+    assert [balanced_block(r, 512) for r in (0.5, 0.7, 0.75, 0.9)] == [64, 96, 128, 320]
+    assert balanced_block(0.9, 256) == 256 and balanced_block(0.9, 100) == 128 and balanced_block(0.7, 64) == 64
+    for r in (0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95):
+        fb = balanced_block(r, 512)
+        assert kept_count(r, fb) <= 32 and fb in WIDE_FB
+        wider = [b for b in WIDE_FB if b > fb]
+        assert not wider or kept_count(r, wider[0]) > 32             # the next menu block would overflow
+    assert balanced_block(0.1, 512) == 32                             # nothing wider fits: MI itself
+
+
+def test_wide_filter_block_fits_every_block_and_position():
+    n = 256
+    W = he_winograd_weights((n, 64), 4, seed=2)
+    for r, bal in ((0.7, "balanced"), (0.9, "balanced"), (0.7, "unbalanced")):
+        pr = prune(W, "wsp-r", r, balance=bal)
+        fb = wide_filter_block(pr.rows, n)
+        counts = [[int(((np.asarray(rows) >= b) & (np.asarray(rows) < b + fb)).sum()) for rows in pr.rows]
+                  for b in range(0, n, fb)]
+        assert max(map(max, counts)) <= 32
+        wider = [b for b in WIDE_FB if b > fb and b < n + 32]
+        if wider:   # the next wider block overflows somewhere
+            c2 = [[int(((np.asarray(rows) >= b) & (np.asarray(rows) < b + wider[0])).sum()) for rows in pr.rows]
+                  for b in range(0, n, wider[0])]
+            assert max(map(max, c2)) > 32
+    assert wide_filter_block(prune(W, "wsp-r", 0.9).rows, n) > wide_filter_block(prune(W, "wsp-r", 0.5).rows, n)
+    everything = [np.arange(n)] * 16
+    assert wide_filter_block(everything, n) == 32                      # dense: 32 rows per block at most
+    with pytest.raises(Unsupported, match="more than 16 rows"):
+        wide_filter_block(everything, n, mi=16)
+    with pytest.raises(InputError, match="output channels"):
+        wide_filter_block(everything, 0)
+
+
+def test_wide_wsp_rb_layout_fills_its_row_tiles_and_rebuilds_the_masked_weights():
+    n = 256
+    W = he_winograd_weights((n, 48), 4, seed=3)
+    fb = balanced_block(0.7, n)
+    pr = prune(W, "wsp-rb", 0.7, block=fb)
+    lay = layout_for(pr, 4, fb=fb)
+    assert (lay.fb, lay.mi, lay.blocks) == (96, 32, 3) and lay.full_rows and not lay.identity
+    np.testing.assert_array_equal(rebuild(lay), np.asarray(pr.weights) * pr.mask)
+    assert lay.pad_waste == pytest.approx(1 - lay.kept / (3 * 16 * 32))     # 29 of 32 rows in the full blocks
+    # unbalanced WSP-R in blocks of 32 leaves some row tiles empty: the "rows" map skips them, "full" multiplies
+    ur = layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32)
+    assert not ur.full_rows and (ur.mtiles < ur.mi // 16).any()
+
+
+def test_full_map_descriptions_and_render():
+    from cutlass_wsp.kernels.emitter import render
+
+    d = rs_desc("fp16", 32, fb=96, full_rows=True)
+    x = d.extra_dict()
+    assert (x["map"], x["fb"], d.tile[0]) == ("full", 96, 32) and "_mapfull_" in d.name and check_fused_desc(d) is d
+    assert "epi" not in x                                              # the inverse map's epilogue: smem
+    rows = rs_desc("fp16", 32, fb=96)
+    assert rows.extra_dict()["map"] == "rows" and rows.name != d.name
+    with pytest.raises(InputError, match="dense and the full"):
+        rs_desc("fp16", 32, dense_map=True, full_rows=True)
+    with pytest.raises(Unsupported, match="'regs' with the dense map"):
+        rs_desc("fp16", 32, fb=96, full_rows=True, epi="regs")
+    g3 = ws_desc("fp16", 32, fb=64)
+    with pytest.raises(Unsupported, match="row map 'full' for generation 3"):
+        check_fused_desc(g3.__class__(**{**g3.as_dict(), "extra": tuple((k, "full" if k == "map" else v)
+                                                                        for k, v in g3.extra)}))
+    src, rsrc = render(d), render(rows)
+    assert "{{" not in src and "{%" not in src
+    loop = src[src.index("bool late = false;"):src.index("if (late) __trap();")]
+    # no per-position branch: every product is the MI-row wgmma
+    assert "constexpr bool FULL_ROWS = true;" in src and "if (FULL_ROWS || nt[a] == MI / 16)" in loop
+    assert "gmma<16>(areg[a]" not in src and "gmma<16>(areg[a]" in rsrc and "FULL_ROWS" not in rsrc
+    assert "if (DENSE_MAP || nt[a] == MI / 16)" in rsrc
+    c = _template_constants(src)
+    assert (c["FB"], c["MI"]) == (96, 32) and c["SMEM_BYTES"] == rs_smem_bytes(32, 96, d.stages) <= 227 * 1024
+    wide = rs_desc("bf16", 32, fb=320, full_rows=True)
+    assert wide.stages == 5 and rs_smem_bytes(32, 320, 6) > 227 * 1024   # the inverse map takes a stage's room

@@ -166,8 +166,10 @@ def _check_wgmma(desc: KernelDesc, extra: dict, gen: int, warps: int, smem: Call
                           f"layouts of more rows per position take filter blocks of 32")
     if not isinstance(fb, int) or fb % 2 or fb < mi:
         raise Unsupported(f"filter block {fb!r} with MI={mi}", "use an even number of channels, at least MI")
-    if extra.get("map", "rows") not in ("rows", "dense") or (extra.get("map") == "dense" and mi != fb):
-        raise Unsupported(f"row map {extra.get('map')!r}", "use 'rows', or 'dense' with MI == FB")
+    maps = ("rows", "dense", "full") if gen == 4 else ("rows", "dense")
+    if extra.get("map", "rows") not in maps or (extra.get("map") == "dense" and mi != fb):
+        raise Unsupported(f"row map {extra.get('map')!r} for generation {gen}",
+                          "use 'rows', or 'dense' with MI == FB" + (", or 'full'" if gen == 4 else ""))
     if raw != WS_RAW_PIX:
         raise Unsupported(f"input region of {raw} pixels", f"use {WS_RAW_PIX}")
     if desc.stages not in depths:
@@ -237,22 +239,31 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
-            dense_map: bool = False, rawch: int = 16, mcast: int = 1, epi: str = "smem",
-            cmap: bool = False) -> KernelDesc:
+            dense_map: bool = False, rawch: int = 16, mcast: int = 1, epi: str | None = None,
+            cmap: bool = False, full_rows: bool = False) -> KernelDesc:
     """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
     memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
     generation 3: the deepest ring (<= 6 stages) whose shared memory fits, unless given. `rawch`: channels per
     pixel of the raw ring (RS_RAW_CH); `mcast`: CTAs of a cluster that share each weight stage by TMA multicast
-    (RS_MCAST); `epi`: RS_EPILOGUES; `cmap`: the kernel reads the layout's chunk map (pack_rs_chunk_map) and skips
-    the product of a (position, chunk) it prunes (WSP-CB). Default values add no extra, so those kernels keep their
-    names and cache keys."""
+    (RS_MCAST); `epi`: RS_EPILOGUES (default: 'regs' with the dense map, measured 1.03-1.16x 'smem' on the H200,
+    docs/fused.md; else 'smem'); `cmap`: the kernel reads the layout's chunk map (pack_rs_chunk_map) and skips
+    the product of a (position, chunk) it prunes (WSP-CB); `full_rows` (row map "full", FusedLayout.full_rows):
+    every position multiplies all MI packed rows, with no per-position branch around the wgmma (a packed row
+    past a position's kept rows is zero), while the epilogue still reads the inverse map: the mainloop of the
+    dense map for filter blocks wider than MI (wide_filter_block). Values that were the defaults before add no
+    extra, so those kernels keep their names and cache keys."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
+    if dense_map and full_rows:
+        raise InputError("both the dense and the full row map", "pass one of dense_map, full_rows")
+    if epi is None:
+        epi = "regs" if dense_map else "smem"
     if stages is None:
         stages = next((s for s in RS_STAGES[::-1] if rs_smem_bytes(mi, fb, s, rawch=rawch, mcast=mcast) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
-                             ("map", "dense" if dense_map else "rows"), ("raw", WS_RAW_PIX), ("rawch", rawch))
+                             ("map", "dense" if dense_map else "full" if full_rows else "rows"), ("raw", WS_RAW_PIX),
+                             ("rawch", rawch))
                       + ((("mcast", mcast),) if mcast != 1 else ())
                       + ((("epi", epi),) if epi != "smem" else ())
                       + ((("cmap", "blocks"),) if cmap else ()))
@@ -404,6 +415,13 @@ class FusedLayout:
         return self.mi == self.fb and bool((self.inv == want).all())
 
     @property
+    def full_rows(self) -> bool:
+        """Every (block, position) fills all MI/16 of its row tiles (WSP-RB with a kept count in (MI - 16, MI]):
+        a kernel without per-position tile counts (generation 4's "full" map) wastes nothing by multiplying them
+        all."""
+        return bool((self.mtiles == self.mi // 16).all())
+
+    @property
     def pruned_chunks(self) -> bool:
         """Some (block, position) skips a chunk of channels (WSP-CB): a kernel with the chunk map saves work."""
         return not bool(self.ckeep.all())
@@ -482,6 +500,48 @@ def dense_layout(W, p: int, *, fb: int = 32, mi: int | None = None, ckeep=None) 
     n = W.shape[1]
     return row_layout(W, p, [np.arange(n)] * (p * p), fb=fb, mi=mi if mi is not None else -(-fb // 16) * 16,
                       ckeep=ckeep)
+
+
+# Filter blocks wider than the MMA's N (generation 4, row-pruned forms): a CTA's MI = 32 packed rows per position
+# then stand for FB > 32 output channels, so each input chunk it loads and transforms serves FB filters instead of
+# 32. The input side (load, transform, the A registers) is what bounds the fused kernel (docs/fused.md), so this,
+# not the MMA work the pruned rows leave, is where row pruning buys time. The menu keeps the kernel count small
+# (FB is a compile-time constant of the epilogue).
+WIDE_FB = (32, 64, 96, 128, 160, 192, 256, 320)
+
+
+def _block_counts(rows, n_out: int, fb: int) -> np.ndarray:
+    """Kept rows per (block, position) for filter blocks of fb."""
+    blocks = -(-n_out // fb)
+    return np.stack([np.bincount(np.asarray(r, dtype=np.int64) // fb, minlength=blocks) for r in rows], axis=1)
+
+
+def _menu_upto(n_out: int, mi: int, menu: tuple[int, ...]) -> list[int]:
+    """The menu's blocks from MI up to the first that holds the whole layer (a wider one is the same block)."""
+    if n_out < 1:
+        raise InputError(f"a layer of {n_out} output channels", "use n >= 1")
+    cap = next((fb for fb in menu if fb >= n_out), menu[-1])
+    return [fb for fb in menu if mi <= fb <= cap]
+
+
+def wide_filter_block(rows, n_out: int, mi: int = 32, menu: tuple[int, ...] = WIDE_FB) -> int:
+    """The widest filter block of `menu` in which no (block, position) keeps more than `mi` of the rows
+    rows[i] (position i's kept filters, as in row_layout): generation 4's FB for a row-pruned layer."""
+    fit = [fb for fb in _menu_upto(n_out, mi, menu) if _block_counts(rows, n_out, fb).max() <= mi]
+    if not fit:
+        raise Unsupported(f"every filter block of {menu} keeps more than {mi} rows in some position",
+                          "prune more rows, or use a kernel with more rows per position")
+    return max(fit)
+
+
+def balanced_block(ratio: float, n_out: int, mi: int = 32, menu: tuple[int, ...] = WIDE_FB) -> int:
+    """The widest block of `menu` whose WSP-RB kept count at `ratio` fits `mi` rows: prune(..., "wsp-rb", ratio,
+    block=balanced_block(ratio, n)) fills whole row tiles of generation 4's "full" map with the least padding
+    the menu allows (0.5: 64, 0.7: 96, 0.75: 128, 0.9: 320, capped by the layer's width)."""
+    from cutlass_wsp.pruning import kept_count
+
+    fit = [fb for fb in _menu_upto(n_out, mi, menu) if kept_count(ratio, min(fb, n_out)) <= mi]
+    return max(fit) if fit else min(mi, n_out)
 
 
 def layout_for(pruned: Any, p: int, *, fb: int = 32, mi: int | None = None) -> FusedLayout:

@@ -50,7 +50,8 @@ def _rs(lay, dt):
 
 WGMMA_GENS = {"gen3": ("ws_desc", {}), "gen4": ("rs_desc", {}),            # the wgmma generations: FB 32 layouts
               "gen4-mc2": ("rs_desc", {"mcast": 2}),                         # weights multicast to a CTA pair
-              "gen4-regs": ("rs_desc", {"epi": "regs"})}                    # the register epilogue (dense map)
+              "gen4-smem": ("rs_desc", {"epi": "smem"})}                    # dense map: the shared-memory epilogue
+                                                                             # (generation 4's default is 'regs')
 
 
 def _wgmma_desc(gen: str):
@@ -217,3 +218,37 @@ def test_a_fused_config_search_verifies_records_and_is_read_back(compile_cache_d
     assert sum(t.ok for t in result.trials) >= 2                 # the menu's candidates all verified
     choices = TunedChoices.load(cache, store=store, checks=registry.checks())
     assert choices.lookup("fused", problem, "fp16", "sm90") == result.best
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
+@pytest.mark.parametrize("pattern,ratio,wide", [("wsp-rb", 0.7, True), ("wsp-rb", 0.9, True), ("wsp-rb", 0.7, False),
+                                                ("wsp-r", 0.7, True), ("wsp-r-unbalanced", 0.7, True)])
+def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dtype, batch, H, W, pattern, ratio,
+                                                                             wide, compile_cache_dir):
+    """Generation 4 with filter blocks wider than its 32 packed rows (families/fused.wide_filter_block,
+    balanced_block): n = 256 in blocks of 96 (WSP-RB 0.7: 96, 96 and a partial 64), 256 (WSP-RB 0.9) or the
+    widest that fits (WSP-R), every position multiplying all its packed rows (the "full" map: padding rows are
+    zero); WSP-RB 0.7 in blocks of 32 (10 kept rows: MI 16); unbalanced WSP-R in blocks of 32 with the full map."""
+    from cutlass_wsp.families.fused import balanced_block, layer_op, layout_for, rs_desc, wide_filter_block
+    from cutlass_wsp.gpu.harness import bench
+    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    _sm90()
+    n = 256
+    W4 = he_winograd_weights((n, 64), 4, seed=7)
+    if pattern == "wsp-rb":
+        fb = balanced_block(ratio, n) if wide else 32
+        pr = prune(W4, "wsp-rb", ratio, block=fb)
+    else:
+        pr = prune(W4, "wsp-r", ratio, balance="unbalanced" if pattern.endswith("unbalanced") else "balanced")
+        fb = wide_filter_block(pr.rows, n)
+    lay = layout_for(pr, 4, fb=fb)
+    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True)
+    assert (fb > 32) == (wide and pattern != "wsp-r-unbalanced") and "_mapfull_" in desc.name
+    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen4 {pattern} {ratio} FB {fb}")
+    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
+              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
+    assert m.rel_error > 0 and m.timing.median_ms > 0
