@@ -27,7 +27,10 @@ UNIT_NAMES: dict[str, str] = {name: _PATTERNS[name].unit for name in PATTERNS}
 
 VALID_L = (16, 36, 64)  # p² for p = 4, 6, 8
 BCBP_DEFAULT_TILE_ROWS = 32
-WSP_RB_DEFAULT_BLOCK = 64   # filters per block: the fused kernel's filter block (families/fused.PRUNED_FB)
+# WSP-RB's blocks: the fused kernel's filter blocks (families/fused.py, "wide filter blocks"). By default a block is
+# the widest of these whose kept count fits the kernel's 32 packed rows per position (wsp_rb_block).
+WSP_RB_BLOCKS = (32, 64, 96, 128, 160, 192, 256, 320)
+WSP_RB_ROWS = 32
 WSP_CB_BLOCK = 16           # input channels per wsp-cb block: the fused kernel's chunk (families/fused.BC)
 
 
@@ -86,9 +89,19 @@ def default_tile_rows(n: int) -> int:
     return math.gcd(n, BCBP_DEFAULT_TILE_ROWS)
 
 
-def _check_block(block, n: int) -> int:
-    if block is None:
-        return min(WSP_RB_DEFAULT_BLOCK, n)
+def wsp_rb_block(ratio: float, n: int, rows: int = WSP_RB_ROWS, menu: tuple[int, ...] = WSP_RB_BLOCKS) -> int:
+    """The widest block of `menu` (up to the first that holds all n filters) whose kept count at `ratio` is at
+    most `rows`: 0.5 -> 64, 0.7 -> 96, 0.75 -> 128, 0.9 -> 320 for n >= 320; `rows` itself if none fits."""
+    if n < 1:
+        raise InputError(f"a layer of {n} output channels", "use n >= 1")
+    cap = next((b for b in menu if b >= n), menu[-1])
+    fit = [b for b in menu if rows <= b <= cap and kept_count(ratio, min(b, n)) <= rows]
+    return max(fit) if fit else rows
+
+
+def _check_block(block, n: int, ratio: float) -> int:
+    if block is None:   # the fused kernel's balanced unit at this ratio, no wider than the layer
+        return min(wsp_rb_block(ratio, n), n)
     try:
         b = operator.index(block)
     except TypeError:
@@ -439,7 +452,7 @@ def prune(W, pattern: str, ratio: float, *, balance: str = "balanced", criterion
                       compact_weights=[np.ascontiguousarray(W[i, rows[i]]) for i in range(L)], rows=rows, **common)
 
     if pattern == "wsp-rb":
-        fb = _check_block(block, n)
+        fb = _check_block(block, n, r)
         norms = np.sqrt((W64 ** 2).sum(axis=2))                           # [L, n]
         k = max(1, kept_count(r, fb))
         keep = np.zeros((L, n), dtype=bool)

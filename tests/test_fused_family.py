@@ -216,14 +216,15 @@ def test_ws_weights_are_packed_per_chunk_with_the_32_byte_swizzle():
 
 
 def test_ws_is_built_on_request_only():
-    """Generation 3 takes FB 32 layouts only (the sweep uses 64): the default kernel and the tuner's menu leave it out; a layer asks
-    for it by description (FB 32 layouts: MI <= 32)."""
+    """Generation 3 (measured slower than generation 4): the default kernel and the tuner's menu leave it out; a
+    layer asks for it by description (FB 32 layouts: MI <= 32). The default is generation 4 where its 32 rows per
+    position hold the layout (FB 32 dense), else generation 2 (FB 64 dense: MI 64)."""
     from cutlass_wsp.families.fused import FusedLayer, FusedTuneProblem, candidates_for, default_desc
 
     W = he_winograd_weights((64, 48), 4, seed=4)
-    for fb in (32, 64):
+    for fb, gen in ((32, 4), (64, 2)):
         prob = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=fb), 3, 13, 11)
-        assert default_desc(prob, "fp16").extra_dict()["gen"] == 2
+        assert default_desc(prob, "fp16").extra_dict()["gen"] == gen
         assert all(d.extra_dict().get("gen", 1) != 3 for d in candidates_for(prob, "fp16"))
     lay = layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32)
     layer = FusedLayer(lay, "fp16", ws_desc("fp16", lay.mi, fb=32, dense_map=lay.identity))
@@ -444,8 +445,9 @@ def test_the_registry_serves_the_fused_layer_for_its_patterns_as_whole_layer_poi
     assert "fused" in registry.tunable()
 
 
-@pytest.mark.parametrize("pattern,ratio,balance,gen", [("dense", None, None, 2), ("fp", 0.7, None, 2),
-                                                       ("wsp-r", 0.7, "unbalanced", 2), ("wsp-rb", 0.75, None, 2)])
+@pytest.mark.parametrize("pattern,ratio,balance,gen", [("dense", None, None, 4), ("fp", 0.7, None, 4),
+                                                       ("wsp-r", 0.7, "unbalanced", 4), ("wsp-rb", 0.75, None, 4),
+                                                       ("wsp-r", 0.9, "balanced", 4)])
 def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, gen):
     from cutlass_wsp.families import registry
 
@@ -467,6 +469,19 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, gen
     assert len(kf.candidates(prob, "fp16", "sm90", short=True)) == 1
     full = kf.candidates(prob, "fp16", "sm90")
     assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
+    # generation 4: the dense map (register epilogue) for dense / FP, the unbranched full map for row layouts in
+    # the widest filter block whose (block, position)s keep at most 32 rows; generation 2 in the menu behind it
+    x = desc.extra_dict()
+    assert x["map"] == ("dense" if prob.identity else "full") and x.get("epi") == ("regs" if prob.identity else None)
+    assert {d.extra_dict()["gen"] for d in full} == {2, 4}
+    if pattern in ("wsp-r", "wsp-rb"):
+        n = ctx.point.n
+        assert prob.fb == wide_filter_block(ctx.pruned.rows, n) and prob.mi <= 32
+        if pattern == "wsp-rb":   # WSP-RB's default block is the kernel's: every row tile filled
+            assert ctx.pruned.block == min(balanced_block(ratio, n), n) and prob.fb >= ctx.pruned.block
+            assert lay.full_rows
+    else:
+        assert prob.fb == 32
 
 
 def test_plan_refuses_what_the_kernel_cannot_run_in_one_line():

@@ -23,8 +23,9 @@ position) keeps every row: U stays dense with the pruned chunks zero, and ckeep 
 Three kernels (`KernelDesc.extra` "gen"): generation 1 (`fused_desc`, any p: one CTA holds all positions),
 generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows), generation 3 (`ws_desc`, p = 4:
 warp-specialized producer / transform / wgmma consumers) and generation 4 (`rs_desc`, p = 4: each wgmma
-warpgroup transforms its rows of V into its A registers). Generations 3 and 4 are not yet the default: they
-take filter blocks of 32 and the sweep's layouts use 64. The registry part at the
+warpgroup transforms its rows of V into its A registers). Generation 4 is p = 4's default (default_desc): the
+dense map in filter blocks of 32, the row-pruned forms in filter blocks as wide as their kept rows allow
+(wide_filter_block), where generation 2 remains the fallback and a tuning candidate. The registry part at the
 end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
 whole-layer points (implementation `fused` of dense, fp, wsp-r and wsp-rb; wsp-cb runs on request, with
 generation 4's chunk map).
@@ -41,6 +42,7 @@ from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.families.base import (ANY, LAYER, CandidateMeasure, Cost, Family, KernelFamily, KernelPlan, Op,
                                        PointContext, Serves, kernel_config)
 from cutlass_wsp.kernels.description import KernelDesc
+from cutlass_wsp.pruning import WSP_RB_BLOCKS, wsp_rb_block
 
 FUSED_FAMILY = "fused"
 FUSED_DTYPES = ("fp16", "bf16")
@@ -505,9 +507,10 @@ def dense_layout(W, p: int, *, fb: int = 32, mi: int | None = None, ckeep=None) 
 # Filter blocks wider than the MMA's N (generation 4, row-pruned forms): a CTA's MI = 32 packed rows per position
 # then stand for FB > 32 output channels, so each input chunk it loads and transforms serves FB filters instead of
 # 32. The input side (load, transform, the A registers) is what bounds the fused kernel (docs/fused.md), so this,
-# not the MMA work the pruned rows leave, is where row pruning buys time. The menu keeps the kernel count small
-# (FB is a compile-time constant of the epilogue).
-WIDE_FB = (32, 64, 96, 128, 160, 192, 256, 320)
+# not the MMA work the pruned rows leave, is where row pruning buys time (measured on the H200: WSP-RB 0.7 in
+# blocks of 96 takes 0.52x the dense layer's time on VGG conv4_2). The menu (WSP-RB's blocks) keeps the kernel
+# count small: FB is a compile-time constant of the epilogue.
+WIDE_FB = WSP_RB_BLOCKS
 
 
 def _block_counts(rows, n_out: int, fb: int) -> np.ndarray:
@@ -516,32 +519,25 @@ def _block_counts(rows, n_out: int, fb: int) -> np.ndarray:
     return np.stack([np.bincount(np.asarray(r, dtype=np.int64) // fb, minlength=blocks) for r in rows], axis=1)
 
 
-def _menu_upto(n_out: int, mi: int, menu: tuple[int, ...]) -> list[int]:
-    """The menu's blocks from MI up to the first that holds the whole layer (a wider one is the same block)."""
-    if n_out < 1:
-        raise InputError(f"a layer of {n_out} output channels", "use n >= 1")
-    cap = next((fb for fb in menu if fb >= n_out), menu[-1])
-    return [fb for fb in menu if mi <= fb <= cap]
-
-
 def wide_filter_block(rows, n_out: int, mi: int = 32, menu: tuple[int, ...] = WIDE_FB) -> int:
     """The widest filter block of `menu` in which no (block, position) keeps more than `mi` of the rows
     rows[i] (position i's kept filters, as in row_layout): generation 4's FB for a row-pruned layer."""
-    fit = [fb for fb in _menu_upto(n_out, mi, menu) if _block_counts(rows, n_out, fb).max() <= mi]
+    if n_out < 1:
+        raise InputError(f"a layer of {n_out} output channels", "use n >= 1")
+    cap = next((fb for fb in menu if fb >= n_out), menu[-1])   # a wider block is the same one block
+    fit = [fb for fb in menu if mi <= fb <= cap and _block_counts(rows, n_out, fb).max() <= mi]
     if not fit:
         raise Unsupported(f"every filter block of {menu} keeps more than {mi} rows in some position",
                           "prune more rows, or use a kernel with more rows per position")
     return max(fit)
 
 
-def balanced_block(ratio: float, n_out: int, mi: int = 32, menu: tuple[int, ...] = WIDE_FB) -> int:
-    """The widest block of `menu` whose WSP-RB kept count at `ratio` fits `mi` rows: prune(..., "wsp-rb", ratio,
-    block=balanced_block(ratio, n)) fills whole row tiles of generation 4's "full" map with the least padding
-    the menu allows (0.5: 64, 0.7: 96, 0.75: 128, 0.9: 320, capped by the layer's width)."""
-    from cutlass_wsp.pruning import kept_count
-
-    fit = [fb for fb in _menu_upto(n_out, mi, menu) if kept_count(ratio, min(fb, n_out)) <= mi]
-    return max(fit) if fit else min(mi, n_out)
+def balanced_block(ratio: float, n_out: int, mi: int = 32) -> int:
+    """The widest filter block whose WSP-RB kept count at `ratio` fits `mi` rows (pruning.wsp_rb_block, WSP-RB's
+    default block): prune(..., "wsp-rb", ratio, block=balanced_block(ratio, n)) fills whole row tiles of generation
+    4's "full" map with the least padding the menu allows (0.5: 64, 0.7: 96, 0.75: 128, 0.9: 320, capped by the
+    layer's width)."""
+    return wsp_rb_block(ratio, n_out, rows=mi)
 
 
 def layout_for(pruned: Any, p: int, *, fb: int = 32, mi: int | None = None) -> FusedLayout:
@@ -640,7 +636,7 @@ class FusedLayer:
 # The registry: the fused kernel family (config search) and the sweep's points
 # ---------------------------------------------------------------------------------------------
 
-PRUNED_FB = 64   # filter block of the pruned forms: WSP-RB's block (pruning.WSP_RB_DEFAULT_BLOCK)
+PRUNED_FB = 64   # filter block of generation 1's pruned forms (p = 6)
 
 
 @dataclass(frozen=True)
@@ -687,20 +683,29 @@ class FusedTuneProblem:
 
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
-    """Generation 2 (8 warps) for p = 4, generation 1 for p = 6."""
+    """p = 4: generation 4 where its 16 or 32 packed rows per position hold the layout (the dense map with the
+    register epilogue; row layouts with the unbranched "full" map, measured faster than the branching "rows" map
+    on the H200, docs/fused.md), else generation 2 (8 warps); p = 6: generation 1."""
     if problem.p == 4:
-        return pair_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity)
+        try:
+            return rs_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity,
+                           full_rows=not problem.identity)
+        except Unsupported:
+            return pair_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity)
     return fused_desc(dtype, problem.p, problem.mi, fb=problem.fb)
 
 
 def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
-    """The default first, then the other warp count / tile / pipeline depths that build."""
+    """The default first, then the other kernels that build for the layout: generation 4's other epilogue or row
+    map, then generation 2's warp counts and tile; for p = 6 generation 1's pipeline depths and tiles."""
     out = [default_desc(problem, dtype)]
     if problem.p == 4:
-        tries = [dict(warps=16), dict(bt=32)]
-        for kw in tries:
+        rs = [dict(dense_map=True, epi="smem")] if problem.identity else [dict()]    # the "rows" map
+        tries = [(rs_desc, kw) for kw in rs] + [(pair_desc, dict(dense_map=problem.identity, **kw))
+                                                for kw in (dict(), dict(warps=16), dict(bt=32))]
+        for make, kw in tries:
             try:
-                out.append(pair_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity, **kw))
+                out.append(make(dtype, problem.mi, fb=problem.fb, **kw))
             except Unsupported:
                 pass
     else:
@@ -720,7 +725,7 @@ class FusedKernel(KernelFamily):
     name = FUSED_FAMILY
     archs = ("sm90",)
     problem_type = FusedTuneProblem
-    limit = 4
+    limit = 5
     short_limit = 1
     bench_point = None          # whole layers: bench/fused_layer.py, not bench/tune_families.py
 
@@ -807,7 +812,9 @@ FUSED_KERNEL = FusedKernel()
 
 class FusedFamily(Family):
     """The fused layer in the sweep: implementation `fused` of dense, FP, WSP-R (any balance) and WSP-RB.
-    p = 4 runs generation 2 (filter block 64), p = 6 generation 1 (dense: filter block 32)."""
+    p = 4 runs generation 4: dense and FP in filter blocks of 32, WSP-R and WSP-RB in the widest filter block
+    whose (block, position)s keep at most 32 rows (wide_filter_block; WSP-RB's default block is one); p = 6
+    runs generation 1 (dense: filter block 32, pruned: 64)."""
 
     name = FUSED_FAMILY
     description = "the whole Winograd layer in one sm90 kernel: input transform, p² products, output transform"
@@ -826,8 +833,12 @@ class FusedFamily(Family):
         if ctx.dt.name not in FUSED_DTYPES:
             raise Unsupported(f"the fused layer kernel has no {ctx.dt.name} version",
                               f"use one of {', '.join(FUSED_DTYPES)}")
-        fb = (64 if pt.p == 4 else 32) if pt.pattern == "dense" else PRUNED_FB
-        return layout_for(ctx.pruned, pt.p, fb=fb)
+        pd = ctx.pruned
+        if pt.p == 4:
+            if pt.pattern in ("dense", "fp"):
+                return layout_for(pd, 4, fb=32)
+            return layout_for(pd, 4, fb=wide_filter_block(pd.rows, np.asarray(pd.weights).shape[1]))
+        return layout_for(pd, pt.p, fb=32 if pt.pattern == "dense" else PRUNED_FB)
 
     def _choice(self, ctx: PointContext, layout: FusedLayout) -> tuple[FusedTuneProblem, KernelDesc, bool]:
         pt = ctx.point

@@ -252,3 +252,24 @@ def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dty
     m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
               budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
     assert m.rel_error > 0 and m.timing.median_ms > 0
+
+
+@pytest.mark.parametrize("pattern,ratio,balance", [("dense", None, None), ("fp", 0.5, None), ("wsp-r", 0.7, "balanced"),
+                                                   ("wsp-r", 0.7, "unbalanced"), ("wsp-rb", 0.7, None),
+                                                   ("wsp-rb", 0.9, None)])
+def test_the_sweeps_gen4_fused_points_verify_and_time(pattern, ratio, balance, compile_cache_dir):
+    """The sweep's path (registry -> FusedFamily -> generation 4 in its filter block -> the harness's check
+    against the fp32 unfused pipeline, then timing): ResNet-18 layer3 (256 -> 256 at 14 x 14), batch 3."""
+    from cutlass_wsp.gpu.harness import TimingOptions
+    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.sweep.measure import Measurer
+    from cutlass_wsp.sweep.plan import Point
+
+    _sm90()
+    m = Measurer(TimingOptions(budget_s=0.01), cache=KernelCache(compile_cache_dir))
+    pt = Point("resnet18", ("layer3.0.conv2",), 256, 256, 14, 14, 3, 4, "fp16", pattern, "fused", ratio, balance)
+    row = m.measure(pt)      # raises where the check fails
+    assert row["rel_error"] > 0 and row["median_ms"] > 0 and "_gen4_" in row["kernel"]
+    assert ("_mapdense_" in row["kernel"]) == (pattern in ("dense", "fp"))
+    if pattern == "wsp-rb":   # WSP-RB's default block is the kernel's filter block: whole row tiles
+        assert row["kernel_config"]["pad_waste"] < 0.1 and row["kernel_config"]["filter_block"] > 32
