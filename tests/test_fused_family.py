@@ -393,13 +393,22 @@ def test_wsp_cb_layout_keeps_every_row_and_zeroes_its_pruned_chunks():
         dense_layout(W, 4, ckeep=np.ones((16, 3), bool))
 
 
-def test_generation_4_is_built_on_request_only():
+def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
+    """p = 4 defaults to generation 4 (dense map, register epilogue; row layouts: the full map) with generation 2
+    behind it in the tuning menu; a layout of more than 32 rows per position falls back to generation 2."""
     from cutlass_wsp.families.fused import FusedLayer, FusedTuneProblem, candidates_for, default_desc
 
     W = he_winograd_weights((64, 48), 4, seed=4)
     prob = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=32), 3, 13, 11)
-    assert default_desc(prob, "fp16").extra_dict()["gen"] == 2
-    assert all(d.extra_dict().get("gen", 1) != 4 for d in candidates_for(prob, "fp16"))
+    d = default_desc(prob, "fp16")
+    assert d == rs_desc("fp16", 32, fb=32, dense_map=True) and d.extra_dict()["epi"] == "regs"
+    menu = candidates_for(prob, "fp16")
+    assert menu[1] == rs_desc("fp16", 32, fb=32, dense_map=True, epi="smem") and menu[2].extra_dict()["gen"] == 2
+    rows = FusedTuneProblem.of(layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32), 3, 13, 11)
+    assert default_desc(rows, "fp16").extra_dict()["map"] == "full"
+    assert candidates_for(rows, "fp16")[1].extra_dict()["map"] == "rows"
+    wide = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=64), 3, 13, 11)   # MI 64
+    assert default_desc(wide, "fp16").extra_dict()["gen"] == 2
     lay = layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32)
     assert FusedLayer(lay, "fp16", rs_desc("fp16", lay.mi, fb=32)).desc.extra_dict()["gen"] == 4
 
@@ -588,6 +597,9 @@ def test_full_map_descriptions_and_render():
     assert "constexpr bool FULL_ROWS = true;" in src and "if (FULL_ROWS || nt[a] == MI / 16)" in loop
     assert "gmma<16>(areg[a]" not in src and "gmma<16>(areg[a]" in rsrc and "FULL_ROWS" not in rsrc
     assert "if (DENSE_MAP || nt[a] == MI / 16)" in rsrc
+    # its epilogue reads a filter pair's inverse-map entries once per thread, not once per (tile, pair)
+    assert "constexpr int NFP = FB / 2, GROUPS = THREADS / NFP;" in src and "NFP" not in rsrc
+    assert "for (int e = tid; e < BT * (FB / 2); e += THREADS)" in rsrc
     c = _template_constants(src)
     assert (c["FB"], c["MI"]) == (96, 32) and c["SMEM_BYTES"] == rs_smem_bytes(32, 96, d.stages) <= 227 * 1024
     wide = rs_desc("bf16", 32, fb=320, full_rows=True)

@@ -260,8 +260,10 @@ def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dty
 def test_the_sweeps_gen4_fused_points_verify_and_time(pattern, ratio, balance, compile_cache_dir):
     """The sweep's path (registry -> FusedFamily -> generation 4 in its filter block -> the harness's check
     against the fp32 unfused pipeline, then timing): ResNet-18 layer3 (256 -> 256 at 14 x 14), batch 3."""
+    from cutlass_wsp.families.fused import balanced_block
     from cutlass_wsp.gpu.harness import TimingOptions
     from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.pruning import kept_count
     from cutlass_wsp.sweep.measure import Measurer
     from cutlass_wsp.sweep.plan import Point
 
@@ -271,5 +273,7 @@ def test_the_sweeps_gen4_fused_points_verify_and_time(pattern, ratio, balance, c
     row = m.measure(pt)      # raises where the check fails
     assert row["rel_error"] > 0 and row["median_ms"] > 0 and "_gen4_" in row["kernel"]
     assert ("_mapdense_" in row["kernel"]) == (pattern in ("dense", "fp"))
-    if pattern == "wsp-rb":   # WSP-RB's default block is the kernel's filter block: whole row tiles
-        assert row["kernel_config"]["pad_waste"] < 0.1 and row["kernel_config"]["filter_block"] > 32
+    if pattern == "wsp-rb":   # WSP-RB's default block is the kernel's filter block: the 32 rows hold its kept count
+        block = min(balanced_block(ratio, 256), 256)
+        assert row["kernel_config"]["filter_block"] == block > 32
+        assert row["kernel_config"]["pad_waste"] == pytest.approx(1 - kept_count(ratio, block) / 32, abs=1e-4)
