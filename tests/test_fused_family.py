@@ -597,10 +597,14 @@ def test_full_map_descriptions_and_render():
     assert "constexpr bool FULL_ROWS = true;" in src and "if (FULL_ROWS || nt[a] == MI / 16)" in loop
     assert "gmma<16>(areg[a]" not in src and "gmma<16>(areg[a]" in rsrc and "FULL_ROWS" not in rsrc
     assert "if (DENSE_MAP || nt[a] == MI / 16)" in rsrc
-    # the same epilogue as the rows map (reading each pair's inverse map once per thread was measured slower:
-    # docs/fused.md)
+    # FB 96 keeps the rows map's epilogue loop; FB 64, 128, 256 (filter pairs dividing the 256 threads) read each
+    # pair's inverse-map entries once per thread (measured faster there, slower at 320: docs/fused.md)
     loop_e = "for (int e = tid; e < BT * (FB / 2); e += THREADS)"
-    assert loop_e in src and loop_e in rsrc
+    assert loop_e in src and loop_e in rsrc and "NFP" not in src
+    for fb in WIDE_FB:
+        hoisted = "constexpr int NFP = FB / 2, GROUPS = THREADS / NFP;" in render(rs_desc("fp16", 32, fb=fb, full_rows=True))
+        assert hoisted == (fb in (64, 128, 256)), fb
+    assert "NFP" not in render(rs_desc("fp16", 32, fb=64))             # the rows map: the loop
     c = _template_constants(src)
     assert (c["FB"], c["MI"]) == (96, 32) and c["SMEM_BYTES"] == rs_smem_bytes(32, 96, d.stages) <= 227 * 1024
     wide = rs_desc("bf16", 32, fb=320, full_rows=True)
