@@ -2,7 +2,8 @@
 # One device call for generation 4 (docs/fused.md): verify it (the GPU tests of generation 4, its variants and
 # the sweep's generation-4 points, and the fused config search), time it beside cuDNN (dense, and the pruned
 # forms in FB 32 and in the widest filter block), run the sweep's fused points (VGG-16 and ResNet-18, batch 32,
-# with cuDNN), then Nsight Compute on VGG conv4_2 (WSP-RB 0.7 in its block of 96; NCU="--gen4" for dense).
+# with cuDNN), then Nsight Compute on VGG conv4_2 (WSP-RB 0.7 in its block of 96; NCU="--gen4" for dense, NCU=none
+# for no profile).
 #   bash scripts/device_run.sh -- bash scripts/fused_gen4_run.sh [TIME OPTIONS...]
 # Build the kernels here first (CUTLASS_WSP_CACHE=.cache/wsp): python bench/fused_layer.py compile --gen4 --gens-only
 # --ps 4, and python scripts/sweep_compile.py with the sweep's options below.
@@ -23,6 +24,7 @@ pack
 timeout 240 python3 -m cutlass_wsp sweep --net vgg16,resnet18 --pattern conv,dense,fp,wsp-r,wsp-rb --impl fused,cudnn \
   --ratio 0.5,0.7,0.9 --no-tune --budget-ms 100 --out "$T/sweep-fused.jsonl" --no-plots 2>&1 | tail -3
 rm -f "$T"/*.lock "$T"/*.csv; pack
+[ "${NCU:-}" = none ] && exit 0
 what=${NCU:-"--pattern wsp-rb --ratio 0.7"}
 tag=$(echo "$what" | tr -dc 'a-z0-9.')
 mkdir -p "$T/ncu-$tag"
