@@ -438,3 +438,22 @@ def test_wsp_cb_keeps_a_planted_block_and_refuses_what_it_cannot_prune():
         prune(W, "wsp-cb", 0.5, balance="unbalanced")
     with pytest.raises(InputError, match="block applies to wsp-rb only"):
         prune(W, "wsp-cb", 0.5, block=32)
+
+
+def test_wsp_rb_default_block_is_the_fused_kernels_widest_block_that_fits_32_rows():
+    """The default block follows the fused kernel's filter blocks (families/fused.py, wide filter blocks): the widest
+    of WSP_RB_BLOCKS whose kept count fits 32 rows, no wider than the layer; an explicit block wins."""
+    from cutlass_wsp.pruning import WSP_RB_BLOCKS, wsp_rb_block
+
+    W = he_winograd_weights((512, 16), p=4, seed=2)
+    assert [prune(W, "wsp-rb", r).block for r in (0.5, 0.7, 0.9)] == [64, 96, 320]
+    assert prune(W, "wsp-rb", 0.7, block=32).block == 32
+    small = he_winograd_weights((48, 16), p=4, seed=2)
+    assert prune(small, "wsp-rb", 0.9).block == 48                      # the menu's 64, capped by the layer
+    assert wsp_rb_block(0.2, 512) == 32                                   # 64 would keep 51 rows
+    for r in (0.5, 0.6, 0.7, 0.8, 0.9):
+        b = wsp_rb_block(r, 1024)
+        assert b in WSP_RB_BLOCKS and kept_count(r, b) <= 32
+        assert b == WSP_RB_BLOCKS[-1] or kept_count(r, WSP_RB_BLOCKS[WSP_RB_BLOCKS.index(b) + 1]) > 32
+    with pytest.raises(InputError, match="output channels"):
+        wsp_rb_block(0.5, 0)
