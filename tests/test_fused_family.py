@@ -447,7 +447,7 @@ def _ctx(pattern: str, ratio=None, balance=None, layer="resnet18:12", p=4, dtype
 def test_the_registry_serves_the_fused_layer_for_its_patterns_as_whole_layer_points():
     from cutlass_wsp.families import registry
 
-    for pattern in ("dense", "fp", "wsp-r", "wsp-rb"):
+    for pattern in ("dense", "fp", "wsp-r", "wsp-rb", "wsp-cb"):
         assert registry.serving(pattern, "fused").name == "fused"
         assert "fused" in registry.default_implementations(pattern)
     assert ("wsp-r", "fused") in registry.layer_points() and ("wsp-r", "cutlass") not in registry.layer_points()
@@ -456,7 +456,7 @@ def test_the_registry_serves_the_fused_layer_for_its_patterns_as_whole_layer_poi
 
 @pytest.mark.parametrize("pattern,ratio,balance,gen", [("dense", None, None, 4), ("fp", 0.7, None, 4),
                                                        ("wsp-r", 0.7, "unbalanced", 4), ("wsp-rb", 0.75, None, 4),
-                                                       ("wsp-r", 0.9, "balanced", 4)])
+                                                       ("wsp-r", 0.9, "balanced", 4), ("wsp-cb", 0.75, None, 4)])
 def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, gen):
     from cutlass_wsp.families import registry
 
@@ -466,13 +466,19 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, gen
     assert plan.kernel == "fused" and plan.tuned is False
     assert desc.extra_dict()["gen"] == gen and check_fused_desc(desc) is desc
     prob = plan.problem
-    assert prob.mi == desc.tile[0] and prob.identity == (pattern in ("dense", "fp"))
+    assert prob.mi == desc.tile[0] and prob.identity == (pattern in ("dense", "fp", "wsp-cb"))
     assert sum(prob.counts) == (ctx.pruned.mask.any(axis=2).sum() if pattern != "fp" else
                                 len(ctx.pruned.rows[0]) * 16)
-    # the tuner's random layout keeps exactly the problem's kept rows per (block, position)
+    kf = registry.kernel_family("fused")
+    # the tuner's random layout keeps exactly the problem's kept rows (and chunks) per (block, position)
     lay = prob.layout(np.random.default_rng(0))
     assert tuple(int(k) for k in (lay.inv >= 0).sum(axis=2).reshape(-1)) == prob.counts
     assert lay.identity == prob.identity and lay.mi == prob.mi
+    assert bool(prob.chunks) == (pattern == "wsp-cb") == ("chunks" in prob.key_fields())
+    assert ("_cmapblocks_" in desc.name) == (pattern == "wsp-cb")
+    if prob.chunks:   # WSP-CB: the chunk map's kept counts, at other places
+        assert tuple(int(k) for k in lay.ckeep.sum(axis=2).reshape(-1)) == prob.chunks and lay.pruned_chunks
+        assert all("_cmapblocks_" in d.name for d in kf.candidates(prob, "fp16", "sm90") if d.extra_dict()["gen"] == 4)
     # the budgeted default tune skips it (nothing to choose in a short menu of one); --tune has a menu
     kf = registry.kernel_family("fused")
     assert len(kf.candidates(prob, "fp16", "sm90", short=True)) == 1

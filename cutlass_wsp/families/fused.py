@@ -27,8 +27,8 @@ warpgroup transforms its rows of V into its A registers). Generation 4 is p = 4'
 dense map in filter blocks of 32, the row-pruned forms in filter blocks as wide as their kept rows allow
 (wide_filter_block), where generation 2 remains the fallback and a tuning candidate. The registry part at the
 end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
-whole-layer points (implementation `fused` of dense, fp, wsp-r and wsp-rb; wsp-cb runs on request, with
-generation 4's chunk map).
+whole-layer points (implementation `fused` of dense, fp, wsp-r, wsp-rb and wsp-cb, the last with generation
+4's chunk map).
 """
 
 from __future__ import annotations
@@ -642,8 +642,9 @@ PRUNED_FB = 64   # filter block of generation 1's pruned forms (p = 6)
 @dataclass(frozen=True)
 class FusedTuneProblem:
     """What a fused kernel's best configuration depends on: the layer (p, batch, H, W, c, n_out) and its
-    packed layout (rows per position MI, filter block FB, the identity map, and a digest of the kept
-    rows per (block, position): the MMA work the rows leave)."""
+    packed layout (rows per position MI, filter block FB, the identity map, a digest of the kept rows per
+    (block, position): the MMA work the rows leave, and for WSP-CB the kept 16-channel chunks per (block,
+    position): the products generation 4's chunk map skips)."""
 
     p: int
     batch: int
@@ -655,18 +656,24 @@ class FusedTuneProblem:
     fb: int
     identity: bool
     counts: tuple[int, ...]          # kept rows per (block, position), row-major [blocks][p²]
+    chunks: tuple[int, ...] = ()     # kept chunks per (block, position) where some are pruned (WSP-CB), else ()
 
     def key_fields(self) -> dict[str, Any]:
         import hashlib
 
         digest = hashlib.sha256(",".join(map(str, self.counts)).encode()).hexdigest()[:12]
-        return {"p": self.p, "B": self.batch, "H": self.H, "W": self.W, "c": self.c, "n": self.n_out,
-                "MI": self.mi, "FB": self.fb, "map": "dense" if self.identity else "rows", "rows": digest}
+        key = {"p": self.p, "B": self.batch, "H": self.H, "W": self.W, "c": self.c, "n": self.n_out,
+               "MI": self.mi, "FB": self.fb, "map": "dense" if self.identity else "rows", "rows": digest}
+        if self.chunks:   # absent otherwise: the keys of problems tuned before stay the same
+            key["chunks"] = hashlib.sha256(",".join(map(str, self.chunks)).encode()).hexdigest()[:12]
+        return key
 
     @classmethod
     def of(cls, layout: FusedLayout, batch: int, H: int, W: int) -> "FusedTuneProblem":
         counts = tuple(int(k) for k in (layout.inv >= 0).sum(axis=2).reshape(-1))
-        return cls(layout.p, batch, H, W, layout.c, layout.n_out, layout.mi, layout.fb, layout.identity, counts)
+        chunks = tuple(int(k) for k in layout.ckeep.sum(axis=2).reshape(-1)) if layout.pruned_chunks else ()
+        return cls(layout.p, batch, H, W, layout.c, layout.n_out, layout.mi, layout.fb, layout.identity, counts,
+                   chunks)
 
     def layout(self, rng: np.random.Generator) -> FusedLayout:
         """A random layout with exactly these kept counts (the tuner's operands)."""
@@ -674,7 +681,13 @@ class FusedTuneProblem:
         blocks = -(-self.n_out // self.fb)
         W = rng.standard_normal((L, self.n_out, self.c)).astype(np.float32) * np.float32(np.sqrt(2.0 / (9 * self.c)))
         if self.identity:
-            return dense_layout(W, self.p, fb=self.fb, mi=self.mi)
+            ckeep = None
+            if self.chunks:   # the same count of kept chunks per (block, position), at random places
+                nck = -(-self.c // BC)
+                ckeep = np.zeros((blocks, L, nck), dtype=bool)
+                for (b, i), k in np.ndenumerate(np.asarray(self.chunks).reshape(blocks, L)):
+                    ckeep[b, i, rng.choice(nck, k, replace=False)] = True
+            return dense_layout(W, self.p, fb=self.fb, mi=self.mi, ckeep=ckeep)
         counts = np.asarray(self.counts).reshape(blocks, L)
         rows = [np.sort(np.concatenate([b * self.fb + rng.choice(min(self.fb, self.n_out - b * self.fb),
                                                                  counts[b, i], replace=False)
@@ -689,7 +702,7 @@ def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     if problem.p == 4:
         try:
             return rs_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity,
-                           full_rows=not problem.identity)
+                           full_rows=not problem.identity, cmap=bool(problem.chunks))
         except Unsupported:
             return pair_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity)
     return fused_desc(dtype, problem.p, problem.mi, fb=problem.fb)
@@ -701,8 +714,9 @@ def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     out = [default_desc(problem, dtype)]
     if problem.p == 4:
         rs = [dict(dense_map=True, epi="smem")] if problem.identity else [dict()]    # the "rows" map
-        tries = [(rs_desc, kw) for kw in rs] + [(pair_desc, dict(dense_map=problem.identity, **kw))
-                                                for kw in (dict(), dict(warps=16), dict(bt=32))]
+        cmap = dict(cmap=True) if problem.chunks else {}        # generation 2 multiplies WSP-CB's zero chunks
+        tries = [(rs_desc, {**kw, **cmap}) for kw in rs] + [(pair_desc, dict(dense_map=problem.identity, **kw))
+                                                            for kw in (dict(), dict(warps=16), dict(bt=32))]
         for make, kw in tries:
             try:
                 out.append(make(dtype, problem.mi, fb=problem.fb, **kw))
@@ -811,8 +825,8 @@ FUSED_KERNEL = FusedKernel()
 
 
 class FusedFamily(Family):
-    """The fused layer in the sweep: implementation `fused` of dense, FP, WSP-R (any balance) and WSP-RB.
-    p = 4 runs generation 4: dense and FP in filter blocks of 32, WSP-R and WSP-RB in the widest filter block
+    """The fused layer in the sweep: implementation `fused` of dense, FP, WSP-R (any balance), WSP-RB and WSP-CB.
+    p = 4 runs generation 4: dense, FP and WSP-CB (with the chunk map) in filter blocks of 32, WSP-R and WSP-RB in the widest filter block
     whose (block, position)s keep at most 32 rows (wide_filter_block; WSP-RB's default block is one); p = 6
     runs generation 1 (dense: filter block 32, pruned: 64)."""
 
@@ -823,7 +837,7 @@ class FusedFamily(Family):
     kernels = (FUSED_KERNEL,)
     serves = tuple(Serves(pattern, "fused", ANY, description="the whole layer in one kernel: the transforms "
                           "inside, X and Y never in memory (docs/fused.md); its time is the layer time")
-                   for pattern in ("dense", "fp", "wsp-r", "wsp-rb"))
+                   for pattern in ("dense", "fp", "wsp-r", "wsp-rb", "wsp-cb"))
 
     @staticmethod
     def layout(ctx: PointContext) -> FusedLayout:
@@ -835,7 +849,7 @@ class FusedFamily(Family):
                               f"use one of {', '.join(FUSED_DTYPES)}")
         pd = ctx.pruned
         if pt.p == 4:
-            if pt.pattern in ("dense", "fp"):
+            if pt.pattern in ("dense", "fp", "wsp-cb"):   # WSP-CB: every row, its pruned chunks skipped (cmap)
                 return layout_for(pd, 4, fb=32)
             return layout_for(pd, 4, fb=wide_filter_block(pd.rows, np.asarray(pd.weights).shape[1]))
         return layout_for(pd, pt.p, fb=32 if pt.pattern == "dense" else PRUNED_FB)
