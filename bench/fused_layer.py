@@ -219,9 +219,11 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
 
 
 def _wide_fb(rows, n: int) -> int:
+    from cutlass_wsp.errors import Unsupported
+
     try:
         return wide_filter_block(rows, n)
-    except Exception:  # noqa: BLE001 -- no block fits MI = 32: the FB-32 variant alone
+    except Unsupported:   # no block keeps <= 32 rows per position: the FB-32 variant alone
         return 32
 
 
