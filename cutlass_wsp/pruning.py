@@ -89,13 +89,19 @@ def default_tile_rows(n: int) -> int:
     return math.gcd(n, BCBP_DEFAULT_TILE_ROWS)
 
 
-def wsp_rb_block(ratio: float, n: int, rows: int = WSP_RB_ROWS, menu: tuple[int, ...] = WSP_RB_BLOCKS) -> int:
-    """The widest block of `menu` (up to the first that holds all n filters) whose kept count at `ratio` is at
-    most `rows`: 0.5 -> 64, 0.7 -> 96, 0.75 -> 128, 0.9 -> 320 for n >= 320; `rows` itself if none fits."""
+def block_menu(n: int, rows: int = WSP_RB_ROWS, menu: tuple[int, ...] = WSP_RB_BLOCKS) -> list[int]:
+    """The blocks of `menu` from `rows` up to the first that holds all n filters (a wider one is the same one
+    block): the candidates of wsp_rb_block and of the fused kernel's wide_filter_block."""
     if n < 1:
         raise InputError(f"a layer of {n} output channels", "use n >= 1")
     cap = next((b for b in menu if b >= n), menu[-1])
-    fit = [b for b in menu if rows <= b <= cap and kept_count(ratio, min(b, n)) <= rows]
+    return [b for b in menu if rows <= b <= cap]
+
+
+def wsp_rb_block(ratio: float, n: int, rows: int = WSP_RB_ROWS, menu: tuple[int, ...] = WSP_RB_BLOCKS) -> int:
+    """The widest block of `menu` (up to the first that holds all n filters) whose kept count at `ratio` is at
+    most `rows`: 0.5 -> 64, 0.7 -> 96, 0.75 -> 128, 0.9 -> 320 for n >= 320; `rows` itself if none fits."""
+    fit = [b for b in block_menu(n, rows, menu) if kept_count(ratio, min(b, n)) <= rows]
     return max(fit) if fit else rows
 
 

@@ -42,7 +42,7 @@ from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.families.base import (ANY, LAYER, CandidateMeasure, Cost, Family, KernelFamily, KernelPlan, Op,
                                        PointContext, Serves, kernel_config)
 from cutlass_wsp.kernels.description import KernelDesc
-from cutlass_wsp.pruning import WSP_RB_BLOCKS, wsp_rb_block
+from cutlass_wsp.pruning import WSP_RB_BLOCKS, block_menu, wsp_rb_block
 
 FUSED_FAMILY = "fused"
 FUSED_DTYPES = ("fp16", "bf16")
@@ -449,6 +449,12 @@ def _check_weights(W, p: int) -> np.ndarray:
     return W
 
 
+def _block_counts(rows, n_out: int, fb: int) -> np.ndarray:
+    """Kept rows per (block, position) [blocks, p²] for filter blocks of fb."""
+    blocks = -(-n_out // fb)
+    return np.stack([np.bincount(np.asarray(r, dtype=np.int64) // fb, minlength=blocks) for r in rows], axis=1)
+
+
 def row_layout(W, p: int, rows, *, fb: int, n_out: int | None = None, mi: int | None = None,
                ckeep=None) -> FusedLayout:
     """Compact form of weights W[p², n, c] where position i keeps the filters rows[i] (ascending; all n
@@ -466,9 +472,7 @@ def row_layout(W, p: int, rows, *, fb: int, n_out: int | None = None, mi: int | 
     if len(rows) != L or any(r.ndim != 1 or (r.size and (r.min() < 0 or r.max() >= n_out)) for r in rows):
         raise InputError("row lists do not fit the weights", f"give {L} arrays of filter indices in [0, {n_out})")
     blocks = -(-n_out // fb)
-    counts = np.zeros((blocks, L), dtype=np.int64)
-    for i, r in enumerate(rows):
-        counts[:, i] = np.bincount(r // fb, minlength=blocks)
+    counts = _block_counts(rows, n_out, fb)
     need = max(16, -(-int(counts.max()) // 16) * 16)
     mi = need if mi is None else int(mi)
     if mi < need:
@@ -513,19 +517,10 @@ def dense_layout(W, p: int, *, fb: int = 32, mi: int | None = None, ckeep=None) 
 WIDE_FB = WSP_RB_BLOCKS
 
 
-def _block_counts(rows, n_out: int, fb: int) -> np.ndarray:
-    """Kept rows per (block, position) for filter blocks of fb."""
-    blocks = -(-n_out // fb)
-    return np.stack([np.bincount(np.asarray(r, dtype=np.int64) // fb, minlength=blocks) for r in rows], axis=1)
-
-
 def wide_filter_block(rows, n_out: int, mi: int = 32, menu: tuple[int, ...] = WIDE_FB) -> int:
     """The widest filter block of `menu` in which no (block, position) keeps more than `mi` of the rows
     rows[i] (position i's kept filters, as in row_layout): generation 4's FB for a row-pruned layer."""
-    if n_out < 1:
-        raise InputError(f"a layer of {n_out} output channels", "use n >= 1")
-    cap = next((fb for fb in menu if fb >= n_out), menu[-1])   # a wider block is the same one block
-    fit = [fb for fb in menu if mi <= fb <= cap and _block_counts(rows, n_out, fb).max() <= mi]
+    fit = [fb for fb in block_menu(n_out, mi, menu) if _block_counts(rows, n_out, fb).max() <= mi]
     if not fit:
         raise Unsupported(f"every filter block of {menu} keeps more than {mi} rows in some position",
                           "prune more rows, or use a kernel with more rows per position")
@@ -851,7 +846,7 @@ class FusedFamily(Family):
         if pt.p == 4:
             if pt.pattern in ("dense", "fp", "wsp-cb"):   # WSP-CB: every row, its pruned chunks skipped (cmap)
                 return layout_for(pd, 4, fb=32)
-            return layout_for(pd, 4, fb=wide_filter_block(pd.rows, np.asarray(pd.weights).shape[1]))
+            return layout_for(pd, 4, fb=wide_filter_block(pd.rows, pt.n))
         return layout_for(pd, pt.p, fb=32 if pt.pattern == "dense" else PRUNED_FB)
 
     def _choice(self, ctx: PointContext, layout: FusedLayout) -> tuple[FusedTuneProblem, KernelDesc, bool]:

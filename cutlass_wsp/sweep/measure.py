@@ -65,6 +65,36 @@ def plan(point: Point, workload: Workload, arch: str, *, tuned: Any = None, cach
     return fam.plan(PointContext(point, arch=arch, workload=workload, cache=cache, tuned=tuned))
 
 
+def compile_points(points, workload: Workload, arch: str, *, cache: Any = None, tuned: Any = None
+                   ) -> tuple[int, int]:
+    """Host only: build every kernel the points launch on `arch`, all cores at once; a point whose plan fails,
+    or a kernel that fails to build, is left for that point's own row. Returns (distinct kernels the points need,
+    how many of them were not in the cache)."""
+    from cutlass_wsp.errors import WspError
+    from cutlass_wsp.kernels.cache import default_cache
+
+    descs = []
+    for pt in points:
+        try:
+            found = plan(pt, workload, arch, tuned=tuned, cache=cache)
+        except WspError:
+            continue   # the point's own measurement reports it
+        if found is not None:
+            descs.extend(found.descs)
+    unique = list(dict.fromkeys(descs))
+    cache = cache or default_cache()
+    try:
+        missing = [d for d in unique if cache.lookup(d) is None]
+    except WspError:       # no toolchain: every point that needs a kernel reports it
+        return len(unique), len(unique)
+    if missing:
+        try:
+            cache.compile_many(missing)
+        except WspError:
+            pass   # each failing point gets its compile_error row when it asks for the kernel
+    return len(unique), len(missing)
+
+
 class Measurer:
     """Holds what points share: weights per layer shape, pruned weights, kernels, ceilings, and this run's
     tuned choices (`tuned`: a kernels.store.TunedChoices, read once by the session)."""
@@ -120,31 +150,8 @@ class Measurer:
         return Y32
 
     def compile_ahead(self, points) -> tuple[int, int]:
-        """Build every kernel the points need, all cores at once; a failure is left for its points' rows.
-        Returns (distinct kernels the points need, how many of them were not in the cache)."""
-        from cutlass_wsp.errors import WspError
-        from cutlass_wsp.kernels.cache import default_cache
-
-        descs = []
-        for pt in points:
-            try:
-                found = self.plan(pt)
-            except WspError:
-                continue   # the point's own measurement reports it
-            if found is not None:
-                descs.extend(found.descs)
-        unique = list(dict.fromkeys(descs))
-        cache = self.cache or default_cache()
-        try:
-            missing = [d for d in unique if cache.lookup(d) is None]
-        except WspError:       # no toolchain: every point that needs a kernel reports it
-            return len(unique), len(unique)
-        if missing:
-            try:
-                cache.compile_many(missing)
-            except WspError:
-                pass   # each failing point gets its compile_error row when it asks for the kernel
-        return len(unique), len(missing)
+        """Build every kernel the points need, all cores at once (compile_points)."""
+        return compile_points(points, self.workload, self.arch, cache=self.cache, tuned=self.tuned)
 
     def _layer_fields(self, point: Point, dt: DType, W32, op: Op, ceil) -> dict:
         """The whole layer around this GEMM batch; a layer the pipeline cannot serve is noted, not fatal."""

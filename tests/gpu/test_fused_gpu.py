@@ -78,6 +78,25 @@ def _fb(kernel: str, pruned: bool) -> int:
     return 64 if kernel.startswith("gen2") or pruned else 32
 
 
+def _dense_layer_error(lay, g, desc, dtype, batch, H, W, cache_dir, what) -> float:
+    """Run the dense fused layer `desc` on fresh random NHWC input into a poisoned output and check it against
+    float64 direct convolution with the spatial filters g; the relative error (the check raises past tolerance)."""
+    from cutlass_wsp.families.fused import FusedLayer
+    from cutlass_wsp.gpu import arrays
+    from cutlass_wsp.gpu.verify import check, layer_rtol
+    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.winograd import direct_conv2d
+
+    c = lay.c
+    layer = FusedLayer(lay, dtype, desc).setup(KernelCache(cache_dir))
+    d = arrays.random((batch, H, W, c), dtype)
+    out = arrays.poison(arrays.empty(layer.output_shape(batch, H, W), dtype), dtype)
+    layer.run(d, out)
+    cp.cuda.get_current_stream().synchronize()
+    ref = direct_conv2d(arrays.to_host_float32(d, dtype).transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
+    return check(arrays.to_host_float32(out, dtype), ref, dtype, what, K=9 * c, rtol=layer_rtol(dtype, lay.p, c))
+
+
 def _gen1(lay, dt):
     from cutlass_wsp.families.fused import fused_desc
 
@@ -88,11 +107,8 @@ def _gen1(lay, dt):
 @pytest.mark.parametrize("kernel", list(KERNELS))
 @pytest.mark.parametrize("batch,c,n,H,W", [(1, 64, 64, 15, 17), (3, 48, 80, 9, 11)])
 def test_dense_fused_layer_equals_direct_convolution(kernel, dtype, batch, c, n, H, W, compile_cache_dir):
-    from cutlass_wsp.families.fused import FusedLayer, dense_layout
-    from cutlass_wsp.gpu import arrays
-    from cutlass_wsp.gpu.verify import check, layer_rtol
-    from cutlass_wsp.kernels.cache import KernelCache
-    from cutlass_wsp.winograd import direct_conv2d, filter_transform
+    from cutlass_wsp.families.fused import dense_layout
+    from cutlass_wsp.winograd import filter_transform
 
     _sm90()
     p, make = KERNELS[kernel]
@@ -100,14 +116,7 @@ def test_dense_fused_layer_equals_direct_convolution(kernel, dtype, batch, c, n,
     g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
     fb = _fb(kernel, False)
     lay = dense_layout(filter_transform(g.astype(np.float64), p - 2).astype(np.float32), p, fb=fb)
-    layer = FusedLayer(lay, dtype, make(lay, dtype)).setup(KernelCache(compile_cache_dir))
-    d = arrays.random((batch, H, W, c), dtype)
-    out = arrays.poison(arrays.empty(layer.output_shape(batch, H, W), dtype), dtype)
-    layer.run(d, out)
-    cp.cuda.get_current_stream().synchronize()
-    ref = direct_conv2d(arrays.to_host_float32(d, dtype).transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
-    err = check(arrays.to_host_float32(out, dtype), ref, dtype, f"fused {kernel}", K=9 * c,
-                rtol=layer_rtol(dtype, p, c))
+    err = _dense_layer_error(lay, g, make(lay, dtype), dtype, batch, H, W, compile_cache_dir, f"fused {kernel}")
     assert 0 < err
 
 
@@ -144,25 +153,15 @@ GEN3_DENSE_SHAPES = [(1, 64, 64, 15, 17), (3, 48, 80, 9, 11), (32, 64, 64, 28, 2
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("batch,c,n,H,W", GEN3_DENSE_SHAPES)
 def test_wgmma_dense_equals_direct_convolution(gen, dtype, batch, c, n, H, W, compile_cache_dir):
-    from cutlass_wsp.families.fused import FusedLayer, dense_layout
-    from cutlass_wsp.gpu import arrays
-    from cutlass_wsp.gpu.verify import check, layer_rtol
-    from cutlass_wsp.kernels.cache import KernelCache
-    from cutlass_wsp.winograd import direct_conv2d, filter_transform
+    from cutlass_wsp.families.fused import dense_layout
+    from cutlass_wsp.winograd import filter_transform
 
     _sm90()
     rng = np.random.default_rng(batch * 100 + c + H)
     g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
     lay = dense_layout(filter_transform(g.astype(np.float64), 2).astype(np.float32), 4, fb=32)
     desc = _wgmma_desc(gen)(dtype, lay.mi, fb=32, dense_map=lay.identity)
-    layer = FusedLayer(lay, dtype, desc).setup(KernelCache(compile_cache_dir))
-    d = arrays.random((batch, H, W, c), dtype)
-    out = arrays.poison(arrays.empty(layer.output_shape(batch, H, W), dtype), dtype)
-    layer.run(d, out)
-    cp.cuda.get_current_stream().synchronize()
-    ref = direct_conv2d(arrays.to_host_float32(d, dtype).transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
-    err = check(arrays.to_host_float32(out, dtype), ref, dtype, f"fused {gen} {desc.name}", K=9 * c,
-                rtol=layer_rtol(dtype, 4, c))
+    err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused {gen} {desc.name}")
     assert 0 < err
 
 
