@@ -41,7 +41,8 @@ class Case:
 
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
-                 warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None):
+                 warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
+                 pipe: str | None = None):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -53,7 +54,7 @@ class Case:
             full = (lay.full_rows if full is None else full) and not lay.identity
             kw = {} if gen == 3 else {"mcast": mcast, **({"epi": epi} if lay.identity and epi else {}),
                                       **({"cmap": True} if lay.pruned_chunks else {}),
-                                      **({"full_rows": True} if full else {})}
+                                      **({"full_rows": True} if full else {}), **({"pipe": pipe} if pipe else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
@@ -175,7 +176,21 @@ PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the prun
 
 
 def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
-                   gens_only: bool = False, mcast: int = 1, epi: str | None = None):
+                   gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipes=("one",)):
+    """`_fused_variants` once per generation-4 mainloop pipeline in `pipes` ('one': the default; others:
+    RS_PIPES, generation 4 only, labelled "p4 gen4-<pipe> ..." so both run side by side in one run)."""
+    for pipe in pipes:
+        for label, r, make in _fused_variants(c, n, H, W, ps, dtype, batch, ratios, gens, stages, gens_only, mcast,
+                                              epi, None if pipe == "one" else pipe):
+            if pipe != "one":
+                if " gen4 " not in label:
+                    continue
+                label = label.replace(" gen4 ", f" gen4-{pipe} ")
+            yield label, r, make
+
+
+def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
+                    gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipe: str | None = None):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
     FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...",
     `stages` deep, or the deepest ring that fits; generation 4 also WSP-CB at the ratios that keep a block of
@@ -191,24 +206,27 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
                                             warps=wp))
         for x in (gens if p == 4 else ()):
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
-                                                                           stages=stages, mcast=mcast, epi=epi))
+                                                                           stages=stages, mcast=mcast, epi=epi,
+                                                                           pipe=pipe))
             cb = [r for r in ratios if c % WSP_CB_BLOCK == 0 and kept_count(r, c // WSP_CB_BLOCK) >= 1] if x == 4 else []
             for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}), ("wsp-cb", cb, {})):
                 for r in rs:
                     pr = prune(Wd, pattern, r, **kw)
                     yield f"p4 gen{x} {pattern}", r, (lambda pr=pr, x=x: Case(pr, 4, dtype, batch, H, W, fb=32, gen=x,
-                                                                               stages=stages, mcast=mcast, epi=epi))
+                                                                               stages=stages, mcast=mcast, epi=epi,
+                                                                               pipe=pipe))
                     if x == 4 and pattern == "wsp-r":
                         # the same mask with the unbranched map (padding multiplied), and in the widest filter
                         # block that fits MI = 32 rows per position; the column keeps the fastest
                         for fb in sorted({32, _wide_fb(pr.rows, n)}):
                             yield f"p4 gen4 {pattern}", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb,
-                                                                                      gen=4, stages=stages, full=True))
+                                                                                      gen=4, stages=stages, full=True,
+                                                                                      pipe=pipe))
             for r in (ratios if x == 4 else ()):   # WSP-RB balanced in FB 32 (MI 16) and in the widest block (MI 32)
                 for fb in sorted({32, balanced_block(r, n)}):
                     pr = prune(Wd, "wsp-rb", r, block=fb)
                     yield f"p4 gen4 wsp-rb", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb, gen=4,
-                                                                           stages=stages))
+                                                                           stages=stages, pipe=pipe))
         fb, gen = PRUNED_FB[p]
         for pattern, rs, kw in () if gens_only else (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
                                                      ("wsp-rb", [0.5, 0.75], dict(block=64))):
@@ -258,7 +276,7 @@ def cmd_compile(args) -> int:
     for _, lay in bench_layers(args.nets):
         descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
                                                                args.batch, ratios, args.gens, args.stages,
-                                                               args.gens_only, args.mcast, args.epi)]
+                                                               args.gens_only, args.mcast, args.epi, args.pipes)]
     descs = list(dict.fromkeys(descs))
     t0 = time.time()
     default_cache().compile_many(descs)
@@ -283,10 +301,10 @@ def cmd_profile(args) -> int:
             else:
                 pr = prune(Wd, "wsp-r", args.ratio)
                 fb = _wide_fb(pr.rows, lay.n)
-            case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, gen=4, full=True).ready()
+            case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, gen=4, full=True, pipe=args.pipe).ready()
         elif args.gens:   # generation 3 or 4 (p = 4, FB 32): the last one asked for
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=32,
-                        gen=args.gens[-1]).ready()
+                        gen=args.gens[-1], pipe=args.pipe).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -324,7 +342,7 @@ def cmd_time(args) -> int:
         out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": conv["median_ms"],
                          "iqr_ms": conv["iqr_ms"], "kernel": conv["kernel"]})
         for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gens, args.stages,
-                                             args.gens_only, args.mcast, args.epi):
+                                             args.gens_only, args.mcast, args.epi, args.pipes):
             try:
                 case = make().ready()
                 t, err = timed(case, args.budget)
@@ -358,7 +376,12 @@ def cmd_time(args) -> int:
         sp = [row["cudnn"] / row[f"p{p} dense"] for row in table if f"p{p} dense" in row]
         if sp:
             print(f"p{p} dense vs cuDNN: min {min(sp):.2f}x, geomean {math.exp(np.mean(np.log(sp))):.2f}x")
-        for pre in [f"p{p}"] + [f"p{p} gen{x}" for x in (args.gens if p == 4 else ())]:
+        gens = [f"gen{x}" for x in (args.gens if p == 4 else ())]
+        gens += [f"gen4-{pp}" for pp in args.pipes if pp != "one" and p == 4 and 4 in args.gens]
+        for pre in [f"p{p}"] + [f"p{p} {g}" for g in gens]:
+            sp = [row["cudnn"] / row[f"{pre} dense"] for row in table if f"{pre} dense" in row and pre != f"p{p}"]
+            if sp:
+                print(f"{pre} dense vs cuDNN: min {min(sp):.2f}x, geomean {math.exp(np.mean(np.log(sp))):.2f}x")
             for pat in ("wsp-r", "wsp-rb", "fp"):
                 for r in ratios:
                     k = f"{pre} {pat} {r:g}"
@@ -444,6 +467,17 @@ def cmd_table(args) -> int:
     return 0
 
 
+def _pipes(text: str) -> tuple[str, ...]:
+    from cutlass_wsp.families.fused import RS_PIPES
+
+    pipes = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in pipes if t != "one" and t not in RS_PIPES]
+    if bad or not pipes:
+        raise argparse.ArgumentTypeError(f"unknown pipeline {', '.join(bad) or '(none)'}: use one or more of "
+                                         f"{', '.join(('one',) + RS_PIPES)}, comma-separated")
+    return pipes
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -465,6 +499,7 @@ def main(argv=None) -> int:
     f.add_argument("--pattern", choices=("dense", "wsp-rb", "wsp-r"), default="dense",
                    help="a row-pruned form: generation 4 in the widest filter block that fits (with --ratio)")
     f.add_argument("--ratio", type=float, default=0.7)
+    f.add_argument("--pipe", choices=("halves",), default=None, help="generation 4's mainloop pipeline (RS_PIPES)")
     for q in (v, t, k, f):
         q.add_argument("--gen3", dest="gens", action="append_const", const=3, default=[],
                        help="generation 3 as well (opt-in: filter blocks of 32)")
@@ -481,6 +516,8 @@ def main(argv=None) -> int:
         q.add_argument("--mcast", type=int, default=1, help="generation 4: CTAs sharing the weights by TMA multicast")
         q.add_argument("--epi", choices=("smem", "regs"), default=None,
                        help="generation 4's epilogue for dense-map layouts (dense, FP; default regs)")
+        q.add_argument("--pipes", type=_pipes, default=("one",),
+                       help="generation 4's mainloop pipelines, side by side: one (the default), halves (RS_PIPES)")
     t.add_argument("--budget", type=float, default=0.2)
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)

@@ -3,7 +3,7 @@
 # the sweep's generation-4 points, and the fused config search), time it beside cuDNN (dense, and the pruned
 # forms in FB 32 and in the widest filter block), run the sweep's fused points (VGG-16 and ResNet-18, batch 32,
 # with cuDNN), then Nsight Compute on VGG conv4_2 (WSP-RB 0.7 in its block of 96; NCU="--gen4" for dense, NCU=none
-# for no profile).
+# for no profile; SWEEP=none skips the sweep; TESTS_K: the tests' -k expression; TIME_S: the time step's limit).
 #   bash scripts/device_run.sh -- bash scripts/fused_gen4_run.sh [TIME OPTIONS...]
 # Build the kernels here first (CUTLASS_WSP_CACHE=.cache/wsp): python bench/fused_layer.py compile --gen4 --gens-only
 # --ps 4, and python scripts/sweep_compile.py with the sweep's options below.
@@ -14,14 +14,14 @@ OUT=${OUT:-/tmp/out}
 # $OUT brings back at most 8 files: the rows go to $T and are packed into one archive after every step
 T=/tmp/gen4; mkdir -p "$T"
 pack() { tar czf "$OUT/gen4.tgz" -C "$T" . ; }
-timeout 300 python3 -m pytest -rs -p no:cacheprovider tests/gpu/test_fused_gpu.py -k "gen4 or config_search" 2>&1 \
+timeout 300 python3 -m pytest -rs -p no:cacheprovider tests/gpu/test_fused_gpu.py -k "${TESTS_K:-gen4 or config_search}" 2>&1 \
   | tee "$OUT/gpu-tests.log" | tail -30
 echo "pytest exit status: ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-tests.log"
 echo "# time --gen4 --gens-only $*"
-timeout 240 python3 bench/fused_layer.py time --gen4 --gens-only --ps 4 --nets vgg16,resnet18 "$@" \
+timeout ${TIME_S:-240} python3 bench/fused_layer.py time --gen4 --gens-only --ps 4 --nets vgg16,resnet18 "$@" \
   --out "$T/time.jsonl" 2>&1 | tee "$T/time.log" | grep -v '^{'
 pack
-timeout 240 python3 -m cutlass_wsp sweep --net vgg16,resnet18 --pattern conv,dense,fp,wsp-r,wsp-rb --impl fused,cudnn \
+[ "${SWEEP:-}" = none ] || timeout 240 python3 -m cutlass_wsp sweep --net vgg16,resnet18 --pattern conv,dense,fp,wsp-r,wsp-rb --impl fused,cudnn \
   --ratio 0.5,0.7,0.9 --no-tune --budget-ms 100 --out "$T/sweep-fused.jsonl" --no-plots 2>&1 | tail -3
 rm -f "$T"/*.lock "$T"/*.csv; pack
 [ "${NCU:-}" = none ] && exit 0

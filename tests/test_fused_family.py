@@ -313,6 +313,40 @@ def test_rs_multicast_renders_a_cluster_kernel_and_its_smem_matches_the_host(mca
         rs_desc("fp16", 32, mcast=3)
 
 
+@pytest.mark.parametrize("dense,full,cmap", [(True, False, False), (False, True, False), (False, False, False),
+                                              (True, False, True)])
+def test_rs_halves_pipeline_renders_two_groups_per_chunk(dense, full, cmap):
+    """pipe 'halves': each warpgroup commits its 8 positions' products as two groups (one per V row) and waits
+    with wgmma.wait_group 1 before rewriting a row's A registers, so a row's transform runs under the other
+    row's products; the leader's weight refill comes after the second group's issue (a branch between the two
+    issues made ptxas serialize every wgmma, C7513). Without the option the kernel is unchanged."""
+    from cutlass_wsp.kernels.emitter import render
+
+    d = rs_desc("fp16", 32, fb=32 if not full else 96, dense_map=dense, full_rows=full, cmap=cmap, pipe="halves")
+    plain = rs_desc("fp16", 32, fb=32 if not full else 96, dense_map=dense, full_rows=full, cmap=cmap)
+    assert "_pipehalves_" in d.name and d.name.replace("pipehalves_", "") == plain.name
+    assert "pipe" not in plain.extra_dict()                                    # the default adds no extra
+    src, base = render(d), render(plain)
+    assert "{{" not in src and "{%" not in src
+    loop = src[src.index("bool late = false;"):src.index("if (late) __trap();")]
+    # per warpgroup's loop: two waits for one group each, two commits; one full wait, after both loops
+    assert loop.count("warpgroup_wait<1>();") == 4 and loop.count("warpgroup_commit_batch();") == 4
+    assert loop.count("warpgroup_wait<0>();") == 1 and loop.rstrip().endswith("fence_acc(acc);")
+    assert "__trap" not in loop
+    for wg in loop.split("} else {")[:2]:
+        first, second = wg.index("for (int a = 0; a < 4; ++a)"), wg.index("for (int a = 4; a < 8; ++a)")
+        refill = wg.index("load_u(k - 1 + USTAGES)")
+        assert first < second < refill                                         # refill after both issues
+        assert wg.index("areg[4][tt] =") > first and wg.index("areg[0][tt] =") < first
+    assert ("if (!((keep >> a) & 1u)) continue;" in loop) == cmap
+    assert _template_constants(src)["SMEM_BYTES"] == _template_constants(base)["SMEM_BYTES"]
+    assert "warpgroup_wait<1>" not in base
+    with pytest.raises(Unsupported, match="pipeline 'halves' with weights multicast"):
+        rs_desc("fp16", 32, dense_map=True, mcast=2, pipe="halves")
+    with pytest.raises(Unsupported, match="mainloop pipeline 'thirds'"):
+        rs_desc("fp16", 32, dense_map=True, pipe="thirds")
+
+
 def test_rs_register_epilogue_renders_for_the_dense_map_only():
     from cutlass_wsp.kernels.emitter import render
 

@@ -210,6 +210,7 @@ RS_EPILOGUES = ("smem", "regs")  # the output transform from fp32 accumulators i
                                  # in registers by rows, the two warpgroups trading halves (dense map only)
 RS_RAW_CH = (16, 24)             # channels per pixel in generation 4's raw ring: 16 (rotated column order against
                                  # bank conflicts, the default) or 24 (48-byte pixels; 2 L2 sectors per pixel)
+RS_PIPES = ("halves",)           # generation 4's mainloop in two commit groups per chunk (one per V row); absent: one
 
 
 def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX, rawch: int = 16,
@@ -236,13 +237,18 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
                           "use 'smem', or 'regs' with the dense map (dense and FP layouts)")
     if extra.get("cmap", "blocks") != "blocks":
         raise Unsupported(f"chunk map {extra.get('cmap')!r}", "use cmap 'blocks' (rs_desc(cmap=True)) or none")
+    if extra.get("pipe", "halves") not in RS_PIPES:
+        raise Unsupported(f"mainloop pipeline {extra.get('pipe')!r}", f"use one of {RS_PIPES} or none (one group)")
+    if "pipe" in extra and mcast != 1:
+        raise Unsupported(f"pipeline {extra['pipe']!r} with weights multicast to {mcast} CTAs",
+                          "use mcast 1 (the cluster's release of a weight stage is built for one group per chunk)")
     return _check_wgmma(desc, extra, 4, RS_WARPS,
                         lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch, mcast=mcast), RS_STAGES)
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
             dense_map: bool = False, rawch: int = 16, mcast: int = 1, epi: str | None = None,
-            cmap: bool = False, full_rows: bool = False) -> KernelDesc:
+            cmap: bool = False, full_rows: bool = False, pipe: str | None = None) -> KernelDesc:
     """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
     memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
     generation 3: the deepest ring (<= 6 stages) whose shared memory fits, unless given. `rawch`: channels per
@@ -252,8 +258,10 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     the product of a (position, chunk) it prunes (WSP-CB); `full_rows` (row map "full", FusedLayout.full_rows):
     every position multiplies all MI packed rows, with no per-position branch around the wgmma (a packed row
     past a position's kept rows is zero), while the epilogue still reads the inverse map: the mainloop of the
-    dense map for filter blocks wider than MI (wide_filter_block). Values that were the defaults before add no
-    extra, so those kernels keep their names and cache keys."""
+    dense map for filter blocks wider than MI (wide_filter_block); `pipe` (RS_PIPES): 'halves' issues each chunk's
+    products in two commit groups, one per V row, so a warpgroup transforms one row while its other row's products
+    run (default: one group per chunk). Values that were the defaults before add no extra, so those kernels keep
+    their names and cache keys."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if dense_map and full_rows:
@@ -268,7 +276,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
                              ("rawch", rawch))
                       + ((("mcast", mcast),) if mcast != 1 else ())
                       + ((("epi", epi),) if epi != "smem" else ())
-                      + ((("cmap", "blocks"),) if cmap else ()))
+                      + ((("cmap", "blocks"),) if cmap else ())
+                      + ((("pipe", pipe),) if pipe else ()))
     return check_fused_desc(desc)
 
 

@@ -50,8 +50,9 @@ def _rs(lay, dt):
 
 WGMMA_GENS = {"gen3": ("ws_desc", {}), "gen4": ("rs_desc", {}),            # the wgmma generations: FB 32 layouts
               "gen4-mc2": ("rs_desc", {"mcast": 2}),                         # weights multicast to a CTA pair
-              "gen4-smem": ("rs_desc", {"epi": "smem"})}                    # dense map: the shared-memory epilogue
+              "gen4-smem": ("rs_desc", {"epi": "smem"}),                    # dense map: the shared-memory epilogue
                                                                              # (generation 4's default is 'regs')
+              "gen4-halves": ("rs_desc", {"pipe": "halves"})}               # two commit groups per chunk
 
 
 def _wgmma_desc(gen: str):
@@ -223,8 +224,9 @@ def test_a_fused_config_search_verifies_records_and_is_read_back(compile_cache_d
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
 @pytest.mark.parametrize("pattern,ratio,wide", [("wsp-rb", 0.7, True), ("wsp-rb", 0.9, True), ("wsp-rb", 0.7, False),
                                                 ("wsp-r", 0.7, True), ("wsp-r-unbalanced", 0.7, True)])
+@pytest.mark.parametrize("pipe", [None, "halves"])
 def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dtype, batch, H, W, pattern, ratio,
-                                                                             wide, compile_cache_dir):
+                                                                             wide, pipe, compile_cache_dir):
     """Generation 4 with filter blocks wider than its 32 packed rows (families/fused.wide_filter_block,
     balanced_block): n = 256 in blocks of 96 (WSP-RB 0.7: 96, 96 and a partial 64), 256 (WSP-RB 0.9) or the
     widest that fits (WSP-R), every position multiplying all its packed rows (the "full" map: padding rows are
@@ -245,7 +247,7 @@ def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dty
         pr = prune(W4, "wsp-r", ratio, balance="unbalanced" if pattern.endswith("unbalanced") else "balanced")
         fb = wide_filter_block(pr.rows, n)
     lay = layout_for(pr, 4, fb=fb)
-    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True)
+    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, **({"pipe": pipe} if pipe else {}))
     assert (fb > 32) == (wide and pattern != "wsp-r-unbalanced") and "_mapfull_" in desc.name
     op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen4 {pattern} {ratio} FB {fb}")
     m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
