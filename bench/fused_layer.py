@@ -42,7 +42,7 @@ class Case:
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
-                 pipe: str | None = None):
+                 pipe: str | None = None, sched: str | None = None):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -54,7 +54,8 @@ class Case:
             full = (lay.full_rows if full is None else full) and not lay.identity
             kw = {} if gen == 3 else {"mcast": mcast, **({"epi": epi} if lay.identity and epi else {}),
                                       **({"cmap": True} if lay.pruned_chunks else {}),
-                                      **({"full_rows": True} if full else {}), **({"pipe": pipe} if pipe else {})}
+                                      **({"full_rows": True} if full else {}), **({"pipe": pipe} if pipe else {}),
+                                      **({"sched": sched} if sched else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
@@ -176,21 +177,26 @@ PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the prun
 
 
 def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
-                   gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipes=("one",)):
-    """`_fused_variants` once per generation-4 mainloop pipeline in `pipes` ('one': the default; others:
-    RS_PIPES, generation 4 only, labelled "p4 gen4-<pipe> ..." so both run side by side in one run)."""
-    for pipe in pipes:
-        for label, r, make in _fused_variants(c, n, H, W, ps, dtype, batch, ratios, gens, stages, gens_only, mcast,
-                                              epi, None if pipe == "one" else pipe):
-            if pipe != "one":
-                if " gen4 " not in label:
-                    continue
-                label = label.replace(" gen4 ", f" gen4-{pipe} ")
-            yield label, r, make
+                   gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipes=("one",), scheds=("one",)):
+    """`_fused_variants` once per generation-4 mainloop pipeline in `pipes` and CTA schedule in `scheds` ('one':
+    the default; others: RS_PIPES, RS_SCHEDS), labelled "p4 gen4-<sched>-<pipe> ..." so they run side by side in
+    one run; the persistent schedule serves the dense map only (dense and FP)."""
+    for sched in scheds:
+        for pipe in pipes:
+            tag = "-".join(x for x in (sched, pipe) if x != "one")
+            for label, r, make in _fused_variants(c, n, H, W, ps, dtype, batch, ratios, gens, stages, gens_only,
+                                                  mcast, epi, None if pipe == "one" else pipe,
+                                                  None if sched == "one" else sched):
+                if tag:
+                    if " gen4 " not in label or (sched != "one" and not label.endswith((" dense", " fp"))):
+                        continue
+                    label = label.replace(" gen4 ", f" gen4-{tag} ")
+                yield label, r, make
 
 
 def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
-                    gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipe: str | None = None):
+                    gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipe: str | None = None,
+                    sched: str | None = None):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
     FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...",
     `stages` deep, or the deepest ring that fits; generation 4 also WSP-CB at the ratios that keep a block of
@@ -207,14 +213,14 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
         for x in (gens if p == 4 else ()):
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                            stages=stages, mcast=mcast, epi=epi,
-                                                                           pipe=pipe))
+                                                                           pipe=pipe, sched=sched))
             cb = [r for r in ratios if c % WSP_CB_BLOCK == 0 and kept_count(r, c // WSP_CB_BLOCK) >= 1] if x == 4 else []
             for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}), ("wsp-cb", cb, {})):
                 for r in rs:
                     pr = prune(Wd, pattern, r, **kw)
                     yield f"p4 gen{x} {pattern}", r, (lambda pr=pr, x=x: Case(pr, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                                stages=stages, mcast=mcast, epi=epi,
-                                                                               pipe=pipe))
+                                                                               pipe=pipe, sched=sched))
                     if x == 4 and pattern == "wsp-r":
                         # the same mask with the unbranched map (padding multiplied), and in the widest filter
                         # block that fits MI = 32 rows per position; the column keeps the fastest
@@ -276,7 +282,7 @@ def cmd_compile(args) -> int:
     for _, lay in bench_layers(args.nets):
         descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
                                                                args.batch, ratios, args.gens, args.stages,
-                                                               args.gens_only, args.mcast, args.epi, args.pipes)]
+                                                               args.gens_only, args.mcast, args.epi, args.pipes, args.scheds)]
     descs = list(dict.fromkeys(descs))
     t0 = time.time()
     default_cache().compile_many(descs)
@@ -304,7 +310,7 @@ def cmd_profile(args) -> int:
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, gen=4, full=True, pipe=args.pipe).ready()
         elif args.gens:   # generation 3 or 4 (p = 4, FB 32): the last one asked for
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=32,
-                        gen=args.gens[-1], pipe=args.pipe).ready()
+                        gen=args.gens[-1], pipe=args.pipe, sched=args.sched).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -342,7 +348,7 @@ def cmd_time(args) -> int:
         out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": conv["median_ms"],
                          "iqr_ms": conv["iqr_ms"], "kernel": conv["kernel"]})
         for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gens, args.stages,
-                                             args.gens_only, args.mcast, args.epi, args.pipes):
+                                             args.gens_only, args.mcast, args.epi, args.pipes, args.scheds):
             try:
                 case = make().ready()
                 t, err = timed(case, args.budget)
@@ -377,7 +383,8 @@ def cmd_time(args) -> int:
         if sp:
             print(f"p{p} dense vs cuDNN: min {min(sp):.2f}x, geomean {math.exp(np.mean(np.log(sp))):.2f}x")
         gens = [f"gen{x}" for x in (args.gens if p == 4 else ())]
-        gens += [f"gen4-{pp}" for pp in args.pipes if pp != "one" and p == 4 and 4 in args.gens]
+        tags = ["-".join(x for x in (sc, pp) if x != "one") for sc in args.scheds for pp in args.pipes]
+        gens += [f"gen4-{t}" for t in tags if t and p == 4 and 4 in args.gens]
         for pre in [f"p{p}"] + [f"p{p} {g}" for g in gens]:
             sp = [row["cudnn"] / row[f"{pre} dense"] for row in table if f"{pre} dense" in row and pre != f"p{p}"]
             if sp:
@@ -467,15 +474,19 @@ def cmd_table(args) -> int:
     return 0
 
 
-def _pipes(text: str) -> tuple[str, ...]:
-    from cutlass_wsp.families.fused import RS_PIPES
+def _options(menu: str):
+    """An argparse type: a comma-separated list from 'one' (the default kernel) and families.fused.<menu>."""
+    def parse(text: str) -> tuple[str, ...]:
+        import cutlass_wsp.families.fused as fused
 
-    pipes = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [t for t in pipes if t != "one" and t not in RS_PIPES]
-    if bad or not pipes:
-        raise argparse.ArgumentTypeError(f"unknown pipeline {', '.join(bad) or '(none)'}: use one or more of "
-                                         f"{', '.join(('one',) + RS_PIPES)}, comma-separated")
-    return pipes
+        known = ("one",) + getattr(fused, menu)
+        got = tuple(t.strip() for t in text.split(",") if t.strip())
+        bad = [t for t in got if t not in known]
+        if bad or not got:
+            raise argparse.ArgumentTypeError(f"unknown choice {', '.join(bad) or '(none)'}: use one or more of "
+                                             f"{', '.join(known)}, comma-separated")
+        return got
+    return parse
 
 
 def main(argv=None) -> int:
@@ -500,6 +511,8 @@ def main(argv=None) -> int:
                    help="a row-pruned form: generation 4 in the widest filter block that fits (with --ratio)")
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--pipe", choices=("halves",), default=None, help="generation 4's mainloop pipeline (RS_PIPES)")
+    f.add_argument("--sched", choices=("persistent",), default=None,
+                   help="generation 4's CTA schedule (RS_SCHEDS; dense)")
     for q in (v, t, k, f):
         q.add_argument("--gen3", dest="gens", action="append_const", const=3, default=[],
                        help="generation 3 as well (opt-in: filter blocks of 32)")
@@ -516,8 +529,11 @@ def main(argv=None) -> int:
         q.add_argument("--mcast", type=int, default=1, help="generation 4: CTAs sharing the weights by TMA multicast")
         q.add_argument("--epi", choices=("smem", "regs"), default=None,
                        help="generation 4's epilogue for dense-map layouts (dense, FP; default regs)")
-        q.add_argument("--pipes", type=_pipes, default=("one",),
+        q.add_argument("--pipes", type=_options("RS_PIPES"), default=("one",),
                        help="generation 4's mainloop pipelines, side by side: one (the default), halves (RS_PIPES)")
+        q.add_argument("--scheds", type=_options("RS_SCHEDS"), default=("one",),
+                       help="generation 4's CTA schedules, side by side: one (the default), persistent (RS_SCHEDS; "
+                            "dense and FP)")
     t.add_argument("--budget", type=float, default=0.2)
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)

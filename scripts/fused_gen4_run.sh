@@ -3,7 +3,7 @@
 # the sweep's generation-4 points, and the fused config search), time it beside cuDNN (dense, and the pruned
 # forms in FB 32 and in the widest filter block), run the sweep's fused points (VGG-16 and ResNet-18, batch 32,
 # with cuDNN), then Nsight Compute on VGG conv4_2 (WSP-RB 0.7 in its block of 96; NCU="--gen4" for dense, NCU=none
-# for no profile; SWEEP=none skips the sweep; TESTS_K: the tests' -k expression; TIME_S: the time step's limit).
+# for no profile; NCU_LAYERS: the profiled layers; SWEEP=none skips the sweep; TESTS_K: the tests' -k expression; TIME_S: the time step's limit).
 #   bash scripts/device_run.sh -- bash scripts/fused_gen4_run.sh [TIME OPTIONS...]
 # Build the kernels here first (CUTLASS_WSP_CACHE=.cache/wsp): python bench/fused_layer.py compile --gen4 --gens-only
 # --ps 4, and python scripts/sweep_compile.py with the sweep's options below.
@@ -28,5 +28,5 @@ rm -f "$T"/*.lock "$T"/*.csv; pack
 what=${NCU:-"--pattern wsp-rb --ratio 0.7"}
 tag=$(echo "$what" | tr -dc 'a-z0-9.')
 mkdir -p "$T/ncu-$tag"
-OUT="$T/ncu-$tag" timeout 100 bash scripts/ncu_fused.sh $what --layers vgg16:conv4_2 | tail -16
+OUT="$T/ncu-$tag" timeout 100 bash scripts/ncu_fused.sh $what --layers ${NCU_LAYERS:-vgg16:conv4_2} | tail -16
 rm -f "$T/ncu-$tag/ncu-fused.ncu-rep"; pack

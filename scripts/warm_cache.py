@@ -30,19 +30,9 @@ def gpu_test_descs(arch: str) -> set:
 
 def planned_descs(points, arch: str) -> set:
     """The kernels `points` run untuned (the serving families' plans, host only)."""
-    from cutlass_wsp.errors import WspError
-    from cutlass_wsp.sweep.measure import Workload, plan
+    from cutlass_wsp.sweep.measure import Workload, planned_descs as planned
 
-    workload = Workload(0)
-    descs = set()
-    for pt in points:
-        try:
-            found = plan(pt, workload, arch)
-        except WspError:
-            continue
-        if found is not None:
-            descs.update(found.descs)
-    return descs
+    return set(planned(points, Workload(0), arch))
 
 
 def sweep_descs(arch: str) -> set:

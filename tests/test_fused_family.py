@@ -347,6 +347,45 @@ def test_rs_halves_pipeline_renders_two_groups_per_chunk(dense, full, cmap):
         rs_desc("fp16", 32, dense_map=True, pipe="thirds")
 
 
+@pytest.mark.parametrize("dtype,mi,pipe", [("fp16", 32, None), ("bf16", 32, "halves"), ("fp16", 16, None)])
+def test_rs_persistent_ctas_walk_items_with_rings_running_on(dtype, mi, pipe):
+    """sched 'persistent': one CTA per SM (the host asks the device), walking items blockIdx.x + i * gridDim.x;
+    the rings' positions follow from the CTA's sequence chunk (no counters restarted per item), the item walk
+    divides by multiply-shift (FastDivmod in the parameters), the register epilogue's exchange has its own region
+    (the rings are refilled for the next item while it runs), two tile tables; the one-shot kernel is unchanged."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = {"pipe": pipe} if pipe else {}
+    d = rs_desc(dtype, mi, dense_map=True, sched="persistent", **kw)
+    one = rs_desc(dtype, mi, dense_map=True, **kw)
+    assert "_schedpersistent_" in d.name and d.name.replace("schedpersistent_", "").replace(
+        f"_s{d.stages}_", f"_s{one.stages}_") == one.name and "sched" not in one.extra_dict()
+    src = render(d)
+    assert "{{" not in src and "{%" not in src
+    c = _template_constants(src)
+    assert c["SMEM_BYTES"] == rs_smem_bytes(mi, mi, d.stages, persistent=True) <= 227 * 1024
+    assert d.stages == max(s for s in (2, 3, 4, 5, 6) if rs_smem_bytes(mi, mi, s, persistent=True) <= 227 * 1024)
+    assert c["XS_OFFSET"] == c["MAIN_BYTES"] and c["XS_BYTES"] == 2 * (mi // 8) * 2 * 4 * 128 * 4
+    assert c["TILE_BYTES"] == 2 * 64 * 16 and "MS_BYTES" not in c and "INV_BYTES" not in c
+    walk = src[src.index("for (int i = 0; i < mine; ++i) {"):src.index("if (late) __trap();")]
+    assert walk.count("const int s = k % STAGES, su = k % USTAGES;") == 2 and "++s == STAGES" not in src
+    assert walk.count("for (int k = k0; k < k0 + p.chunks; ++k) {") == 2
+    assert walk.count("while (next_raw < kall && next_raw < k + STAGES)") == 2
+    assert "reinterpret_cast<float*>(smem + XS_OFFSET)" in walk and "tile_tables + (i & 1) * BT" in walk
+    assert ("warpgroup_wait<1>();" in walk) == (pipe == "halves")
+    assert src.count("p.chunks_div(i, kk, j);") == 2 and "cutlass::FastDivmod(p.units)" in src
+    assert "cudaDevAttrMultiProcessorCount" in src and "items < sms ? items : sms" in src
+    assert "cudaDevAttrMultiProcessorCount" not in render(one) and "FastDivmod" not in render(one)
+    with pytest.raises(Unsupported, match="persistent CTAs"):
+        rs_desc(dtype, mi, fb=2 * mi, sched="persistent")                   # a row map: the shared-memory epilogue
+    with pytest.raises(Unsupported, match="persistent CTAs"):
+        rs_desc(dtype, mi, dense_map=True, sched="persistent", epi="smem")
+    with pytest.raises(Unsupported, match="persistent CTAs"):
+        rs_desc(dtype, mi, dense_map=True, sched="persistent", cmap=True)
+    with pytest.raises(Unsupported, match="CTA schedule 'stream-k'"):
+        rs_desc(dtype, mi, dense_map=True, sched="stream-k")
+
+
 def test_rs_register_epilogue_renders_for_the_dense_map_only():
     from cutlass_wsp.kernels.emitter import render
 

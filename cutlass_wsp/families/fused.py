@@ -211,13 +211,18 @@ RS_EPILOGUES = ("smem", "regs")  # the output transform from fp32 accumulators i
 RS_RAW_CH = (16, 24)             # channels per pixel in generation 4's raw ring: 16 (rotated column order against
                                  # bank conflicts, the default) or 24 (48-byte pixels; 2 L2 sectors per pixel)
 RS_PIPES = ("halves",)           # generation 4's mainloop in two commit groups per chunk (one per V row); absent: one
+RS_SCHEDS = ("persistent",)      # one CTA per SM walking the work items, rings running on across them; absent: one
+                                 # CTA per (tile rectangle, filter block)
 
 
 def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX, rawch: int = 16,
-                  mcast: int = 1) -> int:
+                  mcast: int = 1, persistent: bool = False) -> int:
     """Shared memory of one generation-4 CTA, as _fused_rs.cu.j2 lays it out (see its constants)."""
     pp = 16
     main = stages * _align1k(raw * rawch * 2) + 2 * (stages + 1) * (pp // 2) * mi * BC * 2
+    if persistent:   # the register epilogue's exchange after the rings, two tile tables, no inverse map
+        bars = -(-((2 * stages + 2 * (stages + 1)) * 8) // 16) * 16
+        return main + 2 * (mi // 8) * 2 * 4 * 128 * 4 + bars + 2 * bt * 16
     ms = pp * bt * (mi + 4) * 4
     ubars = 2 * (stages + 1) * (2 if mcast > 1 else 1)   # ufull (+ uempty with multicast)
     bars = -(-((2 * stages + ubars) * 8) // 16) * 16
@@ -242,13 +247,21 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
     if "pipe" in extra and mcast != 1:
         raise Unsupported(f"pipeline {extra['pipe']!r} with weights multicast to {mcast} CTAs",
                           "use mcast 1 (the cluster's release of a weight stage is built for one group per chunk)")
+    persistent = "sched" in extra
+    if persistent and extra["sched"] not in RS_SCHEDS:
+        raise Unsupported(f"CTA schedule {extra['sched']!r}", f"use one of {RS_SCHEDS} or none (one CTA per work item)")
+    if persistent and (epi != "regs" or mcast != 1 or "cmap" in extra):
+        raise Unsupported("persistent CTAs for this kernel", "use them with the dense map's register epilogue "
+                          "(dense and FP layouts), without multicast or the chunk map")
     return _check_wgmma(desc, extra, 4, RS_WARPS,
-                        lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch, mcast=mcast), RS_STAGES)
+                        lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch, mcast=mcast,
+                                                             persistent=persistent), RS_STAGES)
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
             dense_map: bool = False, rawch: int = 16, mcast: int = 1, epi: str | None = None,
-            cmap: bool = False, full_rows: bool = False, pipe: str | None = None) -> KernelDesc:
+            cmap: bool = False, full_rows: bool = False, pipe: str | None = None,
+            sched: str | None = None) -> KernelDesc:
     """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
     memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
     generation 3: the deepest ring (<= 6 stages) whose shared memory fits, unless given. `rawch`: channels per
@@ -260,8 +273,9 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     past a position's kept rows is zero), while the epilogue still reads the inverse map: the mainloop of the
     dense map for filter blocks wider than MI (wide_filter_block); `pipe` (RS_PIPES): 'halves' issues each chunk's
     products in two commit groups, one per V row, so a warpgroup transforms one row while its other row's products
-    run (default: one group per chunk). Values that were the defaults before add no extra, so those kernels keep
-    their names and cache keys."""
+    run (default: one group per chunk); `sched` (RS_SCHEDS): 'persistent' launches one CTA per SM that walks the
+    work items with its rings running on across them (the dense map's register epilogue only). Values that were
+    the defaults before add no extra, so those kernels keep their names and cache keys."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if dense_map and full_rows:
@@ -269,7 +283,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     if epi is None:
         epi = "regs" if dense_map else "smem"
     if stages is None:
-        stages = next((s for s in RS_STAGES[::-1] if rs_smem_bytes(mi, fb, s, rawch=rawch, mcast=mcast) <= SMEM_LIMIT), 2)
+        stages = next((s for s in RS_STAGES[::-1] if rs_smem_bytes(mi, fb, s, rawch=rawch, mcast=mcast,
+                                                                   persistent=sched is not None) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
                              ("map", "dense" if dense_map else "full" if full_rows else "rows"), ("raw", WS_RAW_PIX),
@@ -277,7 +292,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
                       + ((("mcast", mcast),) if mcast != 1 else ())
                       + ((("epi", epi),) if epi != "smem" else ())
                       + ((("cmap", "blocks"),) if cmap else ())
-                      + ((("pipe", pipe),) if pipe else ()))
+                      + ((("pipe", pipe),) if pipe else ())
+                      + ((("sched", sched),) if sched else ()))
     return check_fused_desc(desc)
 
 

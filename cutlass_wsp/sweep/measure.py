@@ -65,6 +65,22 @@ def plan(point: Point, workload: Workload, arch: str, *, tuned: Any = None, cach
     return fam.plan(PointContext(point, arch=arch, workload=workload, cache=cache, tuned=tuned))
 
 
+def planned_descs(points, workload: Workload, arch: str, *, cache: Any = None, tuned: Any = None) -> list:
+    """Host only: the distinct kernels the points launch on `arch` (a point whose plan fails is left out: its own
+    measurement reports it)."""
+    from cutlass_wsp.errors import WspError
+
+    descs = []
+    for pt in points:
+        try:
+            found = plan(pt, workload, arch, tuned=tuned, cache=cache)
+        except WspError:
+            continue
+        if found is not None:
+            descs.extend(found.descs)
+    return list(dict.fromkeys(descs))
+
+
 def compile_points(points, workload: Workload, arch: str, *, cache: Any = None, tuned: Any = None
                    ) -> tuple[int, int]:
     """Host only: build every kernel the points launch on `arch`, all cores at once; a point whose plan fails,
@@ -73,15 +89,7 @@ def compile_points(points, workload: Workload, arch: str, *, cache: Any = None, 
     from cutlass_wsp.errors import WspError
     from cutlass_wsp.kernels.cache import default_cache
 
-    descs = []
-    for pt in points:
-        try:
-            found = plan(pt, workload, arch, tuned=tuned, cache=cache)
-        except WspError:
-            continue   # the point's own measurement reports it
-        if found is not None:
-            descs.extend(found.descs)
-    unique = list(dict.fromkeys(descs))
+    unique = planned_descs(points, workload, arch, cache=cache, tuned=tuned)
     cache = cache or default_cache()
     try:
         missing = [d for d in unique if cache.lookup(d) is None]

@@ -52,7 +52,9 @@ WGMMA_GENS = {"gen3": ("ws_desc", {}), "gen4": ("rs_desc", {}),            # the
               "gen4-mc2": ("rs_desc", {"mcast": 2}),                         # weights multicast to a CTA pair
               "gen4-smem": ("rs_desc", {"epi": "smem"}),                    # dense map: the shared-memory epilogue
                                                                              # (generation 4's default is 'regs')
-              "gen4-halves": ("rs_desc", {"pipe": "halves"})}               # two commit groups per chunk
+              "gen4-halves": ("rs_desc", {"pipe": "halves"}),               # two commit groups per chunk
+              "gen4-persistent": ("rs_desc", {"sched": "persistent"}),      # dense map: one CTA per SM, items walked
+              "gen4-persistent-halves": ("rs_desc", {"sched": "persistent", "pipe": "halves"})}
 
 
 def _wgmma_desc(gen: str):
@@ -65,7 +67,7 @@ def _wgmma_desc(gen: str):
         try:
             return getattr(fused, name)(*args, **kwargs, **kw)
         except Unsupported as e:
-            if kw.get("epi"):                  # a variant for some layouts only (the register epilogue: dense map)
+            if kw.get("epi") or kw.get("sched"):   # variants for some layouts only (the register epilogue: dense map)
                 pytest.skip(f"{gen}: {e}")
             raise
     return make
@@ -218,6 +220,31 @@ def test_a_fused_config_search_verifies_records_and_is_read_back(compile_cache_d
     assert sum(t.ok for t in result.trials) >= 2                 # the menu's candidates all verified
     choices = TunedChoices.load(cache, store=store, checks=registry.checks())
     assert choices.lookup("fused", problem, "fp16", "sm90") == result.best
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("pipe", [None, "halves"])
+@pytest.mark.parametrize("batch,c,n,H,W", [(32, 16, 96, 30, 30), (8, 48, 96, 56, 56), (2, 64, 64, 57, 43)])
+def test_gen4_persistent_ctas_walk_many_items_and_equal_direct_convolution(dtype, pipe, batch, c, n, H, W,
+                                                                           compile_cache_dir):
+    """Persistent CTAs (one per SM) walking several work items each, the raw and weight rings running on across
+    items: 1 chunk per item (c = 16: every chunk starts an item), 3 (fewer than the weight ring's stages: a
+    leader's first loads span items), 4 (odd H x W, fewer items than SMs: one item per CTA). Dense against
+    float64 direct convolution."""
+    from cutlass_wsp.families.fused import dense_layout, rs_desc
+    from cutlass_wsp.gpu.device import current_sm_count
+    from cutlass_wsp.winograd import filter_transform
+
+    _sm90()
+    rng = np.random.default_rng(batch * 100 + c + H)
+    g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
+    lay = dense_layout(filter_transform(g.astype(np.float64), 2).astype(np.float32), 4, fb=32)
+    tiles = batch * -(-H // 2) * -(-W // 2)
+    if (batch, c) != (2, 64):   # at least ceil(tiles / 64) rectangles x blocks items: several per CTA
+        assert -(-tiles // 64) * lay.blocks > 2 * current_sm_count()
+    desc = rs_desc(dtype, lay.mi, fb=32, dense_map=True, sched="persistent", **({"pipe": pipe} if pipe else {}))
+    err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused persistent {desc.name}")
+    assert 0 < err
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])

@@ -1,0 +1,161 @@
+"""The compile cache one generation-4 device call needs (scripts/fused_gen4_run.sh), built here and copied lean.
+
+The device call carries the working tree and at most 64 MiB in all, and one fused kernel library is ~1.1 MB, so
+the whole cache does not travel. This builds (here, no GPU) every kernel the call will ask for -- the generation-4
+GPU tests (their parameter lists read from tests/gpu/test_fused_gpu.py), `bench/fused_layer.py time` with the
+given options, and the fused config search's menu -- and copies them, fp16 first, into OUT/wsp/kernels up to
+--max-mb; the rest is listed in OUT/wsp/carry-missing.txt. On the device, `--device` builds what was left out,
+all cores at once, into the cache in use, before the tests start:
+
+    python scripts/fused_carry.py --pipes one,halves --scheds one,persistent --ratios 0.7   # here
+    carry [".cache-carry", ".whl/nvidia_cutlass-4.2.0.0-py3-none-any.whl"], then on the device:
+    rm -rf .cache && mv .cache-carry .cache && bash scripts/device_run.sh -- bash -c \\
+      'python3 scripts/fused_carry.py --device <same options> && bash scripts/fused_gen4_run.sh <time options>'
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+
+def gpu_test_descs() -> list:
+    """The generation-4 kernels of tests/gpu/test_fused_gpu.py (-k gen4): its dense shapes and pruned patterns for
+    every WGMMA_GENS variant of generation 4, the wide filter blocks, the persistent walk."""
+    import numpy as np
+
+    from cutlass_wsp.errors import Unsupported
+    from cutlass_wsp.families import fused
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    src = (ROOT / "tests" / "gpu" / "test_fused_gpu.py").read_text()
+    ns: dict = {}
+    exec(compile(src.replace('cp = pytest.importorskip("cupy")', "cp = None"), "test_fused_gpu", "exec"), ns)
+    gens = {k: v for k, v in ns["WGMMA_GENS"].items() if k.startswith("gen4")}
+    out = []
+
+    def add(make, *a, **kw):
+        try:
+            out.append(make(*a, **kw))
+        except Unsupported:   # the tests skip these (a variant for some layouts only)
+            pass
+
+    for dt in ("fp16", "bf16"):
+        for name, kw in gens.values():
+            make = getattr(fused, name)
+            for (_, c, n, _, _) in ns["GEN3_DENSE_SHAPES"]:
+                add(make, dt, 32, fb=32, dense_map=True, **kw)
+            for pattern, ratio, pkw in [("wsp-r", 0.7, dict(balance="unbalanced")), ("wsp-r", 0.5, {}), ("fp", 0.5, {}),
+                                        ("wsp-rb", 0.75, dict(block=32)), ("wsp-rb", 0.5, dict(block=32)),
+                                        ("wsp-cb", 0.5, {}), ("wsp-cb", 0.75, {})]:
+                lay = fused.layout_for(prune(he_winograd_weights((96, 64), 4, seed=5), pattern, ratio, **pkw), 4, fb=32)
+                add(make, dt, lay.mi, fb=32, dense_map=lay.identity, cmap=lay.pruned_chunks, **kw)
+        W4 = he_winograd_weights((256, 64), 4, seed=7)
+        for pattern, ratio, wide in [("wsp-rb", 0.7, True), ("wsp-rb", 0.9, True), ("wsp-rb", 0.7, False),
+                                     ("wsp-r", 0.7, True), ("wsp-r-unbalanced", 0.7, True)]:
+            if pattern == "wsp-rb":
+                fb = fused.balanced_block(ratio, 256) if wide else 32
+                pr = prune(W4, "wsp-rb", ratio, block=fb)
+            else:
+                pr = prune(W4, "wsp-r", ratio, balance="unbalanced" if pattern.endswith("unbalanced") else "balanced")
+                fb = fused.wide_filter_block(pr.rows, 256)
+            lay = fused.layout_for(pr, 4, fb=fb)
+            for pipe in (None, "halves"):
+                add(fused.rs_desc, dt, lay.mi, fb=fb, full_rows=True, **({"pipe": pipe} if pipe else {}))
+        for pipe in (None, "halves"):
+            add(fused.rs_desc, dt, 32, fb=32, dense_map=True, sched="persistent", **({"pipe": pipe} if pipe else {}))
+    return out
+
+
+def bench_descs(args) -> list:
+    import fused_layer as fl
+
+    from cutlass_wsp.families.fused import FusedTuneProblem, candidates_for, layout_for
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    ratios = [float(r) for r in args.ratios.split(",")]
+    out = []
+    for _, lay in fl.bench_layers(args.nets):
+        out += [make().desc for _, _, make in fl.fused_variants(lay.c, lay.n, lay.H, lay.W, [4], "fp16", 32, ratios,
+                                                                 [4], None, True, pipes=args.pipes, scheds=args.scheds)]
+    lay = layout_for(prune(he_winograd_weights((128, 64), 4, seed=1), "dense", 0.0), 4, fb=64)   # the config search
+    out += candidates_for(FusedTuneProblem.of(lay, 4, 28, 28), "fp16")[:5]
+    if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
+        from cutlass_wsp.commands.sweep_options import from_args
+        from cutlass_wsp.sweep.measure import Workload, planned_descs
+        from cutlass_wsp.sweep.plan import Point, expand
+
+        points = expand(from_args(["--net", "vgg16,resnet18", "--pattern", "conv,dense,fp,wsp-r,wsp-rb,wsp-cb",
+                                   "--impl", "fused,cudnn", "--ratio", "0.5,0.7,0.9"]))
+        points += [Point("resnet18", ("layer3.0.conv2",), 256, 256, 14, 14, 3, 4, "fp16", pat, "fused", r, b)
+                   for pat, r, b in [("dense", None, None), ("fp", 0.5, None), ("wsp-r", 0.7, "balanced"),
+                                     ("wsp-r", 0.7, "unbalanced"), ("wsp-rb", 0.7, None), ("wsp-rb", 0.9, None),
+                                     ("wsp-cb", 0.5, None)]]
+        out += planned_descs(points, Workload(0), "sm90")
+    return out
+
+
+def main() -> int:
+    import fused_layer as fl
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / ".cache-carry"))
+    ap.add_argument("--max-mb", type=float, default=40.0, help="size of the copied libraries (the tree is ~20 MB)")
+    ap.add_argument("--nets", default="vgg16,resnet18")
+    ap.add_argument("--ratios", default="0.5,0.7,0.9")
+    ap.add_argument("--pipes", type=fl._options("RS_PIPES"), default=("one",))
+    ap.add_argument("--scheds", type=fl._options("RS_SCHEDS"), default=("one",))
+    ap.add_argument("--sweep", action="store_true", help="the sweep's fused points too (fused_gen4_run.sh's sweep)")
+    ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
+    ap.add_argument("--jobs", type=int, default=None)
+    args = ap.parse_args()
+    from cutlass_wsp.kernels.cache import KernelCache, default_cache
+
+    descs = list(dict.fromkeys(gpu_test_descs() + bench_descs(args)))
+    src = default_cache()
+    missing = [d for d in descs if src.lookup(d) is None]
+    print(f"{len(descs)} kernels, {len(missing)} to build", flush=True)
+    src.compile_many(missing, jobs=args.jobs)
+    if args.device:
+        return 0
+    dst = Path(args.out) / "wsp"
+    shutil.rmtree(args.out, ignore_errors=True)
+    (dst / "kernels").mkdir(parents=True)
+    tuning = src.root / "tuning.json"
+    if tuning.exists():
+        shutil.copy(tuning, dst)
+    # the commit the tree is copied from (the device gets no .git; scripts/device_run.sh reads .cache/git-commit)
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    (Path(args.out) / "git-commit").write_text((git or "unknown") + ("-dirty" if dirty else "") + "\n")
+    left, used = [], 0
+    for d in sorted(descs, key=lambda d: d.dtype != "fp16"):   # fp16 first: the timed runs
+        stem = src._stem(d, src.key(d))
+        files = [f for f in src.kernels_dir.iterdir() if f.name.startswith(stem)]
+        size = sum(f.stat().st_size for f in files)
+        if used + size > args.max_mb * 1e6:
+            left.append(d.name)
+            continue
+        used += size
+        for f in files:
+            shutil.copy(f, dst / "kernels")
+    (dst / "carry-missing.txt").write_text("".join(n + "\n" for n in left))
+    check = KernelCache(dst)
+    assert all(check.lookup(d) is not None for d in descs if d.name not in left)
+    print(f"carried {len(descs) - len(left)} kernels ({used / 1e6:.1f} MB) in {dst}; {len(left)} left to build on "
+          f"the device (carry-missing.txt)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
