@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutlass_wsp.families.fused import (balanced_block, fused_desc, layout_for, pair_desc, rs_desc,  # noqa: E402
                                         wide_filter_block, ws_desc)
+from cutlass_wsp.errors import WspError  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import WSP_CB_BLOCK, kept_count, prune  # noqa: E402
 from cutlass_wsp.winograd import direct_conv2d, filter_transform  # noqa: E402
@@ -538,8 +539,12 @@ def main(argv=None) -> int:
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     t0 = time.time()
-    rc = {"verify": cmd_verify, "time": cmd_time, "compile": cmd_compile, "profile": cmd_profile,
-          "table": cmd_table}[args.cmd](args)
+    try:
+        rc = {"verify": cmd_verify, "time": cmd_time, "compile": cmd_compile, "profile": cmd_profile,
+              "table": cmd_table}[args.cmd](args)
+    except WspError as e:   # no GPU, an unreadable file, ...: one line, no traceback
+        print(f"fused_layer: {e}", file=sys.stderr)
+        return 2
     print(f"# {args.cmd} took {time.time() - t0:.0f} s")
     return rc
 

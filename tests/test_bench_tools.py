@@ -156,3 +156,28 @@ def test_fused_table_of_a_generation_with_the_sweeps_columns_against_each_runs_c
     wspc = min(r["layer_ms"] for r in ok if r.get("pattern") in ("wsp-c", "wsp-c-fused") and r.get("ratio") == 0.7
                and r.get("p") == 4)
     assert got["unfused wsp-c 0.7 (sweep)"] == f"{wspc:.3f} ({sweep_cudnn / wspc:.2f}×)"
+
+
+def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
+    """`time --pipes one,halves --scheds one,persistent` yields the default generation-4 variants once and each
+    candidate beside them under its own label (persistent: dense and FP only); an unknown choice is argparse's
+    one-line error; without a GPU, `time` ends with one line naming the problem (no traceback)."""
+    from cutlass_wsp.gpu.device import gpu_status
+
+    fused_layer = _load("fused_layer")
+    labels = {}
+    for label, r, make in fused_layer.fused_variants(512, 512, 28, 28, [4], "fp16", 32, [0.7], [4], None, True,
+                                                     pipes=("one", "halves"), scheds=("one", "persistent")):
+        labels.setdefault(label.split(" ")[1], set()).add(label.split(" ")[2])
+        d = make().desc.extra_dict()
+        assert ("pipe" in d) == ("halves" in label) and ("sched" in d) == ("persistent" in label)
+    assert labels["gen4"] == labels["gen4-halves"] == {"dense", "wsp-r", "fp", "wsp-cb", "wsp-rb"}
+    assert labels["gen4-persistent"] == labels["gen4-persistent-halves"] == {"dense", "fp"}
+    with pytest.raises(SystemExit):
+        fused_layer.main(["time", "--gen4", "--pipes", "thirds"])
+    assert "unknown choice thirds: use one or more of one, halves" in capsys.readouterr().err
+    if gpu_status()[0]:
+        return
+    assert fused_layer.main(["time", "--gen4", "--gens-only", "--ps", "4", "--nets", "resnet18", "--ratios", "0.7"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fused_layer: no CUDA GPU") and "Traceback" not in err[0]
