@@ -283,7 +283,8 @@ def cmd_compile(args) -> int:
     for _, lay in bench_layers(args.nets):
         descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
                                                                args.batch, ratios, args.gens, args.stages,
-                                                               args.gens_only, args.mcast, args.epi, args.pipes, args.scheds)]
+                                                               args.gens_only, args.mcast, args.epi, args.pipes,
+                                                               args.scheds)]
     descs = list(dict.fromkeys(descs))
     t0 = time.time()
     default_cache().compile_many(descs)

@@ -51,8 +51,7 @@ def gpu_test_descs() -> list:
     for dt in ("fp16", "bf16"):
         for name, kw in gens.values():
             make = getattr(fused, name)
-            for (_, c, n, _, _) in ns["GEN3_DENSE_SHAPES"]:
-                add(make, dt, 32, fb=32, dense_map=True, **kw)
+            add(make, dt, 32, fb=32, dense_map=True, **kw)   # every dense shape of the tests: MI = FB = 32
             for pattern, ratio, pkw in [("wsp-r", 0.7, dict(balance="unbalanced")), ("wsp-r", 0.5, {}), ("fp", 0.5, {}),
                                         ("wsp-rb", 0.75, dict(block=32)), ("wsp-rb", 0.5, dict(block=32)),
                                         ("wsp-cb", 0.5, {}), ("wsp-cb", 0.75, {})]:

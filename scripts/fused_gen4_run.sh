@@ -3,10 +3,11 @@
 # the sweep's generation-4 points, and the fused config search), time it beside cuDNN (dense, and the pruned
 # forms in FB 32 and in the widest filter block), run the sweep's fused points (VGG-16 and ResNet-18, batch 32,
 # with cuDNN), then Nsight Compute on VGG conv4_2 (WSP-RB 0.7 in its block of 96; NCU="--gen4" for dense, NCU=none
-# for no profile; NCU_LAYERS: the profiled layers; SWEEP=none skips the sweep; TESTS_K: the tests' -k expression; TIME_S: the time step's limit).
+# for no profile). Environment: NCU_LAYERS the profiled layers, SWEEP=none skips the sweep, TESTS_K the tests' -k
+# expression, TIME_S the time step's limit in seconds.
 #   bash scripts/device_run.sh -- bash scripts/fused_gen4_run.sh [TIME OPTIONS...]
-# Build the kernels here first (CUTLASS_WSP_CACHE=.cache/wsp): python bench/fused_layer.py compile --gen4 --gens-only
-# --ps 4, and python scripts/sweep_compile.py with the sweep's options below.
+# Build the kernels here first and carry them lean: python scripts/fused_carry.py [--sweep] with the same time
+# options (docs/fused.md, "Third round", has the whole command).
 # Every step runs under a timeout: a kernel that never finishes (a barrier never released, say) costs that step,
 # not the call. The bench and the sweep verify each variant before timing it: a failure is reported, not timed.
 set -u
@@ -21,8 +22,9 @@ echo "# time --gen4 --gens-only $*"
 timeout ${TIME_S:-240} python3 bench/fused_layer.py time --gen4 --gens-only --ps 4 --nets vgg16,resnet18 "$@" \
   --out "$T/time.jsonl" 2>&1 | tee "$T/time.log" | grep -v '^{'
 pack
-[ "${SWEEP:-}" = none ] || timeout 240 python3 -m cutlass_wsp sweep --net vgg16,resnet18 --pattern conv,dense,fp,wsp-r,wsp-rb --impl fused,cudnn \
-  --ratio 0.5,0.7,0.9 --no-tune --budget-ms 100 --out "$T/sweep-fused.jsonl" --no-plots 2>&1 | tail -3
+[ "${SWEEP:-}" = none ] || timeout 240 python3 -m cutlass_wsp sweep --net vgg16,resnet18 \
+  --pattern conv,dense,fp,wsp-r,wsp-rb --impl fused,cudnn --ratio 0.5,0.7,0.9 --no-tune --budget-ms 100 \
+  --out "$T/sweep-fused.jsonl" --no-plots 2>&1 | tail -3
 rm -f "$T"/*.lock "$T"/*.csv; pack
 [ "${NCU:-}" = none ] && exit 0
 what=${NCU:-"--pattern wsp-rb --ratio 0.7"}

@@ -178,6 +178,7 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
     assert "unknown choice thirds: use one or more of one, halves" in capsys.readouterr().err
     if gpu_status()[0]:
         return
-    assert fused_layer.main(["time", "--gen4", "--gens-only", "--ps", "4", "--nets", "resnet18", "--ratios", "0.7"]) == 2
+    argv = ["time", "--gen4", "--gens-only", "--ps", "4", "--nets", "resnet18", "--ratios", "0.7"]
+    assert fused_layer.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fused_layer: no CUDA GPU") and "Traceback" not in err[0]

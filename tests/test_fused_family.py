@@ -104,7 +104,8 @@ def test_descriptions_fit_registers_and_shared_memory():
 DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True),
          ws_desc("fp16", 32, dense_map=True),
          rs_desc("fp16", 32, dense_map=True, cmap=True),
-         rs_desc("fp16", 32, dense_map=True, sched="persistent", pipe="halves")]   # compiled here (test_readme.py counts)
+         rs_desc("fp16", 32, dense_map=True, sched="persistent", pipe="halves")]
+# (compiled here: test_readme.py counts them)
 
 
 def test_only_an_identity_layout_may_skip_the_inverse_map():

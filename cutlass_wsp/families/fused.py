@@ -221,8 +221,9 @@ def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_
     pp = 16
     main = stages * _align1k(raw * rawch * 2) + 2 * (stages + 1) * (pp // 2) * mi * BC * 2
     if persistent:   # the register epilogue's exchange after the rings, two tile tables, no inverse map
+        xs = 2 * (mi // 8) * 2 * 2 * 2 * 128 * 4   # [sender warpgroup][MI/8 x 2 filters x 2 x 2 outputs][128] fp32
         bars = -(-((2 * stages + 2 * (stages + 1)) * 8) // 16) * 16
-        return main + 2 * (mi // 8) * 2 * 4 * 128 * 4 + bars + 2 * bt * 16
+        return main + xs + bars + 2 * bt * 16
     ms = pp * bt * (mi + 4) * 4
     ubars = 2 * (stages + 1) * (2 if mcast > 1 else 1)   # ufull (+ uempty with multicast)
     bars = -(-((2 * stages + ubars) * 8) // 16) * 16
