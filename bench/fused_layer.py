@@ -181,7 +181,9 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
                    gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipes=("one",), scheds=("one",)):
     """`_fused_variants` once per generation-4 mainloop pipeline in `pipes` and CTA schedule in `scheds` ('one':
     the default; others: RS_PIPES, RS_SCHEDS), labelled "p4 gen4-<sched>-<pipe> ..." so they run side by side in
-    one run; the persistent schedule serves the dense map only (dense and FP)."""
+    one run; the persistent schedule serves the dense and the full map (a variant it cannot build is left out)."""
+    from cutlass_wsp.errors import Unsupported
+
     for sched in scheds:
         for pipe in pipes:
             tag = "-".join(x for x in (sched, pipe) if x != "one")
@@ -189,9 +191,15 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
                                                   mcast, epi, None if pipe == "one" else pipe,
                                                   None if sched == "one" else sched):
                 if tag:
-                    if " gen4 " not in label or (sched != "one" and not label.endswith((" dense", " fp"))):
+                    if " gen4 " not in label:
                         continue
                     label = label.replace(" gen4 ", f" gen4-{tag} ")
+                    if sched != "one":   # the layout and description only (host): the row map has no persistent form
+                        try:
+                            case = make()
+                        except Unsupported:
+                            continue
+                        make = (lambda case=case: case)
                 yield label, r, make
 
 
@@ -228,12 +236,12 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                         for fb in sorted({32, _wide_fb(pr.rows, n)}):
                             yield f"p4 gen4 {pattern}", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb,
                                                                                       gen=4, stages=stages, full=True,
-                                                                                      pipe=pipe))
+                                                                                      pipe=pipe, sched=sched))
             for r in (ratios if x == 4 else ()):   # WSP-RB balanced in FB 32 (MI 16) and in the widest block (MI 32)
                 for fb in sorted({32, balanced_block(r, n)}):
                     pr = prune(Wd, "wsp-rb", r, block=fb)
                     yield f"p4 gen4 wsp-rb", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb, gen=4,
-                                                                           stages=stages, pipe=pipe))
+                                                                           stages=stages, pipe=pipe, sched=sched))
         fb, gen = PRUNED_FB[p]
         for pattern, rs, kw in () if gens_only else (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
                                                      ("wsp-rb", [0.5, 0.75], dict(block=64))):
@@ -309,7 +317,8 @@ def cmd_profile(args) -> int:
             else:
                 pr = prune(Wd, "wsp-r", args.ratio)
                 fb = _wide_fb(pr.rows, lay.n)
-            case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, gen=4, full=True, pipe=args.pipe).ready()
+            case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, gen=4, full=True, pipe=args.pipe,
+                        sched=args.sched).ready()
         elif args.gens:   # generation 3 or 4 (p = 4, FB 32): the last one asked for
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=32,
                         gen=args.gens[-1], pipe=args.pipe, sched=args.sched).ready()
@@ -514,7 +523,7 @@ def main(argv=None) -> int:
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--pipe", choices=("halves",), default=None, help="generation 4's mainloop pipeline (RS_PIPES)")
     f.add_argument("--sched", choices=("persistent",), default=None,
-                   help="generation 4's CTA schedule (RS_SCHEDS; dense)")
+                   help="generation 4's CTA schedule (RS_SCHEDS)")
     for q in (v, t, k, f):
         q.add_argument("--gen3", dest="gens", action="append_const", const=3, default=[],
                        help="generation 3 as well (opt-in: filter blocks of 32)")
@@ -535,7 +544,7 @@ def main(argv=None) -> int:
                        help="generation 4's mainloop pipelines, side by side: one (the default), halves (RS_PIPES)")
         q.add_argument("--scheds", type=_options("RS_SCHEDS"), default=("one",),
                        help="generation 4's CTA schedules, side by side: one (the default), persistent (RS_SCHEDS; "
-                            "dense and FP)")
+                            "the dense and the full map)")
     t.add_argument("--budget", type=float, default=0.2)
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)

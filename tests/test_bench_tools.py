@@ -172,7 +172,8 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
         d = make().desc.extra_dict()
         assert ("pipe" in d) == ("halves" in label) and ("sched" in d) == ("persistent" in label)
     assert labels["gen4"] == labels["gen4-halves"] == {"dense", "wsp-r", "fp", "wsp-cb", "wsp-rb"}
-    assert labels["gen4-persistent"] == labels["gen4-persistent-halves"] == {"dense", "fp"}
+    # persistent: the dense map (dense, FP) and the full map (WSP-RB, WSP-R in wide blocks); not WSP-CB's chunk map
+    assert labels["gen4-persistent"] == labels["gen4-persistent-halves"] == {"dense", "fp", "wsp-r", "wsp-rb"}
     with pytest.raises(SystemExit):
         fused_layer.main(["time", "--gen4", "--pipes", "thirds"])
     assert "unknown choice thirds: use one or more of one, halves" in capsys.readouterr().err

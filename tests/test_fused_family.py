@@ -104,7 +104,8 @@ def test_descriptions_fit_registers_and_shared_memory():
 DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True),
          ws_desc("fp16", 32, dense_map=True),
          rs_desc("fp16", 32, dense_map=True, cmap=True),
-         rs_desc("fp16", 32, dense_map=True, sched="persistent", pipe="halves")]
+         rs_desc("fp16", 32, dense_map=True, sched="persistent", pipe="halves"),
+         rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent")]
 # (compiled here: test_readme.py counts them)
 
 
@@ -365,8 +366,8 @@ def test_rs_persistent_ctas_walk_items_with_rings_running_on(dtype, mi, pipe):
     src = render(d)
     assert "{{" not in src and "{%" not in src
     c = _template_constants(src)
-    assert c["SMEM_BYTES"] == rs_smem_bytes(mi, mi, d.stages, persistent=True) <= 227 * 1024
-    assert d.stages == max(s for s in (2, 3, 4, 5, 6) if rs_smem_bytes(mi, mi, s, persistent=True) <= 227 * 1024)
+    assert c["SMEM_BYTES"] == rs_smem_bytes(mi, mi, d.stages, persistent="regs") <= 227 * 1024
+    assert d.stages == max(s for s in (2, 3, 4, 5, 6) if rs_smem_bytes(mi, mi, s, persistent="regs") <= 227 * 1024)
     assert c["XS_OFFSET"] == c["MAIN_BYTES"] and c["XS_BYTES"] == 2 * (mi // 8) * 2 * 4 * 128 * 4
     assert c["TILE_BYTES"] == 2 * 64 * 16 and "MS_BYTES" not in c and "INV_BYTES" not in c
     walk = src[src.index("for (int i = 0; i < mine; ++i) {"):src.index("if (late) __trap();")]
@@ -379,13 +380,41 @@ def test_rs_persistent_ctas_walk_items_with_rings_running_on(dtype, mi, pipe):
     assert "cudaDevAttrMultiProcessorCount" in src and "items < sms ? items : sms" in src
     assert "cudaDevAttrMultiProcessorCount" not in render(one) and "FastDivmod" not in render(one)
     with pytest.raises(Unsupported, match="persistent CTAs"):
-        rs_desc(dtype, mi, fb=2 * mi, sched="persistent")                   # a row map: the shared-memory epilogue
+        rs_desc(dtype, mi, fb=2 * mi, sched="persistent")                   # the branching row map
     with pytest.raises(Unsupported, match="persistent CTAs"):
         rs_desc(dtype, mi, dense_map=True, sched="persistent", epi="smem")
     with pytest.raises(Unsupported, match="persistent CTAs"):
         rs_desc(dtype, mi, dense_map=True, sched="persistent", cmap=True)
     with pytest.raises(Unsupported, match="CTA schedule 'stream-k'"):
         rs_desc(dtype, mi, dense_map=True, sched="stream-k")
+
+
+@pytest.mark.parametrize("dtype,fb,pipe", [("fp16", 96, None), ("bf16", 320, "halves"), ("fp16", 64, None)])
+def test_rs_persistent_full_map_runs_the_shared_memory_epilogue_in_two_passes(dtype, fb, pipe):
+    """sched 'persistent' with the full map (WSP-RB, WSP-R in wide blocks): the shared-memory epilogue holds half
+    the tiles in its own region after the rings (two passes, a barrier between them), each item's inverse map and
+    tile table in their halves i % 2; never the per-thread inverse-map variant (its early return would leave the
+    walk), no return anywhere in the walk."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = {"pipe": pipe} if pipe else {}
+    d = rs_desc(dtype, 32, fb=fb, full_rows=True, sched="persistent", **kw)
+    assert "_mapfull_" in d.name and "_schedpersistent_" in d.name
+    src = render(d)
+    assert "{{" not in src and "{%" not in src
+    c = _template_constants(src)
+    assert c["SMEM_BYTES"] == rs_smem_bytes(32, fb, d.stages, persistent="smem") <= 227 * 1024
+    assert d.stages == max(s for s in (2, 3, 4, 5, 6) if rs_smem_bytes(32, fb, s, persistent="smem") <= 227 * 1024)
+    assert c["MS_OFFSET"] == c["MAIN_BYTES"] and c["MS_TILES"] == 32 and c["MS_BYTES"] == 16 * 32 * 36 * 4
+    walk = src[src.index("for (int i = 0; i < mine; ++i) {"):src.index("if (late) __trap();")]
+    assert "reinterpret_cast<float*>(smem + MS_OFFSET)" in walk and "for (int h2 = 0; h2 < 2; ++h2) {" in walk
+    assert "if (h2) __syncthreads();" in walk and "inv_tables + (i & 1) * (INV_BYTES / 2)" in walk
+    assert "return;" not in walk and "GROUPS" not in walk and "xs" not in walk
+    assert ("warpgroup_wait<1>();" in walk) == (pipe == "halves")
+    with pytest.raises(Unsupported, match="persistent CTAs"):
+        rs_desc(dtype, 32, fb=fb, sched="persistent")                         # the branching row map
+    with pytest.raises(Unsupported, match="persistent CTAs"):
+        rs_desc(dtype, 32, dense_map=True, epi="smem", sched="persistent")
 
 
 def test_rs_register_epilogue_renders_for_the_dense_map_only():
@@ -502,12 +531,13 @@ def test_fused_kernel_renders_and_compiles(kernel_cache):
         assert path.is_file() and path.stat().st_size > 0
     # generation 4's chunk-map branches around the wgmmas are warp-uniform: ptxas serializes none (C7518 / C7520;
     # C7519, a fence at each branch, is expected as with the row map)
-    log = kernel_cache.manifest(DESCS[-2])["log"] or ""
+    log = kernel_cache.manifest(DESCS[-3])["log"] or ""
     assert "C7518" not in log and "C7520" not in log
-    # the persistent walk with two commit groups per chunk: no wgmma serialized for any reason (C7510-C7520: the
-    # weight refill between the two groups' issues once made it C7513), no note at all
-    log = kernel_cache.manifest(DESCS[-1])["log"] or ""
-    assert "C75" not in log and "warning" not in log
+    # the persistent walks (two commit groups per chunk; the full map's two-pass epilogue): no wgmma serialized for
+    # any reason (C7510-C7520: the weight refill between the two groups' issues once made it C7513), no note at all
+    for desc in DESCS[-2:]:
+        log = kernel_cache.manifest(desc)["log"] or ""
+        assert "C75" not in log and "warning" not in log
 
 
 # --------------------------------------------------------------------------------------------- the registry

@@ -216,14 +216,18 @@ RS_SCHEDS = ("persistent",)      # one CTA per SM walking the work items, rings 
 
 
 def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX, rawch: int = 16,
-                  mcast: int = 1, persistent: bool = False) -> int:
-    """Shared memory of one generation-4 CTA, as _fused_rs.cu.j2 lays it out (see its constants)."""
+                  mcast: int = 1, persistent: str | None = None) -> int:
+    """Shared memory of one generation-4 CTA, as _fused_rs.cu.j2 lays it out (see its constants); `persistent`:
+    the epilogue ('regs' or 'smem') of a persistent CTA, whose epilogue region sits after the rings."""
     pp = 16
     main = stages * _align1k(raw * rawch * 2) + 2 * (stages + 1) * (pp // 2) * mi * BC * 2
-    if persistent:   # the register epilogue's exchange after the rings, two tile tables, no inverse map
-        xs = 2 * (mi // 8) * 2 * 2 * 2 * 128 * 4   # [sender warpgroup][MI/8 x 2 filters x 2 x 2 outputs][128] fp32
+    if persistent:
         bars = -(-((2 * stages + 2 * (stages + 1)) * 8) // 16) * 16
-        return main + xs + bars + 2 * bt * 16
+        if persistent == "regs":   # the exchange, two tile tables, no inverse map
+            xs = 2 * (mi // 8) * 2 * 2 * 2 * 128 * 4   # [sender warpgroup][MI/8 x 2 filters x 2 x 2 outputs][128] fp32
+            return main + xs + bars + 2 * bt * 16
+        ms = pp * (bt // 2) * (mi + 4) * 4           # half the tiles: two passes
+        return main + ms + bars + 2 * bt * 16 + 2 * (-(-pp * fb * 2 // 16) * 16)
     ms = pp * bt * (mi + 4) * 4
     ubars = 2 * (stages + 1) * (2 if mcast > 1 else 1)   # ufull (+ uempty with multicast)
     bars = -(-((2 * stages + ubars) * 8) // 16) * 16
@@ -248,12 +252,14 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
     if "pipe" in extra and mcast != 1:
         raise Unsupported(f"pipeline {extra['pipe']!r} with weights multicast to {mcast} CTAs",
                           "use mcast 1 (the cluster's release of a weight stage is built for one group per chunk)")
-    persistent = "sched" in extra
+    persistent = epi if "sched" in extra else None
     if persistent and extra["sched"] not in RS_SCHEDS:
         raise Unsupported(f"CTA schedule {extra['sched']!r}", f"use one of {RS_SCHEDS} or none (one CTA per work item)")
-    if persistent and (epi != "regs" or mcast != 1 or "cmap" in extra):
+    if persistent and (extra.get("map") not in ("dense", "full") or (epi == "regs") != (extra.get("map") == "dense")
+                       or mcast != 1 or "cmap" in extra):
         raise Unsupported("persistent CTAs for this kernel", "use them with the dense map's register epilogue "
-                          "(dense and FP layouts), without multicast or the chunk map")
+                          "(dense, FP) or the full map (WSP-RB, WSP-R in wide blocks), without multicast or the "
+                          "chunk map")
     return _check_wgmma(desc, extra, 4, RS_WARPS,
                         lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch, mcast=mcast,
                                                              persistent=persistent), RS_STAGES)
@@ -275,8 +281,9 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     dense map for filter blocks wider than MI (wide_filter_block); `pipe` (RS_PIPES): 'halves' issues each chunk's
     products in two commit groups, one per V row, so a warpgroup transforms one row while its other row's products
     run (default: one group per chunk); `sched` (RS_SCHEDS): 'persistent' launches one CTA per SM that walks the
-    work items with its rings running on across them (the dense map's register epilogue only). Values that were
-    the defaults before add no extra, so those kernels keep their names and cache keys."""
+    work items with its rings running on across them (the dense map with its register epilogue, or the full map
+    with the shared-memory epilogue in two passes). Values that were the defaults before add no extra, so those
+    kernels keep their names and cache keys."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if dense_map and full_rows:
@@ -285,7 +292,7 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
         epi = "regs" if dense_map else "smem"
     if stages is None:
         stages = next((s for s in RS_STAGES[::-1] if rs_smem_bytes(mi, fb, s, rawch=rawch, mcast=mcast,
-                                                                   persistent=sched is not None) <= SMEM_LIMIT), 2)
+                                                                   persistent=sched and epi) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
                              ("map", "dense" if dense_map else "full" if full_rows else "rows"), ("raw", WS_RAW_PIX),

@@ -248,12 +248,48 @@ def test_gen4_persistent_ctas_walk_many_items_and_equal_direct_convolution(dtype
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("pipe", [None, "halves"])
+@pytest.mark.parametrize("pattern,ratio,batch,c,H,W", [("wsp-rb", 0.7, 8, 48, 56, 56), ("wsp-rb", 0.9, 32, 16, 48, 48),
+                                                      ("wsp-r", 0.7, 4, 64, 57, 43)])
+def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeline(dtype, pipe, pattern, ratio,
+                                                                                   batch, c, H, W, compile_cache_dir):
+    """Persistent CTAs with the full map (n = 256 in WSP-RB's wide blocks of 96 or 256, balanced WSP-R in its widest
+    block): several items per CTA, the shared-memory epilogue in two passes beside the refilling rings, each item's
+    inverse map; against the fp32 unfused pipeline with the same mask."""
+    from cutlass_wsp.families.fused import balanced_block, layer_op, layout_for, rs_desc, wide_filter_block
+    from cutlass_wsp.gpu.device import current_sm_count
+    from cutlass_wsp.gpu.harness import bench
+    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    _sm90()
+    W4 = he_winograd_weights((256, c), 4, seed=11)
+    if pattern == "wsp-rb":
+        fb = balanced_block(ratio, 256)
+        pr = prune(W4, "wsp-rb", ratio, block=fb)
+    else:
+        pr = prune(W4, "wsp-r", ratio)
+        fb = wide_filter_block(pr.rows, 256)
+    lay = layout_for(pr, 4, fb=fb)
+    tiles = batch * -(-H // 2) * -(-W // 2)
+    if pattern == "wsp-rb":   # at least ceil(tiles / 64) rectangles x blocks items: several per CTA
+        assert -(-tiles // 64) * lay.blocks > 2 * current_sm_count()
+    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, sched="persistent", **({"pipe": pipe} if pipe else {}))
+    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"persistent {pattern} {ratio} FB {fb}")
+    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
+              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
+    assert m.rel_error > 0 and m.timing.median_ms > 0
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
 @pytest.mark.parametrize("pattern,ratio,wide", [("wsp-rb", 0.7, True), ("wsp-rb", 0.9, True), ("wsp-rb", 0.7, False),
                                                 ("wsp-r", 0.7, True), ("wsp-r-unbalanced", 0.7, True)])
 @pytest.mark.parametrize("pipe", [None, "halves"])
+@pytest.mark.parametrize("sched", [None, "persistent"])
 def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dtype, batch, H, W, pattern, ratio,
-                                                                             wide, pipe, compile_cache_dir):
+                                                                             wide, pipe, sched, compile_cache_dir):
     """Generation 4 with filter blocks wider than its 32 packed rows (families/fused.wide_filter_block,
     balanced_block): n = 256 in blocks of 96 (WSP-RB 0.7: 96, 96 and a partial 64), 256 (WSP-RB 0.9) or the
     widest that fits (WSP-R), every position multiplying all its packed rows (the "full" map: padding rows are
@@ -274,7 +310,8 @@ def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dty
         pr = prune(W4, "wsp-r", ratio, balance="unbalanced" if pattern.endswith("unbalanced") else "balanced")
         fb = wide_filter_block(pr.rows, n)
     lay = layout_for(pr, 4, fb=fb)
-    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, **({"pipe": pipe} if pipe else {}))
+    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, **({"pipe": pipe} if pipe else {}),
+                   **({"sched": sched} if sched else {}))
     assert (fb > 32) == (wide and pattern != "wsp-r-unbalanced") and "_mapfull_" in desc.name
     op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen4 {pattern} {ratio} FB {fb}")
     m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
