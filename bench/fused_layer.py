@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -441,7 +442,10 @@ def cmd_table(args) -> int:
             sweep[shape, what] = min(sweep.get((shape, what), math.inf), r["layer_ms"])
     by: dict[str, dict] = {}
     for r in rows:
-        key = r["impl"] + ("" if r.get("ratio") is None else f" {r['ratio']:g}")
+        impl = r["impl"]
+        if args.best:   # "p4 gen4-persistent-halves dense" counts as "p4 gen4 dense": the column keeps the fastest
+            impl = re.sub(r"^(p\d+ gen\d+)-\S+", r"\1", impl)
+        key = impl + ("" if r.get("ratio") is None else f" {r['ratio']:g}")
         d = by.setdefault(r["layer"], {})
         if key not in d or r["median_ms"] < d[key]["median_ms"]:
             d[key] = r
@@ -482,6 +486,14 @@ def cmd_table(args) -> int:
         print(f"| {layer} {lay.c}→{lay.n}@{lay.H} | " + " | ".join(cells) + " |")
     if speed:
         print(f"\nfused dense vs cuDNN: min {min(speed):.2f}×, geomean {math.exp(sum(map(math.log, speed)) / len(speed)):.2f}×")
+    if args.best:   # which variant each fused cell is (the label's generation token)
+        wins: dict[str, int] = {}
+        for d in by.values():
+            for key, r in d.items():
+                if key.startswith(p + " "):
+                    tag = r["impl"].split(" ")[1]
+                    wins[tag] = wins.get(tag, 0) + 1
+        print("fastest variant per fused cell: " + ", ".join(f"{t} {n}" for t, n in sorted(wins.items())))
     return 0
 
 
@@ -512,6 +524,8 @@ def main(argv=None) -> int:
     tb.add_argument("--sweep", default=None, help="a sweep's results (same GPU): the unfused dense layer column")
     tb.add_argument("--p", type=int, default=4)
     tb.add_argument("--gen", type=int, choices=(3, 4), default=None, help="the columns of generation 3 or 4")
+    tb.add_argument("--best", action="store_true",
+                    help="each column the fastest of the generation's variants (time --pipes / --scheds labels)")
     f = sub.add_parser("profile")
     f.add_argument("--layers", default="vgg16:conv1_2+vgg16:conv4_2")
     f.add_argument("--p", type=int, default=4)

@@ -21,6 +21,8 @@ echo "pytest exit status: ${PIPESTATUS[0]}" | tee -a "$OUT/gpu-tests.log"
 echo "# time --gen4 --gens-only $*"
 timeout ${TIME_S:-240} python3 bench/fused_layer.py time --gen4 --gens-only --ps 4 --nets vgg16,resnet18 "$@" \
   --out "$T/time.jsonl" 2>&1 | tee "$T/time.log" | grep -v '^{'
+# the table, each fused cell the fastest verified variant of its form (which one: the last line)
+python3 bench/fused_layer.py table "$T/time.jsonl" --gen 4 --best > "$T/table.md" 2>&1; tail -3 "$T/table.md"
 pack
 [ "${SWEEP:-}" = none ] || timeout 240 python3 -m cutlass_wsp sweep --net vgg16,resnet18 \
   --pattern conv,dense,fp,wsp-r,wsp-rb --impl fused,cudnn --ratio 0.5,0.7,0.9 --no-tune --budget-ms 100 \

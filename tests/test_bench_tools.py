@@ -183,3 +183,26 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
     assert fused_layer.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fused_layer: no CUDA GPU") and "Traceback" not in err[0]
+
+
+def test_fused_table_best_takes_each_cells_fastest_variant(tmp_path, capsys):
+    """`table --gen 4 --best`: a column's cell is the fastest of "p4 gen4 ...", "p4 gen4-halves ..." and the
+    other variants' rows of that layer, each against the run's cuDNN, and the count of cells each variant won is
+    printed; without --best the default variant's rows alone fill the columns."""
+    import json
+
+    rows = [{"layer": "vgg16:conv4_2", "impl": "cudnn", "median_ms": 0.160},
+            {"layer": "vgg16:conv4_2", "impl": "p4 gen4 dense", "ratio": None, "median_ms": 0.360, "floor_ms": 0.07},
+            {"layer": "vgg16:conv4_2", "impl": "p4 gen4-persistent dense", "ratio": None, "median_ms": 0.320,
+             "floor_ms": 0.07},
+            {"layer": "vgg16:conv4_2", "impl": "p4 gen4 fp", "ratio": 0.7, "median_ms": 0.125},
+            {"layer": "vgg16:conv4_2", "impl": "p4 gen4-halves fp", "ratio": 0.7, "median_ms": 0.130}]
+    f = tmp_path / "t.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    fused_layer = _load("fused_layer")
+    assert fused_layer.main(["table", str(f), "--gen", "4", "--best"]) == 0
+    out = capsys.readouterr().out
+    assert "| 0.320 (0.50×) |" in out and "| 0.125 (1.28×) |" in out
+    assert "fastest variant per fused cell: gen4 1, gen4-persistent 1" in out
+    assert fused_layer.main(["table", str(f), "--gen", "4"]) == 0
+    assert "| 0.360 (0.44×) |" in capsys.readouterr().out
