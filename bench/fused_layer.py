@@ -419,7 +419,13 @@ def cmd_table(args) -> int:
     (the same run)."""
     import math
 
-    rows = [json.loads(line) for line in open(args.file) if line.strip()]
+    from cutlass_wsp.errors import InputError
+
+    try:
+        rows = [json.loads(line) for line in open(args.file) if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read the timed rows {args.file} ({e})",
+                         "pass the --out file of `bench/fused_layer.py time`") from e
     p = f"p{args.p}" + (f" gen{args.gen}" if args.gen else "")
     sweep: dict[tuple, float] = {}   # (shape, what) -> best layer ms in the sweep's run
     if args.sweep:

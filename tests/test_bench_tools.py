@@ -206,3 +206,6 @@ def test_fused_table_best_takes_each_cells_fastest_variant(tmp_path, capsys):
     assert "fastest variant per fused cell: gen4 1, gen4-persistent 1" in out
     assert fused_layer.main(["table", str(f), "--gen", "4"]) == 0
     assert "| 0.360 (0.44×) |" in capsys.readouterr().out
+    assert fused_layer.main(["table", str(tmp_path / "none.jsonl"), "--gen", "4"]) == 2   # one line, no traceback
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fused_layer: cannot read the timed rows")
