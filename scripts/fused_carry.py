@@ -27,14 +27,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 
 def gpu_test_descs() -> list:
-    """The generation-4 kernels of tests/gpu/test_fused_gpu.py (-k gen4): its dense shapes and pruned patterns for
-    every WGMMA_GENS variant of generation 4, the wide filter blocks, the persistent walk."""
-    import numpy as np
-
+    """The generation-4 kernels of tests/gpu/test_fused_gpu.py (-k gen4), from its own case lists and layout builders:
+    its dense shapes and pruned cases for every WGMMA_GENS variant of generation 4, the wide filter blocks, the
+    persistent walks."""
     from cutlass_wsp.errors import Unsupported
     from cutlass_wsp.families import fused
-    from cutlass_wsp.pruning import prune
-    from cutlass_wsp.weights import he_winograd_weights
 
     src = (ROOT / "tests" / "gpu" / "test_fused_gpu.py").read_text()
     ns: dict = {}
@@ -54,35 +51,19 @@ def gpu_test_descs() -> list:
         for name, kw in gens.values():
             make = getattr(fused, name)
             add(make, dt, 32, fb=32, dense_map=True, **kw)   # every dense shape of the tests: MI = FB = 32
-            for pattern, ratio, pkw in [("wsp-r", 0.7, dict(balance="unbalanced")), ("wsp-r", 0.5, {}), ("fp", 0.5, {}),
-                                        ("wsp-rb", 0.75, dict(block=32)), ("wsp-rb", 0.5, dict(block=32)),
-                                        ("wsp-cb", 0.5, {}), ("wsp-cb", 0.75, {})]:
-                lay = fused.layout_for(prune(he_winograd_weights((96, 64), 4, seed=5), pattern, ratio, **pkw), 4, fb=32)
+            for pattern, ratio, pkw in ns["PRUNED_CASES"]:
+                lay = ns["pruned_layout"](pattern, ratio, pkw)
                 add(make, dt, lay.mi, fb=32, dense_map=lay.identity, cmap=lay.pruned_chunks, **kw)
-        W4 = he_winograd_weights((256, 64), 4, seed=7)
-        for pattern, ratio, wide in [("wsp-rb", 0.7, True), ("wsp-rb", 0.9, True), ("wsp-rb", 0.7, False),
-                                     ("wsp-r", 0.7, True), ("wsp-r-unbalanced", 0.7, True)]:
-            if pattern == "wsp-rb":
-                fb = fused.balanced_block(ratio, 256) if wide else 32
-                pr = prune(W4, "wsp-rb", ratio, block=fb)
-            else:
-                pr = prune(W4, "wsp-r", ratio, balance="unbalanced" if pattern.endswith("unbalanced") else "balanced")
-                fb = fused.wide_filter_block(pr.rows, 256)
-            lay = fused.layout_for(pr, 4, fb=fb)
+        for pattern, ratio, wide in ns["WIDE_CASES"]:
+            lay, fb = ns["wide_layout"](pattern, ratio, wide)
             for kw in variants:
                 add(fused.rs_desc, dt, lay.mi, fb=fb, full_rows=True, **kw)
         for kw in variants:   # the persistent walks: dense, and the full map of WSP-RB / WSP-R in their blocks
             if kw.get("sched"):
                 add(fused.rs_desc, dt, 32, fb=32, dense_map=True, **kw)
-                for pattern, ratio, c in [("wsp-rb", 0.7, 48), ("wsp-rb", 0.9, 16), ("wsp-r", 0.7, 64)]:
-                    W = he_winograd_weights((256, c), 4, seed=11)
-                    if pattern == "wsp-rb":
-                        fb = fused.balanced_block(ratio, 256)
-                        pr = prune(W, "wsp-rb", ratio, block=fb)
-                    else:
-                        pr = prune(W, "wsp-r", ratio)
-                        fb = fused.wide_filter_block(pr.rows, 256)
-                    add(fused.rs_desc, dt, fused.layout_for(pr, 4, fb=fb).mi, fb=fb, full_rows=True, **kw)
+                for pattern, ratio, _, c, _, _ in ns["PERSISTENT_FULL_CASES"]:
+                    lay, fb = ns["wide_layout"](pattern, ratio, c=c, seed=11)
+                    add(fused.rs_desc, dt, lay.mi, fb=fb, full_rows=True, **kw)
     return out
 
 

@@ -133,6 +133,18 @@ def test_pair_descriptions():
 
 
 # --------------------------------------------------------------------------------------------- generation 3
+def _refuses_what_wgmma_kernels_cannot_build(make, too_deep: int) -> None:
+    """What generations 3 and 4 (families/fused._check_wgmma) refuse, each in one line naming the fix."""
+    with pytest.raises(Unsupported, match="MI in"):                           # 8 positions x 24 rows: 192 regs
+        make("fp16", 48, fb=64)
+    with pytest.raises(Unsupported, match="'dense' with MI == FB"):
+        make("fp16", 16, fb=32, dense_map=True)
+    with pytest.raises(Unsupported, match="ring takes"):
+        make("fp16", 32, stages=too_deep)
+    with pytest.raises(Unsupported, match="fp16, bf16"):
+        make("tf32", 32)
+
+
 def test_ws_descriptions():
     d = ws_desc("fp16", 32, dense_map=True)
     x = d.extra_dict()
@@ -141,14 +153,7 @@ def test_ws_descriptions():
     assert ws_smem_bytes(32, 32, 4) <= 227 * 1024 < ws_smem_bytes(32, 32, 5)   # the deepest ring that fits
     assert ws_desc("bf16", 20, fb=64).tile[0] == 32                           # rows round up to 16
     assert ws_desc("fp16", 16, fb=32).tile[0] == 16
-    with pytest.raises(Unsupported, match="MI in"):                           # 8 positions x 24 rows: 192 regs
-        ws_desc("fp16", 48, fb=64)
-    with pytest.raises(Unsupported, match="'dense' with MI == FB"):
-        ws_desc("fp16", 16, fb=32, dense_map=True)
-    with pytest.raises(Unsupported, match="ring takes"):
-        ws_desc("fp16", 32, stages=5)
-    with pytest.raises(Unsupported, match="fp16, bf16"):
-        ws_desc("tf32", 32)
+    _refuses_what_wgmma_kernels_cannot_build(ws_desc, too_deep=5)
     with pytest.raises(Unsupported, match="sm90"):
         check_fused_desc(d.__class__(**{**d.as_dict(), "arch": "sm80", "extra": d.extra}))
 
@@ -246,16 +251,9 @@ def test_rs_descriptions():
     assert rs_desc("fp16", 32, rawch=24).stages == 4
     assert "_gen4_" in d.name and d.name != ws_desc("fp16", 32, dense_map=True).name
     assert rs_desc("bf16", 20, fb=64).tile[0] == 32 and rs_desc("fp16", 16, fb=32).tile[0] == 16
-    with pytest.raises(Unsupported, match="MI in"):
-        rs_desc("fp16", 48, fb=64)
-    with pytest.raises(Unsupported, match="'dense' with MI == FB"):
-        rs_desc("fp16", 16, fb=32, dense_map=True)
-    with pytest.raises(Unsupported, match="ring takes"):
-        rs_desc("fp16", 32, stages=7)
+    _refuses_what_wgmma_kernels_cannot_build(rs_desc, too_deep=7)
     with pytest.raises(Unsupported, match="needs"):
         rs_desc("fp16", 32, stages=6, rawch=24)
-    with pytest.raises(Unsupported, match="fp16, bf16"):
-        rs_desc("tf32", 32)
     with pytest.raises(Unsupported, match="channels per pixel"):
         rs_desc("fp16", 32, rawch=32)
     assert "rawch16" in d.name and "rawch24" in rs_desc("fp16", 32, dense_map=True, rawch=24).name

@@ -100,6 +100,41 @@ def _dense_layer_error(lay, g, desc, dtype, batch, H, W, cache_dir, what) -> flo
     return check(arrays.to_host_float32(out, dtype), ref, dtype, what, K=9 * c, rtol=layer_rtol(dtype, lay.p, c))
 
 
+# The pruned cases' lists and layouts, shared with scripts/fused_carry.py (it builds these tests' kernels ahead).
+PRUNED_CASES = [("wsp-r", 0.7, dict(balance="unbalanced")), ("wsp-r", 0.5, {}), ("fp", 0.5, {}),
+                ("wsp-rb", 0.75, dict(block=32)), ("wsp-rb", 0.5, dict(block=32)), ("wsp-cb", 0.5, {}),
+                ("wsp-cb", 0.75, {})]
+WIDE_CASES = [("wsp-rb", 0.7, True), ("wsp-rb", 0.9, True), ("wsp-rb", 0.7, False), ("wsp-r", 0.7, True),
+              ("wsp-r-unbalanced", 0.7, True)]
+PERSISTENT_FULL_CASES = [("wsp-rb", 0.7, 8, 48, 56, 56), ("wsp-rb", 0.9, 32, 16, 48, 48), ("wsp-r", 0.7, 4, 64, 57, 43)]
+
+
+def pruned_layout(pattern: str, ratio: float, kw: dict):
+    """n = 96, c = 64 in filter blocks of 32 (the wgmma pruned tests)."""
+    from cutlass_wsp.families.fused import layout_for
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    return layout_for(prune(he_winograd_weights((96, 64), 4, seed=5), pattern, ratio, **kw), 4, fb=32)
+
+
+def wide_layout(pattern: str, ratio: float, wide: bool = True, c: int = 64, seed: int = 7):
+    """(layout, filter block) of n = 256: WSP-RB in its balanced block (or 32), WSP-R (balanced, or
+    "wsp-r-unbalanced") in the widest block that fits 32 rows per position."""
+    from cutlass_wsp.families.fused import balanced_block, layout_for, wide_filter_block
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    W4 = he_winograd_weights((256, c), 4, seed=seed)
+    if pattern == "wsp-rb":
+        fb = balanced_block(ratio, 256) if wide else 32
+        pr = prune(W4, "wsp-rb", ratio, block=fb)
+    else:
+        pr = prune(W4, "wsp-r", ratio, balance="unbalanced" if pattern.endswith("unbalanced") else "balanced")
+        fb = wide_filter_block(pr.rows, 256)
+    return layout_for(pr, 4, fb=fb), fb
+
+
 def _gen1(lay, dt):
     from cutlass_wsp.families.fused import fused_desc
 
@@ -170,10 +205,7 @@ def test_wgmma_dense_equals_direct_convolution(gen, dtype, batch, c, n, H, W, co
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
-@pytest.mark.parametrize("pattern,ratio,kw", [("wsp-r", 0.7, dict(balance="unbalanced")), ("wsp-r", 0.5, {}),
-                                              ("fp", 0.5, {}), ("wsp-rb", 0.75, dict(block=32)),
-                                              ("wsp-rb", 0.5, dict(block=32)), ("wsp-cb", 0.5, {}),
-                                              ("wsp-cb", 0.75, {})])
+@pytest.mark.parametrize("pattern,ratio,kw", PRUNED_CASES)
 @pytest.mark.parametrize("gen", list(WGMMA_GENS))
 def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype, batch, H, W, pattern, ratio, kw,
                                                                      compile_cache_dir):
@@ -181,17 +213,14 @@ def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype,
     wgmma, empty ones none; FP's identity layout takes the dense map. WSP-CB (generation 4 only: the chunk map):
     every row kept (dense map), the products of pruned (position, 16-channel chunk) pairs skipped; at 0.75 each
     position keeps 1 of the 4 chunks, so some chunks skip every product of a warpgroup."""
-    from cutlass_wsp.families.fused import layer_op, layout_for
+    from cutlass_wsp.families.fused import layer_op
     from cutlass_wsp.gpu.harness import bench
     from cutlass_wsp.kernels.cache import KernelCache
-    from cutlass_wsp.pruning import prune
-    from cutlass_wsp.weights import he_winograd_weights
 
     if pattern == "wsp-cb" and not gen.startswith("gen4"):
         pytest.skip("the chunk map is generation 4's")
     _sm90()
-    pr = prune(he_winograd_weights((96, 64), 4, seed=5), pattern, ratio, **kw)
-    lay = layout_for(pr, 4, fb=32)
+    lay = pruned_layout(pattern, ratio, kw)
     cmap = dict(cmap=lay.pruned_chunks) if gen.startswith("gen4") else {}
     desc = _wgmma_desc(gen)(dtype, lay.mi, fb=32, dense_map=lay.identity, **cmap)
     op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"{gen} {pattern} {ratio}")
@@ -249,29 +278,19 @@ def test_gen4_persistent_ctas_walk_many_items_and_equal_direct_convolution(dtype
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("pipe", [None, "halves"])
-@pytest.mark.parametrize("pattern,ratio,batch,c,H,W", [("wsp-rb", 0.7, 8, 48, 56, 56), ("wsp-rb", 0.9, 32, 16, 48, 48),
-                                                      ("wsp-r", 0.7, 4, 64, 57, 43)])
+@pytest.mark.parametrize("pattern,ratio,batch,c,H,W", PERSISTENT_FULL_CASES)
 def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeline(dtype, pipe, pattern, ratio,
                                                                                    batch, c, H, W, compile_cache_dir):
     """Persistent CTAs with the full map (n = 256 in WSP-RB's wide blocks of 96 or 256, balanced WSP-R in its widest
     block): several items per CTA, the shared-memory epilogue in two passes beside the refilling rings, each item's
     inverse map; against the fp32 unfused pipeline with the same mask."""
-    from cutlass_wsp.families.fused import balanced_block, layer_op, layout_for, rs_desc, wide_filter_block
+    from cutlass_wsp.families.fused import layer_op, rs_desc
     from cutlass_wsp.gpu.device import current_sm_count
     from cutlass_wsp.gpu.harness import bench
     from cutlass_wsp.kernels.cache import KernelCache
-    from cutlass_wsp.pruning import prune
-    from cutlass_wsp.weights import he_winograd_weights
 
     _sm90()
-    W4 = he_winograd_weights((256, c), 4, seed=11)
-    if pattern == "wsp-rb":
-        fb = balanced_block(ratio, 256)
-        pr = prune(W4, "wsp-rb", ratio, block=fb)
-    else:
-        pr = prune(W4, "wsp-r", ratio)
-        fb = wide_filter_block(pr.rows, 256)
-    lay = layout_for(pr, 4, fb=fb)
+    lay, fb = wide_layout(pattern, ratio, c=c, seed=11)
     tiles = batch * -(-H // 2) * -(-W // 2)
     if pattern == "wsp-rb":   # at least ceil(tiles / 64) rectangles x blocks items: several per CTA
         assert -(-tiles // 64) * lay.blocks > 2 * current_sm_count()
@@ -284,8 +303,7 @@ def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeli
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
-@pytest.mark.parametrize("pattern,ratio,wide", [("wsp-rb", 0.7, True), ("wsp-rb", 0.9, True), ("wsp-rb", 0.7, False),
-                                                ("wsp-r", 0.7, True), ("wsp-r-unbalanced", 0.7, True)])
+@pytest.mark.parametrize("pattern,ratio,wide", WIDE_CASES)
 @pytest.mark.parametrize("pipe", [None, "halves"])
 @pytest.mark.parametrize("sched", [None, "persistent"])
 def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dtype, batch, H, W, pattern, ratio,
@@ -294,22 +312,12 @@ def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dty
     balanced_block): n = 256 in blocks of 96 (WSP-RB 0.7: 96, 96 and a partial 64), 256 (WSP-RB 0.9) or the
     widest that fits (WSP-R), every position multiplying all its packed rows (the "full" map: padding rows are
     zero); WSP-RB 0.7 in blocks of 32 (10 kept rows: MI 16); unbalanced WSP-R in blocks of 32 with the full map."""
-    from cutlass_wsp.families.fused import balanced_block, layer_op, layout_for, rs_desc, wide_filter_block
+    from cutlass_wsp.families.fused import layer_op, rs_desc
     from cutlass_wsp.gpu.harness import bench
     from cutlass_wsp.kernels.cache import KernelCache
-    from cutlass_wsp.pruning import prune
-    from cutlass_wsp.weights import he_winograd_weights
 
     _sm90()
-    n = 256
-    W4 = he_winograd_weights((n, 64), 4, seed=7)
-    if pattern == "wsp-rb":
-        fb = balanced_block(ratio, n) if wide else 32
-        pr = prune(W4, "wsp-rb", ratio, block=fb)
-    else:
-        pr = prune(W4, "wsp-r", ratio, balance="unbalanced" if pattern.endswith("unbalanced") else "balanced")
-        fb = wide_filter_block(pr.rows, n)
-    lay = layout_for(pr, 4, fb=fb)
+    lay, fb = wide_layout(pattern, ratio, wide)
     desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, **({"pipe": pipe} if pipe else {}),
                    **({"sched": sched} if sched else {}))
     assert (fb > 32) == (wide and pattern != "wsp-r-unbalanced") and "_mapfull_" in desc.name
