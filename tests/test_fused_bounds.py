@@ -1,0 +1,79 @@
+"""The bound model of fused Winograd layers (cutlass_wsp/fused_bounds.py) and its table (bench/fused_bounds.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench_scripts import load_bench_script
+from cutlass_wsp.errors import InputError
+from cutlass_wsp.fused_bounds import (Design, Hopper, best_bound, chunk_cost, designs, layer_bound, lines_read,
+                                      pixels_read_per_tile)
+from cutlass_wsp.layers import Layer
+
+CONV4_2 = Layer("vgg16", "vgg16.conv4_2", 512, 512, 28, 28)
+GEN4 = Design(4, row_groups=2, col_groups=1, filters=32)
+
+
+def test_lines_read_come_from_the_transform_matrix():
+    # F(2,3): V's rows 0, 1 read patch rows 0-2 and rows 2, 3 read 1-3 (generation 4's "3 of the 4 patch rows");
+    # one row alone reads two
+    assert lines_read(4, 1) == 4 and lines_read(4, 2) == 6 and lines_read(4, 4) == 8
+    # F(4,3): B^T's first row reads rows 0, 2, 4, its last 1, 3, 5, the middle four 1-4
+    assert lines_read(6, 1) == 6 and lines_read(6, 2) == 10 and lines_read(6, 3) == 14 and lines_read(6, 6) == 22
+    assert pixels_read_per_tile(GEN4) == 24
+    with pytest.raises(InputError, match="divisor"):
+        lines_read(6, 4)
+
+
+def test_generation_4s_chunk_counts_match_its_kernel():
+    # docs/fused.md: per chunk 384 conflict-free load wavefronts, U read by wgmma 128, TMA (576 pixels) + bulk
+    # writes 272, for 256 cycles of tensor work
+    c = chunk_cost(GEN4, 576)
+    assert (c.tensor_cycles, c.transform_read, c.u_read) == (256, 384, 128)
+    assert c.region_write + c.u_write == 272
+    assert c.l2_bytes == 576 * 32 + 16 * 32 * 32
+
+
+def test_the_register_file_decides_which_designs_exist():
+    assert GEN4.why_not() is None and GEN4.regs_per_thread() == 128 + 4 + 64
+    # one warpgroup holding all 36 positions of F(4,3) at N = 32: 576 accumulators per thread
+    assert "registers per thread" in Design(6, 1, 1, 32).why_not()
+    # three warpgroups at 200 registers overflow the 64K register file
+    assert Design(6, 3, 1, 16, overhead=100).regs_per_thread() == 200
+    assert "register file" in Design(6, 3, 1, 16, overhead=100).why_not()
+    assert Design(6, 4, 1, 16).why_not().startswith("the groups")
+    ps = {d.p for d in designs(6)}
+    assert ps == {6} and all(d.why_not() is None for d in designs(4))
+
+
+def test_a_layer_bound_is_at_least_its_tensor_time_and_multicast_only_lowers_l2():
+    hw = Hopper()
+    b = layer_bound(GEN4, CONV4_2, 32, hw)
+    fmas = 16 * 512 * 512 * 32 * 14 * 14          # p^2 n c T
+    assert b.tensor_s >= fmas / (hw.fma_per_clk * hw.sms * hw.clock_hz) * (1 - 1e-9)
+    assert b.seconds == max(b.tensor_s, b.port_s, b.l2_s)
+    one, two = chunk_cost(GEN4, 576), chunk_cost(Design(4, 2, 1, 32, mcast=2), 576)
+    assert two.l2_bytes == one.l2_bytes - 576 * 32 / 2 and two.port_cycles == one.port_cycles
+    assert layer_bound(Design(4, 2, 1, 32, mcast=2), CONV4_2, 32, hw).l2_s < b.l2_s
+    slow = layer_bound(GEN4, CONV4_2, 32, Hopper(l2_Bps=hw.l2_Bps / 2))
+    assert slow.l2_s == pytest.approx(2 * b.l2_s)
+    # the family's best is never above any one of its designs
+    assert best_bound(CONV4_2, 32, 4).seconds <= b.seconds
+
+
+def test_bounds_table_reads_the_measured_rows(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("\n".join(json.dumps(r) for r in [
+        {"layer": "vgg16:conv4_2", "impl": "cudnn", "median_ms": 0.16},
+        {"layer": "vgg16:conv4_2", "impl": "p4 gen4 dense", "median_ms": 0.36}]) + "\n")
+    mod = load_bench_script("fused_bounds")
+    assert mod.main(["--rows", str(rows), "--nets", "vgg16"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("| vgg16:conv4_2"))
+    assert "0.360 (0.44)" in line and "L2 -> SM" in line
+    assert out.splitlines()[-1].startswith("| geomean")
+    assert mod.main(["--rows", str(tmp_path / "missing.jsonl")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot read the timed rows" in err[0]
