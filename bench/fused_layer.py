@@ -44,7 +44,7 @@ class Case:
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
-                 pipe: str | None = None, sched: str | None = None):
+                 pipe: str | None = None, sched: str | None = None, rmcast: int = 1):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -57,7 +57,7 @@ class Case:
             kw = {} if gen == 3 else {"mcast": mcast, **({"epi": epi} if lay.identity and epi else {}),
                                       **({"cmap": True} if lay.pruned_chunks else {}),
                                       **({"full_rows": True} if full else {}), **({"pipe": pipe} if pipe else {}),
-                                      **({"sched": sched} if sched else {})}
+                                      **({"sched": sched} if sched else {}), **({"rmcast": rmcast} if rmcast > 1 else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
@@ -178,35 +178,47 @@ DENSE_CONFIGS = {4: [(64, 64, 3, 2, 16), (64, 64, 3, 2, 8)], 6: [(32, 32, 2, 1, 
 PRUNED_FB = {4: (64, 2), 6: (32, 1)}   # filter block and generation of the pruned forms
 
 
-def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
-                   gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipes=("one",), scheds=("one",)):
-    """`_fused_variants` once per generation-4 mainloop pipeline in `pipes` and CTA schedule in `scheds` ('one':
-    the default; others: RS_PIPES, RS_SCHEDS), labelled "p4 gen4-<sched>-<pipe> ..." so they run side by side in
-    one run; the persistent schedule serves the dense and the full map (a variant it cannot build is left out)."""
-    from cutlass_wsp.errors import Unsupported
-
+def variant_tags(scheds=("one",), pipes=("one",), rmcasts=(1,)):
+    """(tag, sched, pipe, rmcast) of each generation-4 variant: the tag names it in labels ("" for the default,
+    else e.g. "persistent-halves" or "rmc2"; RS_SCHEDS, RS_PIPES, RS_RMCAST)."""
     for sched in scheds:
         for pipe in pipes:
-            tag = "-".join(x for x in (sched, pipe) if x != "one")
-            for label, r, make in _fused_variants(c, n, H, W, ps, dtype, batch, ratios, gens, stages, gens_only,
-                                                  mcast, epi, None if pipe == "one" else pipe,
-                                                  None if sched == "one" else sched):
-                if tag:
-                    if " gen4 " not in label:
+            for rmc in rmcasts:
+                yield ("-".join(x for x in (sched, pipe, "one" if rmc == 1 else f"rmc{rmc}") if x != "one"),
+                       sched, pipe, rmc)
+
+
+def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
+                   gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipes=("one",), scheds=("one",),
+                   rmcasts=(1,)):
+    """`_fused_variants` once per generation-4 mainloop pipeline in `pipes`, CTA schedule in `scheds` ('one':
+    the default; others: RS_PIPES, RS_SCHEDS) and input-region multicast in `rmcasts` (1: none; RS_RMCAST),
+    labelled "p4 gen4-<sched>-<pipe>-rmc<k> ..." so they run side by side in one run; the persistent schedule
+    serves the dense and the full map, the region multicast a ring whose depth it divides (a variant that cannot be
+    built is left out)."""
+    from cutlass_wsp.errors import Unsupported
+
+    for tag, sched, pipe, rmc in variant_tags(scheds, pipes, rmcasts):
+        for label, r, make in _fused_variants(c, n, H, W, ps, dtype, batch, ratios, gens, stages, gens_only,
+                                              mcast, epi, None if pipe == "one" else pipe,
+                                              None if sched == "one" else sched, rmc):
+            if tag:
+                if " gen4 " not in label:
+                    continue
+                label = label.replace(" gen4 ", f" gen4-{tag} ")
+                if sched != "one" or rmc > 1:   # the layout and description only (host): built eagerly, so that
+                    # a variant without this form (the row map has no persistent one) is left out
+                    try:
+                        case = make()
+                    except Unsupported:
                         continue
-                    label = label.replace(" gen4 ", f" gen4-{tag} ")
-                    if sched != "one":   # the layout and description only (host): the row map has no persistent form
-                        try:
-                            case = make()
-                        except Unsupported:
-                            continue
-                        make = (lambda case=case: case)
-                yield label, r, make
+                    make = (lambda case=case: case)
+            yield label, r, make
 
 
 def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
                     gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipe: str | None = None,
-                    sched: str | None = None):
+                    sched: str | None = None, rmcast: int = 1):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
     FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...",
     `stages` deep, or the deepest ring that fits; generation 4 also WSP-CB at the ratios that keep a block of
@@ -223,26 +235,28 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
         for x in (gens if p == 4 else ()):
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                            stages=stages, mcast=mcast, epi=epi,
-                                                                           pipe=pipe, sched=sched))
+                                                                           pipe=pipe, sched=sched, rmcast=rmcast))
             cb = [r for r in ratios if c % WSP_CB_BLOCK == 0 and kept_count(r, c // WSP_CB_BLOCK) >= 1] if x == 4 else []
             for pattern, rs, kw in (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}), ("wsp-cb", cb, {})):
                 for r in rs:
                     pr = prune(Wd, pattern, r, **kw)
                     yield f"p4 gen{x} {pattern}", r, (lambda pr=pr, x=x: Case(pr, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                                stages=stages, mcast=mcast, epi=epi,
-                                                                               pipe=pipe, sched=sched))
+                                                                               pipe=pipe, sched=sched, rmcast=rmcast))
                     if x == 4 and pattern == "wsp-r":
                         # the same mask with the unbranched map (padding multiplied), and in the widest filter
                         # block that fits MI = 32 rows per position; the column keeps the fastest
                         for fb in sorted({32, _wide_fb(pr.rows, n)}):
                             yield f"p4 gen4 {pattern}", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb,
                                                                                       gen=4, stages=stages, full=True,
-                                                                                      pipe=pipe, sched=sched))
+                                                                                      pipe=pipe, sched=sched,
+                                                                                      rmcast=rmcast))
             for r in (ratios if x == 4 else ()):   # WSP-RB balanced in FB 32 (MI 16) and in the widest block (MI 32)
                 for fb in sorted({32, balanced_block(r, n)}):
                     pr = prune(Wd, "wsp-rb", r, block=fb)
                     yield f"p4 gen4 wsp-rb", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb, gen=4,
-                                                                           stages=stages, pipe=pipe, sched=sched))
+                                                                           stages=stages, pipe=pipe, sched=sched,
+                                                                           rmcast=rmcast))
         fb, gen = PRUNED_FB[p]
         for pattern, rs, kw in () if gens_only else (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
                                                      ("wsp-rb", [0.5, 0.75], dict(block=64))):
@@ -293,7 +307,7 @@ def cmd_compile(args) -> int:
         descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
                                                                args.batch, ratios, args.gens, args.stages,
                                                                args.gens_only, args.mcast, args.epi, args.pipes,
-                                                               args.scheds)]
+                                                               args.scheds, args.rmcasts)]
     descs = list(dict.fromkeys(descs))
     t0 = time.time()
     default_cache().compile_many(descs)
@@ -360,7 +374,8 @@ def cmd_time(args) -> int:
         out_rows.append({"layer": row["layer"], "impl": "cudnn", "median_ms": conv["median_ms"],
                          "iqr_ms": conv["iqr_ms"], "kernel": conv["kernel"]})
         for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gens, args.stages,
-                                             args.gens_only, args.mcast, args.epi, args.pipes, args.scheds):
+                                             args.gens_only, args.mcast, args.epi, args.pipes, args.scheds,
+                                             args.rmcasts):
             try:
                 case = make().ready()
                 t, err = timed(case, args.budget)
@@ -380,10 +395,13 @@ def cmd_time(args) -> int:
             del case
         table.append(row)
         print(json.dumps(row), flush=True)
-    if args.out:
-        with open(args.out, "a") as f:
-            for r in out_rows:
-                f.write(json.dumps({**r, "gpu": prov.get("gpu_name"), "driver": prov.get("driver_version"), "cuda": prov.get("cuda_runtime_version"), "commit": prov.get("git_commit"), "dtype": dtype, "batch": batch}) + "\n")
+        if args.out:   # each layer's rows as soon as it is done: a run cut short keeps what it measured
+            with open(args.out, "a") as f:
+                for rec in out_rows:
+                    f.write(json.dumps({**rec, "gpu": prov.get("gpu_name"), "driver": prov.get("driver_version"),
+                                        "cuda": prov.get("cuda_runtime_version"), "commit": prov.get("git_commit"),
+                                        "dtype": dtype, "batch": batch}) + "\n")
+            out_rows.clear()
     # the summary table: ms, and speed against cuDNN
     cols = [k for k in table[0] if k not in ("layer", "shape")] if table else []
     print("layer".ljust(22) + "".join(k.rjust(14) for k in cols))
@@ -395,7 +413,7 @@ def cmd_time(args) -> int:
         if sp:
             print(f"p{p} dense vs cuDNN: min {min(sp):.2f}x, geomean {math.exp(np.mean(np.log(sp))):.2f}x")
         gens = [f"gen{x}" for x in (args.gens if p == 4 else ())]
-        tags = ["-".join(x for x in (sc, pp) if x != "one") for sc in args.scheds for pp in args.pipes]
+        tags = [tag for tag, *_ in variant_tags(args.scheds, args.pipes, args.rmcasts)]
         gens += [f"gen4-{t}" for t in tags if t and p == 4 and 4 in args.gens]
         for pre in [f"p{p}"] + [f"p{p} {g}" for g in gens]:
             sp = [row["cudnn"] / row[f"{pre} dense"] for row in table if f"{pre} dense" in row and pre != f"p{p}"]
@@ -518,6 +536,20 @@ def _options(menu: str):
     return parse
 
 
+def _cluster_sizes(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated cluster sizes from families.fused.RS_RMCAST."""
+    from cutlass_wsp.families.fused import RS_RMCAST
+
+    try:
+        got = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        got = ()
+    if not got or any(k not in RS_RMCAST for k in got):
+        raise argparse.ArgumentTypeError(f"{text!r}: use one or more of {', '.join(map(str, RS_RMCAST))}, "
+                                         "comma-separated")
+    return got
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -565,6 +597,9 @@ def main(argv=None) -> int:
         q.add_argument("--scheds", type=_options("RS_SCHEDS"), default=("one",),
                        help="generation 4's CTA schedules, side by side: one (the default), persistent (RS_SCHEDS; "
                             "the dense and the full map)")
+        q.add_argument("--rmcasts", type=_cluster_sizes, default=(1,),
+                       help="generation 4's input-region multicast, side by side: 1 (none, the default), 2, 4 "
+                            "(RS_RMCAST: CTAs of consecutive filter blocks sharing each region)")
     t.add_argument("--budget", type=float, default=0.2)
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)

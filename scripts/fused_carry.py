@@ -7,7 +7,7 @@ given options, and the fused config search's menu -- and copies them, fp16 first
 --max-mb; the rest is listed in OUT/wsp/carry-missing.txt. On the device, `--device` builds what was left out,
 all cores at once, into the cache in use, before the tests start:
 
-    python scripts/fused_carry.py --pipes one,halves --scheds one,persistent --ratios 0.7   # here
+    python scripts/fused_carry.py --pipes one,halves --scheds one,persistent --rmcasts 1,2 --ratios 0.7   # here
     carry [".cache-carry", ".whl/nvidia_cutlass-4.2.0.0-py3-none-any.whl"], then on the device:
     rm -rf .cache && mv .cache-carry .cache && bash scripts/device_run.sh -- bash -c \\
       'python3 scripts/fused_carry.py --device <same options> && bash scripts/fused_gen4_run.sh <time options>'
@@ -38,8 +38,7 @@ def gpu_test_descs() -> list:
     exec(compile(src.replace('cp = pytest.importorskip("cupy")', "cp = None"), "test_fused_gpu", "exec"), ns)
     gens = {k: v for k, v in ns["WGMMA_GENS"].items() if k.startswith("gen4")}
     out = []
-    variants = [{**({"pipe": p} if p else {}), **({"sched": c} if c else {})}
-                for c in (None, "persistent") for p in (None, "halves")]
+    variants = ns["WIDE_VARIANTS"]
 
     def add(make, *a, **kw):
         try:
@@ -78,7 +77,8 @@ def bench_descs(args) -> list:
     out = []
     for _, lay in fl.bench_layers(args.nets):
         out += [make().desc for _, _, make in fl.fused_variants(lay.c, lay.n, lay.H, lay.W, [4], "fp16", 32, ratios,
-                                                                 [4], None, True, pipes=args.pipes, scheds=args.scheds)]
+                                                                 [4], None, True, pipes=args.pipes, scheds=args.scheds,
+                                                                 rmcasts=args.rmcasts)]
     lay = layout_for(prune(he_winograd_weights((128, 64), 4, seed=1), "dense", 0.0), 4, fb=64)   # the config search
     out += candidates_for(FusedTuneProblem.of(lay, 4, 28, 28), "fp16")[:5]
     if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
@@ -107,6 +107,7 @@ def main() -> int:
     ap.add_argument("--ratios", default="0.5,0.7,0.9")
     ap.add_argument("--pipes", type=fl._options("RS_PIPES"), default=("one",))
     ap.add_argument("--scheds", type=fl._options("RS_SCHEDS"), default=("one",))
+    ap.add_argument("--rmcasts", type=fl._cluster_sizes, default=(1,))
     ap.add_argument("--sweep", action="store_true", help="the sweep's fused points too (fused_gen4_run.sh's sweep)")
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
     ap.add_argument("--jobs", type=int, default=None)

@@ -15,21 +15,26 @@ OUT=${OUT:-/tmp/out}
 # $OUT brings back at most 8 files: the rows go to $T and are packed into one archive after every step
 T=/tmp/gen4; mkdir -p "$T"
 pack() { tar czf "$OUT/gen4.tgz" -C "$T" . ; }
-# The persistent kernels' tests run in a process of their own, after the others: a kernel that traps (the mbarrier
-# watchdog) leaves its CUDA context unusable, and would fail every later test of its process. Where they fail, the
-# timing runs without them (the same reason).
+# The persistent and the region-multicast kernels' tests run each in a process of their own, after the others: a
+# kernel that traps (the mbarrier watchdog) leaves its CUDA context unusable, and would fail every later test of its
+# process. Where they fail, the timing runs without them (the same reason).
 tests() {
   timeout 300 python3 -m pytest -rs -p no:cacheprovider tests/gpu/test_fused_gpu.py -k "$1" 2>&1 \
     | tee -a "$OUT/gpu-tests.log" | tail -20
   local st=${PIPESTATUS[0]}; echo "pytest exit status: $st" | tee -a "$OUT/gpu-tests.log"; return "$st"
 }
 K=${TESTS_K:-gen4 or config_search}
-tests "($K) and not persistent"
+tests "($K) and not persistent and not rmc"
 tests "($K) and persistent"; st=$?
+tests "($K) and rmc"; st_rmc=$?
 args=("$@")
 if [ "$st" -ne 0 ] && [ "$st" -ne 5 ]; then   # 5: no test collected
   echo "# the persistent kernels failed their tests: timed without them"
   args=("${args[@]//,persistent/}"); args=("${args[@]//persistent,/}")
+fi
+if [ "$st_rmc" -ne 0 ] && [ "$st_rmc" -ne 5 ]; then
+  echo "# the region-multicast kernels failed their tests: timed without them"
+  for i in "${!args[@]}"; do [ "$i" -gt 0 ] && [ "${args[$((i - 1))]}" = --rmcasts ] && args[$i]=1; done
 fi
 echo "# time --gen4 --gens-only ${args[*]}"
 timeout ${TIME_S:-240} python3 bench/fused_layer.py time --gen4 --gens-only --ps 4 --nets vgg16,resnet18 "${args[@]}" \

@@ -177,6 +177,18 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
     with pytest.raises(SystemExit):
         fused_layer.main(["time", "--gen4", "--pipes", "thirds"])
     assert "unknown choice thirds: use one or more of one, halves" in capsys.readouterr().err
+    # region multicast: every form of the one-shot kernel, beside the default and with the other variants
+    rmc = {}
+    for label, r, make in fused_layer.fused_variants(256, 256, 56, 56, [4], "fp16", 32, [0.7], [4], None, True,
+                                                     pipes=("one", "halves"), scheds=("one", "persistent"),
+                                                     rmcasts=(1, 2)):
+        rmc.setdefault(label.split(" ")[1], set()).add(label.split(" ")[2])
+        assert (make().desc.extra_dict().get("rmcast") == 2) == ("rmc2" in label)
+    assert rmc["gen4-rmc2"] == rmc["gen4-halves-rmc2"] == rmc["gen4"]
+    assert not any(t.startswith("gen4-persistent") and "rmc" in t for t in rmc)   # not with persistent CTAs
+    with pytest.raises(SystemExit):
+        fused_layer.main(["time", "--gen4", "--rmcasts", "1,3"])
+    assert "'1,3': use one or more of 1, 2, 4" in capsys.readouterr().err
     if gpu_status()[0]:
         return
     argv = ["time", "--gen4", "--gens-only", "--ps", "4", "--nets", "resnet18", "--ratios", "0.7"]

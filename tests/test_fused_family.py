@@ -105,7 +105,8 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          ws_desc("fp16", 32, dense_map=True),
          rs_desc("fp16", 32, dense_map=True, cmap=True),
          rs_desc("fp16", 32, dense_map=True, sched="persistent", pipe="halves"),
-         rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent")]
+         rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent"),
+         rs_desc("fp16", 32, dense_map=True, rmcast=2)]
 # (compiled here: test_readme.py counts them)
 
 
@@ -312,6 +313,43 @@ def test_rs_multicast_renders_a_cluster_kernel_and_its_smem_matches_the_host(mca
     assert c["UH_BYTES"] % (16 * mcast) == 0                                  # bulk-copy slices of whole 16 bytes
     with pytest.raises(Unsupported, match="sharing the weights"):
         rs_desc("fp16", 32, mcast=3)
+
+
+@pytest.mark.parametrize("rmcast", [2, 4])
+@pytest.mark.parametrize("dense,full", [(True, False), (False, True), (False, False)])
+def test_rs_region_multicast_renders_a_cluster_of_filter_blocks_and_its_smem_matches_the_host(rmcast, dense, full):
+    """rmcast k: the k CTAs of a cluster hold one tile rectangle and consecutive filter blocks; each chunk's region
+    is loaded once, by the owner of its stage, and multicast into every CTA; a stage is refilled once every CTA has
+    announced its release to the owner. The grid's filter blocks round up to whole clusters (the extra CTAs redo
+    the last block). Without the option the kernel is unchanged."""
+    from cutlass_wsp.kernels.emitter import render
+
+    fb = 96 if full else 32
+    d = rs_desc("fp16", 32, fb=fb, dense_map=dense, full_rows=full, rmcast=rmcast)
+    plain = rs_desc("fp16", 32, fb=fb, dense_map=dense, full_rows=full, stages=d.stages)
+    assert f"_rmcast{rmcast}_" in d.name and d.name.replace(f"rmcast{rmcast}_", "") == plain.name
+    assert "rmcast" not in plain.extra_dict() and d.stages % rmcast == 0
+    src, base = render(d), render(plain)
+    assert "{{" not in src and "{%" not in src and "rmcast" not in base.lower().replace(plain.name, "")
+    assert f"__cluster_dims__(1, {rmcast}, 1)" in src and "SM90_TMA_LOAD_MULTICAST_4D::copy" in src
+    assert "SM90_TMA_LOAD_4D::copy" not in src                                # every region load multicasts
+    assert src.count("cute::cluster_sync();") == 2                            # after the barriers' init, before exit
+    assert "(a.M + RMCAST - 1) / RMCAST * RMCAST" in src and "p.blocks = static_cast<int>(a.M);" in src
+    assert "min(static_cast<int>(blockIdx.y), p.blocks - 1)" in src
+    # thread 0 of each mainloop: arm and announce (waiting only for chunk k's own stage), then load the owned chunks
+    assert src.count("arm_raw(next_arm++);") == 2 and src.count("load_raw(next_raw);") == 2
+    assert src.count("if (st % RMCAST != static_cast<int>(rank)) continue;") == 2
+    c = _template_constants(src)
+    assert c["RMCAST"] == rmcast and c["NBAR"] == 3 * c["STAGES"] + 2 * c["USTAGES"]
+    assert c["SMEM_BYTES"] == rs_smem_bytes(32, fb, d.stages, rmcast=rmcast) <= 227 * 1024
+    with pytest.raises(Unsupported, match="sharing the input region"):
+        rs_desc("fp16", 32, rmcast=3)
+    with pytest.raises(Unsupported, match="multiple of"):
+        rs_desc("fp16", 32, dense_map=True, rmcast=2, stages=5)
+    with pytest.raises(Unsupported, match="persistent"):
+        rs_desc("fp16", 32, dense_map=True, rmcast=2, sched="persistent")
+    with pytest.raises(Unsupported, match="weights multicast"):
+        rs_desc("fp16", 32, dense_map=True, rmcast=2, mcast=2)
 
 
 @pytest.mark.parametrize("dense,full,cmap", [(True, False, False), (False, True, False), (False, False, False),
@@ -529,11 +567,12 @@ def test_fused_kernel_renders_and_compiles(kernel_cache):
         assert path.is_file() and path.stat().st_size > 0
     # generation 4's chunk-map branches around the wgmmas are warp-uniform: ptxas serializes none (C7518 / C7520;
     # C7519, a fence at each branch, is expected as with the row map)
-    log = kernel_cache.manifest(DESCS[-3])["log"] or ""
+    log = kernel_cache.manifest(DESCS[3])["log"] or ""
     assert "C7518" not in log and "C7520" not in log
-    # the persistent walks (two commit groups per chunk; the full map's two-pass epilogue): no wgmma serialized for
-    # any reason (C7510-C7520: the weight refill between the two groups' issues once made it C7513), no note at all
-    for desc in DESCS[-2:]:
+    # the persistent walks (two commit groups per chunk; the full map's two-pass epilogue) and the region multicast:
+    # no wgmma serialized for any reason (C7510-C7520: the weight refill between the two groups' issues once made it
+    # C7513), no note at all
+    for desc in DESCS[4:]:
         log = kernel_cache.manifest(desc)["log"] or ""
         assert "C75" not in log and "warning" not in log
 

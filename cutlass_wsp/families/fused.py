@@ -206,6 +206,8 @@ def ws_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 RS_WARPS = 8                     # two warpgroups: each transforms its rows of V into wgmma's A registers
 RS_STAGES = (2, 3, 4, 5, 6)     # raw-ring depths of generation 4 (its V needs no shared memory: room for more)
 RS_MCAST = (1, 2, 4)             # CTAs of a cluster sharing each weight stage by TMA multicast (1: no cluster)
+RS_RMCAST = (1, 2, 4)            # CTAs of a cluster (one tile rectangle, consecutive filter blocks) sharing each
+                                 # input region by TMA multicast (1: no cluster)
 RS_EPILOGUES = ("smem", "regs")  # the output transform from fp32 accumulators in shared memory (all positions), or
                                  # in registers by rows, the two warpgroups trading halves (dense map only)
 RS_RAW_CH = (16, 24)             # channels per pixel in generation 4's raw ring: 16 (rotated column order against
@@ -216,9 +218,10 @@ RS_SCHEDS = ("persistent",)      # one CTA per SM walking the work items, rings 
 
 
 def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_RAW_PIX, rawch: int = 16,
-                  mcast: int = 1, persistent: str | None = None) -> int:
+                  mcast: int = 1, persistent: str | None = None, rmcast: int = 1) -> int:
     """Shared memory of one generation-4 CTA, as _fused_rs.cu.j2 lays it out (see its constants); `persistent`:
-    the epilogue ('regs' or 'smem') of a persistent CTA, whose epilogue region sits after the rings."""
+    the epilogue ('regs' or 'smem') of a persistent CTA, whose epilogue region sits after the rings; `rmcast` > 1:
+    a barrier more per raw stage (the cluster's release of it)."""
     pp = 16
     main = stages * _align1k(raw * rawch * 2) + 2 * (stages + 1) * (pp // 2) * mi * BC * 2
     if persistent:
@@ -230,7 +233,8 @@ def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_
         return main + ms + bars + 2 * bt * 16 + 2 * (-(-pp * fb * 2 // 16) * 16)
     ms = pp * bt * (mi + 4) * 4
     ubars = 2 * (stages + 1) * (2 if mcast > 1 else 1)   # ufull (+ uempty with multicast)
-    bars = -(-((2 * stages + ubars) * 8) // 16) * 16
+    rbars = (3 if rmcast > 1 else 2) * stages             # rawfull, rawempty (+ rawfree with region multicast)
+    bars = -(-((rbars + ubars) * 8) // 16) * 16
     return max(main, ms) + bars + bt * 16 + -(-pp * fb * 2 // 16) * 16 + pp * 4
 
 
@@ -241,6 +245,15 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
     mcast = extra.get("mcast", 1)
     if mcast not in RS_MCAST:
         raise Unsupported(f"a cluster of {mcast!r} CTAs sharing the weights", f"use one of {RS_MCAST}")
+    rmcast = extra.get("rmcast", 1)
+    if rmcast not in RS_RMCAST:
+        raise Unsupported(f"a cluster of {rmcast!r} CTAs sharing the input region", f"use one of {RS_RMCAST}")
+    if rmcast > 1 and (mcast > 1 or "sched" in extra or desc.stages % rmcast):
+        raise Unsupported(f"the input region multicast to {rmcast} CTAs with {desc.stages} stages"
+                          + (f", weights multicast to {mcast}" if mcast > 1 else "")
+                          + (f", {extra['sched']} CTAs" if "sched" in extra else ""),
+                          f"use it with one CTA per work item, no weight multicast and a ring of a multiple of "
+                          f"{rmcast} stages (each stage has one owner CTA)")
     epi = extra.get("epi", "smem")
     if epi not in RS_EPILOGUES or (epi == "regs" and extra.get("map") != "dense"):
         raise Unsupported(f"epilogue {epi!r} with the {extra.get('map')!r} row map",
@@ -262,13 +275,13 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
                           "chunk map")
     return _check_wgmma(desc, extra, 4, RS_WARPS,
                         lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch, mcast=mcast,
-                                                             persistent=persistent), RS_STAGES)
+                                                             persistent=persistent, rmcast=rmcast), RS_STAGES)
 
 
 def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = None,
             dense_map: bool = False, rawch: int = 16, mcast: int = 1, epi: str | None = None,
             cmap: bool = False, full_rows: bool = False, pipe: str | None = None,
-            sched: str | None = None) -> KernelDesc:
+            sched: str | None = None, rmcast: int = 1) -> KernelDesc:
     """A generation-4 fused kernel (p = 4: two warpgroups transform into wgmma's A registers, no V in shared
     memory) for MI packed rows per position (16 or 32 after rounding up to 16), FB = 32 layouts like
     generation 3: the deepest ring (<= 6 stages) whose shared memory fits, unless given. `rawch`: channels per
@@ -282,7 +295,9 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     products in two commit groups, one per V row, so a warpgroup transforms one row while its other row's products
     run (default: one group per chunk); `sched` (RS_SCHEDS): 'persistent' launches one CTA per SM that walks the
     work items with its rings running on across them (the dense map with its register epilogue, or the full map
-    with the shared-memory epilogue in two passes). Values that were the defaults before add no extra, so those
+    with the shared-memory epilogue in two passes); `rmcast` (RS_RMCAST): a cluster of that many CTAs holds one
+    tile rectangle and consecutive filter blocks, and each input region is loaded from L2 once and multicast to
+    them all (the ring's depth a multiple of it). Values that were the defaults before add no extra, so those
     kernels keep their names and cache keys."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
@@ -291,8 +306,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     if epi is None:
         epi = "regs" if dense_map else "smem"
     if stages is None:
-        stages = next((s for s in RS_STAGES[::-1] if rs_smem_bytes(mi, fb, s, rawch=rawch, mcast=mcast,
-                                                                   persistent=sched and epi) <= SMEM_LIMIT), 2)
+        stages = next((s for s in RS_STAGES[::-1] if s % rmcast == 0 and rs_smem_bytes(
+            mi, fb, s, rawch=rawch, mcast=mcast, persistent=sched and epi, rmcast=rmcast) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 4),
                              ("map", "dense" if dense_map else "full" if full_rows else "rows"), ("raw", WS_RAW_PIX),
@@ -301,7 +316,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
                       + ((("epi", epi),) if epi != "smem" else ())
                       + ((("cmap", "blocks"),) if cmap else ())
                       + ((("pipe", pipe),) if pipe else ())
-                      + ((("sched", sched),) if sched else ()))
+                      + ((("sched", sched),) if sched else ())
+                      + ((("rmcast", rmcast),) if rmcast != 1 else ()))
     return check_fused_desc(desc)
 
 

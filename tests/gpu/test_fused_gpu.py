@@ -54,7 +54,9 @@ WGMMA_GENS = {"gen3": ("ws_desc", {}), "gen4": ("rs_desc", {}),            # the
                                                                              # (generation 4's default is 'regs')
               "gen4-halves": ("rs_desc", {"pipe": "halves"}),               # two commit groups per chunk
               "gen4-persistent": ("rs_desc", {"sched": "persistent"}),      # dense map: one CTA per SM, items walked
-              "gen4-persistent-halves": ("rs_desc", {"sched": "persistent", "pipe": "halves"})}
+              "gen4-persistent-halves": ("rs_desc", {"sched": "persistent", "pipe": "halves"}),
+              "gen4-rmc2": ("rs_desc", {"rmcast": 2}),     # input region multicast to the CTAs of 2 filter blocks
+              "gen4-rmc4": ("rs_desc", {"rmcast": 4})}     # ... of 4 (n = 32, 48, 80: CTAs past the last block)
 
 
 def _wgmma_desc(gen: str):
@@ -107,6 +109,9 @@ PRUNED_CASES = [("wsp-r", 0.7, dict(balance="unbalanced")), ("wsp-r", 0.5, {}), 
 WIDE_CASES = [("wsp-rb", 0.7, True), ("wsp-rb", 0.9, True), ("wsp-rb", 0.7, False), ("wsp-r", 0.7, True),
               ("wsp-r-unbalanced", 0.7, True)]
 PERSISTENT_FULL_CASES = [("wsp-rb", 0.7, 8, 48, 56, 56), ("wsp-rb", 0.9, 32, 16, 48, 48), ("wsp-r", 0.7, 4, 64, 57, 43)]
+# generation 4's variants in the wide-block tests (the full map): two commit groups, persistent CTAs, region multicast
+WIDE_VARIANTS = [{}, {"pipe": "halves"}, {"sched": "persistent"}, {"sched": "persistent", "pipe": "halves"},
+                 {"rmcast": 2}, {"rmcast": 2, "pipe": "halves"}]
 
 
 def pruned_layout(pattern: str, ratio: float, kw: dict):
@@ -304,10 +309,9 @@ def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeli
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
 @pytest.mark.parametrize("pattern,ratio,wide", WIDE_CASES)
-@pytest.mark.parametrize("pipe", [None, "halves"])
-@pytest.mark.parametrize("sched", [None, "persistent"])
+@pytest.mark.parametrize("variant", WIDE_VARIANTS, ids=lambda kw: "-".join(f"{k}{v}" for k, v in kw.items()) or "one")
 def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dtype, batch, H, W, pattern, ratio,
-                                                                             wide, pipe, sched, compile_cache_dir):
+                                                                             wide, variant, compile_cache_dir):
     """Generation 4 with filter blocks wider than its 32 packed rows (families/fused.wide_filter_block,
     balanced_block): n = 256 in blocks of 96 (WSP-RB 0.7: 96, 96 and a partial 64), 256 (WSP-RB 0.9) or the
     widest that fits (WSP-R), every position multiplying all its packed rows (the "full" map: padding rows are
@@ -318,8 +322,7 @@ def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dty
 
     _sm90()
     lay, fb = wide_layout(pattern, ratio, wide)
-    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, **({"pipe": pipe} if pipe else {}),
-                   **({"sched": sched} if sched else {}))
+    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, **variant)
     assert (fb > 32) == (wide and pattern != "wsp-r-unbalanced") and "_mapfull_" in desc.name
     op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen4 {pattern} {ratio} FB {fb}")
     m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
