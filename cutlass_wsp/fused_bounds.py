@@ -60,6 +60,13 @@ class Design:
     tiles: int = 64        # wgmma M: tiles per CTA
     overhead: int = 64     # registers per thread besides accumulators and the A fragment in flight
     shared_v: bool = False  # V through shared memory (generation 3's SS): one idealized transform pass
+    kept: float = 1.0      # row pruning balanced per (position, filter block), WSP-RB: each position keeps this share
+                           # of the block's filters, packed into `filters` rows, so a block holds filters / kept
+
+    @property
+    def block_filters(self) -> int:
+        """Output channels of one CTA's filter block."""
+        return max(self.filters, round(self.filters / self.kept))
 
     @property
     def groups(self) -> int:
@@ -85,6 +92,8 @@ class Design:
             return "the cluster must split the warpgroups evenly"
         if self.filters % 8 or not 8 <= self.filters <= 256:
             return "wgmma N is a multiple of 8 in 8..256"
+        if not 0 < self.kept <= 1:
+            return "the kept share of rows is in (0, 1]"
         if self.cluster * self.mcast > 16:
             return "a cluster holds at most 16 CTAs"
         regs = self.regs_per_thread()
@@ -100,6 +109,8 @@ class Design:
             s += f", {self.cluster} CTAs split them"
         if self.mcast > 1:
             s += f", region multicast x{self.mcast}"
+        if self.kept < 1:
+            s += f", {self.filters} of {self.block_filters} rows kept"
         return s + (", V in shared memory" if self.shared_v else "")
 
 
@@ -209,7 +220,7 @@ def layer_bound(d: Design, layer: Layer, batch: int, hw: Hopper = Hopper()) -> L
     out = None
     for region, rects in rectangles(d, batch, layer.H, layer.W):
         c = chunk_cost(d, region, hw)
-        steps = rects * -(-layer.n // d.filters) * d.cluster * -(-layer.c // CHUNK)   # CTA-chunks
+        steps = rects * -(-layer.n // d.block_filters) * d.cluster * -(-layer.c // CHUNK)   # CTA-chunks
         per_sm = steps / hw.sms
         b = LayerBound(d, tensor_s=per_sm * c.tensor_cycles / hw.clock_hz,
                        port_s=per_sm * c.port_cycles / hw.clock_hz,
@@ -219,8 +230,9 @@ def layer_bound(d: Design, layer: Layer, batch: int, hw: Hopper = Hopper()) -> L
     return out
 
 
-def designs(p: int, *, overhead: int = 64, shared_v: bool = False, hw: Hopper = Hopper()) -> list[Design]:
-    """Every design of the family that fits the register file, for p = 4 or 6."""
+def designs(p: int, *, overhead: int = 64, shared_v: bool = False, kept: float = 1.0,
+            hw: Hopper = Hopper()) -> list[Design]:
+    """Every design of the family that fits the register file, for p = 4 or 6 (`kept` < 1: WSP-RB's)."""
     tile_m(p)
     out = []
     divisors = [g for g in range(1, p + 1) if p % g == 0]
@@ -228,16 +240,18 @@ def designs(p: int, *, overhead: int = 64, shared_v: bool = False, hw: Hopper = 
         for cluster in (1, 2, 3, 4, 6, 8):
             for mcast in (1, 2, 4):
                 for f in range(8, 257, 8):
-                    d = Design(p, rg, cg, f, cluster=cluster, mcast=mcast, overhead=overhead, shared_v=shared_v)
+                    d = Design(p, rg, cg, f, cluster=cluster, mcast=mcast, overhead=overhead, shared_v=shared_v,
+                               kept=kept)
                     if d.why_not(hw) is None:
                         out.append(d)
     return out
 
 
-def best_bound(layer: Layer, batch: int, p: int, *, overhead: int = 64, shared_v: bool = False,
+def best_bound(layer: Layer, batch: int, p: int, *, overhead: int = 64, shared_v: bool = False, kept: float = 1.0,
                hw: Hopper = Hopper()) -> LayerBound:
     """The lowest bound over every design of the family for this layer."""
-    return min((layer_bound(d, layer, batch, hw) for d in designs(p, overhead=overhead, shared_v=shared_v, hw=hw)),
+    return min((layer_bound(d, layer, batch, hw)
+                for d in designs(p, overhead=overhead, shared_v=shared_v, kept=kept, hw=hw)),
                key=lambda b: (b.seconds, b.design.cluster * b.design.mcast))
 
 

@@ -63,17 +63,38 @@ def test_a_layer_bound_is_at_least_its_tensor_time_and_multicast_only_lowers_l2(
     assert best_bound(CONV4_2, 32, 4).seconds <= b.seconds
 
 
+def test_row_pruning_in_wide_blocks_divides_the_work_items():
+    # WSP-RB 0.7 in generation 4's blocks of 96: the same chunk as dense (32 packed rows), 6 filter blocks of 512
+    # instead of 16, so the same rectangle's steps fall by 16 / 6
+    wide = Design(4, 2, 1, 32, kept=1 / 3)
+    assert wide.block_filters == 96 and wide.why_not() is None and "32 of 96 rows kept" in wide.label()
+    assert chunk_cost(wide, 576) == chunk_cost(GEN4, 576)
+    dense, pruned = layer_bound(GEN4, CONV4_2, 32), layer_bound(wide, CONV4_2, 32)
+    assert pruned.seconds <= dense.seconds * 6 / 16 * (1 + 1e-9)
+    assert Design(4, 2, 1, 32, kept=0).why_not().startswith("the kept share")
+    assert best_bound(CONV4_2, 32, 4, kept=0.3).seconds <= pruned.seconds
+
+
 def test_bounds_table_reads_the_measured_rows(tmp_path, capsys):
     rows = tmp_path / "rows.jsonl"
     rows.write_text("\n".join(json.dumps(r) for r in [
         {"layer": "vgg16:conv4_2", "impl": "cudnn", "median_ms": 0.16},
-        {"layer": "vgg16:conv4_2", "impl": "p4 gen4 dense", "median_ms": 0.36}]) + "\n")
+        {"layer": "vgg16:conv4_2", "impl": "p4 gen4 dense", "median_ms": 0.36},
+        {"layer": "vgg16:conv4_2", "impl": "p4 gen4 wsp-rb", "ratio": 0.7, "median_ms": 0.2},
+        {"layer": "vgg16:conv4_2", "impl": "p4 gen4 wsp-rb", "ratio": 0.7, "median_ms": 0.19},   # the fastest counts
+        {"layer": "vgg16:conv4_2", "impl": "p4 gen4 wsp-rb", "ratio": 0.9, "median_ms": 0.1}]) + "\n")
     mod = load_bench_script("fused_bounds")
     assert mod.main(["--rows", str(rows), "--nets", "vgg16"]) == 0
     out = capsys.readouterr().out
-    line = next(x for x in out.splitlines() if x.startswith("| vgg16:conv4_2"))
+    dense, pruned = out.split("WSP-RB 0.7 (p = 4)")
+    line = next(x for x in dense.splitlines() if x.startswith("| vgg16:conv4_2"))
     assert "0.360 (0.44)" in line and "L2 -> SM" in line
-    assert out.splitlines()[-1].startswith("| geomean")
-    assert mod.main(["--rows", str(tmp_path / "missing.jsonl")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot read the timed rows" in err[0]
+    line = next(x for x in pruned.splitlines() if x.startswith("| vgg16:conv4_2"))
+    assert "0.190 (0.84)" in line and "32 of 96 rows kept" in pruned
+    assert dense.strip().splitlines()[-1].startswith("| geomean") and out.splitlines()[-1].startswith("| geomean")
+    for argv, msg in ((["--rows", str(tmp_path / "missing.jsonl")], "cannot read the timed rows"),
+                      (["--rows", str(rows), "--ratio", "1"], "use a pruning ratio in [0, 1)"),
+                      (["--rows", str(rows), "--nets", "resnet18"], "pass the nets the rows measured")):
+        assert mod.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and msg in err[0]
