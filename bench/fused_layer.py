@@ -333,10 +333,10 @@ def cmd_profile(args) -> int:
                 pr = prune(Wd, "wsp-r", args.ratio)
                 fb = _wide_fb(pr.rows, lay.n)
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, gen=4, full=True, pipe=args.pipe,
-                        sched=args.sched).ready()
+                        sched=args.sched, rmcast=args.rmcast).ready()
         elif args.gens:   # generation 3 or 4 (p = 4, FB 32): the last one asked for
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=32,
-                        gen=args.gens[-1], pipe=args.pipe, sched=args.sched).ready()
+                        gen=args.gens[-1], pipe=args.pipe, sched=args.sched, rmcast=args.rmcast).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -576,6 +576,8 @@ def main(argv=None) -> int:
     f.add_argument("--pipe", choices=("halves",), default=None, help="generation 4's mainloop pipeline (RS_PIPES)")
     f.add_argument("--sched", choices=("persistent",), default=None,
                    help="generation 4's CTA schedule (RS_SCHEDS)")
+    f.add_argument("--rmcast", type=int, choices=(1, 2, 4), default=1,
+                   help="generation 4's input-region multicast to the CTAs of this many filter blocks (RS_RMCAST)")
     for q in (v, t, k, f):
         q.add_argument("--gen3", dest="gens", action="append_const", const=3, default=[],
                        help="generation 3 as well (opt-in: filter blocks of 32)")

@@ -25,8 +25,8 @@ tests() {
 }
 K=${TESTS_K:-gen4 or config_search}
 tests "($K) and not persistent and not rmc"
-tests "($K) and persistent"; st=$?
-tests "($K) and rmc"; st_rmc=$?
+tests "($K) and persistent and not rmc"; st=$?
+tests "($K) and rmc"; st_rmc=$?   # the region multicast, with persistent CTAs too
 args=("$@")
 if [ "$st" -ne 0 ] && [ "$st" -ne 5 ]; then   # 5: no test collected
   echo "# the persistent kernels failed their tests: timed without them"

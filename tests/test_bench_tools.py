@@ -185,7 +185,8 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
         rmc.setdefault(label.split(" ")[1], set()).add(label.split(" ")[2])
         assert (make().desc.extra_dict().get("rmcast") == 2) == ("rmc2" in label)
     assert rmc["gen4-rmc2"] == rmc["gen4-halves-rmc2"] == rmc["gen4"]
-    assert not any(t.startswith("gen4-persistent") and "rmc" in t for t in rmc)   # not with persistent CTAs
+    # with persistent CTAs: a cluster walking its items, the forms persistent CTAs serve
+    assert rmc["gen4-persistent-rmc2"] == rmc["gen4-persistent"] == {"dense", "fp", "wsp-r", "wsp-rb"}
     with pytest.raises(SystemExit):
         fused_layer.main(["time", "--gen4", "--rmcasts", "1,3"])
     assert "'1,3': use one or more of 1, 2, 4" in capsys.readouterr().err

@@ -106,7 +106,8 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          rs_desc("fp16", 32, dense_map=True, cmap=True),
          rs_desc("fp16", 32, dense_map=True, sched="persistent", pipe="halves"),
          rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent"),
-         rs_desc("fp16", 32, dense_map=True, rmcast=2)]
+         rs_desc("fp16", 32, dense_map=True, rmcast=2),
+         rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2)]
 # (compiled here: test_readme.py counts them)
 
 
@@ -316,38 +317,58 @@ def test_rs_multicast_renders_a_cluster_kernel_and_its_smem_matches_the_host(mca
 
 
 @pytest.mark.parametrize("rmcast", [2, 4])
-@pytest.mark.parametrize("dense,full", [(True, False), (False, True), (False, False)])
-def test_rs_region_multicast_renders_a_cluster_of_filter_blocks_and_its_smem_matches_the_host(rmcast, dense, full):
-    """rmcast k: the k CTAs of a cluster hold one tile rectangle and consecutive filter blocks; each chunk's region
-    is loaded once, by the owner of its stage, and multicast into every CTA; a stage is refilled once every CTA has
-    announced its release to the owner. The grid's filter blocks round up to whole clusters (the extra CTAs redo
-    the last block). Without the option the kernel is unchanged."""
+@pytest.mark.parametrize("dense,full,sched", [(True, False, None), (False, True, None), (False, False, None),
+                                              (True, False, "persistent"), (False, True, "persistent")])
+def test_rs_region_multicast_renders_a_cluster_of_filter_blocks_and_its_smem_matches_the_host(rmcast, dense, full,
+                                                                                             sched):
+    """rmcast k: the k CTAs of a cluster hold one tile rectangle and consecutive filter blocks (persistent: walk group
+    items of k blocks together); each chunk's region is loaded once, by the owner of its stage, and multicast into
+    every CTA; every warp of the cluster releases a stage to its owner, and thread 0 arms its stage for the next
+    chunk. The grid rounds up to whole clusters (a CTA past the last block redoes it). Without the option the
+    kernel is unchanged."""
     from cutlass_wsp.kernels.emitter import render
 
     fb = 96 if full else 32
-    d = rs_desc("fp16", 32, fb=fb, dense_map=dense, full_rows=full, rmcast=rmcast)
-    plain = rs_desc("fp16", 32, fb=fb, dense_map=dense, full_rows=full, stages=d.stages)
+    kw = dict(fb=fb, dense_map=dense, full_rows=full, **({"sched": sched} if sched else {}))
+    if full and sched and rmcast == 4:   # the persistent full map fits 3 stages, no multiple of 4: refused
+        with pytest.raises(Unsupported, match="a ring of a multiple of 4 stages"):
+            rs_desc("fp16", 32, rmcast=rmcast, **kw)
+        return
+    d = rs_desc("fp16", 32, rmcast=rmcast, **kw)
+    plain = rs_desc("fp16", 32, stages=d.stages, **kw)
     assert f"_rmcast{rmcast}_" in d.name and d.name.replace(f"rmcast{rmcast}_", "") == plain.name
     assert "rmcast" not in plain.extra_dict() and d.stages % rmcast == 0
     src, base = render(d), render(plain)
-    assert "{{" not in src and "{%" not in src and "rmcast" not in base.lower().replace(plain.name, "")
-    assert f"__cluster_dims__(1, {rmcast}, 1)" in src and "SM90_TMA_LOAD_MULTICAST_4D::copy" in src
+    assert "{{" not in src and "{%" not in src and "RMCAST" not in base and "rawfree" not in base
+    dims = f"({rmcast}, 1, 1)" if sched else f"(1, {rmcast}, 1)"
+    assert f"__cluster_dims__{dims}" in src and "SM90_TMA_LOAD_MULTICAST_4D::copy" in src
     assert "SM90_TMA_LOAD_4D::copy" not in src                                # every region load multicasts
     assert src.count("cute::cluster_sync();") == 2                            # after the barriers' init, before exit
-    assert "(a.M + RMCAST - 1) / RMCAST * RMCAST" in src and "p.blocks = static_cast<int>(a.M);" in src
-    assert "min(static_cast<int>(blockIdx.y), p.blocks - 1)" in src
-    # thread 0 of each mainloop: arm and announce (waiting only for chunk k's own stage), then load the owned chunks
-    assert src.count("arm_raw(next_arm++);") == 2 and src.count("load_raw(next_raw);") == 2
-    assert src.count("if (st % RMCAST != static_cast<int>(rank)) continue;") == 2
+    assert "p.raw_bytes = p.BI * p.RH * p.RW * RAW_CH * 2;" in src
+    if sched:   # whole clusters, each walking group items; the block of each group by rank, clamped (the weights
+        # and the item loop; the region needs only the rectangle)
+        assert "const dim3 grid(static_cast<unsigned>(clusters * RMCAST));" in src
+        assert "cudaOccupancyMaxActiveClusters(&resident, wsp_fused_layer, &cfg)" in src   # only resident clusters
+        assert src.count("block = min(bg * RMCAST + (static_cast<int>(blockIdx.x) % RMCAST), p.blocks - 1);") == 2
+    else:
+        assert "(a.M + RMCAST - 1) / RMCAST * RMCAST" in src and "p.blocks = static_cast<int>(a.M);" in src
+        assert "min(static_cast<int>(blockIdx.y), p.blocks - 1)" in src
+    # per chunk: thread 0 loads the owned chunks every warp released (waiting only for chunk k); each warp's lane 0
+    # releases the stage to its owner after its products are issued, and thread 0 arms the stage's next chunk
+    assert src.count("load_raw(next_raw);") == 2 and src.count("wait_late(&rawfree[st], ph, late);") == 2
+    assert src.count("Barrier::arrive(&rawfree[s], static_cast<uint32_t>(s % RMCAST), 1u);") == 2
+    assert src.count("Barrier::arrive_and_expect_tx(&rawfull[s], p.raw_bytes);") == 2
+    assert "Barrier::arrive(&rawempty[s]);" not in src and "Barrier::init(&rawfree[s], RMCAST * WARPS);" in src
+    loop = src[src.index("if (c == 0) {"):]
+    assert loop.index("warpgroup_commit_batch();") < loop.index("Barrier::arrive(&rawfree[s]")
     c = _template_constants(src)
     assert c["RMCAST"] == rmcast and c["NBAR"] == 3 * c["STAGES"] + 2 * c["USTAGES"]
-    assert c["SMEM_BYTES"] == rs_smem_bytes(32, fb, d.stages, rmcast=rmcast) <= 227 * 1024
+    smem = rs_smem_bytes(32, fb, d.stages, rmcast=rmcast, persistent=sched and ("regs" if dense else "smem"))
+    assert c["SMEM_BYTES"] == smem <= 227 * 1024
     with pytest.raises(Unsupported, match="sharing the input region"):
         rs_desc("fp16", 32, rmcast=3)
     with pytest.raises(Unsupported, match="multiple of"):
         rs_desc("fp16", 32, dense_map=True, rmcast=2, stages=5)
-    with pytest.raises(Unsupported, match="persistent"):
-        rs_desc("fp16", 32, dense_map=True, rmcast=2, sched="persistent")
     with pytest.raises(Unsupported, match="weights multicast"):
         rs_desc("fp16", 32, dense_map=True, rmcast=2, mcast=2)
 

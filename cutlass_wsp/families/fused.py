@@ -225,7 +225,7 @@ def rs_smem_bytes(mi: int, fb: int, stages: int, bt: int = WS_BT, raw: int = WS_
     pp = 16
     main = stages * _align1k(raw * rawch * 2) + 2 * (stages + 1) * (pp // 2) * mi * BC * 2
     if persistent:
-        bars = -(-((2 * stages + 2 * (stages + 1)) * 8) // 16) * 16
+        bars = -(-(((3 if rmcast > 1 else 2) * stages + 2 * (stages + 1)) * 8) // 16) * 16
         if persistent == "regs":   # the exchange, two tile tables, no inverse map
             xs = 2 * (mi // 8) * 2 * 2 * 2 * 128 * 4   # [sender warpgroup][MI/8 x 2 filters x 2 x 2 outputs][128] fp32
             return main + xs + bars + 2 * bt * 16
@@ -248,12 +248,11 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
     rmcast = extra.get("rmcast", 1)
     if rmcast not in RS_RMCAST:
         raise Unsupported(f"a cluster of {rmcast!r} CTAs sharing the input region", f"use one of {RS_RMCAST}")
-    if rmcast > 1 and (mcast > 1 or "sched" in extra or desc.stages % rmcast):
+    if rmcast > 1 and (mcast > 1 or desc.stages % rmcast):
         raise Unsupported(f"the input region multicast to {rmcast} CTAs with {desc.stages} stages"
-                          + (f", weights multicast to {mcast}" if mcast > 1 else "")
-                          + (f", {extra['sched']} CTAs" if "sched" in extra else ""),
-                          f"use it with one CTA per work item, no weight multicast and a ring of a multiple of "
-                          f"{rmcast} stages (each stage has one owner CTA)")
+                          + (f", weights multicast to {mcast}" if mcast > 1 else ""),
+                          f"use it without the weight multicast and with a ring of a multiple of {rmcast} stages "
+                          f"(each stage has one owner CTA)")
     epi = extra.get("epi", "smem")
     if epi not in RS_EPILOGUES or (epi == "regs" and extra.get("map") != "dense"):
         raise Unsupported(f"epilogue {epi!r} with the {extra.get('map')!r} row map",
@@ -297,7 +296,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     work items with its rings running on across them (the dense map with its register epilogue, or the full map
     with the shared-memory epilogue in two passes); `rmcast` (RS_RMCAST): a cluster of that many CTAs holds one
     tile rectangle and consecutive filter blocks, and each input region is loaded from L2 once and multicast to
-    them all (the ring's depth a multiple of it). Values that were the defaults before add no extra, so those
+    them all (the ring's depth a multiple of it; with persistent CTAs the cluster walks its items together). Values
+    that were the defaults before add no extra, so those
     kernels keep their names and cache keys."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)

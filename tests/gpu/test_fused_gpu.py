@@ -56,7 +56,8 @@ WGMMA_GENS = {"gen3": ("ws_desc", {}), "gen4": ("rs_desc", {}),            # the
               "gen4-persistent": ("rs_desc", {"sched": "persistent"}),      # dense map: one CTA per SM, items walked
               "gen4-persistent-halves": ("rs_desc", {"sched": "persistent", "pipe": "halves"}),
               "gen4-rmc2": ("rs_desc", {"rmcast": 2}),     # input region multicast to the CTAs of 2 filter blocks
-              "gen4-rmc4": ("rs_desc", {"rmcast": 4})}     # ... of 4 (n = 32, 48, 80: CTAs past the last block)
+              "gen4-rmc4": ("rs_desc", {"rmcast": 4}),     # ... of 4 (n = 32, 48, 80: CTAs past the last block)
+              "gen4-persistent-rmc2": ("rs_desc", {"sched": "persistent", "rmcast": 2})}   # clusters walking items
 
 
 def _wgmma_desc(gen: str):
@@ -111,7 +112,13 @@ WIDE_CASES = [("wsp-rb", 0.7, True), ("wsp-rb", 0.9, True), ("wsp-rb", 0.7, Fals
 PERSISTENT_FULL_CASES = [("wsp-rb", 0.7, 8, 48, 56, 56), ("wsp-rb", 0.9, 32, 16, 48, 48), ("wsp-r", 0.7, 4, 64, 57, 43)]
 # generation 4's variants in the wide-block tests (the full map): two commit groups, persistent CTAs, region multicast
 WIDE_VARIANTS = [{}, {"pipe": "halves"}, {"sched": "persistent"}, {"sched": "persistent", "pipe": "halves"},
-                 {"rmcast": 2}, {"rmcast": 2, "pipe": "halves"}]
+                 {"rmcast": 2}, {"rmcast": 2, "pipe": "halves"}, {"sched": "persistent", "rmcast": 2}]
+# ... and in the persistent walks (sched="persistent" added): a cluster of 2 walks its group items together
+PERSISTENT_VARIANTS = [{}, {"pipe": "halves"}, {"rmcast": 2}]
+
+
+def _variant_id(kw: dict) -> str:
+    return "-".join(f"{k}{v}" for k, v in kw.items()) or "one"
 
 
 def pruned_layout(pattern: str, ratio: float, kw: dict):
@@ -257,14 +264,15 @@ def test_a_fused_config_search_verifies_records_and_is_read_back(compile_cache_d
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("pipe", [None, "halves"])
+@pytest.mark.parametrize("variant", PERSISTENT_VARIANTS, ids=_variant_id)
 @pytest.mark.parametrize("batch,c,n,H,W", [(32, 16, 96, 30, 30), (8, 48, 96, 56, 56), (2, 64, 64, 57, 43)])
-def test_gen4_persistent_ctas_walk_many_items_and_equal_direct_convolution(dtype, pipe, batch, c, n, H, W,
+def test_gen4_persistent_ctas_walk_many_items_and_equal_direct_convolution(dtype, variant, batch, c, n, H, W,
                                                                            compile_cache_dir):
     """Persistent CTAs (one per SM) walking several work items each, the raw and weight rings running on across
     items: 1 chunk per item (c = 16: every chunk starts an item), 3 (fewer than the weight ring's stages: a
-    leader's first loads span items), 4 (odd H x W, fewer items than SMs: one item per CTA). Dense against
-    float64 direct convolution."""
+    leader's first loads span items), 4 (odd H x W, fewer items than SMs: one item per CTA). With the region
+    multicast, clusters of 2 walk group items (n = 96: the second group's second CTA redoes the last block). Dense
+    against float64 direct convolution."""
     from cutlass_wsp.families.fused import dense_layout, rs_desc
     from cutlass_wsp.gpu.device import current_sm_count
     from cutlass_wsp.winograd import filter_transform
@@ -276,15 +284,15 @@ def test_gen4_persistent_ctas_walk_many_items_and_equal_direct_convolution(dtype
     tiles = batch * -(-H // 2) * -(-W // 2)
     if (batch, c) != (2, 64):   # at least ceil(tiles / 64) rectangles x blocks items: several per CTA
         assert -(-tiles // 64) * lay.blocks > 2 * current_sm_count()
-    desc = rs_desc(dtype, lay.mi, fb=32, dense_map=True, sched="persistent", **({"pipe": pipe} if pipe else {}))
+    desc = rs_desc(dtype, lay.mi, fb=32, dense_map=True, sched="persistent", **variant)
     err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused persistent {desc.name}")
     assert 0 < err
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("pipe", [None, "halves"])
+@pytest.mark.parametrize("variant", PERSISTENT_VARIANTS, ids=_variant_id)
 @pytest.mark.parametrize("pattern,ratio,batch,c,H,W", PERSISTENT_FULL_CASES)
-def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeline(dtype, pipe, pattern, ratio,
+def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeline(dtype, variant, pattern, ratio,
                                                                                    batch, c, H, W, compile_cache_dir):
     """Persistent CTAs with the full map (n = 256 in WSP-RB's wide blocks of 96 or 256, balanced WSP-R in its widest
     block): several items per CTA, the shared-memory epilogue in two passes beside the refilling rings, each item's
@@ -299,7 +307,7 @@ def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeli
     tiles = batch * -(-H // 2) * -(-W // 2)
     if pattern == "wsp-rb":   # at least ceil(tiles / 64) rectangles x blocks items: several per CTA
         assert -(-tiles // 64) * lay.blocks > 2 * current_sm_count()
-    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, sched="persistent", **({"pipe": pipe} if pipe else {}))
+    desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, sched="persistent", **variant)
     op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"persistent {pattern} {ratio} FB {fb}")
     m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
               budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
@@ -309,7 +317,7 @@ def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeli
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
 @pytest.mark.parametrize("pattern,ratio,wide", WIDE_CASES)
-@pytest.mark.parametrize("variant", WIDE_VARIANTS, ids=lambda kw: "-".join(f"{k}{v}" for k, v in kw.items()) or "one")
+@pytest.mark.parametrize("variant", WIDE_VARIANTS, ids=_variant_id)
 def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dtype, batch, H, W, pattern, ratio,
                                                                              wide, variant, compile_cache_dir):
     """Generation 4 with filter blocks wider than its 32 packed rows (families/fused.wide_filter_block,
