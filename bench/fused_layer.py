@@ -57,7 +57,8 @@ class Case:
             kw = {} if gen == 3 else {"mcast": mcast, **({"epi": epi} if lay.identity and epi else {}),
                                       **({"cmap": True} if lay.pruned_chunks else {}),
                                       **({"full_rows": True} if full else {}), **({"pipe": pipe} if pipe else {}),
-                                      **({"sched": sched} if sched else {}), **({"rmcast": rmcast} if rmcast > 1 else {})}
+                                      **({"sched": sched} if sched else {}),
+                                      **({"rmcast": rmcast} if rmcast > 1 else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default

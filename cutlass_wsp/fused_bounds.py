@@ -37,8 +37,8 @@ WAVEFRONT = 128            # bytes the shared-memory port moves per cycle
 
 @dataclass(frozen=True)
 class Hopper:
-    """Per-SM rates of an H100/H200 SXM (dense fp16 wgmma, boost clock) and the L2 -> SM bandwidths seen on the
-    H200 (docs/fused.md: 5.9 TB/s reached by an L2-bound build, 8.6 TB/s the peak Nsight Compute's percentage implies)."""
+    """Per-SM rates of an H100/H200 SXM (dense fp16 wgmma, boost clock) and the L2 -> SM bandwidth seen on the H200
+    (docs/fused.md: 5.9 TB/s reached by an L2-bound build, 8.6 TB/s the peak Nsight Compute's percentage implies)."""
 
     sms: int = 132
     clock_hz: float = 1.98e9
@@ -164,7 +164,7 @@ class ChunkCost:
         return self.region_write + self.transform_read + self.u_write + self.u_read
 
 
-def rectangles(d: Design, batch: int, H: int, W: int) -> list[tuple[int, int]]:
+def rectangles(d: Design, batch: int, H: int, W: int, hw: Hopper = Hopper()) -> list[tuple[int, int]]:
     """(input-region pixels per rectangle, rectangles over the layer) of every rectangle of d.tiles tiles (images x
     tile rows x tile columns, powers of two, as the kernels pick them) whose region fits two ring stages in half of
     the shared memory."""
@@ -176,7 +176,7 @@ def rectangles(d: Design, batch: int, H: int, W: int) -> list[tuple[int, int]]:
             continue
         bi = d.tiles // (by * bx)
         pix = (by * m + 2) * (bx * m + 2) * bi
-        if 2 * pix * PIXEL_BYTES <= Hopper().smem_bytes // 2:
+        if 2 * pix * PIXEL_BYTES <= hw.smem_bytes // 2:
             out.append((pix, -(-batch // bi) * -(-th // by) * -(-tw // bx)))
     return out
 
@@ -218,7 +218,7 @@ class LayerBound:
 def layer_bound(d: Design, layer: Layer, batch: int, hw: Hopper = Hopper()) -> LayerBound:
     """The design's bound on the layer, with its best tile rectangle."""
     out = None
-    for region, rects in rectangles(d, batch, layer.H, layer.W):
+    for region, rects in rectangles(d, batch, layer.H, layer.W, hw):
         c = chunk_cost(d, region, hw)
         steps = rects * -(-layer.n // d.block_filters) * d.cluster * -(-layer.c // CHUNK)   # CTA-chunks
         per_sm = steps / hw.sms

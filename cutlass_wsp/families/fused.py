@@ -270,8 +270,8 @@ def _check_rs(desc: KernelDesc, extra: dict) -> KernelDesc:
     if persistent and (extra.get("map") not in ("dense", "full") or (epi == "regs") != (extra.get("map") == "dense")
                        or mcast != 1 or "cmap" in extra):
         raise Unsupported("persistent CTAs for this kernel", "use them with the dense map's register epilogue "
-                          "(dense, FP) or the full map (WSP-RB, WSP-R in wide blocks), without multicast or the "
-                          "chunk map")
+                          "(dense, FP) or the full map (WSP-RB, WSP-R in wide blocks), without the weight multicast "
+                          "or the chunk map")
     return _check_wgmma(desc, extra, 4, RS_WARPS,
                         lambda mi, fb, stages: rs_smem_bytes(mi, fb, stages, rawch=rawch, mcast=mcast,
                                                              persistent=persistent, rmcast=rmcast), RS_STAGES)
@@ -296,9 +296,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     work items with its rings running on across them (the dense map with its register epilogue, or the full map
     with the shared-memory epilogue in two passes); `rmcast` (RS_RMCAST): a cluster of that many CTAs holds one
     tile rectangle and consecutive filter blocks, and each input region is loaded from L2 once and multicast to
-    them all (the ring's depth a multiple of it; with persistent CTAs the cluster walks its items together). Values
-    that were the defaults before add no extra, so those
-    kernels keep their names and cache keys."""
+    them all (the ring's depth a multiple of it; with persistent CTAs the cluster walks its items together).
+    Values that were the defaults before add no extra, so those kernels keep their names and cache keys."""
     mi = -(-int(mi) // 16) * 16
     fb = mi if fb is None else int(fb)
     if dense_map and full_rows:
