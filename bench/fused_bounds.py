@@ -1,7 +1,7 @@
 """How fast a fused Winograd layer can run on Hopper, at best, beside what was measured (CPU only; no GPU needed).
 
-    python bench/fused_bounds.py [--rows results/fused/gen4-final-time-h200.jsonl] [--l2-tbps 8.6] [--overhead 64]
-                                 [--ratio 0.7]
+    python bench/fused_bounds.py [--rows results/fused/gen4-final-time-h200.jsonl] [--l2-tbps 8.6] [--ipc 4]
+                                 [--overhead 64] [--ratio 0.7]
 
 Per layer (batch 32, fp16, the VGG-16 / ResNet-18 layers the rows hold), two tables. Dense: cuDNN and the fused
 dense layer (generation 4) as measured in the rows' run, the bound of generation 4's own design, and the lowest
@@ -87,6 +87,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--ratio", type=float, default=0.7, help="WSP-RB's pruning ratio, in [0, 1)")
     ap.add_argument("--l2-tbps", type=float, default=8.6, help="L2 -> SM bandwidth (TB/s)")
+    ap.add_argument("--ipc", type=float, default=4.0,
+                    help="warp instructions an SM issues per cycle (4 at most; generation 4 measured 1.33)")
     ap.add_argument("--overhead", type=int, default=64,
                     help="registers per thread besides the accumulators (generation 4: 68, plus its A fragments)")
     args = ap.parse_args(argv)
@@ -94,7 +96,9 @@ def main(argv=None) -> int:
         if not 0 <= args.ratio < 1:
             raise InputError(f"ratio {args.ratio}", "use a pruning ratio in [0, 1)")
         measured = read_measured(args.rows, args.ratio)
-        hw = Hopper(l2_Bps=args.l2_tbps * 1e12)
+        if not 0 < args.ipc <= 4:
+            raise InputError(f"--ipc {args.ipc}", "an SM issues between 0 and 4 warp instructions per cycle")
+        hw = Hopper(l2_Bps=args.l2_tbps * 1e12, issue_per_clk=args.ipc)
         layers, seen = [], set()
         for net in args.nets.split(","):
             for lay in resolve_layers(net):
@@ -110,8 +114,8 @@ def main(argv=None) -> int:
     except WspError as e:
         print(f"fused_bounds: {e}", file=sys.stderr)
         return 2
-    print(f"# bounds at {hw.clock_hz / 1e9:.2f} GHz, {hw.sms} SMs, L2 -> SM {args.l2_tbps} TB/s, {args.overhead} "
-          f"registers of overhead; measured: {args.rows}; x = cuDNN ms / ms")
+    print(f"# bounds at {hw.clock_hz / 1e9:.2f} GHz, {hw.sms} SMs, L2 -> SM {args.l2_tbps} TB/s, {args.ipc:g} "
+          f"instructions per cycle, {args.overhead} registers of overhead; measured: {args.rows}; x = cuDNN ms / ms")
     _table("Dense", layers, measured, "dense", GEN4,
            [(f"p={p} {name}", [d for d in dense[p] if keep(d)]) for p in (4, 6) for name, keep in FAMILIES],
            args, hw)

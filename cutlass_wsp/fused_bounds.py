@@ -10,9 +10,11 @@ warpgroups, each CTA loading the region itself. Per 16-channel chunk and CTA the
   tensor cycles    positions x tiles x filters x 16 FMAs at `fma_per_clk` per SM;
   port wavefronts  (128 B of the shared-memory port each) the region's TMA write, the transform's pixel reads
                    (32 B per pixel: 16 fp16 channels), U's bulk write and wgmma's read of U;
-  L2 -> SM bytes   the region (shared by `mcast` CTAs of other filter blocks through TMA multicast) and U,
+  L2 -> SM bytes   the region (shared by `mcast` CTAs of other filter blocks through TMA multicast) and U;
+  issue cycles     the warps' instructions (instructions_per_warp: the transform, its loads, the wgmmas and a fixed
+                   part calibrated on generation 4's SASS) at `issue_per_clk`,
 
-and a layer's bound is the largest of the three totals spread evenly over the SMs. Everything the real kernel adds
+and a layer's bound is the largest of the four totals spread evenly over the SMs. Everything the real kernel adds
 is left out, so the bound is optimistic: the epilogue, wave quantization, the prologue, bank conflicts, latency.
 Which designs exist is set by the register file: each thread holds positions x filters / 2 accumulators plus one
 wgmma's A fragment in flight and `overhead` registers (generation 4 measured 68: addresses, pixel loads, the
@@ -47,6 +49,7 @@ class Hopper:
     max_regs_per_thread: int = 255
     smem_bytes: int = 227 * 1024
     l2_Bps: float = 8.6e12
+    issue_per_clk: float = 4.0   # warp instructions an SM issues per cycle (4 schedulers: at most 4)
 
 
 @dataclass(frozen=True)
@@ -122,26 +125,77 @@ def _line_support(p: int) -> tuple[frozenset[int], ...]:
 
 
 @lru_cache(maxsize=None)
-def lines_read(p: int, groups: int) -> int:
-    """Fewest input lines (rows or columns of the patch) that `groups` equal groups of V's lines read in all: the
-    best partition of the p lines (each group reads the union of its lines' supports)."""
+def _line_ops(p: int) -> tuple[int, ...]:
+    """Packed-half2 operations that make V's line r from the input lines it reads: one add (or fma) per term past the
+    first, and a multiply first where a coefficient is not +-1."""
+    bt = matrices(tile_m(p))[2]
+    return tuple(len(_line_support(p)[r]) - 1 + any(abs(bt[r][k]) not in (0, 1) for k in range(p)) for r in range(p))
+
+
+@lru_cache(maxsize=None)
+def line_groups(p: int, groups: int) -> tuple[tuple[int, ...], ...]:
+    """`groups` equal groups of V's p lines that read the fewest input lines in all (each group reads the union of its
+    lines' supports): the best partition."""
     if p % groups:
         raise InputError(f"{groups} groups of V's {p} lines", "use a divisor of p")
     sup, size = _line_support(p), p // groups
 
-    def best(left: frozenset[int]) -> int:
+    def need(group) -> int:
+        return len(frozenset().union(*(sup[r] for r in group)))
+
+    def best(left: frozenset[int]) -> tuple[int, tuple[tuple[int, ...], ...]]:
         if not left:
-            return 0
+            return 0, ()
         first = min(left)
         out = None
         for rest in itertools.combinations(sorted(left - {first}), size - 1):
             group = (first, *rest)
-            need = len(frozenset().union(*(sup[r] for r in group)))
-            total = need + best(left - frozenset(group))
-            out = total if out is None else min(out, total)
+            cost, tail = best(left - frozenset(group))
+            if out is None or need(group) + cost < out[0]:
+                out = (need(group) + cost, (group, *tail))
         return out
 
-    return best(frozenset(range(p)))
+    return best(frozenset(range(p)))[1]
+
+
+def lines_read(p: int, groups: int) -> int:
+    """Input lines the best partition of V's lines into `groups` reads in all."""
+    sup = _line_support(p)
+    return sum(len(frozenset().union(*(sup[r] for r in g))) for g in line_groups(p, groups))
+
+
+def transform_ops(p: int, rows: tuple[int, ...], cols: tuple[int, ...]) -> tuple[int, int]:
+    """(operations, first-pass results) per tile and packed half2 that make V's block rows x cols from the patch, in
+    the cheaper order of the two passes (V = B^T d B is separable): generation 4's two rows of F(2,3) take 8 + 8."""
+    sup, ops = _line_support(p), _line_ops(p)
+    need_r = len(frozenset().union(*(sup[r] for r in rows)))
+    need_c = len(frozenset().union(*(sup[c] for c in cols)))
+    rows_first = (need_c * sum(ops[r] for r in rows) + len(rows) * sum(ops[c] for c in cols), need_c * len(rows))
+    cols_first = (need_r * sum(ops[c] for c in cols) + len(cols) * sum(ops[r] for r in rows), need_r * len(cols))
+    return min(rows_first, cols_first)
+
+
+# Instructions per warp and chunk outside the transform, its loads and the wgmmas: the waits, the producer's and the
+# leader's branches, loop control (ISSUE_FIXED), and per wgmma its descriptor and fences (ISSUE_PER_WGMMA). Calibrated
+# so that generation 4's dense kernel comes out at the 286 Nsight Compute counted (docs/fused.md).
+ISSUE_FIXED, ISSUE_PER_WGMMA = 126, 4
+
+
+def instructions_per_warp(d: Design) -> float:
+    """Instructions a warp issues per chunk (RS designs), the average over the CTA's warpgroups: per thread two tiles
+    (wgmma M = 64 over 128 threads) of 4 channels (two packed half2) each; the transform's operations and its
+    rotation selects (one per first-pass result: the conflict-free column order of generation 4), one 8-byte load per
+    patch pixel its block reads, one wgmma per position, and the fixed part."""
+    rows, cols = line_groups(d.p, d.row_groups), line_groups(d.p, d.col_groups)
+    sup = _line_support(d.p)
+    total = 0.0
+    for r in rows:
+        for c in cols:
+            ops, firsts = transform_ops(d.p, r, c)
+            pixels = len(frozenset().union(*(sup[x] for x in r))) * len(frozenset().union(*(sup[x] for x in c)))
+            wgmmas = len(r) * len(c) * (d.tiles // 64)
+            total += (ISSUE_FIXED + ISSUE_PER_WGMMA * wgmmas + wgmmas + 2 * 2 * (ops + firsts) + 2 * pixels)
+    return total / (len(rows) * len(cols))
 
 
 def pixels_read_per_tile(d: Design) -> float:
@@ -158,6 +212,7 @@ class ChunkCost:
     u_write: float
     u_read: float
     l2_bytes: float
+    issue_cycles: float = 0.0   # the CTA's warp instructions / Hopper.issue_per_clk (RS designs; V in shared memory: 0)
 
     @property
     def port_cycles(self) -> float:
@@ -196,7 +251,8 @@ def chunk_cost(d: Design, region: int, hw: Hopper = Hopper()) -> ChunkCost:
         transform_read=reads * PIXEL_BYTES / WAVEFRONT,
         u_write=u_bytes / WAVEFRONT,
         u_read=u_bytes * (d.tiles // 64) / WAVEFRONT,
-        l2_bytes=region * PIXEL_BYTES / d.mcast + u_bytes)
+        l2_bytes=region * PIXEL_BYTES / d.mcast + u_bytes,
+        issue_cycles=0.0 if d.shared_v else 4 * d.groups * instructions_per_warp(d) / hw.issue_per_clk)
 
 
 @dataclass(frozen=True)
@@ -205,14 +261,16 @@ class LayerBound:
     tensor_s: float
     port_s: float
     l2_s: float
+    issue_s: float = 0.0
 
     @property
     def seconds(self) -> float:
-        return max(self.tensor_s, self.port_s, self.l2_s)
+        return max(self.tensor_s, self.port_s, self.l2_s, self.issue_s)
 
     @property
     def limit(self) -> str:
-        return max((self.tensor_s, "tensor"), (self.port_s, "shared-memory port"), (self.l2_s, "L2 -> SM"))[1]
+        return max((self.tensor_s, "tensor"), (self.port_s, "shared-memory port"), (self.l2_s, "L2 -> SM"),
+                   (self.issue_s, "issue"))[1]
 
 
 def layer_bound(d: Design, layer: Layer, batch: int, hw: Hopper = Hopper()) -> LayerBound:
@@ -224,7 +282,8 @@ def layer_bound(d: Design, layer: Layer, batch: int, hw: Hopper = Hopper()) -> L
         per_sm = steps / hw.sms
         b = LayerBound(d, tensor_s=per_sm * c.tensor_cycles / hw.clock_hz,
                        port_s=per_sm * c.port_cycles / hw.clock_hz,
-                       l2_s=steps * c.l2_bytes / hw.l2_Bps)
+                       l2_s=steps * c.l2_bytes / hw.l2_Bps,
+                       issue_s=per_sm * c.issue_cycles / hw.clock_hz)
         if out is None or b.seconds < out.seconds:
             out = b
     return out

@@ -8,8 +8,8 @@ import pytest
 
 from bench_scripts import load_bench_script
 from cutlass_wsp.errors import InputError
-from cutlass_wsp.fused_bounds import (Design, Hopper, best_bound, chunk_cost, designs, layer_bound, lines_read,
-                                      pixels_read_per_tile)
+from cutlass_wsp.fused_bounds import (Design, Hopper, best_bound, chunk_cost, designs, instructions_per_warp,
+                                      layer_bound, lines_read, pixels_read_per_tile, transform_ops)
 from cutlass_wsp.layers import Layer
 
 CONV4_2 = Layer("vgg16", "vgg16.conv4_2", 512, 512, 28, 28)
@@ -36,6 +36,24 @@ def test_generation_4s_chunk_counts_match_its_kernel():
     assert c.l2_bytes == 576 * 32 + 16 * 32 * 32
 
 
+def test_the_transform_and_issue_counts_come_from_the_matrices_and_match_generation_4():
+    # generation 4: its two V rows of F(2,3) from 3 patch rows, rows first: 8 column-pass and 8 row-pass adds per tile
+    # and packed half2 (64 HADD2 per thread for 2 tiles x 2 half2), 8 first-pass results (32 SEL), 12 pixels (24 LDS)
+    assert transform_ops(4, (0, 1), (0, 1, 2, 3)) == (16, 8)
+    assert instructions_per_warp(GEN4) == 286                  # calibrated on its SASS / Nsight Compute count
+    assert chunk_cost(GEN4, 576).issue_cycles == 8 * 286 / 4   # 8 warps at 4 per cycle: 2.2x the tensor cycles
+    # F(4,3)'s rows need multiplies (coefficients 4, 5, 2): more operations per position than F(2,3)'s adds
+    ops4, _ = transform_ops(4, (0,), (0,))
+    ops6, _ = transform_ops(6, (0,), (0,))
+    assert ops6 > ops4
+    # wider N per transform: fewer instructions per FMA (one column of V per warpgroup, a cluster pair, N = 88)
+    pair = Design(4, 1, 4, 88, cluster=2)
+    fma = lambda d: d.positions_per_group * d.filters   # noqa: E731
+    assert instructions_per_warp(pair) / fma(pair) < 0.6 * instructions_per_warp(GEN4) / fma(GEN4)
+    # V in shared memory: not modelled
+    assert chunk_cost(Design(4, 2, 1, 32, shared_v=True), 576).issue_cycles == 0
+
+
 def test_the_register_file_decides_which_designs_exist():
     assert GEN4.why_not() is None and GEN4.regs_per_thread() == 128 + 4 + 64
     # one warpgroup holding all 36 positions of F(4,3) at N = 32: 576 accumulators per thread
@@ -53,12 +71,14 @@ def test_a_layer_bound_is_at_least_its_tensor_time_and_multicast_only_lowers_l2(
     b = layer_bound(GEN4, CONV4_2, 32, hw)
     fmas = 16 * 512 * 512 * 32 * 14 * 14          # p^2 n c T
     assert b.tensor_s >= fmas / (hw.fma_per_clk * hw.sms * hw.clock_hz) * (1 - 1e-9)
-    assert b.seconds == max(b.tensor_s, b.port_s, b.l2_s)
     one, two = chunk_cost(GEN4, 576), chunk_cost(Design(4, 2, 1, 32, mcast=2), 576)
     assert two.l2_bytes == one.l2_bytes - 576 * 32 / 2 and two.port_cycles == one.port_cycles
     assert layer_bound(Design(4, 2, 1, 32, mcast=2), CONV4_2, 32, hw).l2_s < b.l2_s
     slow = layer_bound(GEN4, CONV4_2, 32, Hopper(l2_Bps=hw.l2_Bps / 2))
     assert slow.l2_s == pytest.approx(2 * b.l2_s)
+    assert b.seconds == max(b.tensor_s, b.port_s, b.l2_s, b.issue_s) and b.issue_s > b.tensor_s
+    # at generation 4's measured 1.33 instructions per cycle, issue alone is most of its measured 0.359 ms
+    assert 0.3e-3 < layer_bound(GEN4, CONV4_2, 32, Hopper(issue_per_clk=1.33)).issue_s < 0.359e-3
     # the family's best is never above any one of its designs
     assert best_bound(CONV4_2, 32, 4).seconds <= b.seconds
 
@@ -94,6 +114,7 @@ def test_bounds_table_reads_the_measured_rows(tmp_path, capsys):
     assert dense.strip().splitlines()[-1].startswith("| geomean") and out.splitlines()[-1].startswith("| geomean")
     for argv, msg in ((["--rows", str(tmp_path / "missing.jsonl")], "cannot read the timed rows"),
                       (["--rows", str(rows), "--ratio", "1"], "use a pruning ratio in [0, 1)"),
+                      (["--rows", str(rows), "--ipc", "5"], "between 0 and 4 warp instructions per cycle"),
                       (["--rows", str(rows), "--nets", "resnet18"], "pass the nets the rows measured")):
         assert mod.main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
