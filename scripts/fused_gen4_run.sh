@@ -4,7 +4,7 @@
 # forms in FB 32 and in the widest filter block), run the sweep's fused points (VGG-16 and ResNet-18, batch 32,
 # with cuDNN), then Nsight Compute on VGG conv4_2 (WSP-RB 0.7 in its block of 96; NCU="--gen4" for dense, NCU=none
 # for no profile). Environment: NCU_LAYERS the profiled layers, SWEEP=none skips the sweep, TESTS_K the tests' -k
-# expression, TIME_S the time step's limit in seconds.
+# expression (one that matches nothing skips them), TIME=none skips the time step, TIME_S its limit in seconds.
 #   bash scripts/device_run.sh -- bash scripts/fused_gen4_run.sh [TIME OPTIONS...]
 # Build the kernels here first and carry them lean: python scripts/fused_carry.py [--sweep] with the same time
 # options (docs/fused.md, "Third round", has the whole command).
@@ -36,11 +36,13 @@ if [ "$st_rmc" -ne 0 ] && [ "$st_rmc" -ne 5 ]; then
   echo "# the region-multicast kernels failed their tests: timed without them"
   for i in "${!args[@]}"; do [ "$i" -gt 0 ] && [ "${args[$((i - 1))]}" = --rmcasts ] && args[$i]=1; done
 fi
-echo "# time --gen4 --gens-only ${args[*]}"
-timeout ${TIME_S:-240} python3 bench/fused_layer.py time --gen4 --gens-only --ps 4 --nets vgg16,resnet18 "${args[@]}" \
-  --out "$T/time.jsonl" 2>&1 | tee "$T/time.log" | grep -v '^{'
-# the issue's table, each fused cell the fastest verified variant of its form (which one: the last line)
-python3 bench/fused_layer.py table "$T/time.jsonl" --gen 4 --best > "$T/table.md" 2>&1; tail -3 "$T/table.md"
+if [ "${TIME:-}" != none ]; then
+  echo "# time --gen4 --gens-only ${args[*]}"
+  timeout ${TIME_S:-240} python3 bench/fused_layer.py time --gen4 --gens-only --ps 4 --nets vgg16,resnet18 "${args[@]}" \
+    --out "$T/time.jsonl" 2>&1 | tee -a "$T/time.log" | grep -v '^{'
+  # the issue's table, each fused cell the fastest verified variant of its form (which one: the last line)
+  python3 bench/fused_layer.py table "$T/time.jsonl" --gen 4 --best > "$T/table.md" 2>&1; tail -3 "$T/table.md"
+fi
 pack
 [ "${SWEEP:-}" = none ] || timeout 240 python3 -m cutlass_wsp sweep --net vgg16,resnet18 \
   --pattern conv,dense,fp,wsp-r,wsp-rb --impl fused,cudnn --ratio 0.5,0.7,0.9 --no-tune --budget-ms 100 \
