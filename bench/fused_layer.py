@@ -25,8 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import (balanced_block, fused_desc, layout_for, pair_desc, rs_desc,  # noqa: E402
-                                        wide_filter_block, ws_desc)
+from cutlass_wsp.families.fused import (balanced_block, cp_desc, fused_desc, layout_for, pair_desc,  # noqa: E402
+                                        rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import WspError  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import WSP_CB_BLOCK, kept_count, prune  # noqa: E402
@@ -61,6 +61,8 @@ class Case:
                                       **({"rmcast": rmcast} if rmcast > 1 else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
+        elif gen == 5:   # the wgmma cluster pair splitting V's columns: the dense map, N = FB
+            self.desc = cp_desc(dtype, self.layout.mi, stages=stages)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -138,6 +140,10 @@ def verify_cases(gens=()):
                                  ("gen2 fp 0.5", prune(Wt, "fp", 0.5), 64, None, 2),
                                  ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
                 for x in (gens if p == 4 else ()):
+                    if x == 5:   # the dense map only, in filter blocks of 64
+                        variants += [("gen5 dense", dense_pruned(g, p), 64, g, 5),
+                                     ("gen5 fp 0.5", prune(Wt, "fp", 0.5), 64, None, 5)]
+                        continue
                     variants += [(f"gen{x} dense", dense_pruned(g, p), 32, g, x),
                                  (f"gen{x} wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, x),
                                  (f"gen{x} wsp-r 0.7 unbalanced", prune(Wt, "wsp-r", 0.7, balance="unbalanced"), 32, None, x),
@@ -234,6 +240,14 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                                        Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st, gen=gen,
                                             warps=wp))
         for x in (gens if p == 4 else ()):
+            if x == 5:   # the dense map only (dense, FP), in filter blocks of 64; its own CTA schedule and pipeline
+                if (pipe, sched, rmcast) != (None, None, 1):
+                    continue
+                yield "p4 gen5 dense", None, (lambda dense=dense: Case(dense, 4, dtype, batch, H, W, fb=64, gen=5))
+                for r in ratios:
+                    pr = prune(Wd, "fp", r)
+                    yield "p4 gen5 fp", r, (lambda pr=pr: Case(pr, 4, dtype, batch, H, W, fb=64, gen=5))
+                continue
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                            stages=stages, mcast=mcast, epi=epi,
                                                                            pipe=pipe, sched=sched, rmcast=rmcast))
@@ -470,6 +484,8 @@ def cmd_table(args) -> int:
         impl = r["impl"]
         if args.best:   # "p4 gen4-persistent-halves dense" counts as "p4 gen4 dense": the column keeps the fastest
             impl = re.sub(r"^(p\d+ gen\d+)-\S+", r"\1", impl)
+            if args.gen == 4:   # and generation 5's dense and FP compete in generation 4's columns
+                impl = re.sub(r"^p4 gen5 ", "p4 gen4 ", impl)
         key = impl + ("" if r.get("ratio") is None else f" {r['ratio']:g}")
         d = by.setdefault(r["layer"], {})
         if key not in d or r["median_ms"] < d[key]["median_ms"]:
@@ -584,6 +600,8 @@ def main(argv=None) -> int:
                        help="generation 3 as well (opt-in: filter blocks of 32)")
         q.add_argument("--gen4", dest="gens", action="append_const", const=4,
                        help="generation 4 as well (wgmma A from registers; opt-in: filter blocks of 32)")
+        q.add_argument("--gen5", dest="gens", action="append_const", const=5,
+                       help="generation 5 as well (a cluster pair splitting V's columns; dense and FP in blocks of 64)")
     for q in (t, k):
         q.add_argument("--nets", default="vgg16,resnet18")
         q.add_argument("--dtype", default="fp16")

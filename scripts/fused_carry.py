@@ -7,7 +7,7 @@ given options, and the fused config search's menu -- and copies them, fp16 first
 --max-mb; the rest is listed in OUT/wsp/carry-missing.txt. On the device, `--device` builds what was left out,
 all cores at once, into the cache in use, before the tests start:
 
-    python scripts/fused_carry.py --pipes one,halves --scheds one,persistent --rmcasts 1,2 --ratios 0.7   # here
+    python scripts/fused_carry.py --pipes one,halves --scheds one,persistent --rmcasts 1,2 --gen5 --ratios 0.7  # here
     carry [".cache-carry", ".whl/nvidia_cutlass-4.2.0.0-py3-none-any.whl"], then on the device:
     rm -rf .cache && mv .cache-carry .cache && bash scripts/device_run.sh -- bash -c \\
       'python3 scripts/fused_carry.py --device <same options> && bash scripts/fused_gen4_run.sh <time options>'
@@ -27,9 +27,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 
 def gpu_test_descs() -> list:
-    """The generation-4 kernels of tests/gpu/test_fused_gpu.py (-k gen4), from its own case lists and layout builders:
-    its dense shapes and pruned cases for every WGMMA_GENS variant of generation 4, the wide filter blocks, the
-    persistent walks."""
+    """The generation-4 and -5 kernels of tests/gpu/test_fused_gpu.py (-k "gen4 or gen5"), from its own case lists and
+    layout builders: its dense shapes and pruned cases for every WGMMA_GENS variant of generation 4, the wide filter
+    blocks, the persistent walks, and generation 5's one kernel per dtype."""
     from cutlass_wsp.errors import Unsupported
     from cutlass_wsp.families import fused
 
@@ -47,6 +47,7 @@ def gpu_test_descs() -> list:
             pass
 
     for dt in ("fp16", "bf16"):
+        add(fused.cp_desc, dt, 64)   # generation 5's tests: dense and FP in blocks of 64
         for name, kw in gens.values():
             make = getattr(fused, name)
             add(make, dt, 32, fb=32, dense_map=True, **kw)   # every dense shape of the tests: MI = FB = 32
@@ -76,7 +77,8 @@ def bench_descs(args) -> list:
     out = []
     for _, lay in fl.bench_layers(args.nets):
         out += [make().desc for _, _, make in fl.fused_variants(lay.c, lay.n, lay.H, lay.W, [4], "fp16", 32, ratios,
-                                                                 [4], None, True, pipes=args.pipes, scheds=args.scheds,
+                                                                 [4, 5] if args.gen5 else [4], None, True,
+                                                                 pipes=args.pipes, scheds=args.scheds,
                                                                  rmcasts=args.rmcasts)]
     lay = layout_for(prune(he_winograd_weights((128, 64), 4, seed=1), "dense", 0.0), 4, fb=64)   # the config search
     out += candidates_for(FusedTuneProblem.of(lay, 4, 28, 28), "fp16")[:5]
@@ -107,6 +109,7 @@ def main() -> int:
     ap.add_argument("--pipes", type=fl._options("RS_PIPES"), default=("one",))
     ap.add_argument("--scheds", type=fl._options("RS_SCHEDS"), default=("one",))
     ap.add_argument("--rmcasts", type=fl._cluster_sizes, default=(1,))
+    ap.add_argument("--gen5", action="store_true", help="generation 5 in the time step too (time --gen5)")
     ap.add_argument("--sweep", action="store_true", help="the sweep's fused points too (fused_gen4_run.sh's sweep)")
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
     ap.add_argument("--jobs", type=int, default=None)

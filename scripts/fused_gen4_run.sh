@@ -15,19 +15,24 @@ OUT=${OUT:-/tmp/out}
 # $OUT brings back at most 8 files: the rows go to $T and are packed into one archive after every step
 T=/tmp/gen4; mkdir -p "$T"
 pack() { tar czf "$OUT/gen4.tgz" -C "$T" . ; }
-# The persistent and the region-multicast kernels' tests run each in a process of their own, after the others: a
-# kernel that traps (the mbarrier watchdog) leaves its CUDA context unusable, and would fail every later test of its
-# process. Where they fail, the timing runs without them (the same reason).
+# The persistent, the region-multicast and the generation-5 kernels' tests run each in a process of their own, after
+# the others: a kernel that traps (the mbarrier watchdog) leaves its CUDA context unusable, and would fail every later
+# test of its process. Where they fail, the timing runs without them (the same reason).
 tests() {
   timeout 300 python3 -m pytest -rs -p no:cacheprovider tests/gpu/test_fused_gpu.py -k "$1" 2>&1 \
     | tee -a "$OUT/gpu-tests.log" | tail -20
   local st=${PIPESTATUS[0]}; echo "pytest exit status: $st" | tee -a "$OUT/gpu-tests.log"; return "$st"
 }
-K=${TESTS_K:-gen4 or config_search}
-tests "($K) and not persistent and not rmc"
+K=${TESTS_K:-gen4 or gen5 or config_search}
+tests "($K) and not persistent and not rmc and not gen5"
 tests "($K) and persistent and not rmc"; st=$?
 tests "($K) and rmc"; st_rmc=$?   # the region multicast, with persistent CTAs too
+tests "($K) and gen5"; st_gen5=$?
 args=("$@")
+if [ "$st_gen5" -ne 0 ] && [ "$st_gen5" -ne 5 ]; then
+  echo "# generation 5 failed its tests: timed without it"
+  kept=(); for x in "${args[@]}"; do [ "$x" = --gen5 ] || kept+=("$x"); done; args=("${kept[@]}")
+fi
 if [ "$st" -ne 0 ] && [ "$st" -ne 5 ]; then   # 5: no test collected
   echo "# the persistent kernels failed their tests: timed without them"
   args=("${args[@]//,persistent/}"); args=("${args[@]//persistent,/}")

@@ -187,6 +187,12 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
     assert rmc["gen4-rmc2"] == rmc["gen4-halves-rmc2"] == rmc["gen4"]
     # with persistent CTAs: a cluster walking its items, the forms persistent CTAs serve
     assert rmc["gen4-persistent-rmc2"] == rmc["gen4-persistent"] == {"dense", "fp", "wsp-r", "wsp-rb"}
+    # generation 5: dense and FP in filter blocks of 64, once (it has no variants of generation 4's)
+    g5 = [(label, r, make().desc) for label, r, make in fused_layer.fused_variants(
+        256, 256, 56, 56, [4], "fp16", 32, [0.7], [4, 5], None, True, pipes=("one", "halves"))
+        if label.startswith("p4 gen5")]
+    assert [(label, r) for label, r, _ in g5] == [("p4 gen5 dense", None), ("p4 gen5 fp", 0.7)]
+    assert all(d.extra_dict()["gen"] == 5 and d.extra_dict()["fb"] == 64 for _, _, d in g5)
     with pytest.raises(SystemExit):
         fused_layer.main(["time", "--gen4", "--rmcasts", "1,3"])
     assert "'1,3': use one or more of 1, 2, 4" in capsys.readouterr().err
@@ -209,14 +215,16 @@ def test_fused_table_best_takes_each_cells_fastest_variant(tmp_path, capsys):
             {"layer": "vgg16:conv4_2", "impl": "p4 gen4-persistent dense", "ratio": None, "median_ms": 0.320,
              "floor_ms": 0.07},
             {"layer": "vgg16:conv4_2", "impl": "p4 gen4 fp", "ratio": 0.7, "median_ms": 0.125},
-            {"layer": "vgg16:conv4_2", "impl": "p4 gen4-halves fp", "ratio": 0.7, "median_ms": 0.130}]
+            {"layer": "vgg16:conv4_2", "impl": "p4 gen4-halves fp", "ratio": 0.7, "median_ms": 0.130},
+            {"layer": "vgg16:conv4_2", "impl": "p4 gen5 fp", "ratio": 0.5, "median_ms": 0.200},   # competes too
+            {"layer": "vgg16:conv4_2", "impl": "p4 gen4 fp", "ratio": 0.5, "median_ms": 0.210}]
     f = tmp_path / "t.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
     fused_layer = _load("fused_layer")
     assert fused_layer.main(["table", str(f), "--gen", "4", "--best"]) == 0
     out = capsys.readouterr().out
-    assert "| 0.320 (0.50×) |" in out and "| 0.125 (1.28×) |" in out
-    assert "fastest variant per fused cell: gen4 1, gen4-persistent 1" in out
+    assert "| 0.320 (0.50×) |" in out and "| 0.125 (1.28×) |" in out and "| 0.200 (0.80×) |" in out
+    assert "fastest variant per fused cell: gen4 1, gen4-persistent 1, gen5 1" in out
     assert fused_layer.main(["table", str(f), "--gen", "4"]) == 0
     assert "| 0.360 (0.44×) |" in capsys.readouterr().out
     assert fused_layer.main(["table", str(tmp_path / "none.jsonl"), "--gen", "4"]) == 2   # one line, no traceback

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from cutlass_wsp.errors import InputError, Unsupported
-from cutlass_wsp.families.fused import (WIDE_FB, accumulators, balanced_block, check_fused_desc, dense_layout,
-                                        fused_desc, layout_for, wide_filter_block,
+from cutlass_wsp.families.fused import (WIDE_FB, accumulators, balanced_block, check_fused_desc, cp_desc,
+                                        cp_smem_bytes, dense_layout, fused_desc, layout_for, pack_cp_weights,
+                                        wide_filter_block,
                                         pack_rs_chunk_map, pack_rs_weights, pack_ws_weights, pair_desc,
                                         pair_smem_bytes, row_layout, rs_desc, rs_k_slots, rs_smem_bytes, smem_bytes,
                                         ws_desc, ws_smem_bytes)
@@ -107,7 +108,8 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          rs_desc("fp16", 32, dense_map=True, sched="persistent", pipe="halves"),
          rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent"),
          rs_desc("fp16", 32, dense_map=True, rmcast=2),
-         rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2)]
+         rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2),
+         cp_desc("fp16")]
 # (compiled here: test_readme.py counts them)
 
 
@@ -371,6 +373,50 @@ def test_rs_region_multicast_renders_a_cluster_of_filter_blocks_and_its_smem_mat
         rs_desc("fp16", 32, dense_map=True, rmcast=2, stages=5)
     with pytest.raises(Unsupported, match="weights multicast"):
         rs_desc("fp16", 32, dense_map=True, rmcast=2, mcast=2)
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_the_host(dtype):
+    """cp_desc: a cluster pair (consecutive x) shares a tile rectangle and a filter block of N = 64; warpgroup w of
+    rank r transforms column 2r + w of V (B^T's row: +1 at j0, sgn at j1) into the A registers of 4 wgmma m64n64k16;
+    the region is multicast to both CTAs with the region multicast's ring protocol; the epilogue trades rows within the
+    CTA and columns across the pair (distributed shared memory)."""
+    from cutlass_wsp.kernels.emitter import render
+
+    d = cp_desc(dtype)
+    assert d.extra_dict()["gen"] == 5 and d.tile == (64, 64, 16) and d.stages % 2 == 0 and "_gen5_" in d.name
+    src = render(d)
+    assert "{{" not in src and "{%" not in src
+    assert "__cluster_dims__(PAIR, 1, 1)" in src and "MMA_64x64x16_F32" in src and "_RS<" in src
+    assert "SM90_TMA_LOAD_MULTICAST_4D::copy" in src and "SM90_TMA_LOAD_4D::copy" not in src
+    assert "const dim3 grid(static_cast<unsigned>(units * PAIR), a.M);" in src
+    # F(2,3)'s B^T rows as (+1 at j0, sgn at j1): d0 - d2, d1 + d2, d2 - d1, d3 - d1
+    for c, (j0, j1, sg) in enumerate([(0, 2, "-1.0f"), (1, 2, "1.0f"), (2, 1, "-1.0f"), (3, 1, "-1.0f")]):
+        assert f"if (col == {c}) {{ j0 = {j0}; j1 = {j1}; sgn = {sg}; }}" in src
+    # the ring: owned stages loaded when every warp of the pair released them, each warp releasing after its issue
+    assert "if (st % PAIR != static_cast<int>(rank)) continue;" in src
+    loop = src[src.index("for (int k = 0; k < p.chunks; ++k) {"):]
+    assert loop.index("warpgroup_commit_batch();") < loop.index("Barrier::arrive(&rawfree[s]")
+    assert src.count("cute::cluster_sync();") == 3   # after init; after the mainloops; after the remote partials
+    assert "st.shared::cluster.f32" in src and "mapa.shared::cluster.u32" in src
+    c = _template_constants(src)
+    assert c["SMEM_BYTES"] == cp_smem_bytes(64, d.stages) <= 227 * 1024 and c["PPC"] == 4 and c["NACC"] == 32
+    with pytest.raises(Unsupported, match="generation-5 tile"):
+        cp_desc(dtype, 80)
+    with pytest.raises(Unsupported, match="stages"):
+        cp_desc(dtype, stages=5)
+
+
+def test_generation_5_packs_each_column_contiguously():
+    W = he_winograd_weights((64, 32), 4, seed=3)
+    lay = dense_layout(W, 4, fb=64)
+    P = pack_cp_weights(lay.U).reshape(lay.blocks, lay.cpad // 16, 16, 64, 16)
+    R = pack_rs_weights(lay.U).reshape(lay.blocks, lay.cpad // 16, 16, 64, 16)
+    for c in range(4):
+        for r in range(4):   # packed position 4c + r is position 4r + c, k slots as generation 4
+            np.testing.assert_array_equal(P[:, :, 4 * c + r], R[:, :, 4 * r + c])
+    with pytest.raises(InputError, match="p = 4"):
+        pack_cp_weights(np.zeros((1, 36, 64, 16), np.float32))
 
 
 @pytest.mark.parametrize("dense,full,cmap", [(True, False, False), (False, True, False), (False, False, False),

@@ -320,8 +320,66 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
     return check_fused_desc(desc)
 
 
+# Generation 5 ("cp", p = 4): a cluster pair splits V's columns, one per warpgroup, N = MI = FB filters
+# (templates/_fused_cp.cu.j2). Built and checked on the CPU; not yet run on a GPU (docs/fused.md, "Next steps").
+CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
+CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
+
+
+def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX) -> int:
+    """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants)."""
+    main = stages * _align1k(raw * BC * 2) + 2 * (stages + 1) * 4 * mi * BC * 2
+    xs = 2 * 2 * (mi // 2) * 128 * 4 + 2 * (mi // 2) * 128 * 4    # the two epilogue exchanges, over the rings
+    bars = -(-((3 * stages + 2 * (stages + 1)) * 8) // 16) * 16
+    return max(main, xs) + bars + WS_BT * 16
+
+
+def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
+    mi, bt, bc = desc.tile
+    if extra.get("p") != 4 or extra.get("warps") != RS_WARPS or extra.get("map") != "dense":
+        raise Unsupported(f"generation 5 with p={extra.get('p')}, {extra.get('warps')} warps, the "
+                          f"{extra.get('map')!r} map", f"use p=4, {RS_WARPS} warps and the dense map (dense, FP)")
+    if desc.dtype not in FUSED_DTYPES:
+        raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
+    if bc != BC or bt != WS_BT or mi not in CP_MI or extra.get("fb") != mi:
+        raise Unsupported(f"generation-5 tile {desc.tile} with FB={extra.get('fb')}",
+                          f"use (MI in {CP_MI}, {WS_BT}, {BC}) with FB == MI")
+    if extra.get("raw") != WS_RAW_PIX:
+        raise Unsupported(f"input region of {extra.get('raw')} pixels", f"use {WS_RAW_PIX}")
+    if desc.stages not in CP_STAGES:
+        raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
+    need = cp_smem_bytes(mi, desc.stages)
+    if need > SMEM_LIMIT:
+        raise Unsupported(f"generation-5 tile {mi}x{bt}, {desc.stages} stages needs {need // 1024} KB",
+                          "use fewer stages or a smaller filter block")
+    return desc
+
+
+def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None) -> KernelDesc:
+    """A generation-5 fused kernel (p = 4; the dense map: dense and FP layouts in filter blocks of MI): a cluster
+    pair splits V's columns, each warpgroup transforms its column into wgmma's A registers with N = MI, the input
+    region multicast to both CTAs. The deepest even ring whose shared memory fits, unless given."""
+    mi = int(mi)
+    if stages is None:
+        stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s) <= SMEM_LIMIT), 2)
+    desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
+                      extra=(("p", 4), ("fb", mi), ("warps", RS_WARPS), ("gen", 5), ("map", "dense"),
+                             ("raw", WS_RAW_PIX)))
+    return check_fused_desc(desc)
+
+
+def pack_cp_weights(U: np.ndarray) -> np.ndarray:
+    """Generation 5's weights: generation 4's packing (pack_rs_weights) with the 16 positions in column order
+    (position i = 4 r + c goes to 4 c + r), so that a warpgroup's column is one contiguous bulk copy."""
+    blocks, L, mi, cpad = U.shape
+    if L != 16:
+        raise InputError(f"weights of {L} positions", "generation 5 is built for p = 4 (16 positions)")
+    order = [4 * r + c for c in range(4) for r in range(4)]
+    return pack_rs_weights(np.ascontiguousarray(U[:, order]))
+
+
 def fused_generation(desc: KernelDesc) -> int:
-    """1, 2, 3 or 4: which template body builds `desc`."""
+    """1 to 5: which template body builds `desc`."""
     return int(desc.extra_dict().get("gen", 1))
 
 
@@ -375,6 +433,8 @@ def check_fused_desc(desc: KernelDesc) -> KernelDesc:
         raise Unsupported(f"the fused layer kernel is built for sm90, not {desc.arch}", "use a Hopper GPU (sm_90)")
     extra = desc.extra_dict()
     gen = fused_generation(desc)
+    if gen == 5:
+        return _check_cp(desc, extra)
     if gen == 4:
         return _check_rs(desc, extra)
     if gen == 3:
@@ -635,7 +695,7 @@ class FusedLayer:
         self.kernel = get_kernel(self.desc, cache)
         lay = self.layout
         gen = fused_generation(self.desc)
-        pack = {3: pack_ws_weights, 4: pack_rs_weights}.get(gen, np.ascontiguousarray)
+        pack = {3: pack_ws_weights, 4: pack_rs_weights, 5: pack_cp_weights}.get(gen, np.ascontiguousarray)
         U = pack(lay.U)
         # generation 4 with the chunk map reads it (the other kernels multiply the zero chunks)
         cmap = cupy.asarray(pack_rs_chunk_map(lay.ckeep)) if "cmap" in self.desc.extra_dict() else None

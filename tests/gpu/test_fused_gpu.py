@@ -241,6 +241,45 @@ def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype,
     assert m.rel_error > 0 and m.timing.median_ms > 0
 
 
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("batch,c,n,H,W", GEN3_DENSE_SHAPES)
+def test_gen5_dense_equals_direct_convolution(dtype, batch, c, n, H, W, compile_cache_dir):
+    """Generation 5: a cluster pair splitting V's columns, each warpgroup one column with N = 64 (n = 32, 48, 80, 96
+    leave a block partly empty), the region multicast to both CTAs, partial outputs traded within the CTA and across
+    the pair. Dense against float64 direct convolution."""
+    from cutlass_wsp.families.fused import cp_desc, dense_layout
+    from cutlass_wsp.winograd import filter_transform
+
+    _sm90()
+    rng = np.random.default_rng(batch * 100 + c + H + 5)
+    g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
+    lay = dense_layout(filter_transform(g.astype(np.float64), 2).astype(np.float32), 4, fb=64)
+    desc = cp_desc(dtype, lay.mi)
+    err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused gen5 {desc.name}")
+    assert 0 < err
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
+@pytest.mark.parametrize("ratio", [0.5, 0.7])
+def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, batch, H, W, ratio, compile_cache_dir):
+    """Generation 5 with FP's identity layout (the kept filters of n = 96, c = 64, in blocks of 64)."""
+    from cutlass_wsp.families.fused import cp_desc, layer_op, layout_for
+    from cutlass_wsp.gpu.harness import bench
+    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    _sm90()
+    lay = layout_for(prune(he_winograd_weights((96, 64), 4, seed=13), "fp", ratio), 4, fb=64)
+    assert lay.identity
+    desc = cp_desc(dtype, lay.mi)
+    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen5 fp {ratio}")
+    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
+              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
+    assert m.rel_error > 0 and m.timing.median_ms > 0
+
+
 def test_a_fused_config_search_verifies_records_and_is_read_back(compile_cache_dir, tmp_path):
     from cutlass_wsp.families import registry
     from cutlass_wsp.families.fused import FusedTuneProblem, layout_for
