@@ -407,6 +407,36 @@ def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_
         cp_desc(dtype, stages=5)
 
 
+def test_generation_5s_rendered_column_tables_give_the_winograd_transforms():
+    """The per-column constants the kernel is rendered with, read back from its source: each warpgroup's column of
+    V from t[k] = d[k][j0] + sgn d[k][j1] and B^T's rows equals (B^T d B)[:, c], and the epilogue's A^T[v][c] with
+    the rows' reduction adds up to A^T M A over the four columns (the pair's four warpgroups)."""
+    import re
+
+    from cutlass_wsp.kernels.emitter import render
+    from cutlass_wsp.winograd import matrices_float
+
+    src = render(cp_desc("fp16"))
+    AT, _, BT = matrices_float(2)
+    cols = {int(c): (int(j0), int(j1), float(sg)) for c, j0, j1, sg in
+            re.findall(r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; \}", src)}
+    av = [[float(x) for x in re.findall(r"col == \d \? (-?[\d.]+)f", re.search(rf"av\[{v}\] = ([^;]+);", src)[1])]
+          for v in range(2)]
+    assert sorted(cols) == [0, 1, 2, 3] and all(len(a) == 4 for a in av)
+    rng = np.random.default_rng(5)
+    d = rng.standard_normal((4, 4))
+    V = BT @ d @ BT.T
+    for c, (j0, j1, sg) in cols.items():
+        t = d[:, j0] + sg * d[:, j1]
+        np.testing.assert_allclose(BT @ t, V[:, c], atol=1e-12)
+    M = rng.standard_normal((4, 4))
+    Y = np.zeros((2, 2))
+    for c in range(4):
+        Z = AT @ M[:, c]                       # the warpgroup's column reduced over the rows
+        Y += np.outer(Z, [av[0][c], av[1][c]])
+    np.testing.assert_allclose(Y, AT @ M @ AT.T, atol=1e-12)
+
+
 def test_generation_5_packs_each_column_contiguously():
     W = he_winograd_weights((64, 32), 4, seed=3)
     lay = dense_layout(W, 4, fb=64)
