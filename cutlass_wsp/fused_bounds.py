@@ -124,6 +124,12 @@ def _line_support(p: int) -> tuple[frozenset[int], ...]:
     return tuple(frozenset(k for k in range(p) if bt[r][k] != 0) for r in range(p))
 
 
+def _lines_needed(p: int, group) -> int:
+    """Input lines (rows or columns of the patch) V's lines `group` read: the union of their supports."""
+    sup = _line_support(p)
+    return len(frozenset().union(*(sup[r] for r in group)))
+
+
 @lru_cache(maxsize=None)
 def _line_ops(p: int) -> tuple[int, ...]:
     """Packed-half2 operations that make V's line r from the input lines it reads: one add (or fma) per term past the
@@ -138,10 +144,7 @@ def line_groups(p: int, groups: int) -> tuple[tuple[int, ...], ...]:
     lines' supports): the best partition."""
     if p % groups:
         raise InputError(f"{groups} groups of V's {p} lines", "use a divisor of p")
-    sup, size = _line_support(p), p // groups
-
-    def need(group) -> int:
-        return len(frozenset().union(*(sup[r] for r in group)))
+    size = p // groups
 
     def best(left: frozenset[int]) -> tuple[int, tuple[tuple[int, ...], ...]]:
         if not left:
@@ -151,8 +154,9 @@ def line_groups(p: int, groups: int) -> tuple[tuple[int, ...], ...]:
         for rest in itertools.combinations(sorted(left - {first}), size - 1):
             group = (first, *rest)
             cost, tail = best(left - frozenset(group))
-            if out is None or need(group) + cost < out[0]:
-                out = (need(group) + cost, (group, *tail))
+            need = _lines_needed(p, group) + cost
+            if out is None or need < out[0]:
+                out = (need, (group, *tail))
         return out
 
     return best(frozenset(range(p)))[1]
@@ -160,16 +164,14 @@ def line_groups(p: int, groups: int) -> tuple[tuple[int, ...], ...]:
 
 def lines_read(p: int, groups: int) -> int:
     """Input lines the best partition of V's lines into `groups` reads in all."""
-    sup = _line_support(p)
-    return sum(len(frozenset().union(*(sup[r] for r in g))) for g in line_groups(p, groups))
+    return sum(_lines_needed(p, g) for g in line_groups(p, groups))
 
 
 def transform_ops(p: int, rows: tuple[int, ...], cols: tuple[int, ...]) -> tuple[int, int]:
     """(operations, first-pass results) per tile and packed half2 that make V's block rows x cols from the patch, in
     the cheaper order of the two passes (V = B^T d B is separable): generation 4's two rows of F(2,3) take 8 + 8."""
-    sup, ops = _line_support(p), _line_ops(p)
-    need_r = len(frozenset().union(*(sup[r] for r in rows)))
-    need_c = len(frozenset().union(*(sup[c] for c in cols)))
+    ops = _line_ops(p)
+    need_r, need_c = _lines_needed(p, rows), _lines_needed(p, cols)
     rows_first = (need_c * sum(ops[r] for r in rows) + len(rows) * sum(ops[c] for c in cols), need_c * len(rows))
     cols_first = (need_r * sum(ops[c] for c in cols) + len(cols) * sum(ops[r] for r in rows), need_r * len(cols))
     return min(rows_first, cols_first)
@@ -187,12 +189,11 @@ def instructions_per_warp(d: Design) -> float:
     rotation selects (one per first-pass result: the conflict-free column order of generation 4), one 8-byte load per
     patch pixel its block reads, one wgmma per position, and the fixed part."""
     rows, cols = line_groups(d.p, d.row_groups), line_groups(d.p, d.col_groups)
-    sup = _line_support(d.p)
     total = 0.0
     for r in rows:
         for c in cols:
             ops, firsts = transform_ops(d.p, r, c)
-            pixels = len(frozenset().union(*(sup[x] for x in r))) * len(frozenset().union(*(sup[x] for x in c)))
+            pixels = _lines_needed(d.p, r) * _lines_needed(d.p, c)
             wgmmas = len(r) * len(c) * (d.tiles // 64)
             total += (ISSUE_FIXED + ISSUE_PER_WGMMA * wgmmas + wgmmas + 2 * 2 * (ops + firsts) + 2 * pixels)
     return total / (len(rows) * len(cols))

@@ -38,7 +38,6 @@ def gpu_test_descs() -> list:
     exec(compile(src.replace('cp = pytest.importorskip("cupy")', "cp = None"), "test_fused_gpu", "exec"), ns)
     gens = {k: v for k, v in ns["WGMMA_GENS"].items() if k.startswith("gen4")}
     out = []
-    variants = ns["WIDE_VARIANTS"]
 
     def add(make, *a, **kw):
         try:
@@ -56,7 +55,7 @@ def gpu_test_descs() -> list:
                 add(make, dt, lay.mi, fb=32, dense_map=lay.identity, cmap=lay.pruned_chunks, **kw)
         for pattern, ratio, wide in ns["WIDE_CASES"]:
             lay, fb = ns["wide_layout"](pattern, ratio, wide)
-            for kw in variants:
+            for kw in ns["WIDE_VARIANTS"]:
                 add(fused.rs_desc, dt, lay.mi, fb=fb, full_rows=True, **kw)
         for kw in ns["PERSISTENT_VARIANTS"]:   # the persistent walks: dense, and the full map of WSP-RB / WSP-R
             add(fused.rs_desc, dt, 32, fb=32, dense_map=True, sched="persistent", **kw)

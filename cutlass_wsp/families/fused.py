@@ -20,10 +20,11 @@ balanced per (position, filter block), pruning.py) keeps the same count in every
 a count that is a multiple of 16 the waste is zero. WSP-CB (blocks of 16 input channels, the same count in every
 position) keeps every row: U stays dense with the pruned chunks zero, and ckeep says which products to skip.
 
-Three kernels (`KernelDesc.extra` "gen"): generation 1 (`fused_desc`, any p: one CTA holds all positions),
+Five kernels (`KernelDesc.extra` "gen"): generation 1 (`fused_desc`, any p: one CTA holds all positions),
 generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows), generation 3 (`ws_desc`, p = 4:
-warp-specialized producer / transform / wgmma consumers) and generation 4 (`rs_desc`, p = 4: each wgmma
-warpgroup transforms its rows of V into its A registers). Generation 4 is p = 4's default (default_desc): the
+warp-specialized producer / transform / wgmma consumers), generation 4 (`rs_desc`, p = 4: each wgmma
+warpgroup transforms its rows of V into its A registers) and generation 5 (`cp_desc`, p = 4, the dense map, not
+yet run on a GPU: a wgmma cluster pair splits V's columns, N = 64). Generation 4 is p = 4's default (default_desc): the
 dense map in filter blocks of 32, the row-pruned forms in filter blocks as wide as their kept rows allow
 (wide_filter_block), where generation 2 remains the fallback and a tuning candidate. The registry part at the
 end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
@@ -330,7 +331,7 @@ def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX) -> int:
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants)."""
     main = stages * _align1k(raw * BC * 2) + 2 * (stages + 1) * 4 * mi * BC * 2
     xs = 2 * 2 * (mi // 2) * 128 * 4 + 2 * (mi // 2) * 128 * 4    # the two epilogue exchanges, over the rings
-    bars = -(-((3 * stages + 2 * (stages + 1)) * 8) // 16) * 16
+    bars = -(-((2 * stages + 2 * (stages + 1)) * 8) // 16) * 16   # rawfull, rawfree; ufull
     return max(main, xs) + bars + WS_BT * 16
 
 
