@@ -20,6 +20,12 @@ class Unsupported(WspError):
     """A valid request this build/GPU cannot serve: dtype, arch, shape, pattern."""
 
 
+class UnreachableRatio(InputError, Unsupported):
+    """A ratio in [0, 1) that this layer's shape cannot realise (it would keep no row, column or block of a W_i).
+    To a caller it is bad input for this layer (InputError); to a sweep it is final, not a failure to retry: its
+    row is `unsupported` (status.classify), so `--retry-failed` does not measure it again."""
+
+
 class GpuUnavailable(WspError):
     """No CUDA GPU, driver or CuPy: GPU commands stop here with one line."""
 

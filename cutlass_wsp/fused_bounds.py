@@ -9,13 +9,14 @@ warpgroups, each CTA loading the region itself. Per 16-channel chunk and CTA the
 
   tensor cycles    positions x tiles x filters x 16 FMAs at `fma_per_clk` per SM;
   port wavefronts  (128 B of the shared-memory port each) the region's TMA write, the transform's pixel reads
-                   (32 B per pixel: 16 fp16 channels), U's bulk write and wgmma's read of U;
+                   (32 B per pixel: 16 fp16 channels; times the bank conflict no column order avoids, load_conflict),
+                   U's bulk write and wgmma's read of U;
   L2 -> SM bytes   the region (shared by `mcast` CTAs of other filter blocks through TMA multicast) and U;
   issue cycles     the warps' instructions (instructions_per_warp: the transform, its loads, the wgmmas and a fixed
                    part calibrated on generation 4's SASS) at `issue_per_clk`,
 
 and a layer's bound is the largest of the four totals spread evenly over the SMs. Everything the real kernel adds
-is left out, so the bound is optimistic: the epilogue, wave quantization, the prologue, bank conflicts, latency.
+is left out, so the bound is optimistic: the epilogue, wave quantization, the prologue, avoidable bank conflicts, latency.
 Which designs exist is set by the register file: each thread holds positions x filters / 2 accumulators plus one
 wgmma's A fragment in flight and `overhead` registers (generation 4 measured 68: addresses, pixel loads, the
 transform's temporaries).
@@ -205,6 +206,30 @@ def pixels_read_per_tile(d: Design) -> float:
     return lines_read(d.p, d.row_groups) * lines_read(d.p, d.col_groups) / d.cluster
 
 
+BANK_GROUPS = WAVEFRONT // PIXEL_BYTES   # 32-byte pixels per 128-byte period of the banks
+
+
+def load_conflict(p: int, cols: tuple[int, ...]) -> int:
+    """Wavefronts per conflict-free one of a warpgroup's 8-byte pixel loads when it makes V's columns `cols`: every
+    lane of a load reads the same relative pixel of its tile, a half-warp's 4 tiles start m pixels apart, and a
+    per-tile column order can only move them among the bank groups (start + input column) mod 4 that the starts and
+    the input columns the block reads reach, so at best ceil(4 / reached) tiles share a group (cutlass_wsp/fused_banks:
+    generation 4's rotation and generation 5's swap reach it; F(2,3)'s columns 0 and 3 alone reach 2 groups)."""
+    m = tile_m(p)
+    starts = {(k * m) % BANK_GROUPS for k in range(BANK_GROUPS)}
+    support = frozenset().union(*(_line_support(p)[c] for c in cols))
+    reached = {(s + j) % BANK_GROUPS for s in starts for j in support}
+    return -(-BANK_GROUPS // len(reached))
+
+
+def read_wavefronts_per_tile(d: Design) -> float:
+    """Port wavefronts of the CTA's pixel loads per tile and chunk: pixels_read_per_tile, each column block's share
+    times its load_conflict, 32 bytes per pixel."""
+    cols = line_groups(d.p, d.col_groups)
+    weighted = sum(_lines_needed(d.p, c) * load_conflict(d.p, c) for c in cols)
+    return lines_read(d.p, d.row_groups) * weighted / d.cluster * PIXEL_BYTES / WAVEFRONT
+
+
 @dataclass(frozen=True)
 class ChunkCost:
     tensor_cycles: float
@@ -243,13 +268,13 @@ def chunk_cost(d: Design, region: int, hw: Hopper = Hopper()) -> ChunkCost:
     if d.shared_v:
         # every region pixel read once (column passes shared by neighbouring tiles, exchanged for free), then the
         # CTA's positions of V written and read back by wgmma as its A operand
-        reads = region + 2 * pos * d.tiles
+        reads = (region + 2 * pos * d.tiles) * PIXEL_BYTES / WAVEFRONT
     else:
-        reads = d.tiles * pixels_read_per_tile(d)
+        reads = d.tiles * read_wavefronts_per_tile(d)
     return ChunkCost(
         tensor_cycles=pos * d.tiles * d.filters * CHUNK / hw.fma_per_clk,
         region_write=region * PIXEL_BYTES / WAVEFRONT,
-        transform_read=reads * PIXEL_BYTES / WAVEFRONT,
+        transform_read=reads,
         u_write=u_bytes / WAVEFRONT,
         u_read=u_bytes * (d.tiles // 64) / WAVEFRONT,
         l2_bytes=region * PIXEL_BYTES / d.mcast + u_bytes,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cutlass_wsp.errors import InputError, Unsupported
+from cutlass_wsp.errors import InputError, UnreachableRatio, Unsupported
 from cutlass_wsp.patterns import BALANCES, PATTERNS as _PATTERNS, PRUNING_PATTERNS as PATTERNS
 
 CRITERIA: tuple[str, ...] = ("l2", "random")
@@ -196,7 +196,7 @@ def _kept_per_group(ratio: float, groups: int, units: int, balance: str, spread:
     """Kept units per group (array), or for 'unbalanced' the total kept over all groups (int)."""
     k = kept_count(ratio, units)
     if k < 1:
-        raise InputError(f"pruning ratio {ratio} leaves no {what} of {units} in each W_i",
+        raise UnreachableRatio(f"pruning ratio {ratio} leaves no {what} of {units} in each W_i",
                          f"use a ratio below {1 - 0.5 / units:.4f}")
     if balance == "balanced":
         return np.full(groups, k, dtype=np.int64)
@@ -204,7 +204,7 @@ def _kept_per_group(ratio: float, groups: int, units: int, balance: str, spread:
         return _spread_counts(spread_ratios(ratio, spread, groups, units, rng), units, groups * k)
     total = kept_count(ratio, groups * units)
     if total < groups:
-        raise InputError(f"pruning ratio {ratio} leaves fewer {what}s than the {groups} matrices W_i",
+        raise UnreachableRatio(f"pruning ratio {ratio} leaves fewer {what}s than the {groups} matrices W_i",
                          "use a lower ratio: each W_i keeps at least one")
     return total
 

@@ -2,7 +2,8 @@
 
     ok             verified, then timed
     wrong          ran, but the output failed the check against the reference (VerificationError)
-    unsupported    refused before running: this shape, dtype or arch is not served (Unsupported)
+    unsupported    refused before running: this shape, dtype or arch is not served, or the ratio keeps nothing of
+                   this layer (Unsupported, UnreachableRatio)
     compile_error  the kernel did not compile (CompileError)
     oom            out of device memory
     error          anything else (a failed load or launch, a CUDA error, a bug): the reason says which

@@ -119,3 +119,24 @@ def test_bounds_table_reads_the_measured_rows(tmp_path, capsys):
         assert mod.main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and msg in err[0]
+
+
+def test_the_load_conflict_no_column_order_avoids_matches_the_bank_model():
+    """A warpgroup making F(2,3)'s columns 0 or 3 alone reads input columns of one parity: 2 wavefronts per ideal
+    one whatever the order (generation 5's columns, cutlass_wsp/fused_banks); blocks of columns, and F(4,3)'s
+    columns other than the first and last, reach all four bank groups."""
+    from cutlass_wsp.fused_banks import gen5_load_wavefronts, pick_rectangle, tile_pixels
+    from cutlass_wsp.fused_bounds import load_conflict, read_wavefronts_per_tile
+
+    w = tile_pixels(*pick_rectangle(32, 14, 14))
+    for c, (j0, j1) in enumerate([(0, 2), (1, 2), (2, 1), (3, 1)]):
+        got, ideal = gen5_load_wavefronts(w, j0, j1)
+        assert load_conflict(4, (c,)) == got // ideal
+    assert load_conflict(4, (0, 1)) == load_conflict(4, (0, 1, 2, 3)) == 1
+    assert [load_conflict(6, (c,)) for c in range(6)] == [2, 1, 1, 1, 1, 2]
+    # generation 4 (all four columns per warpgroup) is unchanged: 24 pixels per tile, one wavefront per 4
+    assert read_wavefronts_per_tile(GEN4) == 24 * 32 / 128
+    # generation 5: per CTA two warpgroups of one column each (8 pixels per tile), one of them 2-way
+    g5 = Design(4, row_groups=1, col_groups=4, filters=64, cluster=2, mcast=2)
+    assert read_wavefronts_per_tile(g5) == (4 * (2 * 2 + 2 * 1 + 2 * 1 + 2 * 2)) / 2 * 32 / 128 == 6
+    assert chunk_cost(g5, 576).transform_read == 64 * 6 == 384

@@ -391,8 +391,10 @@ def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_
     assert "SM90_TMA_LOAD_MULTICAST_4D::copy" in src and "SM90_TMA_LOAD_4D::copy" not in src
     assert "const dim3 grid(static_cast<unsigned>(units * PAIR), a.M);" in src
     # F(2,3)'s B^T rows as (+1 at j0, sgn at j1): d0 - d2, d1 + d2, d2 - d1, d3 - d1
-    for c, (j0, j1, sg) in enumerate([(0, 2, "-1.0f"), (1, 2, "1.0f"), (2, 1, "-1.0f"), (3, 1, "-1.0f")]):
-        assert f"if (col == {c}) {{ j0 = {j0}; j1 = {j1}; sgn = {sg}; }}" in src
+    # (columns 1 and 2 read adjacent patch columns: their tiles may swap the two loads against bank conflicts)
+    for c, (j0, j1, sg, sw) in enumerate([(0, 2, "-1.0f", "false"), (1, 2, "1.0f", "true"), (2, 1, "-1.0f", "true"),
+                                          (3, 1, "-1.0f", "false")]):
+        assert f"if (col == {c}) {{ j0 = {j0}; j1 = {j1}; sgn = {sg}; swappable = {sw}; }}" in src
     # the ring: owned stages loaded when every warp of the pair released them, each warp releasing after its issue
     assert "if (st % PAIR != static_cast<int>(rank)) continue;" in src
     loop = src[src.index("for (int k = 0; k < p.chunks; ++k) {"):]
@@ -410,7 +412,9 @@ def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_
 def test_generation_5s_rendered_column_tables_give_the_winograd_transforms():
     """The per-column constants the kernel is rendered with, read back from its source: each warpgroup's column of
     V from t[k] = d[k][j0] + sgn d[k][j1] and B^T's rows equals (B^T d B)[:, c], and the epilogue's A^T[v][c] with
-    the rows' reduction adds up to A^T M A over the four columns (the pair's four warpgroups)."""
+    the rows' reduction adds up to A^T M A over the four columns (the pair's four warpgroups). A tile that loads its
+    columns swapped (adjacent j0, j1: against bank conflicts) transforms into sgn V, and the epilogue's factor for it,
+    sgn A^T[v][c], gives the same output."""
     import re
 
     from cutlass_wsp.kernels.emitter import render
@@ -418,23 +422,29 @@ def test_generation_5s_rendered_column_tables_give_the_winograd_transforms():
 
     src = render(cp_desc("fp16"))
     AT, _, BT = matrices_float(2)
-    cols = {int(c): (int(j0), int(j1), float(sg)) for c, j0, j1, sg in
-            re.findall(r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; \}", src)}
-    av = [[float(x) for x in re.findall(r"col == \d \? (-?[\d.]+)f", re.search(rf"av\[{v}\] = ([^;]+);", src)[1])]
-          for v in range(2)]
-    assert sorted(cols) == [0, 1, 2, 3] and all(len(a) == 4 for a in av)
+    cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in
+            re.findall(r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; swappable = (\w+); \}", src)}
+    av = [[float(x) for x in re.findall(r"col == \d \? (-?[\d.]+)f", a)]
+          for a in re.findall(r"const float a = ([^;]+);", src)]
+    assert sorted(cols) == [0, 1, 2, 3] and len(av) == 2 and all(len(a) == 4 for a in av)
+    assert [cols[c][3] for c in range(4)] == [abs(cols[c][0] - cols[c][1]) == 1 for c in range(4)] == \
+        [False, True, True, False]
+    assert "av[0][0] = swapped(0) ? sgn * a : a;" in src and "av[1][1] = swapped(1) ? sgn * a : a;" in src
+    assert "la[tt] = src + (sw ? j1 : j0) * (RAW_CH * 2);" in src and "lb[tt] = src + (sw ? j0 : j1) * (RAW_CH * 2);" in src
     rng = np.random.default_rng(5)
     d = rng.standard_normal((4, 4))
     V = BT @ d @ BT.T
-    for c, (j0, j1, sg) in cols.items():
-        t = d[:, j0] + sg * d[:, j1]
-        np.testing.assert_allclose(BT @ t, V[:, c], atol=1e-12)
     M = rng.standard_normal((4, 4))
-    Y = np.zeros((2, 2))
-    for c in range(4):
-        Z = AT @ M[:, c]                       # the warpgroup's column reduced over the rows
-        Y += np.outer(Z, [av[0][c], av[1][c]])
-    np.testing.assert_allclose(Y, AT @ M @ AT.T, atol=1e-12)
+    for swapped in (False, True):
+        Y = np.zeros((2, 2))
+        for c, (j0, j1, sg, swappable) in cols.items():
+            a, b = (j1, j0) if swapped and swappable else (j0, j1)
+            t = d[:, a] + sg * d[:, b]         # the loop's fma2(db, sg, da) on whatever the two loads read
+            f = sg if swapped and swappable else 1.0
+            np.testing.assert_allclose(f * (BT @ t), V[:, c], atol=1e-12)
+            Z = AT @ (f * M[:, c])             # the accumulators of a swapped tile hold f times its products
+            Y += np.outer(Z, [f * av[0][c], f * av[1][c]])
+        np.testing.assert_allclose(Y, AT @ M @ AT.T, atol=1e-12)
 
 
 def test_generation_5_packs_each_column_contiguously():

@@ -80,6 +80,39 @@ def test_lost_cuda_context_stops_with_rows_saved(tmp_path):
     assert [r["status"] for r in rows] == ["ok", "ok", "error"]
 
 
+def test_a_ratio_the_layer_cannot_realise_is_final_not_retried(tmp_path):
+    """WSP-CB 0.9 of a 64-channel layer (4 blocks of 16) keeps no block: the pruning's own error, recorded as
+    `unsupported` with its one line, and --retry-failed leaves it alone while it measures an `error` row again."""
+    import numpy as np
+
+    from cutlass_wsp.errors import InputError
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    W = he_winograd_weights((32, 64), p=4, seed=0)
+    pts = _points()
+    seen = []
+
+    def measure(pt):
+        seen.append(pt.key)
+        if pt is pts[0]:
+            prune(W, "wsp-cb", 0.9)
+        if pt is pts[1] and len(seen) == 2:   # a failure of the first run only
+            raise ValueError("a transient failure")
+        return _ok(pt)
+
+    store = ResultStore(tmp_path / "r.jsonl")
+    run_points(pts, store, measure, provenance_fields={})
+    rows = {r["key"]: r for r in store.load()}
+    assert rows[pts[0].key]["status"] == "unsupported" and rows[pts[1].key]["status"] == "error"
+    assert rows[pts[0].key]["reason"].startswith("pruning ratio 0.9 leaves no 16-channel block of 4 in each W_i")
+    seen.clear()
+    run_points(pts, ResultStore(tmp_path / "r.jsonl"), measure, provenance_fields={}, retry_failed=True)
+    assert seen == [pts[1].key]
+    with pytest.raises(InputError):   # to a caller it is still bad input for this layer
+        prune(W, "wsp-cb", np.float64(0.9))
+
+
 def test_classify():
     assert classify(VerificationError("x"))[0] == "wrong"
     assert classify(ValueError("bad"))[0] == "error"

@@ -1,0 +1,109 @@
+"""The bank-conflict model of the fused kernels' pixel loads (cutlass_wsp/fused_banks.py) against the templates it
+mirrors: the host's tile rectangle (compiled from the rendered source with the host C++ compiler) and the column
+orders of generations 4 and 5."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from cutlass_wsp.families.fused import cp_desc
+from cutlass_wsp.fused_banks import (RAW_PIX, TILES, gen4_load_wavefronts, gen5_load_wavefronts, load_wavefronts,
+                                     pick_rectangle, rotated, tile_pixels, wavefronts)
+from cutlass_wsp.layers import network
+from cutlass_wsp.winograd import tile_grid
+
+# (batch, H, W): the VGG-16 / ResNet-18 layers with c >= 64 at batch 32, and the GPU tests' odd shapes and batches
+SHAPES = sorted({(32, l.H, l.W) for net in ("vgg16", "resnet18") for l in network(net) if l.c >= 64}
+                | {(b, h, w) for b in (1, 3) for h, w in ((7, 7), (13, 9), (28, 28), (17, 31), (2, 2), (1, 40))})
+# F(2,3)'s B^T rows as (+1 at j0, sgn at j1): generation 5's four columns
+GEN5_COLUMNS = [(0, 2), (1, 2), (2, 1), (3, 1)]
+
+
+def test_wavefronts_count_distinct_words_per_bank_per_half_warp():
+    assert wavefronts([0] * 32) == 2                                    # a broadcast: one per half-warp
+    assert wavefronts([8 * i for i in range(32)]) == 2                  # 2 x 128 contiguous bytes
+    assert wavefronts([128 * i for i in range(32)]) == 32               # every lane in banks 0, 1
+    # four tiles of a half-warp 64 bytes apart: two of them share each 32-byte bank group
+    assert wavefronts([64 * (lane // 4) + 8 * (lane % 4) for lane in range(32)]) == 4
+
+
+@pytest.fixture(scope="module")
+def host_pick_rectangle(tmp_path_factory):
+    """The rendered kernels' pick_rectangle, compiled as it is with the host C++ compiler."""
+    from cutlass_wsp.kernels.emitter import render
+
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no host C++ compiler (c++ or g++) on PATH")
+    src = render(cp_desc("fp16"))
+    fn = re.search(r"static void pick_rectangle\(.*?\n}\n", src, re.S)[0]
+    consts = {k: int(re.search(rf"constexpr int {k} = (\d+);", src)[1]) for k in ("BT", "RAW_PIX")}
+    consts["MO"] = 2
+    d = tmp_path_factory.mktemp("pick")
+    (d / "pick.cpp").write_text(
+        "#include <cstdio>\n#include <cstdlib>\n"
+        + "".join(f"constexpr int {k} = {v};\n" for k, v in consts.items()) + fn
+        + "int main(int argc, char** argv) {\n  for (int i = 1; i + 2 < argc; i += 3) {\n"
+          "    int BI = 0, BY = 0, BX = 0;\n"
+          "    pick_rectangle(atoi(argv[i]), atoi(argv[i + 1]), atoi(argv[i + 2]), BI, BY, BX);\n"
+          "    printf(\"%d %d %d\\n\", BI, BY, BX);\n  }\n}\n")
+    subprocess.run([cxx, "-O1", "-o", str(d / "pick"), str(d / "pick.cpp")], check=True)
+
+    def pick(cases):
+        args = [str(x) for c in cases for x in c]
+        out = subprocess.run([str(d / "pick"), *args], check=True, capture_output=True, text=True).stdout
+        return [tuple(map(int, line.split())) for line in out.splitlines()]
+    assert consts == {"BT": TILES, "RAW_PIX": RAW_PIX, "MO": 2}
+    return pick
+
+
+def test_the_rectangle_is_the_hosts(host_pick_rectangle):
+    cases = [(b, *tile_grid(h, w, 2)) for b, h, w in SHAPES]
+    got = [pick_rectangle(*c) for c in cases]
+    assert got == host_pick_rectangle(cases)
+    for bi, by, bx in got:
+        assert bi * by * bx == TILES and bi * (2 * by + 2) * (2 * bx + 2) <= RAW_PIX
+
+
+def _rectangles():
+    return sorted({pick_rectangle(b, *tile_grid(h, w, 2)) for b, h, w in SHAPES})
+
+
+def test_generation_4s_rotation_makes_its_loads_conflict_free():
+    """docs/fused.md measured 30.7 M wavefronts against 29.1 M ideal with the rotation; without it a 2-way
+    conflict."""
+    for rect in _rectangles():
+        w = tile_pixels(*rect)
+        got, ideal = gen4_load_wavefronts(w)
+        plain, _ = gen4_load_wavefronts(w, rotate=False)
+        assert plain == 2 * ideal, rect
+        if rect[2] > 1:   # a rectangle one tile wide puts all of a half-warp's tiles in one bank group
+            assert got == ideal, rect
+
+
+def test_generation_5s_swap_makes_its_adjacent_columns_conflict_free_and_no_order_helps_the_others():
+    for rect in _rectangles():
+        w = tile_pixels(*rect)
+        for j0, j1 in GEN5_COLUMNS:
+            got, ideal = gen5_load_wavefronts(w, j0, j1)
+            plain, _ = gen5_load_wavefronts(w, j0, j1, swap=False)
+            assert plain == 2 * ideal, (rect, j0)
+            if abs(j0 - j1) == 1 and rect[2] > 1:
+                assert got == ideal, (rect, j0)
+            elif abs(j0 - j1) != 1:
+                # j0 and j1 = j0 + 2 sit in the same pair of bank groups for tiles on even pixels: swapping them
+                # (forcing it on every rotated tile) moves nothing
+                forced = load_wavefronts(w, lambda t: (j1, j0) if rotated(w, t) else (j0, j1))
+                assert got == forced == 2 * ideal, (rect, j0)
+
+
+def test_tile_pixels_follow_the_kernels_tile_table():
+    # tiles[t].w = (bi * RH + by * MO) * RW + bx * MO, t = (bi * BY + by) * BX + bx
+    w = tile_pixels(2, 2, 16)
+    RW, RH = 34, 6
+    assert len(w) == 64 and w[1] == 2 and w[16] == 2 * RW and w[32] == RH * RW and w[63] == (RH + 2) * RW + 30
+    assert all(x % 2 == 0 for rect in _rectangles() for x in tile_pixels(*rect))   # tiles start on even pixels
