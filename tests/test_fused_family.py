@@ -357,7 +357,12 @@ def test_rs_region_multicast_renders_a_cluster_of_filter_blocks_and_its_smem_mat
         assert "min(static_cast<int>(blockIdx.y), p.blocks - 1)" in src
     # per chunk: thread 0 loads the owned chunks every warp released (waiting only for chunk k); each warp's lane 0
     # releases the stage to its owner after its products are issued, and thread 0 arms the stage's next chunk
-    assert src.count("load_raw(next_raw);") == 2 and src.count("wait_late(&rawfree[st], ph, late);") == 2
+    assert src.count("  load_raw(next_raw);") == 2 and src.count("wait_late(&rawfree[st], ph, late);") == 2
+    if not sched:   # one-shot: the first ring's own stages are requested before the tile table and the maps load
+        kick = src.index("if (next_raw % RMCAST == static_cast<int>(rank)) load_raw(next_raw);")
+        assert src.index("cute::cluster_sync();") < kick < src.index("tiles[t] = make_int4(") < src.index("inv[e] =")
+    else:
+        assert "if (next_raw % RMCAST" not in src
     assert src.count("Barrier::arrive(&rawfree[s], static_cast<uint32_t>(s % RMCAST), 1u);") == 2
     assert src.count("Barrier::arrive_and_expect_tx(&rawfull[s], p.raw_bytes);") == 2
     assert "Barrier::arrive(&rawempty[s]);" not in src and "Barrier::init(&rawfree[s], RMCAST * WARPS);" in src
@@ -397,6 +402,9 @@ def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_
         assert f"if (col == {c}) {{ j0 = {j0}; j1 = {j1}; sgn = {sg}; swappable = {sw}; }}" in src
     # the ring: owned stages loaded when every warp of the pair released them, each warp releasing after its issue
     assert "if (st % PAIR != static_cast<int>(rank)) continue;" in src
+    # the first ring's own stages are requested right after the pair meets, before the tile table is built
+    kick = src.index("if (next_raw % PAIR == static_cast<int>(rank)) load_raw(next_raw);")
+    assert src.index("cute::cluster_sync();") < kick < src.index("tiles[t] = make_int4(") < src.index("swapped(tt)")
     loop = src[src.index("for (int k = 0; k < p.chunks; ++k) {"):]
     assert loop.index("warpgroup_commit_batch();") < loop.index("Barrier::arrive(&rawfree[s]")
     assert src.count("cute::cluster_sync();") == 3   # after init; after the mainloops; after the remote partials

@@ -4,7 +4,7 @@ it. A hang on the GPU costs a device call (the mbarrier watchdog traps after ~8 
 protocol is checked here first, step for step as the template writes it:
 
   start     thread 0 of each CTA arms rawfull[s] (1 arrival + the region's bytes) for chunks 0 .. STAGES - 1;
-            cluster_sync;
+            cluster_sync; (one-shot CTAs, `ring.kick`:) thread 0 multicasts its own stages' chunks < STAGES;
   per chunk k of each warp (stage s = k % STAGES):
             thread 0 (warp 0): for next_raw < kall and < k + STAGES: skip stages another CTA owns (s % RMCAST);
             an owned chunk >= STAGES needs rawfree[s] of its release phase (next_raw / STAGES - 1) & 1: wait for it
@@ -51,8 +51,10 @@ class Bar:
         return (self.phase & 1) != parity
 
 
-def run(rmcast: int, stages: int, kall: int, seed: int) -> int:
-    """Simulate one cluster; returns the number of steps. Raises AssertionError on a deadlock or a lost chunk."""
+def run(rmcast: int, stages: int, kall: int, seed: int, kick: bool = False) -> int:
+    """Simulate one cluster; returns the number of steps. Raises AssertionError on a deadlock or a lost chunk.
+    kick: after the cluster_sync each thread 0 requests its own stages of the first ring at once (the one-shot
+    kernels' `ring.kick`), before its warps start."""
     rng = random.Random(seed)
     assert stages % rmcast == 0
     full = [[Bar(1) for _ in range(stages)] for _ in range(rmcast)]
@@ -67,6 +69,12 @@ def run(rmcast: int, stages: int, kall: int, seed: int) -> int:
     # each warp: (chunk k, state) with state "head" (thread 0's producer step), "wait", "read", "release"
     warp = {(c, w): [0, "head" if w == 0 else "wait"] for c in range(rmcast) for w in range(WARPS)}
     steps = 0
+    if kick:
+        for c in range(rmcast):
+            while next_raw[c] < min(stages, kall):
+                if next_raw[c] % rmcast == c:
+                    in_flight.extend((d, next_raw[c], next_raw[c]) for d in range(rmcast))
+                next_raw[c] += 1
 
     def producer_step(c: int, k: int) -> bool:
         """Thread 0's loop at chunk k's head; False while it waits (for chunk k's release)."""
@@ -132,9 +140,10 @@ def run(rmcast: int, stages: int, kall: int, seed: int) -> int:
 
 @pytest.mark.parametrize("rmcast,stages", [(2, 2), (2, 4), (2, 6), (4, 4), (4, 8)])
 @pytest.mark.parametrize("kall", [1, 3, 7, 25])
-def test_the_region_multicast_ring_never_deadlocks_or_overwrites_an_unread_stage(rmcast, stages, kall):
+@pytest.mark.parametrize("kick", [False, True])
+def test_the_region_multicast_ring_never_deadlocks_or_overwrites_an_unread_stage(rmcast, stages, kall, kick):
     for seed in range(12):
-        assert run(rmcast, stages, kall, seed) > 0
+        assert run(rmcast, stages, kall, seed, kick) > 0
 
 
 def test_the_model_catches_a_wrong_release_parity():
