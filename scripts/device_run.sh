@@ -11,6 +11,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   || { echo "wheel install failed"; exit 1; }
 export PYTHONPATH=/tmp/site:$PWD
 export CUTLASS_WSP_CACHE=$PWD/.cache/wsp
+# kernels carried xz-compressed (scripts/fused_carry.py): restored in place, keeping their times (not carried back)
+[ -d .cache/wsp/kernels ] && python3 scripts/carry_xz.py unpack .cache/wsp/kernels
 export MPLBACKEND=Agg
 # the tree arrives without .git: the commit it was copied from is written here before the call
 [ -f .cache/git-commit ] && export CUTLASS_WSP_GIT_COMMIT=$(cat .cache/git-commit)

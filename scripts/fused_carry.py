@@ -3,9 +3,10 @@
 The device call carries the working tree and at most 64 MiB in all, and one fused kernel library is ~1.1 MB, so
 the whole cache does not travel. This builds (here, no GPU) every kernel the call will ask for -- the generation-4
 GPU tests (their parameter lists read from tests/gpu/test_fused_gpu.py), `bench/fused_layer.py time` with the
-given options, and the fused config search's menu -- and copies them, fp16 first, into OUT/wsp/kernels up to
---max-mb; the rest is listed in OUT/wsp/carry-missing.txt. On the device, `--device` builds what was left out,
-all cores at once, into the cache in use, before the tests start:
+given options, and the fused config search's menu -- and copies them xz-compressed (scripts/carry_xz.py), fp16
+first, into OUT/wsp/kernels up to --max-mb (~0.26 MB a kernel: all of them, as a rule); the rest is listed in
+OUT/wsp/carry-missing.txt. scripts/device_run.sh unpacks them; `--device` builds what was left out, all cores at once,
+into the cache in use, before the tests start:
 
     python scripts/fused_carry.py --pipes one,halves --scheds one,persistent --rmcasts 1,2 --gen5 --ratios 0.7  # here
     carry [".cache-carry", ".whl/nvidia_cutlass-4.2.0.0-py3-none-any.whl"], then on the device:
@@ -102,7 +103,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / ".cache-carry"))
     ap.add_argument("--max-mb", type=float, default=38.0,
-                    help="size of the copied libraries (with the ~16 MB tree and the 6 MB wheel: under 64 MiB)")
+                    help="size of the carried (compressed) files (with the ~16 MB tree and the 6 MB wheel: under 64 MiB)")
     ap.add_argument("--nets", default="vgg16,resnet18")
     ap.add_argument("--ratios", default="0.5,0.7,0.9")
     ap.add_argument("--pipes", type=fl._options("RS_PIPES"), default=("one",))
@@ -133,26 +134,42 @@ def main() -> int:
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
     (Path(args.out) / "git-commit").write_text((git or "unknown") + ("-dirty" if dirty else "") + "\n")
+    # every library and source xz-compressed (~0.25 MB a kernel instead of ~1.05; scripts/carry_xz.py, unpacked by
+    # scripts/device_run.sh), the small manifests as they are; fp16 first (the timed runs) while the budget lasts
+    from concurrent.futures import ProcessPoolExecutor
+
+    from carry_xz import pack, unpack
+
     left, used = [], 0
-    for d in sorted(descs, key=lambda d: d.dtype != "fp16"):   # fp16 first: the timed runs
-        stem = src._stem(d, src.key(d))
-        files = [f for f in src.kernels_dir.iterdir() if f.name.startswith(stem)]
-        size = sum(f.stat().st_size for f in files)
-        if used + size > args.max_mb * 1e6:
-            left.append(d.name)
-            continue
-        used += size
-        for f in files:
-            shutil.copy(f, dst / "kernels")
+    with ProcessPoolExecutor(args.jobs or os.cpu_count()) as pool:
+        for d in sorted(descs, key=lambda d: d.dtype != "fp16"):
+            stem = src._stem(d, src.key(d))
+            files = [f for f in src.kernels_dir.iterdir() if f.name.startswith(stem)]
+            small = [f for f in files if f.suffix == ".json"]
+            sizes = list(pool.map(pack, [f for f in files if f not in small], [dst / "kernels"] * len(files)))
+            size = sum(sizes) + sum(f.stat().st_size for f in small)
+            if used + size > args.max_mb * 1e6:
+                for f in files:
+                    (dst / "kernels" / (f.name + ".xz")).unlink(missing_ok=True)
+                left.append(d.name)
+                continue
+            used += size
+            for f in small:
+                shutil.copy(f, dst / "kernels")
     (dst / "carry-missing.txt").write_text("".join(n + "\n" for n in left))
-    check = KernelCache(dst)
+    # the copy as the device will read it: unpacked in a scratch folder, every carried kernel found and verified
+    scratch = Path(args.out) / "check"
+    shutil.copytree(dst, scratch / "wsp")
+    unpack(scratch / "wsp" / "kernels")
+    check = KernelCache(scratch / "wsp")
     lost = [d.name for d in descs if d.name not in left and check.lookup(d) is None]
+    shutil.rmtree(scratch)
     if lost:   # their source changed since they were built (a template edited meanwhile): the copy is stale
         print(f"fused_carry: {len(lost)} kernels are not in the copy, e.g. {lost[0]} (a template changed while they "
               f"were built?): run it again", file=sys.stderr)
         return 2
-    print(f"carried {len(descs) - len(left)} kernels ({used / 1e6:.1f} MB) in {dst}; {len(left)} left to build on "
-          f"the device (carry-missing.txt)")
+    print(f"carried {len(descs) - len(left)} kernels ({used / 1e6:.1f} MB, xz) in {dst}; {len(left)} left to build "
+          f"on the device (carry-missing.txt)")
     return 0
 
 
