@@ -44,7 +44,7 @@ class Case:
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
-                 pipe: str | None = None, sched: str | None = None, rmcast: int = 1):
+                 pipe: str | None = None, sched: str | None = None, rmcast: int = 1, kc: int = 16):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -61,8 +61,8 @@ class Case:
                                       **({"rmcast": rmcast} if rmcast > 1 else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
-        elif gen == 5:   # the wgmma cluster pair splitting V's columns: the dense map, N = FB
-            self.desc = cp_desc(dtype, self.layout.mi, stages=stages)
+        elif gen == 5:   # the wgmma cluster pair splitting V's columns: the dense map, N = FB, kc channels a chunk
+            self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -140,9 +140,10 @@ def verify_cases(gens=()):
                                  ("gen2 fp 0.5", prune(Wt, "fp", 0.5), 64, None, 2),
                                  ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
                 for x in (gens if p == 4 else ()):
-                    if x == 5:   # the dense map only, in filter blocks of 64
-                        variants += [("gen5 dense", dense_pruned(g, p), 64, g, 5),
-                                     ("gen5 fp 0.5", prune(Wt, "fp", 0.5), 64, None, 5)]
+                    if x == 5:   # the dense map only, in filter blocks of 64; chunks of 16 and 32 channels
+                        for tag, kc in (("gen5", 16), ("gen5-k32", 32)):
+                            variants += [(f"{tag} dense", dense_pruned(g, p), 64, g, 5, kc),
+                                         (f"{tag} fp 0.5", prune(Wt, "fp", 0.5), 64, None, 5, kc)]
                         continue
                     variants += [(f"gen{x} dense", dense_pruned(g, p), 32, g, x),
                                  (f"gen{x} wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, x),
@@ -151,10 +152,10 @@ def verify_cases(gens=()):
                                  (f"gen{x} wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=32), 32, None, x)]
                     if x == 4:   # the chunk map (WSP-CB), at wsp-r's ratios
                         variants += [(f"gen4 wsp-cb {r}", prune(Wt, "wsp-cb", r), 32, None, 4) for r in (0.5, 0.7)]
-                for label, pr, fb, gg, gen in variants:
+                for label, pr, fb, gg, gen, *kc in variants:
                     what = f"{dtype} p{p} b{batch} c{c} n{n} {H}x{W} {label}"
-                    yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen:
-                                 Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen)), gg
+                    yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen, kc=kc:
+                                 Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen, kc=kc[0] if kc else 16)), gg
 
 
 def cmd_verify(args) -> int:
@@ -240,13 +241,19 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                                        Case(dense, p, dtype, batch, H, W, fb=mi, mi=mi, bt=bt, stages=st, gen=gen,
                                             warps=wp))
         for x in (gens if p == 4 else ()):
-            if x == 5:   # the dense map only (dense, FP), in filter blocks of 64; its own CTA schedule and pipeline
+            if x == 5:   # the dense map only (dense, FP), in filter blocks of 64; its own CTA schedule and pipeline;
+                # chunks of 16 channels ("gen5") and of 32 ("gen5-k32", where the layer's channels fill them)
                 if (pipe, sched, rmcast) != (None, None, 1):
                     continue
-                yield "p4 gen5 dense", None, (lambda dense=dense: Case(dense, 4, dtype, batch, H, W, fb=64, gen=5))
-                for r in ratios:
-                    pr = prune(Wd, "fp", r)
-                    yield "p4 gen5 fp", r, (lambda pr=pr: Case(pr, 4, dtype, batch, H, W, fb=64, gen=5))
+                for tag, kc in (("gen5", 16), ("gen5-k32", 32)):
+                    if c % kc:
+                        continue
+                    yield f"p4 {tag} dense", None, (lambda dense=dense, kc=kc: Case(dense, 4, dtype, batch, H, W,
+                                                                                   fb=64, gen=5, kc=kc))
+                    for r in ratios:
+                        pr = prune(Wd, "fp", r)
+                        yield f"p4 {tag} fp", r, (lambda pr=pr, kc=kc: Case(pr, 4, dtype, batch, H, W, fb=64, gen=5,
+                                                                             kc=kc))
                 continue
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                            stages=stages, mcast=mcast, epi=epi,

@@ -1,24 +1,25 @@
 """Shared-memory bank conflicts of the fused kernels' pixel loads (generations 4 and 5), from their addressing.
 
-Both generations read the input region's 32-byte pixels (16 fp16 channels) with one 8-byte load per thread: lane
-4g + q reads channels 4q .. 4q + 3 of tile g's pixel, and every lane of a load reads the same relative pixel (patch
-row, patch column) of its own tile. A 64-bit load is served per half-warp (4 tiles x 4 lanes = 128 bytes, one
-wavefront when every bank holds one word). Tiles start on even pixels, so a half-warp's tiles fall in only 2 of the
-four 32-byte bank groups of a 128-byte period. The kernels spread them by giving every second tile of a half-warp in
-the same group another column order: generation 4 reads its 4 patch columns rotated by one (load slot i reads
-column (i + 1) % 4), generation 5 swaps its two columns where they are adjacent. This module mirrors that rule and
-the host's tile rectangle (templates/_fused_ws_host.cu.j2's pick_rectangle) and counts the wavefronts, so the
-templates' choice can be checked without a GPU (docs/fused.md).
+Both generations read the input region's pixels (16 fp16 channels, 32 bytes; generation 5 also 32 channels, 64
+bytes) with one load per thread and pixel: lane 4g + q reads its quarter of tile g's pixel (8 or 16 bytes), and every
+lane of a load reads the same relative pixel (patch row, patch column) of its own tile. Shared memory serves a load
+128 bytes per phase (a half-warp's 4 tiles of 8-byte loads, a quarter-warp's 2 tiles of 16-byte ones; one wavefront
+when every bank holds one word). Tiles start on even pixels, so a phase's tiles fall in only half of the pixel slots
+of a 128-byte period. The kernels spread them by giving every second tile of a phase in the same slot another column
+order: generation 4 reads its 4 patch columns rotated by one (load slot i reads column (i + 1) % 4), generation 5
+swaps its two columns where they are adjacent. This module mirrors that rule and the host's tile rectangle
+(templates/_fused_ws_host.cu.j2's pick_rectangle) and counts the wavefronts, so the templates' choice can be checked
+without a GPU (docs/fused.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-PIXEL_BYTES = 32      # 16 fp16 channels of a raw-ring pixel (RAW_CH = 16)
+PIXEL_BYTES = 32      # 16 fp16 channels of a raw-ring pixel (RAW_CH = 16; generation 5 at 32 channels: 64)
 BANK_BYTES = 4
 BANKS = 32
-LOAD_BYTES = 8        # one thread's 4 channels
+PHASE_BYTES = 128     # what shared memory serves in one wavefront
 TILES = 64            # tiles per CTA: wgmma M
 RAW_PIX = 576         # the largest input region a rectangle may need (WS_RAW_PIX)
 
@@ -48,41 +49,47 @@ def tile_pixels(BI: int, BY: int, BX: int, *, m: int = 2) -> list[int]:
     return [(bi * RH + by * m) * RW + bx * m for bi in range(BI) for by in range(BY) for bx in range(BX)]
 
 
-def rotated(w: Sequence[int], t: int) -> bool:
-    """Whether tile t reads its columns in the second order: an odd number of earlier tiles of its half-warp (tile
-    rows g of a warp's 8, half-warps g 0-3 and 4-7) start in the same 32-byte bank group."""
+def rotated(w: Sequence[int], t: int, pixel_bytes: int = PIXEL_BYTES) -> bool:
+    """Whether tile t reads its columns in the second order: an odd number of earlier tiles of its phase (tile rows
+    g of a warp's 8; a load of pixel_bytes / 4 per lane is served PHASE_BYTES at a time) start in the same pixel slot
+    of a 128-byte period (the kernels' TPH and PXG)."""
+    tph = PHASE_BYTES // pixel_bytes          # tiles per phase: 4 lanes each read a quarter pixel
+    pxg = PHASE_BYTES // pixel_bytes          # pixels per 128-byte period
     base, g = t - t % 8, t % 8
-    return sum((w[base + j] ^ w[t]) & 3 == 0 for j in range(g & ~3, g)) % 2 == 1
+    return sum((w[base + j] ^ w[t]) & (pxg - 1) == 0 for j in range(g & ~(tph - 1), g)) % 2 == 1
 
 
-def wavefronts(byte_addresses: Sequence[int]) -> int:
-    """Wavefronts of one 8-byte load of a warp: per half-warp, the most distinct 4-byte words one bank serves."""
+def wavefronts(byte_addresses: Sequence[int], load_bytes: int = 8) -> int:
+    """Wavefronts of one load of a warp (load_bytes per lane): per phase of PHASE_BYTES / load_bytes lanes, the
+    most distinct 4-byte words one bank serves."""
+    lanes = PHASE_BYTES // load_bytes
     total = 0
-    for h in (0, 16):
+    for h in range(0, 32, lanes):
         per_bank: dict[int, set[int]] = {}
-        for a in byte_addresses[h:h + 16]:
-            for word in (a // BANK_BYTES, a // BANK_BYTES + 1):
+        for a in byte_addresses[h:h + lanes]:
+            for word in range(a // BANK_BYTES, (a + load_bytes) // BANK_BYTES):
                 per_bank.setdefault(word % BANKS, set()).add(word)
         total += max(len(s) for s in per_bank.values())
     return total
 
 
-def load_wavefronts(w: Sequence[int], order: Callable[[int], Sequence[int]]) -> int:
+def load_wavefronts(w: Sequence[int], order: Callable[[int], Sequence[int]], pixel_bytes: int = PIXEL_BYTES) -> int:
     """Wavefronts of one patch row's loads over the CTA's warp row-groups (8 consecutive tiles each: a warp's tile
-    rows g), where order(t) lists the patch columns tile t reads, one per load slot. Patch rows add the same offset
-    to every lane: left out."""
+    rows g), where order(t) lists the patch columns tile t reads, one per load slot; lane q reads the q-th quarter of
+    the pixel. Patch rows add the same offset to every lane: left out."""
+    load = pixel_bytes // 4
     total = 0
     for t0 in range(0, len(w), 8):
         cols = [order(t0 + g) for g in range(8)]
         for s in range(len(cols[0])):
-            total += wavefronts([(w[t0 + lane // 4] + cols[lane // 4][s]) * PIXEL_BYTES + (lane % 4) * LOAD_BYTES
-                                 for lane in range(32)])
+            total += wavefronts([(w[t0 + lane // 4] + cols[lane // 4][s]) * pixel_bytes + (lane % 4) * load
+                                 for lane in range(32)], load)
     return total
 
 
-def ideal_wavefronts(w: Sequence[int], slots: int) -> int:
-    """Two wavefronts (256 bytes) per 8-byte load of a warp."""
-    return slots * 2 * len(w) // 8
+def ideal_wavefronts(w: Sequence[int], slots: int, pixel_bytes: int = PIXEL_BYTES) -> int:
+    """A warp's load moves 32 quarter pixels: 8 x pixel_bytes / 128 wavefronts at best."""
+    return slots * (8 * pixel_bytes // PHASE_BYTES) * len(w) // 8
 
 
 def gen4_load_wavefronts(w: Sequence[int], *, rotate: bool = True) -> tuple[int, int]:
@@ -94,9 +101,12 @@ def gen4_load_wavefronts(w: Sequence[int], *, rotate: bool = True) -> tuple[int,
     return load_wavefronts(w, order), ideal_wavefronts(w, 4)
 
 
-def gen5_load_wavefronts(w: Sequence[int], j0: int, j1: int, *, swap: bool = True) -> tuple[int, int]:
-    """(wavefronts, ideal) of generation 5's two loads (columns j0, j1) of one patch row over the rectangle's tiles;
-    a rotated tile swaps them where they are adjacent (swap)."""
+def gen5_load_wavefronts(w: Sequence[int], j0: int, j1: int, *, swap: bool = True,
+                         channels: int = 16) -> tuple[int, int]:
+    """(wavefronts, ideal) of generation 5's two loads (columns j0, j1) of one patch row over the rectangle's tiles,
+    `channels` per chunk (16: 32-byte pixels, 8-byte loads; 32: 64-byte pixels, 16-byte loads); a rotated tile swaps
+    them where they are adjacent (swap)."""
+    pb = 2 * channels
     adjacent = swap and abs(j0 - j1) == 1
-    return (load_wavefronts(w, lambda t: (j1, j0) if adjacent and rotated(w, t) else (j0, j1)),
-            ideal_wavefronts(w, 2))
+    return (load_wavefronts(w, lambda t: (j1, j0) if adjacent and rotated(w, t, pb) else (j0, j1), pb),
+            ideal_wavefronts(w, 2, pb))

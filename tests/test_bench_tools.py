@@ -187,12 +187,14 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
     assert rmc["gen4-rmc2"] == rmc["gen4-halves-rmc2"] == rmc["gen4"]
     # with persistent CTAs: a cluster walking its items, the forms persistent CTAs serve
     assert rmc["gen4-persistent-rmc2"] == rmc["gen4-persistent"] == {"dense", "fp", "wsp-r", "wsp-rb"}
-    # generation 5: dense and FP in filter blocks of 64, once (it has no variants of generation 4's)
+    # generation 5: dense and FP in filter blocks of 64, once per chunk width (it has no variants of generation 4's)
     g5 = [(label, r, make().desc) for label, r, make in fused_layer.fused_variants(
         256, 256, 56, 56, [4], "fp16", 32, [0.7], [4, 5], None, True, pipes=("one", "halves"))
         if label.startswith("p4 gen5")]
-    assert [(label, r) for label, r, _ in g5] == [("p4 gen5 dense", None), ("p4 gen5 fp", 0.7)]
+    assert [(label, r) for label, r, _ in g5] == [("p4 gen5 dense", None), ("p4 gen5 fp", 0.7),
+                                                  ("p4 gen5-k32 dense", None), ("p4 gen5-k32 fp", 0.7)]
     assert all(d.extra_dict()["gen"] == 5 and d.extra_dict()["fb"] == 64 for _, _, d in g5)
+    assert [d.tile[2] for _, _, d in g5] == [16, 16, 32, 32]
     with pytest.raises(SystemExit):
         fused_layer.main(["time", "--gen4", "--rmcasts", "1,3"])
     assert "'1,3': use one or more of 1, 2, 4" in capsys.readouterr().err

@@ -101,6 +101,27 @@ def test_generation_5s_swap_makes_its_adjacent_columns_conflict_free_and_no_orde
                 assert got == forced == 2 * ideal, (rect, j0)
 
 
+def test_generation_5_at_32_channels_serves_two_tiles_per_phase_and_the_swap_still_spreads_them():
+    """64-byte pixels, one 16-byte load per lane: a phase is a quarter-warp, its 2 tiles start in the same half of a
+    128-byte period (2-way conflict); the adjacent columns' swap puts them in both halves, the others stay 2-way. The
+    kernel's TPH and PXG are the module's phase and slot counts."""
+    from cutlass_wsp.kernels.emitter import render
+
+    assert wavefronts([16 * i for i in range(32)], 16) == 4                          # 512 contiguous bytes
+    assert wavefronts([128 * (lane // 4) + 16 * (lane % 4) for lane in range(32)], 16) == 8   # 2 tiles 128 B apart
+    for rect in _rectangles():
+        w = tile_pixels(*rect)
+        for j0, j1 in GEN5_COLUMNS:
+            got, ideal = gen5_load_wavefronts(w, j0, j1, channels=32)
+            plain, _ = gen5_load_wavefronts(w, j0, j1, swap=False, channels=32)
+            assert ideal == 2 * 4 * len(w) // 8 and plain == 2 * ideal, (rect, j0)
+            assert got == (ideal if abs(j0 - j1) == 1 else 2 * ideal), (rect, j0)
+    src = render(cp_desc("fp16", bc=32))
+    assert "constexpr int TPH = 128 / (4 * CPI * 2);" in src and "constexpr int PXG = 128 / (RAW_CH * 2);" in src
+    assert "for (int j = g & ~(TPH - 1); j < g; ++j) before += ((tiles[t + j].w ^ tiles[t + g].w) & (PXG - 1)) == 0;" \
+        in src
+
+
 def test_tile_pixels_follow_the_kernels_tile_table():
     # tiles[t].w = (bi * RH + by * MO) * RW + bx * MO, t = (bi * BY + by) * BX + bx
     w = tile_pixels(2, 2, 16)

@@ -8,8 +8,8 @@ import pytest
 
 from cutlass_wsp.errors import InputError, Unsupported
 from cutlass_wsp.families.fused import (WIDE_FB, accumulators, balanced_block, check_fused_desc, cp_desc,
-                                        cp_smem_bytes, dense_layout, fused_desc, layout_for, pack_cp_weights,
-                                        wide_filter_block,
+                                        cp_k_channels, cp_smem_bytes, cp_ustages, dense_layout, fused_desc,
+                                        layout_for, pack_cp_weights, wide_filter_block,
                                         pack_rs_chunk_map, pack_rs_weights, pack_ws_weights, pair_desc,
                                         pair_smem_bytes, row_layout, rs_desc, rs_k_slots, rs_smem_bytes, smem_bytes,
                                         ws_desc, ws_smem_bytes)
@@ -109,7 +109,7 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent"),
          rs_desc("fp16", 32, dense_map=True, rmcast=2),
          rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2),
-         cp_desc("fp16")]
+         cp_desc("fp16"), cp_desc("fp16", bc=32)]
 # (compiled here: test_readme.py counts them)
 
 
@@ -381,15 +381,17 @@ def test_rs_region_multicast_renders_a_cluster_of_filter_blocks_and_its_smem_mat
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_the_host(dtype):
+@pytest.mark.parametrize("bc", [16, 32])
+def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_the_host(dtype, bc):
     """cp_desc: a cluster pair (consecutive x) shares a tile rectangle and a filter block of N = 64; warpgroup w of
-    rank r transforms column 2r + w of V (B^T's row: +1 at j0, sgn at j1) into the A registers of 4 wgmma m64n64k16;
-    the region is multicast to both CTAs with the region multicast's ring protocol; the epilogue trades rows within the
-    CTA and columns across the pair (distributed shared memory)."""
+    rank r transforms column 2r + w of V (B^T's row: +1 at j0, sgn at j1) into the A registers of 4 wgmma m64n64k16
+    per k step (bc / 16 of them per chunk); the region is multicast to both CTAs with the region multicast's ring
+    protocol; the epilogue trades rows within the CTA and columns across the pair (distributed shared memory)."""
     from cutlass_wsp.kernels.emitter import render
 
-    d = cp_desc(dtype)
-    assert d.extra_dict()["gen"] == 5 and d.tile == (64, 64, 16) and d.stages % 2 == 0 and "_gen5_" in d.name
+    d = cp_desc(dtype, bc=bc)
+    assert d.extra_dict()["gen"] == 5 and d.tile == (64, 64, bc) and d.stages % 2 == 0 and "_gen5_" in d.name
+    assert f"_64x64x{bc}_" in d.name
     src = render(d)
     assert "{{" not in src and "{%" not in src
     assert "__cluster_dims__(PAIR, 1, 1)" in src and "MMA_64x64x16_F32" in src and "_RS<" in src
@@ -410,11 +412,23 @@ def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_
     assert src.count("cute::cluster_sync();") == 3   # after init; after the mainloops; after the remote partials
     assert "st.shared::cluster.f32" in src and "mapa.shared::cluster.u32" in src
     c = _template_constants(src)
-    assert c["SMEM_BYTES"] == cp_smem_bytes(64, d.stages) <= 227 * 1024 and c["PPC"] == 4 and c["NACC"] == 32
+    assert c["SMEM_BYTES"] == cp_smem_bytes(64, d.stages, bc=bc) <= 227 * 1024 and c["PPC"] == 4 and c["NACC"] == 32
+    # a chunk: one load of CPI channels per pixel and lane (8 or 16 bytes), KSTEPS x 4 wgmma on operand tiles of 16 k
+    assert (c["KSTEPS"], c["CPI"], c["RAW_CH"], c["USTAGES"]) == (bc // 16, bc // 4, bc, cp_ustages(d.stages, bc))
+    assert (d.stages, c["USTAGES"]) == ((6, 7) if bc == 16 else (4, 2))   # the deepest rings that fit
+    assert f"using Ld = {'uint2' if bc == 16 else 'uint4'};" in src
+    assert "gmma<MI>(areg[st][a], desc_at(ua + (st * PPC + a) * ((MI * KS * 2) >> 4), u_hi), acc[a]," in src
+    # the bank rule's phase and pixel slots: 128 bytes per phase, 4 lanes of CPI channels per tile
+    assert (c["TPH"], c["PXG"]) == ((4, 4) if bc == 16 else (2, 2))
     with pytest.raises(Unsupported, match="generation-5 tile"):
         cp_desc(dtype, 80)
+    with pytest.raises(Unsupported, match="generation-5 tile"):
+        cp_desc(dtype, bc=48)
     with pytest.raises(Unsupported, match="stages"):
         cp_desc(dtype, stages=5)
+    if bc == 32:   # 6 raw stages of 64-byte pixels do not fit
+        with pytest.raises(Unsupported, match="needs"):
+            cp_desc(dtype, stages=6, bc=32)
 
 
 def test_generation_5s_rendered_column_tables_give_the_winograd_transforms():
@@ -453,6 +467,31 @@ def test_generation_5s_rendered_column_tables_give_the_winograd_transforms():
             Z = AT @ (f * M[:, c])             # the accumulators of a swapped tile hold f times its products
             Y += np.outer(Z, [f * av[0][c], f * av[1][c]])
         np.testing.assert_allclose(Y, AT @ M @ AT.T, atol=1e-12)
+
+
+def test_generation_5_packs_two_k_steps_per_chunk_in_the_channels_each_lane_loads():
+    """bc = 32: lane q loads channels 8q .. 8q + 7 of a pixel; k step st's wgmma must meet channels 8q + 4 st + 0, 1
+    in k slots 2q, 2q + 1 and + 2, 3 in slots 2q + 8, 2q + 9. Each chunk is [column][step][row][MI][16], the operand
+    tiles swizzled as generation 4's (32-byte rows, halves swapped on every 4th row); odd channel counts padded."""
+    rng = np.random.default_rng(4)
+    U = rng.standard_normal((2, 16, 64, 48)).astype(np.float32)      # 48 channels: padded to 64
+    X = pack_cp_weights(U, 32).reshape(2, 2, 4, 2, 4, 64, 16)         # [block][chunk][col][step][row][filter][slot]
+    swz = ((np.arange(64) >> 2) & 1).astype(bool)
+    Y = X.copy()
+    Y[..., swz, :] = np.concatenate([X[..., swz, 8:], X[..., swz, :8]], axis=-1)
+    Upad = np.concatenate([U, np.zeros((2, 16, 64, 16), np.float32)], axis=3)
+    slots = np.arange(16)
+    q, e, hi = (slots % 8) // 2, slots % 2, slots // 8
+    for st in range(2):
+        ch = 8 * q + 4 * st + 2 * hi + e                                  # the channel each k slot holds
+        assert (cp_k_channels(32)[16 * st:16 * st + 16] == ch).all()
+        for c in range(4):
+            for r in range(4):
+                for j in range(2):
+                    np.testing.assert_array_equal(Y[:, j, c, st, r], Upad[:, 4 * r + c][..., 32 * j + ch])
+    assert (cp_k_channels(16)[rs_k_slots()] == np.arange(16)).all()     # at 16: generation 4's k order
+    with pytest.raises(InputError, match="channels per chunk"):
+        pack_cp_weights(U, 24)
 
 
 def test_generation_5_packs_each_column_contiguously():

@@ -325,13 +325,21 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 # (templates/_fused_cp.cu.j2). Built and checked on the CPU; not yet run on a GPU (docs/fused.md, "Next steps").
 CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
 CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
+CP_BC = (16, 32)                 # channels per chunk: one k16 step, or two (64-byte pixels, one 16-byte load each)
 
 
-def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX) -> int:
+def cp_ustages(stages: int, bc: int = BC) -> int:
+    """Weight stages per warpgroup of generation 5 (as _fused_cp.cu.j2 sets USTAGES): one more than the raw ring at 16
+    channels a chunk, two at 32 (a chunk's weights are 16 KB per warpgroup then)."""
+    return stages + 1 if bc == BC else 2
+
+
+def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC) -> int:
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants)."""
-    main = stages * _align1k(raw * BC * 2) + 2 * (stages + 1) * 4 * mi * BC * 2
+    ust = cp_ustages(stages, bc)
+    main = stages * _align1k(raw * bc * 2) + 2 * ust * 4 * mi * bc * 2
     xs = 2 * 2 * (mi // 2) * 128 * 4 + 2 * (mi // 2) * 128 * 4    # the two epilogue exchanges, over the rings
-    bars = -(-((2 * stages + 2 * (stages + 1)) * 8) // 16) * 16   # rawfull, rawfree; ufull
+    bars = -(-((2 * stages + 2 * ust) * 8) // 16) * 16               # rawfull, rawfree; ufull
     return max(main, xs) + bars + WS_BT * 16
 
 
@@ -342,41 +350,73 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           f"{extra.get('map')!r} map", f"use p=4, {RS_WARPS} warps and the dense map (dense, FP)")
     if desc.dtype not in FUSED_DTYPES:
         raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
-    if bc != BC or bt != WS_BT or mi not in CP_MI or extra.get("fb") != mi:
+    if bc not in CP_BC or bt != WS_BT or mi not in CP_MI or extra.get("fb") != mi:
         raise Unsupported(f"generation-5 tile {desc.tile} with FB={extra.get('fb')}",
-                          f"use (MI in {CP_MI}, {WS_BT}, {BC}) with FB == MI")
+                          f"use (MI in {CP_MI}, {WS_BT}, BC in {CP_BC}) with FB == MI")
     if extra.get("raw") != WS_RAW_PIX:
         raise Unsupported(f"input region of {extra.get('raw')} pixels", f"use {WS_RAW_PIX}")
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
-    need = cp_smem_bytes(mi, desc.stages)
+    need = cp_smem_bytes(mi, desc.stages, bc=bc)
     if need > SMEM_LIMIT:
-        raise Unsupported(f"generation-5 tile {mi}x{bt}, {desc.stages} stages needs {need // 1024} KB",
+        raise Unsupported(f"generation-5 tile {mi}x{bt}x{bc}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
     return desc
 
 
-def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None) -> KernelDesc:
+def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC) -> KernelDesc:
     """A generation-5 fused kernel (p = 4; the dense map: dense and FP layouts in filter blocks of MI): a cluster
     pair splits V's columns, each warpgroup transforms its column into wgmma's A registers with N = MI, the input
-    region multicast to both CTAs. The deepest even ring whose shared memory fits, unless given."""
+    region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32 runs two k16 steps per chunk). The deepest
+    even ring whose shared memory fits, unless given."""
     mi = int(mi)
     if stages is None:
-        stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s) <= SMEM_LIMIT), 2)
-    desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, BC), stages=stages,
+        stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s, bc=bc) <= SMEM_LIMIT), 2)
+    desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, int(bc)), stages=stages,
                       extra=(("p", 4), ("fb", mi), ("warps", RS_WARPS), ("gen", 5), ("map", "dense"),
                              ("raw", WS_RAW_PIX)))
     return check_fused_desc(desc)
 
 
-def pack_cp_weights(U: np.ndarray) -> np.ndarray:
-    """Generation 5's weights: generation 4's packing (pack_rs_weights) with the 16 positions in column order
-    (position i = 4 r + c goes to 4 c + r), so that a warpgroup's column is one contiguous bulk copy."""
+def cp_k_channels(bc: int = BC) -> np.ndarray:
+    """Generation 5's k order within a chunk of bc channels: entry 16 st + slot is the channel that k step st's wgmma
+    multiplies in k slot `slot`. Lane q holds channels (bc / 4) q .. + bc / 4 - 1 of a pixel (one load); step st takes
+    4 of them: k slots 2q, 2q + 1 <- channels (bc / 4) q + 4 st + 0, 1 and slots 2q + 8, 2q + 9 <- + 2, 3 (at bc = 16
+    generation 4's rs_k_slots)."""
+    cpi = bc // 4
+    out = np.empty(bc, np.int64)
+    for st in range(bc // 16):
+        for q in range(4):
+            for e in range(2):
+                out[16 * st + 2 * q + e] = cpi * q + 4 * st + e
+                out[16 * st + 2 * q + 8 + e] = cpi * q + 4 * st + 2 + e
+    return out
+
+
+def pack_cp_weights(U: np.ndarray, bc: int = BC) -> np.ndarray:
+    """Generation 5's weights [blocks][Cpad' / bc][4 columns][bc / 16 k steps][4 rows][MI][16], flattened: per chunk
+    of bc channels (Cpad' = Cpad rounded up to bc, zero channels added), each warpgroup's column in one contiguous
+    bulk copy, the k steps' operand tiles in generation 4's swizzled k16 packing (pack_rs_weights) with the channels of
+    cp_k_channels; position i = 4 r + c is row r of column c."""
     blocks, L, mi, cpad = U.shape
     if L != 16:
         raise InputError(f"weights of {L} positions", "generation 5 is built for p = 4 (16 positions)")
-    order = [4 * r + c for c in range(4) for r in range(4)]
-    return pack_rs_weights(np.ascontiguousarray(U[:, order]))
+    if bc not in CP_BC:
+        raise InputError(f"{bc} channels per chunk", f"use one of {CP_BC}")
+    kpad = -(-cpad // bc) * bc
+    U = np.concatenate([U, np.zeros((blocks, L, mi, kpad - cpad), U.dtype)], axis=3) if kpad > cpad else U
+    # pack_rs_weights puts channel j of each k16 group in k slot rs_k_slots()[j]: feed it, as channel j of group
+    # (chunk, step st), the channel cp_k_channels wants in that slot
+    rs = rs_k_slots()
+    ch = cp_k_channels(bc)
+    order = np.concatenate([ch[16 * st + rs] for st in range(bc // 16)])
+    perm = (np.arange(kpad // bc)[:, None] * bc + order[None, :]).ravel()
+    cols = [4 * r + c for c in range(4) for r in range(4)]
+    packed = pack_rs_weights(np.ascontiguousarray(U[:, cols][..., perm]))     # [b][kpad/16][16][mi][16]
+    steps = bc // 16
+    packed = packed.reshape(blocks, kpad // bc, steps, 4, 4, mi, 16).transpose(0, 1, 3, 2, 4, 5, 6)
+    return np.ascontiguousarray(packed.reshape(blocks * (kpad // 16) * 16, mi, 16)).reshape(
+        blocks, kpad // 16, 16, mi, 16)
 
 
 def fused_generation(desc: KernelDesc) -> int:
@@ -696,8 +736,10 @@ class FusedLayer:
         self.kernel = get_kernel(self.desc, cache)
         lay = self.layout
         gen = fused_generation(self.desc)
-        pack = {3: pack_ws_weights, 4: pack_rs_weights, 5: pack_cp_weights}.get(gen, np.ascontiguousarray)
+        pack = {3: pack_ws_weights, 4: pack_rs_weights,
+                5: lambda U: pack_cp_weights(U, self.desc.tile[2])}.get(gen, np.ascontiguousarray)
         U = pack(lay.U)
+        self._k = U.size // (lay.blocks * lay.p * lay.p * lay.mi)   # channels as packed (generation 5: whole chunks)
         # generation 4 with the chunk map reads it (the other kernels multiply the zero chunks)
         cmap = cupy.asarray(pack_rs_chunk_map(lay.ckeep)) if "cmap" in self.desc.extra_dict() else None
         self._dev = (from_host(U, self.dtype), cupy.asarray(lay.inv), cupy.asarray(lay.mtiles), cmap)
@@ -724,7 +766,7 @@ class FusedLayer:
         dev = d.device.id
         # the chunk map travels in gather_index: a pointer field the whole-layer kernels leave unused
         extra = {} if cmap is None else dict(gather_index=cmap.data.ptr)
-        args = make_args(M=lay.blocks, K=lay.cpad, L=lay.p * lay.p, A=U.data.ptr, B=d.data.ptr, D=out.data.ptr,
+        args = make_args(M=lay.blocks, K=self._k, L=lay.p * lay.p, A=U.data.ptr, B=d.data.ptr, D=out.data.ptr,
                          batch=batch, H=H, W=W, C=lay.c, n_out=lay.n_out, index_a=inv.data.ptr,
                          index_b=mtiles.data.ptr, sm_count=sm_count(dev), device_id=dev, **extra)
         self.kernel.check(args)

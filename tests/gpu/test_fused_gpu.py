@@ -242,11 +242,13 @@ def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype,
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("bc", [16, 32])
 @pytest.mark.parametrize("batch,c,n,H,W", GEN3_DENSE_SHAPES)
-def test_gen5_dense_equals_direct_convolution(dtype, batch, c, n, H, W, compile_cache_dir):
+def test_gen5_dense_equals_direct_convolution(dtype, bc, batch, c, n, H, W, compile_cache_dir):
     """Generation 5: a cluster pair splitting V's columns, each warpgroup one column with N = 64 (n = 32, 48, 80, 96
     leave a block partly empty), the region multicast to both CTAs, partial outputs traded within the CTA and across
-    the pair. Dense against float64 direct convolution."""
+    the pair; chunks of 16 or 32 channels (c = 40, 48: the last chunk half past the input, its weights padded).
+    Dense against float64 direct convolution."""
     from cutlass_wsp.families.fused import cp_desc, dense_layout
     from cutlass_wsp.winograd import filter_transform
 
@@ -254,16 +256,18 @@ def test_gen5_dense_equals_direct_convolution(dtype, batch, c, n, H, W, compile_
     rng = np.random.default_rng(batch * 100 + c + H + 5)
     g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
     lay = dense_layout(filter_transform(g.astype(np.float64), 2).astype(np.float32), 4, fb=64)
-    desc = cp_desc(dtype, lay.mi)
+    desc = cp_desc(dtype, lay.mi, bc=bc)
     err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused gen5 {desc.name}")
     assert 0 < err
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("bc", [16, 32])
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
 @pytest.mark.parametrize("ratio", [0.5, 0.7])
-def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, batch, H, W, ratio, compile_cache_dir):
-    """Generation 5 with FP's identity layout (the kept filters of n = 96, c = 64, in blocks of 64)."""
+def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc, batch, H, W, ratio, compile_cache_dir):
+    """Generation 5 with FP's identity layout (the kept filters of n = 96, c = 64, in blocks of 64), chunks of 16 or
+    32 channels."""
     from cutlass_wsp.families.fused import cp_desc, layer_op, layout_for
     from cutlass_wsp.gpu.harness import bench
     from cutlass_wsp.kernels.cache import KernelCache
@@ -273,7 +277,7 @@ def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, batch, H,
     _sm90()
     lay = layout_for(prune(he_winograd_weights((96, 64), 4, seed=13), "fp", ratio), 4, fb=64)
     assert lay.identity
-    desc = cp_desc(dtype, lay.mi)
+    desc = cp_desc(dtype, lay.mi, bc=bc)
     op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen5 fp {ratio}")
     m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
               budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
