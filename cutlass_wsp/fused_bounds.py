@@ -16,7 +16,8 @@ warpgroups, each CTA loading the region itself. Per 16-channel chunk and CTA the
                    part calibrated on generation 4's SASS) at `issue_per_clk`,
 
 and a layer's bound is the largest of the four totals spread evenly over the SMs. Everything the real kernel adds
-is left out, so the bound is optimistic: the epilogue, wave quantization, the prologue, avoidable bank conflicts, latency.
+is left out, so the bound is optimistic: the epilogue, wave quantization, the prologue, avoidable bank conflicts,
+latency.
 Which designs exist is set by the register file: each thread holds positions x filters / 2 accumulators plus one
 wgmma's A fragment in flight and `overhead` registers (generation 4 measured 68: addresses, pixel loads, the
 transform's temporaries).

@@ -104,7 +104,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / ".cache-carry"))
     ap.add_argument("--max-mb", type=float, default=38.0,
-                    help="size of the carried (compressed) files (with the ~16 MB tree and the 6 MB wheel: under 64 MiB)")
+                    help="size of the carried (compressed) files (with the ~16 MB tree and the 6 MB wheel: "
+                         "under 64 MiB)")
     ap.add_argument("--nets", default="vgg16,resnet18")
     ap.add_argument("--ratios", default="0.5,0.7,0.9")
     ap.add_argument("--pipes", type=fl._options("RS_PIPES"), default=("one",))

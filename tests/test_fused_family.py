@@ -452,7 +452,8 @@ def test_generation_5s_rendered_column_tables_give_the_winograd_transforms():
     assert [cols[c][3] for c in range(4)] == [abs(cols[c][0] - cols[c][1]) == 1 for c in range(4)] == \
         [False, True, True, False]
     assert "av[0][0] = swapped(0) ? sgn * a : a;" in src and "av[1][1] = swapped(1) ? sgn * a : a;" in src
-    assert "la[tt] = src + (sw ? j1 : j0) * (RAW_CH * 2);" in src and "lb[tt] = src + (sw ? j0 : j1) * (RAW_CH * 2);" in src
+    assert "la[tt] = src + (sw ? j1 : j0) * (RAW_CH * 2);" in src
+    assert "lb[tt] = src + (sw ? j0 : j1) * (RAW_CH * 2);" in src
     rng = np.random.default_rng(5)
     d = rng.standard_normal((4, 4))
     V = BT @ d @ BT.T
@@ -915,3 +916,17 @@ def test_full_map_descriptions_and_render():
     assert (c["FB"], c["MI"]) == (96, 32) and c["SMEM_BYTES"] == rs_smem_bytes(32, 96, d.stages) <= 227 * 1024
     wide = rs_desc("bf16", 32, fb=320, full_rows=True)
     assert wide.stages == 5 and rs_smem_bytes(32, 320, 6) > 227 * 1024   # the inverse map takes a stage's room
+
+
+def test_the_fused_layer_packs_weights_for_its_kernel_and_launches_with_their_channel_count():
+    """K, the channels the packed weights hold, is the layout's Cpad, except for generation 5 at 32 channels a chunk,
+    which pads to whole chunks (c = 48: Cpad 48, packed 64; the kernel's host refuses a K its chunks do not divide)."""
+    from cutlass_wsp.families.fused import fused_generation, packed_weights
+
+    lay = dense_layout(he_winograd_weights((64, 48), 4, seed=6), 4, fb=64)
+    assert lay.cpad == 48
+    for desc, k in [(cp_desc("fp16", 64), 48), (cp_desc("fp16", 64, bc=32), 64),
+                    (rs_desc("fp16", 32, fb=32, dense_map=True), 48)]:
+        use = lay if fused_generation(desc) == 5 else dense_layout(he_winograd_weights((64, 48), 4, seed=6), 4, fb=32)
+        U, K = packed_weights(desc, use)
+        assert K == k and U.size == use.blocks * 16 * use.mi * K

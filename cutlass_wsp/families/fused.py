@@ -707,6 +707,16 @@ def layout_for(pruned: Any, p: int, *, fb: int = 32, mi: int | None = None) -> F
 # The family on the GPU
 # ---------------------------------------------------------------------------------------------
 
+def packed_weights(desc: KernelDesc, layout: FusedLayout) -> tuple[np.ndarray, int]:
+    """The layout's weights as `desc`'s generation reads them, and the channel count K they are packed for (the
+    layout's Cpad; generation 5 pads it to whole chunks of its tile's channels)."""
+    gen = fused_generation(desc)
+    pack = {3: pack_ws_weights, 4: pack_rs_weights,
+            5: lambda U: pack_cp_weights(U, desc.tile[2])}.get(gen, np.ascontiguousarray)
+    U = pack(layout.U)
+    return U, U.size // (layout.blocks * layout.p * layout.p * layout.mi)
+
+
 class FusedLayer:
     """Construct (host: layout and kernel choice), `setup()` (upload, load the kernel), then
     `prepare(d, out)` -> a launch-only callable. d: NHWC [batch, H, W, c]; out: NHWC [batch, H, W, n_out],
@@ -735,11 +745,7 @@ class FusedLayer:
 
         self.kernel = get_kernel(self.desc, cache)
         lay = self.layout
-        gen = fused_generation(self.desc)
-        pack = {3: pack_ws_weights, 4: pack_rs_weights,
-                5: lambda U: pack_cp_weights(U, self.desc.tile[2])}.get(gen, np.ascontiguousarray)
-        U = pack(lay.U)
-        self._k = U.size // (lay.blocks * lay.p * lay.p * lay.mi)   # channels as packed (generation 5: whole chunks)
+        U, self._k = packed_weights(self.desc, lay)
         # generation 4 with the chunk map reads it (the other kernels multiply the zero chunks)
         cmap = cupy.asarray(pack_rs_chunk_map(lay.ckeep)) if "cmap" in self.desc.extra_dict() else None
         self._dev = (from_host(U, self.dtype), cupy.asarray(lay.inv), cupy.asarray(lay.mtiles), cmap)
