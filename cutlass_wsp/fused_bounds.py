@@ -67,6 +67,7 @@ class Design:
     shared_v: bool = False  # V through shared memory (generation 3's SS): one idealized transform pass
     kept: float = 1.0      # row pruning balanced per (position, filter block), WSP-RB: each position keeps this share
                            # of the block's filters, packed into `filters` rows, so a block holds filters / kept
+    k_steps: int = 1       # k16 steps per chunk (raw stage): a lane loads k_steps x 4 channels of a pixel at once
 
     @property
     def block_filters(self) -> int:
@@ -87,7 +88,15 @@ class Design:
         return self.p * self.p // self.cluster
 
     def regs_per_thread(self) -> int:
-        return self.positions_per_group * self.filters // 2 + 4 + self.overhead
+        # each further k step holds its A fragments (4 per position) and its half of the loaded pixels (2 registers
+        # per pixel of the block, two tiles) until its products are issued
+        extra = (self.k_steps - 1) * (4 * self.positions_per_group + 4 * self.pixels_per_group())
+        return self.positions_per_group * self.filters // 2 + 4 + self.overhead + extra
+
+    def pixels_per_group(self) -> int:
+        """Patch pixels one warpgroup reads per tile (the largest over the CTA's blocks)."""
+        return max(_lines_needed(self.p, r) * _lines_needed(self.p, c)
+                   for r in line_groups(self.p, self.row_groups) for c in line_groups(self.p, self.col_groups))
 
     def why_not(self, hw: Hopper = Hopper()) -> str | None:
         """None if the design can exist, else the constraint it breaks."""
@@ -99,6 +108,8 @@ class Design:
             return "wgmma N is a multiple of 8 in 8..256"
         if not 0 < self.kept <= 1:
             return "the kept share of rows is in (0, 1]"
+        if self.k_steps not in (1, 2):
+            return "1 or 2 k16 steps per chunk"
         if self.cluster * self.mcast > 16:
             return "a cluster holds at most 16 CTAs"
         regs = self.regs_per_thread()
@@ -116,6 +127,8 @@ class Design:
             s += f", region multicast x{self.mcast}"
         if self.kept < 1:
             s += f", {self.filters} of {self.block_filters} rows kept"
+        if self.k_steps > 1:
+            s += f", {16 * self.k_steps} channels a chunk"
         return s + (", V in shared memory" if self.shared_v else "")
 
 
@@ -186,10 +199,11 @@ ISSUE_FIXED, ISSUE_PER_WGMMA = 126, 4
 
 
 def instructions_per_warp(d: Design) -> float:
-    """Instructions a warp issues per chunk (RS designs), the average over the CTA's warpgroups: per thread two tiles
-    (wgmma M = 64 over 128 threads) of 4 channels (two packed half2) each; the transform's operations and its
+    """Instructions a warp issues per 16 channels (RS designs), the average over the CTA's warpgroups: per thread two
+    tiles (wgmma M = 64 over 128 threads) of 4 channels (two packed half2) each; the transform's operations and its
     rotation selects (one per first-pass result: the conflict-free column order of generation 4), one 8-byte load per
-    patch pixel its block reads, one wgmma per position, and the fixed part."""
+    patch pixel its block reads, one wgmma per position, and the fixed part. With k_steps per chunk the loads (one of
+    k_steps x 8 bytes per pixel) and the fixed part are shared by the steps."""
     rows, cols = line_groups(d.p, d.row_groups), line_groups(d.p, d.col_groups)
     total = 0.0
     for r in rows:
@@ -197,7 +211,8 @@ def instructions_per_warp(d: Design) -> float:
             ops, firsts = transform_ops(d.p, r, c)
             pixels = _lines_needed(d.p, r) * _lines_needed(d.p, c)
             wgmmas = len(r) * len(c) * (d.tiles // 64)
-            total += (ISSUE_FIXED + ISSUE_PER_WGMMA * wgmmas + wgmmas + 2 * 2 * (ops + firsts) + 2 * pixels)
+            per_step = ISSUE_PER_WGMMA * wgmmas + wgmmas + 2 * 2 * (ops + firsts)
+            total += (ISSUE_FIXED + d.k_steps * per_step + 2 * pixels) / d.k_steps
     return total / (len(rows) * len(cols))
 
 
@@ -258,7 +273,7 @@ def rectangles(d: Design, batch: int, H: int, W: int, hw: Hopper = Hopper()) -> 
             continue
         bi = d.tiles // (by * bx)
         pix = (by * m + 2) * (bx * m + 2) * bi
-        if 2 * pix * PIXEL_BYTES <= hw.smem_bytes // 2:
+        if 2 * pix * PIXEL_BYTES * d.k_steps <= hw.smem_bytes // 2:
             out.append((pix, -(-batch // bi) * -(-th // by) * -(-tw // bx)))
     return out
 

@@ -140,3 +140,21 @@ def test_the_load_conflict_no_column_order_avoids_matches_the_bank_model():
     g5 = Design(4, row_groups=1, col_groups=4, filters=64, cluster=2, mcast=2)
     assert read_wavefronts_per_tile(g5) == (4 * (2 * 2 + 2 * 1 + 2 * 1 + 2 * 2)) / 2 * 32 / 128 == 6
     assert chunk_cost(g5, 576).transform_read == 64 * 6 == 384
+
+
+def test_two_k_steps_per_chunk_share_the_fixed_instructions_and_the_loads():
+    """Generation 5 at 32 channels a chunk: per 16 channels the wgmmas and the transform are the same, the fixed part
+    (ISSUE_FIXED) and the loads (one 16-byte load per pixel for both steps) are halved: 210 -> 139 instructions per
+    warp. Bytes per channel do not change: the port and L2 terms stay, only the issue term moves. Each further step
+    holds its A fragments and its half of the pixels: 196 -> 244 registers (the build: 197 -> 240)."""
+    g5 = Design(4, row_groups=1, col_groups=4, filters=64, cluster=2, mcast=2)
+    k32 = Design(4, row_groups=1, col_groups=4, filters=64, cluster=2, mcast=2, k_steps=2)
+    assert instructions_per_warp(g5) == 126 + 4 * 4 + 4 + 2 * 2 * (8 + 4) + 2 * 8 == 210
+    assert instructions_per_warp(k32) == (126 + 2 * (4 * 4 + 4 + 2 * 2 * (8 + 4)) + 2 * 8) / 2 == 139
+    assert (g5.regs_per_thread(), k32.regs_per_thread()) == (196, 244) and k32.why_not() is None
+    hw = Hopper(issue_per_clk=2.0)
+    a, b = layer_bound(g5, CONV4_2, 32, hw), layer_bound(k32, CONV4_2, 32, hw)
+    assert (a.port_s, a.l2_s, a.tensor_s) == (b.port_s, b.l2_s, b.tensor_s)
+    assert b.issue_s == pytest.approx(a.issue_s * 139 / 210)
+    assert a.limit == "issue" and b.limit == "shared-memory port"
+    assert Design(4, 1, 4, 64, cluster=2, k_steps=3).why_not() == "1 or 2 k16 steps per chunk"
