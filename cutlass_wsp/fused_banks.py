@@ -53,8 +53,8 @@ def rotated(w: Sequence[int], t: int, pixel_bytes: int = PIXEL_BYTES) -> bool:
     """Whether tile t reads its columns in the second order: an odd number of earlier tiles of its phase (tile rows
     g of a warp's 8; a load of pixel_bytes / 4 per lane is served PHASE_BYTES at a time) start in the same pixel slot
     of a 128-byte period (the kernels' TPH and PXG)."""
-    tph = PHASE_BYTES // pixel_bytes          # tiles per phase: 4 lanes each read a quarter pixel
-    pxg = PHASE_BYTES // pixel_bytes          # pixels per 128-byte period
+    # tiles per phase (4 lanes, each a quarter pixel) and pixels per 128-byte period: both 128 / pixel_bytes
+    tph = pxg = PHASE_BYTES // pixel_bytes
     base, g = t - t % 8, t % 8
     return sum((w[base + j] ^ w[t]) & (pxg - 1) == 0 for j in range(g & ~(tph - 1), g)) % 2 == 1
 

@@ -394,8 +394,8 @@ def cp_k_channels(bc: int = BC) -> np.ndarray:
 
 
 def pack_cp_weights(U: np.ndarray, bc: int = BC) -> np.ndarray:
-    """Generation 5's weights [blocks][Cpad' / bc][4 columns][bc / 16 k steps][4 rows][MI][16], flattened: per chunk
-    of bc channels (Cpad' = Cpad rounded up to bc, zero channels added), each warpgroup's column in one contiguous
+    """Generation 5's weights [blocks][Cpad' / bc][4 columns][bc / 16 k steps][4 rows][MI][16]: per chunk of bc
+    channels (Cpad' = Cpad rounded up to bc, zero channels added), each warpgroup's column in one contiguous
     bulk copy, the k steps' operand tiles in generation 4's swizzled k16 packing (pack_rs_weights) with the channels of
     cp_k_channels; position i = 4 r + c is row r of column c."""
     blocks, L, mi, cpad = U.shape
@@ -413,10 +413,8 @@ def pack_cp_weights(U: np.ndarray, bc: int = BC) -> np.ndarray:
     perm = (np.arange(kpad // bc)[:, None] * bc + order[None, :]).ravel()
     cols = [4 * r + c for c in range(4) for r in range(4)]
     packed = pack_rs_weights(np.ascontiguousarray(U[:, cols][..., perm]))     # [b][kpad/16][16][mi][16]
-    steps = bc // 16
-    packed = packed.reshape(blocks, kpad // bc, steps, 4, 4, mi, 16).transpose(0, 1, 3, 2, 4, 5, 6)
-    return np.ascontiguousarray(packed.reshape(blocks * (kpad // 16) * 16, mi, 16)).reshape(
-        blocks, kpad // 16, 16, mi, 16)
+    packed = packed.reshape(blocks, kpad // bc, bc // 16, 4, 4, mi, 16).transpose(0, 1, 3, 2, 4, 5, 6)
+    return np.ascontiguousarray(packed)
 
 
 def fused_generation(desc: KernelDesc) -> int:
