@@ -1,0 +1,141 @@
+"""Generation 5's data path emulated on the CPU, lane by lane, from what the kernel is rendered with and the weights as
+the host packs them, against direct convolution.
+
+No GPU runs generation 5 here, so its index math is checked by a model that follows the kernel's own steps: the host's
+tile rectangle; the region of each chunk as the TMA box lands it (zeros past the image and past C); each lane's loads
+(its tile's pixel + the column it reads first or second: the bank swap, from the rendered `swappable` flags and the
+TPH / PXG rule); the k steps' halves of each load; the column pass with sgn and B^T's rows into the A fragment's k
+slots; the weights read from pack_cp_weights' buffer at the descriptor offsets (st * PPC + a) of the chunk's column
+block, un-swizzled as wgmma reads the 32-byte K-major layout; the epilogue's A^T with the swapped tiles' sign. A wrong
+channel order, swizzle, column, sign or offset anywhere gives O(1) errors; the model's own float32 weights ~1e-7.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from cutlass_wsp.families.fused import cp_desc, dense_layout, pack_cp_weights
+from cutlass_wsp.fused_banks import pick_rectangle
+from cutlass_wsp.winograd import direct_conv2d, filter_transform, matrices_float, tile_grid
+
+
+def _rendered(bc: int) -> dict:
+    from cutlass_wsp.kernels.emitter import render
+
+    src = render(cp_desc("fp16", 64, bc=bc))
+    cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in re.findall(
+        r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; swappable = (\w+); \}", src)}
+    env: dict = {"align1k": lambda b: (b + 1023) // 1024 * 1024}
+    body = src[src.index("namespace wsp_kernel {\n\nconstexpr int P ="):]
+    for name, expr in re.findall(r"^constexpr int (\w+) = ([^;]+);", body, re.M):   # in order, as the compiler does
+        expr = re.sub(r"//.*", "", expr).replace("/", "//")
+        expr = re.sub(r"(\w+) > (\w+) \? (\w+) : (\w+)", r"(\3 if \1 > \2 else \4)", expr)
+        env[name] = eval(expr, {}, env)                                     # noqa: S307 -- our own template
+    assert "desc_at(ua + (st * PPC + a) * ((MI * KS * 2) >> 4), u_hi)" in src
+    return {"cols": cols, **env}
+
+
+def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: int, k: dict) -> np.ndarray:
+    """The kernel's output [B, H, W, n_out] for NHWC input d (float64), packed weights of U [blocks, 16, 64, Cpad]."""
+    B, H, W, C = d.shape
+    blocks, mi = U.shape[0], U.shape[2]
+    chunks = -(-C // bc)
+    th, tw = tile_grid(H, W, 2)
+    BI, BY, BX = pick_rectangle(B, th, tw)
+    RH, RW = 2 * BY + 2, 2 * BX + 2
+    gy, gx = -(-th // BY), -(-tw // BX)
+    units = -(-B // BI) * gy * gx
+    _, _, BT = matrices_float(2)
+    AT = matrices_float(2)[0]
+    P = packed.reshape(blocks, chunks, 4, bc // 16, 4, mi, 16)
+    swz = ((np.arange(mi) >> 2) & 1).astype(bool)
+    Uop = P.copy()                     # wgmma's view: the 16-byte halves un-swapped on every 4th row (SW32)
+    Uop[..., swz, :] = np.concatenate([P[..., swz, 8:], P[..., swz, :8]], axis=-1)
+    dpad = np.zeros((B + BI, H + 2 * BY * 2 + 4, W + 2 * BX * 2 + 4, chunks * bc))
+    dpad[:B, 1:H + 1, 1:W + 1, :C] = d                       # region coordinates start at -1: one pixel of zeros
+    out = np.zeros((B, H, W, n_out))
+    for unit in range(units):
+        ix, iy, ib = unit % gx, (unit // gx) % gy, unit // (gx * gy)
+        b0, y0, x0 = ib * BI, iy * BY * 2, ix * BX * 2       # (+1 for the pad)
+        tiles = []
+        for t in range(64):
+            bi, rem = divmod(t, BY * BX)
+            by, bx = divmod(rem, BX)
+            ok = bi < BI and b0 + bi < B and iy * BY + by < th and ix * BX + bx < tw
+            tiles.append((b0 + bi if ok else -1, (iy * BY + by) * 2, (ix * BX + bx) * 2, (bi * RH + by * 2) * RW + bx * 2))
+        w = [t[3] for t in tiles]
+        for block in range(blocks):
+            Y = np.zeros((64, mi, 2, 2))                       # [tile][filter][u][v]
+            for col, (j0, j1, sgn, swappable) in k["cols"].items():
+                def swapped(t):
+                    base, g = t - t % 8, t % 8
+                    before = sum((w[base + j] ^ w[t]) & (k["PXG"] - 1) == 0 for j in range(g & ~(k["TPH"] - 1), g))
+                    return swappable and before % 2 == 1
+                first = [j1 if swapped(t) else j0 for t in range(64)]
+                second = [j0 if swapped(t) else j1 for t in range(64)]
+                acc = np.zeros((4, 64, mi))                    # [row a of the column][tile][filter]
+                for ch in range(chunks):
+                    region = dpad[b0:b0 + BI, y0:y0 + RH, x0:x0 + RW, ch * bc:(ch + 1) * bc].reshape(-1, bc)
+                    for st in range(k["KSTEPS"]):
+                        A = np.zeros((4, 64, 16))              # the fragments: [position row][tile][k slot]
+                        for t in range(64):
+                            for q in range(4):                 # lane (g, q): channels CPI q + 4 st + (0, 1 | 2, 3)
+                                chs = k["CPI"] * q + 4 * st + np.arange(4)
+                                da = np.array([region[w[t] + r * RW + first[t], chs] for r in range(4)])
+                                db = np.array([region[w[t] + r * RW + second[t], chs] for r in range(4)])
+                                tt = da + sgn * db             # t[r] = fma2(db, sg, da)
+                                V = BT @ tt                    # [row a][4 channels]
+                                A[:, t, [2 * q, 2 * q + 1, 2 * q + 8, 2 * q + 9]] = V
+                        for a in range(4):
+                            Bk = Uop[block, ch, col, st, a]    # [filter n][k slot]
+                            acc[a] += A[a] @ Bk.T
+                for t in range(64):
+                    f = sgn if swapped(t) else 1.0             # the epilogue's av for a swapped tile
+                    Z = AT @ acc[:, t, :]                      # [u][filter]
+                    Y[t] += np.einsum("un,v->nuv", Z, f * AT[:, col])
+            for t, (b, ty, tx, _) in enumerate(tiles):
+                if b < 0:
+                    continue
+                for u in range(2):
+                    for v in range(2):
+                        if ty + u < H and tx + v < W:
+                            n0 = block * mi
+                            nn = min(mi, n_out - n0)
+                            out[b, ty + u, tx + v, n0:n0 + nn] = Y[t, :nn, u, v]
+    return out
+
+
+@pytest.mark.parametrize("bc", [16, 32])
+@pytest.mark.parametrize("B,c,n,H,W", [(1, 40, 80, 7, 9), (3, 64, 48, 5, 6)])
+def test_generation_5s_data_path_gives_the_convolution(bc, B, c, n, H, W):
+    rng = np.random.default_rng(B + c + n + bc)
+    g = rng.standard_normal((n, c, 3, 3))
+    d = rng.standard_normal((B, H, W, c))
+    lay = dense_layout(filter_transform(g, 2).astype(np.float32), 4, fb=64)
+    k = _rendered(bc)
+    assert (k["BC"], k["KSTEPS"]) == (bc, bc // 16)
+    got = _emulate(d, lay.U, pack_cp_weights(lay.U, bc), n, bc, k)
+    ref = direct_conv2d(d.transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
+    assert np.abs(got - ref).max() < 1e-4 * np.abs(ref).max()
+
+
+def test_the_emulation_catches_a_wrong_channel_order():
+    """The check can fail: k step 1 of a 32-channel chunk reading step 0's channels, or the epilogue dropping the swapped
+    tiles' sign, gives the wrong layer."""
+    rng = np.random.default_rng(9)
+    g = rng.standard_normal((64, 64, 3, 3))
+    d = rng.standard_normal((1, 5, 9, 64))
+    lay = dense_layout(filter_transform(g, 2).astype(np.float32), 4, fb=64)
+    ref = direct_conv2d(d.transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
+    k = _rendered(32)
+    wrong = pack_cp_weights(lay.U, 32).copy()
+    wrong[:, :, :, 1] = wrong[:, :, :, 0]                   # step 1's operand tiles hold step 0's weights
+    assert np.abs(_emulate(d, lay.U, wrong, 64, 32, k) - ref).max() > 1e-2 * np.abs(ref).max()
+    k16 = _rendered(16)
+    k16["cols"] = {c: (j0, j1, sg, sw) for c, (j0, j1, sg, sw) in k16["cols"].items()}
+    unsigned = {c: (j0, j1, 1.0 if sw else sg, sw) for c, (j0, j1, sg, sw) in k16["cols"].items()}
+    assert np.abs(_emulate(d, lay.U, pack_cp_weights(lay.U, 16), 64, 16, {**k16, "cols": unsigned}) - ref).max() \
+        > 1e-2 * np.abs(ref).max()
