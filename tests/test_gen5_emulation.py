@@ -68,12 +68,13 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
             tiles.append((b0 + bi if ok else -1, (iy * BY + by) * 2, (ix * BX + bx) * 2, (bi * RH + by * 2) * RW + bx * 2))
         w = [t[3] for t in tiles]
         for block in range(blocks):
-            Y = np.zeros((64, mi, 2, 2))                       # [tile][filter][u][v]
+            accs, swaps = {}, {}
             for col, (j0, j1, sgn, swappable) in k["cols"].items():
-                def swapped(t):
+                def swapped(t, swappable=swappable):
                     base, g = t - t % 8, t % 8
                     before = sum((w[base + j] ^ w[t]) & (k["PXG"] - 1) == 0 for j in range(g & ~(k["TPH"] - 1), g))
                     return swappable and before % 2 == 1
+                swaps[col] = [swapped(t) for t in range(64)]
                 first = [j1 if swapped(t) else j0 for t in range(64)]
                 second = [j0 if swapped(t) else j1 for t in range(64)]
                 acc = np.zeros((4, 64, mi))                    # [row a of the column][tile][filter]
@@ -92,20 +93,67 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
                         for a in range(4):
                             Bk = Uop[block, ch, col, st, a]    # [filter n][k slot]
                             acc[a] += A[a] @ Bk.T
-                for t in range(64):
-                    f = sgn if swapped(t) else 1.0             # the epilogue's av for a swapped tile
-                    Z = AT @ acc[:, t, :]                      # [u][filter]
-                    Y[t] += np.einsum("un,v->nuv", Z, f * AT[:, col])
-            for t, (b, ty, tx, _) in enumerate(tiles):
-                if b < 0:
-                    continue
-                for u in range(2):
-                    for v in range(2):
-                        if ty + u < H and tx + v < W:
-                            n0 = block * mi
-                            nn = min(mi, n_out - n0)
-                            out[b, ty + u, tx + v, n0:n0 + nn] = Y[t, :nn, u, v]
+                accs[col] = acc
+            _epilogue(accs, swaps, k["cols"], tiles, block, mi, n_out, H, W, AT, out)
     return out
+
+
+def _epilogue(accs, swaps, cols, tiles, block, mi, n_out, H, W, AT, out) -> None:
+    """The kernel's epilogue thread by thread: accumulator kk of thread (warp w4, lane 4g + q) of warpgroup c in rank
+    r holds (tile 16 w4 + g + 8 ((kk >> 1) & 1), filter 8 (kk >> 2) + 2q + (kk & 1)) of column 2r + c; keep / xs1 with
+    av[(kk >> 1) & 1], the trade between the warpgroups, mine and the remote xs2, the stores. (A thread's two tiles,
+    rows g and g + 8, start a multiple of 4 pixels apart in every rectangle the host picks, so they share their swap:
+    which of them av's sign follows cannot show here.)"""
+    nacc = mi // 2
+    frag = {}                                                   # (rank, c) -> [a][kk][lt]
+    for col, acc in accs.items():
+        f = np.zeros((4, nacc, 128))
+        for lt in range(128):
+            w4, g, q = lt // 32, (lt % 32) >> 2, lt & 3
+            for kk in range(nacc):
+                f[:, kk, lt] = acc[:, 16 * w4 + g + 8 * ((kk >> 1) & 1), 8 * (kk >> 2) + 2 * q + (kk & 1)]
+        frag[col // 2, col % 2] = f
+    xs2 = {}
+    mine = {}
+    for rank in (0, 1):
+        xs1 = np.zeros((2, 2, nacc, 128))
+        keep = {}
+        for c in (0, 1):
+            col = 2 * rank + c
+            _, _, sgn, _ = cols[col]
+            f = frag[rank, c]
+            av = np.zeros((128, 2, 2))                          # [lt][tt][v]
+            for lt in range(128):
+                w4, g = lt // 32, (lt % 32) >> 2
+                for tt in (0, 1):
+                    sw = swaps[col][16 * w4 + 8 * tt + g]
+                    av[lt, tt] = [(sgn if sw else 1.0) * AT[v, col] for v in (0, 1)]
+            z = np.einsum("ur,rkl->ukl", AT, f)                 # [u][kk][lt]
+            zk, zs = (z[0], z[1]) if c == 0 else (z[1], z[0])
+            tt_of = (np.arange(nacc) >> 1) & 1
+            a_kk = av[:, tt_of, :].transpose(2, 1, 0)           # [v][kk][lt]
+            keep[c] = a_kk * zk
+            xs1[c] = a_kk * zs
+        for c in (0, 1):
+            y = keep[c] + xs1[1 - c]                            # [v][kk][lt]
+            mine[rank, c] = y[rank]
+            xs2[1 - rank, c] = y[1 - rank]                      # st_remote into the other CTA's xs2[c]
+    for rank in (0, 1):
+        for c in (0, 1):
+            u, v = c, rank
+            for lt in range(128):
+                w4, lane = lt // 32, lt % 32
+                for h in (0, 1):
+                    b, ty, tx, _ = tiles[w4 * 16 + (lane >> 2) + 8 * h]
+                    y, x = ty + u, tx + v
+                    if b < 0 or y >= H or x >= W:
+                        continue
+                    for q8 in range(mi // 8):
+                        f = block * mi + q8 * 8 + 2 * (lane & 3)
+                        kk = 4 * q8 + 2 * h
+                        for e in (0, 1):
+                            if f + e < n_out:
+                                out[b, y, x, f + e] = mine[rank, c][kk + e, lt] + xs2[rank, c][kk + e, lt]
 
 
 @pytest.mark.parametrize("bc", [16, 32])
