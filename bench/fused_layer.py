@@ -356,9 +356,10 @@ def cmd_profile(args) -> int:
                 fb = _wide_fb(pr.rows, lay.n)
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, gen=4, full=True, pipe=args.pipe,
                         sched=args.sched, rmcast=args.rmcast).ready()
-        elif args.gens:   # generation 3 or 4 (p = 4, FB 32): the last one asked for
-            case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=32,
-                        gen=args.gens[-1], pipe=args.pipe, sched=args.sched, rmcast=args.rmcast).ready()
+        elif args.gens:   # generation 3, 4 (p = 4, FB 32) or 5 (FB 64, --kc channels a chunk): the last one asked for
+            gen = args.gens[-1]
+            case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=64 if gen == 5 else 32,
+                        gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -597,6 +598,7 @@ def main(argv=None) -> int:
     f.add_argument("--pattern", choices=("dense", "wsp-rb", "wsp-r"), default="dense",
                    help="a row-pruned form: generation 4 in the widest filter block that fits (with --ratio)")
     f.add_argument("--ratio", type=float, default=0.7)
+    f.add_argument("--kc", type=int, choices=(16, 32), default=16, help="generation 5's channels per chunk (CP_BC)")
     f.add_argument("--pipe", choices=("halves",), default=None, help="generation 4's mainloop pipeline (RS_PIPES)")
     f.add_argument("--sched", choices=("persistent",), default=None,
                    help="generation 4's CTA schedule (RS_SCHEDS)")

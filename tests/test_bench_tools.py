@@ -232,3 +232,19 @@ def test_fused_table_best_takes_each_cells_fastest_variant(tmp_path, capsys):
     assert fused_layer.main(["table", str(tmp_path / "none.jsonl"), "--gen", "4"]) == 2   # one line, no traceback
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fused_layer: cannot read the timed rows")
+
+
+def test_the_fused_profile_builds_generation_5_as_it_is_timed(capsys):
+    """`profile --gen5 [--kc 32]` profiles generation 5 in its timed configuration (dense, filter blocks of 64, 16 or
+    32 channels a chunk); another chunk width is refused in one line."""
+    fused_layer = _load("fused_layer")
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    for kc in (16, 32):
+        case = fused_layer.Case(prune(he_winograd_weights((128, 64), 4, seed=1), "dense", 0.0), 4, "fp16", 32, 28, 28,
+                                fb=64, gen=5, kc=kc)
+        assert case.desc.tile == (64, 64, kc) and case.desc.extra_dict()["gen"] == 5
+    with pytest.raises(SystemExit):
+        fused_layer.main(["profile", "--gen5", "--kc", "48"])
+    assert "argument --kc: invalid choice: 48" in capsys.readouterr().err
