@@ -61,8 +61,10 @@ class Case:
                                       **({"rmcast": rmcast} if rmcast > 1 else {})}
             self.desc = (ws_desc if gen == 3 else rs_desc)(dtype, self.layout.mi, fb=fb, stages=stages,
                                                            dense_map=self.layout.identity, **kw)
-        elif gen == 5:   # the wgmma cluster pair splitting V's columns: the dense map, N = FB, kc channels a chunk
-            self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc)
+        elif gen == 5:   # the wgmma cluster pair splitting V's columns, kc channels a chunk: the dense map (N = FB), or
+            # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
+            self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
+                                full_rows=not self.layout.identity)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -254,6 +256,13 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                         pr = prune(Wd, "fp", r)
                         yield f"p4 {tag} fp", r, (lambda pr=pr, kc=kc: Case(pr, 4, dtype, batch, H, W, fb=64, gen=5,
                                                                              kc=kc))
+                    for r in ratios:   # WSP-RB in the widest block whose kept rows fill 64 (the full map)
+                        fb = balanced_block(r, n, mi=64)
+                        if fb < 64:
+                            continue
+                        pr = prune(Wd, "wsp-rb", r, block=fb)
+                        yield f"p4 {tag} wsp-rb", r, (lambda pr=pr, kc=kc, fb=fb: Case(pr, 4, dtype, batch, H, W,
+                                                                                       fb=fb, mi=64, gen=5, kc=kc))
                 continue
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                            stages=stages, mcast=mcast, epi=epi,

@@ -47,8 +47,10 @@ def gpu_test_descs() -> list:
             pass
 
     for dt in ("fp16", "bf16"):
-        for bc in fused.CP_BC:   # generation 5's tests: dense and FP in blocks of 64, chunks of 16 and 32 channels
-            add(fused.cp_desc, dt, 64, bc=bc)
+        for bc in fused.CP_BC:   # generation 5's tests: dense and FP in blocks of 64, WSP-RB's full map in 128 and 192,
+            add(fused.cp_desc, dt, 64, bc=bc)   # chunks of 16 and 32 channels
+            for fb in (128, 192):
+                add(fused.cp_desc, dt, 64, bc=bc, fb=fb, full_rows=True)
         for name, kw in gens.values():
             make = getattr(fused, name)
             add(make, dt, 32, fb=32, dense_map=True, **kw)   # every dense shape of the tests: MI = FB = 32

@@ -109,7 +109,7 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent"),
          rs_desc("fp16", 32, dense_map=True, rmcast=2),
          rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2),
-         cp_desc("fp16"), cp_desc("fp16", bc=32)]
+         cp_desc("fp16"), cp_desc("fp16", bc=32), cp_desc("fp16", 64, fb=192, full_rows=True)]
 # (compiled here: test_readme.py counts them)
 
 
@@ -429,6 +429,42 @@ def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_
     if bc == 32:   # 6 raw stages of 64-byte pixels do not fit
         with pytest.raises(Unsupported, match="needs"):
             cp_desc(dtype, stages=6, bc=32)
+
+
+@pytest.mark.parametrize("bc", [16, 32])
+def test_generation_5s_full_map_renders_the_epilogue_the_emulation_runs(bc):
+    """cp_desc(full_rows=True): MI = 64 packed rows per position stand for a filter block of FB (row-pruned layouts);
+    the mainloop is the dense map's; the epilogue stores each thread's fragments to ms where the rings were (a swapped
+    tile's times sgn), loads the block's inverse map, and each rank transforms half the filter pairs reading the other
+    rank's columns remotely, the expressions tests/test_gen5_emulation.py runs. Bad blocks are refused in one line."""
+    from cutlass_wsp.families.fused import cp_full_epilogue_bytes
+    from cutlass_wsp.kernels.emitter import render
+
+    d = cp_desc("fp16", 64, fb=192, full_rows=True, bc=bc)
+    dense = cp_desc("fp16", 64, bc=bc)
+    assert d.extra_dict()["map"] == "full" and "_fb192_" in d.name and "_mapfull_" in d.name and d.stages == dense.stages
+    src, base = render(d), render(dense)
+    assert "{{" not in src and "{%" not in src and "ld_remote" not in base and "sinv" not in base
+    for expr in ["const int t = w4 * 16 + g + 8 * h, j = q8 * 8 + 2 * q;",
+                 "*reinterpret_cast<float2*>(ms + ((c * PPC + a) * BT + t) * LDJ + j) =",
+                 "make_float2(f * acc[a][4 * q8 + 2 * h], f * acc[a][4 * q8 + 2 * h + 1]);",
+                 "const float f0 = swapped(0) ? sgn : 1.0f, f1 = swapped(1) ? sgn : 1.0f;",
+                 "for (int e = tid; e < PP * FB; e += THREADS) sinv[e] = p.inv[(long long)block * PP * FB + e];",
+                 "const int nfp = (NFP - static_cast<int>(rank) + 1) / 2;",
+                 "const int fp = 2 * (e % nfp) + static_cast<int>(rank), t = e / nfp;",
+                 "const int off = (((i % 2) * PPC + i / P) * BT + t) * LDJ;",
+                 "if ((i % P) / 2 == static_cast<int>(rank)) {",
+                 "mx[i / P][i % P] = j0 >= 0 ? ld_remote(ms_remote + 4 * (off + j0)) : 0.0f;"]:
+        assert expr in src, expr
+    # after the mainloops; ms written; the partner done reading: one more than the dense map's exchange needs
+    assert src.count("cute::cluster_sync();") == 4 and "st.shared::cluster" not in src
+    c = _template_constants(src)
+    assert c["SMEM_BYTES"] == cp_smem_bytes(64, d.stages, bc=bc)
+    assert cp_full_epilogue_bytes(64, 192) == 2 * 4 * 64 * 68 * 4 + 16 * 192 * 2 <= c["BIG_BYTES"]
+    for bad in (dict(fb=96, full_rows=False), dict(fb=48, full_rows=True), dict(fb=193, full_rows=True),
+                dict(fb=384, full_rows=True)):
+        with pytest.raises(Unsupported, match="generation-5 tile"):
+            cp_desc("fp16", 64, bc=bc, **bad)
 
 
 def test_generation_5s_rendered_column_tables_give_the_winograd_transforms():

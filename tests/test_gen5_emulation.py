@@ -22,10 +22,10 @@ from cutlass_wsp.fused_banks import pick_rectangle
 from cutlass_wsp.winograd import direct_conv2d, filter_transform, matrices_float, tile_grid
 
 
-def _rendered(bc: int) -> dict:
+def _rendered(bc: int, fb: int = 64, full: bool = False) -> dict:
     from cutlass_wsp.kernels.emitter import render
 
-    src = render(cp_desc("fp16", 64, bc=bc))
+    src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full))
     cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in re.findall(
         r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; swappable = (\w+); \}", src)}
     env: dict = {"align1k": lambda b: (b + 1023) // 1024 * 1024}
@@ -38,8 +38,10 @@ def _rendered(bc: int) -> dict:
     return {"cols": cols, **env}
 
 
-def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: int, k: dict) -> np.ndarray:
-    """The kernel's output [B, H, W, n_out] for NHWC input d (float64), packed weights of U [blocks, 16, 64, Cpad]."""
+def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: int, k: dict,
+             inv: np.ndarray | None = None) -> np.ndarray:
+    """The kernel's output [B, H, W, n_out] for NHWC input d (float64), packed weights of U [blocks, 16, 64, Cpad];
+    with `inv` ([blocks, 16, FB]) the full map's epilogue, else the dense map's."""
     B, H, W, C = d.shape
     blocks, mi = U.shape[0], U.shape[2]
     chunks = -(-C // bc)
@@ -94,8 +96,67 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
                             Bk = Uop[block, ch, col, st, a]    # [filter n][k slot]
                             acc[a] += A[a] @ Bk.T
                 accs[col] = acc
-            _epilogue(accs, swaps, k["cols"], tiles, block, mi, n_out, H, W, AT, out)
+            if inv is None:
+                _epilogue(accs, swaps, k["cols"], tiles, block, mi, n_out, H, W, AT, out)
+            else:
+                _full_epilogue(accs, swaps, k["cols"], tiles, block, mi, inv[block], n_out, H, W, AT, out)
     return out
+
+
+def _fragments(acc: np.ndarray, mi: int) -> np.ndarray:
+    """acc[a][tile][row] as the threads hold it: [a][kk][lt], accumulator kk of thread lt = 32 w4 + 4 g + q being
+    (tile 16 w4 + g + 8 ((kk >> 1) & 1), row 8 (kk >> 2) + 2q + (kk & 1))."""
+    f = np.zeros((4, mi // 2, 128))
+    for lt in range(128):
+        w4, g, q = lt // 32, (lt % 32) >> 2, lt & 3
+        for kk in range(mi // 2):
+            f[:, kk, lt] = acc[:, 16 * w4 + g + 8 * ((kk >> 1) & 1), 8 * (kk >> 2) + 2 * q + (kk & 1)]
+    return f
+
+
+def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out) -> None:
+    """The full map's epilogue as the kernel writes it: each thread stores its fragments to ms[c * 4 + a][tile][LDJ]
+    (tile 16 w4 + g + 8 h, row 8 q8 + 2 q + e; a swapped tile's values times sgn); rank r then transforms the filter
+    pairs r, r + 2, ... of every tile from position i's ms of rank (i % 4) // 2, warpgroup i % 2, row inv[i][f]."""
+    fb = inv.shape[1]
+    ldj = mi + 4
+    ms = np.full((2, 8, 64, ldj), np.nan)                     # unwritten entries poison whatever reads them
+    for col, acc in accs.items():
+        rank, c = col // 2, col % 2
+        sgn = cols[col][2]
+        fr = _fragments(acc, mi)
+        for lt in range(128):
+            w4, lane = lt // 32, lt % 32
+            g, q = lane >> 2, lane & 3
+            f0 = sgn if swaps[col][w4 * 16 + g] else 1.0
+            f1 = sgn if swaps[col][w4 * 16 + g + 8] else 1.0
+            for a in range(4):
+                for q8 in range(mi // 8):
+                    for h in (0, 1):
+                        t, j = w4 * 16 + g + 8 * h, q8 * 8 + 2 * q
+                        f = f1 if h else f0
+                        ms[rank, c * 4 + a, t, j:j + 2] = f * fr[a, 4 * q8 + 2 * h:4 * q8 + 2 * h + 2, lt]
+    nfp = fb // 2
+    for rank in (0, 1):
+        for fp in range(rank, nfp, 2):
+            for t, (b, ty, tx, _) in enumerate(tiles):
+                f = block * fb + 2 * fp
+                if b < 0 or f >= n_out:
+                    continue
+                M = np.zeros((2, 4, 4))
+                for i in range(16):
+                    rr, cc = i // 4, i % 4
+                    for e in (0, 1):
+                        j = inv[i, 2 * fp + e]
+                        M[e, rr, cc] = ms[cc // 2, (i % 2) * 4 + rr, t, j] if j >= 0 else 0.0
+                for e in (0, 1):
+                    if f + e >= n_out:
+                        continue
+                    Y = AT @ M[e] @ AT.T
+                    for u in range(2):
+                        for v in range(2):
+                            if ty + u < H and tx + v < W:
+                                out[b, ty + u, tx + v, f + e] = Y[u, v]
 
 
 def _epilogue(accs, swaps, cols, tiles, block, mi, n_out, H, W, AT, out) -> None:
@@ -187,3 +248,38 @@ def test_the_emulation_catches_a_wrong_channel_order():
     unsigned = {c: (j0, j1, 1.0 if sw else sg, sw) for c, (j0, j1, sg, sw) in k16["cols"].items()}
     assert np.abs(_emulate(d, lay.U, pack_cp_weights(lay.U, 16), 64, 16, {**k16, "cols": unsigned}) - ref).max() \
         > 1e-2 * np.abs(ref).max()
+
+
+def _winograd_reference(d: np.ndarray, lay) -> np.ndarray:
+    """The layer the layout stands for, in float64: W[i][f] = U[block][i][inv[i][f]] (0 where pruned), Y_i = W_i X_i,
+    the output transform; d NHWC, out NHWC."""
+    from cutlass_wsp.winograd import input_transform, output_transform
+
+    B, H, W, C = d.shape
+    Wf = np.zeros((16, lay.n_out, C))
+    for b in range(lay.blocks):
+        for i in range(16):
+            fl = np.flatnonzero(lay.inv[b, i] >= 0)
+            fl = fl[b * lay.fb + fl < lay.n_out]
+            Wf[i, b * lay.fb + fl] = lay.U[b, i, lay.inv[b, i, fl], :C]
+    X = input_transform(d.transpose(0, 3, 1, 2), 2)            # [16, C, T]
+    return output_transform(np.einsum("ifc,ict->ift", Wf, X), 2, B, H, W).transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("bc", [16, 32])
+@pytest.mark.parametrize("ratio,n,fb", [(0.7, 200, 192), (0.5, 150, 128)])
+def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, ratio, n, fb):
+    """WSP-RB in the wide blocks of the full map (64 packed rows per position standing for FB filters; n leaves the
+    last block partly empty): the emulated kernel against the layer its layout stands for."""
+    from cutlass_wsp.families.fused import layout_for
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    rng = np.random.default_rng(n + bc)
+    lay = layout_for(prune(he_winograd_weights((n, 48), 4, seed=3), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
+    assert lay.mi == 64 and lay.fb == fb and not lay.identity
+    d = rng.standard_normal((2, 7, 5, 48))
+    k = _rendered(bc, fb=fb, full=True)
+    got = _emulate(d, lay.U, pack_cp_weights(lay.U, bc), lay.n_out, bc, k, inv=lay.inv)
+    ref = _winograd_reference(d, lay)
+    assert np.abs(ref).max() > 0.1 and np.abs(got - ref).max() < 1e-9 * np.abs(ref).max()

@@ -343,16 +343,26 @@ def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC) -> 
     return max(main, xs) + bars + WS_BT * 16
 
 
+def cp_full_epilogue_bytes(mi: int, fb: int) -> int:
+    """Shared memory of generation 5's full-map epilogue: its 8 positions' accumulators (fp32 rows of MI + 4) and the
+    block's inverse map, over the rings."""
+    return 2 * 4 * WS_BT * (mi + 4) * 4 + 16 * fb * 2
+
+
 def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     mi, bt, bc = desc.tile
-    if extra.get("p") != 4 or extra.get("warps") != RS_WARPS or extra.get("map") != "dense":
+    fb, full = extra.get("fb"), extra.get("map") == "full"
+    if extra.get("p") != 4 or extra.get("warps") != RS_WARPS or extra.get("map") not in ("dense", "full"):
         raise Unsupported(f"generation 5 with p={extra.get('p')}, {extra.get('warps')} warps, the "
-                          f"{extra.get('map')!r} map", f"use p=4, {RS_WARPS} warps and the dense map (dense, FP)")
+                          f"{extra.get('map')!r} map", f"use p=4, {RS_WARPS} warps and the dense map (dense, FP) "
+                          "or the full map (row-pruned layouts)")
     if desc.dtype not in FUSED_DTYPES:
         raise Unsupported(f"the fused layer kernel has no {desc.dtype} version", f"use one of {', '.join(FUSED_DTYPES)}")
-    if bc not in CP_BC or bt != WS_BT or mi not in CP_MI or extra.get("fb") != mi:
-        raise Unsupported(f"generation-5 tile {desc.tile} with FB={extra.get('fb')}",
-                          f"use (MI in {CP_MI}, {WS_BT}, BC in {CP_BC}) with FB == MI")
+    if bc not in CP_BC or bt != WS_BT or mi not in CP_MI or not isinstance(fb, int) or (
+            not full and fb != mi) or (full and (fb < mi or fb % 2 or fb > max(WIDE_FB))):
+        raise Unsupported(f"generation-5 tile {desc.tile} with FB={fb} ({extra.get('map')} map)",
+                          f"use (MI in {CP_MI}, {WS_BT}, BC in {CP_BC}) with FB == MI (the dense map) or an even "
+                          f"FB from MI to {max(WIDE_FB)} (the full map)")
     if extra.get("raw") != WS_RAW_PIX:
         raise Unsupported(f"input region of {extra.get('raw')} pixels", f"use {WS_RAW_PIX}")
     if desc.stages not in CP_STAGES:
@@ -361,20 +371,28 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     if need > SMEM_LIMIT:
         raise Unsupported(f"generation-5 tile {mi}x{bt}x{bc}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
+    rings = need - (-(-((2 * desc.stages + 2 * cp_ustages(desc.stages, bc)) * 8) // 16) * 16) - WS_BT * 16
+    if full and cp_full_epilogue_bytes(mi, fb) > rings:
+        raise Unsupported(f"generation 5's full-map epilogue ({cp_full_epilogue_bytes(mi, fb)} B) over rings of "
+                          f"{rings} B", "use more stages or a smaller filter block")
     return desc
 
 
-def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC) -> KernelDesc:
-    """A generation-5 fused kernel (p = 4; the dense map: dense and FP layouts in filter blocks of MI): a cluster
-    pair splits V's columns, each warpgroup transforms its column into wgmma's A registers with N = MI, the input
-    region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32 runs two k16 steps per chunk). The deepest
-    even ring whose shared memory fits, unless given."""
+def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC, fb: int | None = None,
+            full_rows: bool = False) -> KernelDesc:
+    """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
+    into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
+    runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
+    the full map: MI packed rows per position standing for a filter block of FB (row-pruned layouts, WSP-RB in its
+    wide blocks), every row multiplied, the epilogue reading the inverse map. The deepest even ring whose shared
+    memory fits, unless given."""
     mi = int(mi)
+    fb = mi if fb is None else int(fb)
     if stages is None:
         stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s, bc=bc) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, int(bc)), stages=stages,
-                      extra=(("p", 4), ("fb", mi), ("warps", RS_WARPS), ("gen", 5), ("map", "dense"),
-                             ("raw", WS_RAW_PIX)))
+                      extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 5),
+                             ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX)))
     return check_fused_desc(desc)
 
 

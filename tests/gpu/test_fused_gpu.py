@@ -284,6 +284,29 @@ def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc, batch
     assert m.rel_error > 0 and m.timing.median_ms > 0
 
 
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("bc", [16, 32])
+@pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
+@pytest.mark.parametrize("ratio,n,fb", [(0.7, 200, 192), (0.5, 150, 128)])
+def test_gen5_full_map_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc, batch, H, W, ratio, n, fb,
+                                                                     compile_cache_dir):
+    """Generation 5's full map: WSP-RB in wide blocks (64 packed rows per position for FB filters; n leaves the last
+    block partly empty), its epilogue reading the partner CTA's columns remotely."""
+    from cutlass_wsp.families.fused import cp_desc, layer_op, layout_for
+    from cutlass_wsp.gpu.harness import bench
+    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    _sm90()
+    lay = layout_for(prune(he_winograd_weights((n, 64), 4, seed=17), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
+    desc = cp_desc(dtype, lay.mi, bc=bc, fb=fb, full_rows=True)
+    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen5 wsp-rb {ratio}")
+    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
+              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
+    assert m.rel_error > 0 and m.timing.median_ms > 0
+
+
 def test_a_fused_config_search_verifies_records_and_is_read_back(compile_cache_dir, tmp_path):
     from cutlass_wsp.families import registry
     from cutlass_wsp.families.fused import FusedTuneProblem, layout_for
