@@ -334,13 +334,17 @@ def cp_ustages(stages: int, bc: int = BC) -> int:
     return stages + 1 if bc == BC else 2
 
 
+def _cp_big_bytes(mi: int, stages: int, raw: int, bc: int) -> int:
+    """The rings of one generation-5 CTA, which its epilogue reuses (the template's BIG_BYTES)."""
+    main = stages * _align1k(raw * bc * 2) + 2 * cp_ustages(stages, bc) * 4 * mi * bc * 2
+    xs = 2 * 2 * (mi // 2) * 128 * 4 + 2 * (mi // 2) * 128 * 4    # the dense map's two exchanges, over the rings
+    return max(main, xs)
+
+
 def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC) -> int:
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants)."""
-    ust = cp_ustages(stages, bc)
-    main = stages * _align1k(raw * bc * 2) + 2 * ust * 4 * mi * bc * 2
-    xs = 2 * 2 * (mi // 2) * 128 * 4 + 2 * (mi // 2) * 128 * 4    # the two epilogue exchanges, over the rings
-    bars = -(-((2 * stages + 2 * ust) * 8) // 16) * 16               # rawfull, rawfree; ufull
-    return max(main, xs) + bars + WS_BT * 16
+    bars = -(-((2 * stages + 2 * cp_ustages(stages, bc)) * 8) // 16) * 16   # rawfull, rawfree; ufull
+    return _cp_big_bytes(mi, stages, raw, bc) + bars + WS_BT * 16
 
 
 def cp_full_epilogue_bytes(mi: int, fb: int) -> int:
@@ -371,7 +375,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     if need > SMEM_LIMIT:
         raise Unsupported(f"generation-5 tile {mi}x{bt}x{bc}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
-    rings = need - (-(-((2 * desc.stages + 2 * cp_ustages(desc.stages, bc)) * 8) // 16) * 16) - WS_BT * 16
+    rings = _cp_big_bytes(mi, desc.stages, WS_RAW_PIX, bc)
     if full and cp_full_epilogue_bytes(mi, fb) > rings:
         raise Unsupported(f"generation 5's full-map epilogue ({cp_full_epilogue_bytes(mi, fb)} B) over rings of "
                           f"{rings} B", "use more stages or a smaller filter block")
