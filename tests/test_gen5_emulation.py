@@ -244,7 +244,6 @@ def test_the_emulation_catches_a_wrong_channel_order():
     wrong[:, :, :, 1] = wrong[:, :, :, 0]                   # step 1's operand tiles hold step 0's weights
     assert np.abs(_emulate(d, lay.U, wrong, 64, 32, k) - ref).max() > 1e-2 * np.abs(ref).max()
     k16 = _rendered(16)
-    k16["cols"] = {c: (j0, j1, sg, sw) for c, (j0, j1, sg, sw) in k16["cols"].items()}
     unsigned = {c: (j0, j1, 1.0 if sw else sg, sw) for c, (j0, j1, sg, sw) in k16["cols"].items()}
     assert np.abs(_emulate(d, lay.U, pack_cp_weights(lay.U, 16), 64, 16, {**k16, "cols": unsigned}) - ref).max() \
         > 1e-2 * np.abs(ref).max()

@@ -117,6 +117,19 @@ WIDE_VARIANTS = [{}, {"pipe": "halves"}, {"sched": "persistent"}, {"sched": "per
 PERSISTENT_VARIANTS = [{}, {"pipe": "halves"}, {"rmcast": 2}]
 
 
+def _check_against_unfused(lay, dtype, desc, batch, H, W, cache_dir, what) -> None:
+    """The fused layer `desc` on `lay` against the fp32 unfused pipeline with the same packed weights (the harness's
+    check, output poisoned first), then timed briefly: both must have happened."""
+    from cutlass_wsp.families.fused import layer_op
+    from cutlass_wsp.gpu.harness import bench
+    from cutlass_wsp.kernels.cache import KernelCache
+
+    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(cache_dir), what)
+    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
+              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
+    assert m.rel_error > 0 and m.timing.median_ms > 0
+
+
 def _variant_id(kw: dict) -> str:
     return "-".join(f"{k}{v}" for k, v in kw.items()) or "one"
 
@@ -175,9 +188,7 @@ def test_dense_fused_layer_equals_direct_convolution(kernel, dtype, batch, c, n,
                                               ("fp", 0.5, {}), ("wsp-rb", 0.75, dict(block=64))])
 def test_pruned_fused_layers_equal_the_unfused_pipeline_with_the_same_mask(kernel, pattern, ratio, kw,
                                                                            compile_cache_dir):
-    from cutlass_wsp.families.fused import layer_op, layout_for
-    from cutlass_wsp.gpu.harness import bench
-    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.families.fused import layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
 
@@ -185,10 +196,8 @@ def test_pruned_fused_layers_equal_the_unfused_pipeline_with_the_same_mask(kerne
     p, make = KERNELS[kernel]
     pr = prune(he_winograd_weights((96, 64), p, seed=5), pattern, ratio, **kw)
     lay = layout_for(pr, p, fb=_fb(kernel, True))
-    op = layer_op(lay, "fp16", make(lay, "fp16"), 3, 13, 10, KernelCache(compile_cache_dir), f"{kernel} {pattern}")
-    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
-              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
-    assert m.rel_error > 0 and m.timing.median_ms > 0
+    _check_against_unfused(lay, "fp16", make(lay, "fp16"), 3, 13, 10, compile_cache_dir,
+                           f"{kernel} {pattern}")
 
 
 # ------------------------------------------------------------ generations 3 and 4 (warp-specialized, wgmma)
@@ -225,9 +234,6 @@ def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype,
     wgmma, empty ones none; FP's identity layout takes the dense map. WSP-CB (generation 4 only: the chunk map):
     every row kept (dense map), the products of pruned (position, 16-channel chunk) pairs skipped; at 0.75 each
     position keeps 1 of the 4 chunks, so some chunks skip every product of a warpgroup."""
-    from cutlass_wsp.families.fused import layer_op
-    from cutlass_wsp.gpu.harness import bench
-    from cutlass_wsp.kernels.cache import KernelCache
 
     if pattern == "wsp-cb" and not gen.startswith("gen4"):
         pytest.skip("the chunk map is generation 4's")
@@ -235,10 +241,8 @@ def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype,
     lay = pruned_layout(pattern, ratio, kw)
     cmap = dict(cmap=lay.pruned_chunks) if gen.startswith("gen4") else {}
     desc = _wgmma_desc(gen)(dtype, lay.mi, fb=32, dense_map=lay.identity, **cmap)
-    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"{gen} {pattern} {ratio}")
-    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
-              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
-    assert m.rel_error > 0 and m.timing.median_ms > 0
+    _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
+                           f"{gen} {pattern} {ratio}")
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -268,9 +272,7 @@ def test_gen5_dense_equals_direct_convolution(dtype, bc, batch, c, n, H, W, comp
 def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc, batch, H, W, ratio, compile_cache_dir):
     """Generation 5 with FP's identity layout (the kept filters of n = 96, c = 64, in blocks of 64), chunks of 16 or
     32 channels."""
-    from cutlass_wsp.families.fused import cp_desc, layer_op, layout_for
-    from cutlass_wsp.gpu.harness import bench
-    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.families.fused import cp_desc, layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
 
@@ -278,10 +280,8 @@ def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc, batch
     lay = layout_for(prune(he_winograd_weights((96, 64), 4, seed=13), "fp", ratio), 4, fb=64)
     assert lay.identity
     desc = cp_desc(dtype, lay.mi, bc=bc)
-    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen5 fp {ratio}")
-    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
-              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
-    assert m.rel_error > 0 and m.timing.median_ms > 0
+    _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
+                           f"gen5 fp {ratio}")
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -292,19 +292,15 @@ def test_gen5_full_map_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc,
                                                                      compile_cache_dir):
     """Generation 5's full map: WSP-RB in wide blocks (64 packed rows per position for FB filters; n leaves the last
     block partly empty), its epilogue reading the partner CTA's columns remotely."""
-    from cutlass_wsp.families.fused import cp_desc, layer_op, layout_for
-    from cutlass_wsp.gpu.harness import bench
-    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.families.fused import cp_desc, layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
 
     _sm90()
     lay = layout_for(prune(he_winograd_weights((n, 64), 4, seed=17), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
     desc = cp_desc(dtype, lay.mi, bc=bc, fb=fb, full_rows=True)
-    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen5 wsp-rb {ratio}")
-    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
-              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
-    assert m.rel_error > 0 and m.timing.median_ms > 0
+    _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
+                           f"gen5 wsp-rb {ratio}")
 
 
 def test_a_fused_config_search_verifies_records_and_is_read_back(compile_cache_dir, tmp_path):
@@ -363,10 +359,8 @@ def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeli
     """Persistent CTAs with the full map (n = 256 in WSP-RB's wide blocks of 96 or 256, balanced WSP-R in its widest
     block): several items per CTA, the shared-memory epilogue in two passes beside the refilling rings, each item's
     inverse map; against the fp32 unfused pipeline with the same mask."""
-    from cutlass_wsp.families.fused import layer_op, rs_desc
+    from cutlass_wsp.families.fused import rs_desc
     from cutlass_wsp.gpu.device import current_sm_count
-    from cutlass_wsp.gpu.harness import bench
-    from cutlass_wsp.kernels.cache import KernelCache
 
     _sm90()
     lay, fb = wide_layout(pattern, ratio, c=c, seed=11)
@@ -374,10 +368,8 @@ def test_gen4_persistent_full_map_walks_many_items_and_equals_the_unfused_pipeli
     if pattern == "wsp-rb":   # at least ceil(tiles / 64) rectangles x blocks items: several per CTA
         assert -(-tiles // 64) * lay.blocks > 2 * current_sm_count()
     desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, sched="persistent", **variant)
-    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"persistent {pattern} {ratio} FB {fb}")
-    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
-              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
-    assert m.rel_error > 0 and m.timing.median_ms > 0
+    _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
+                           f"persistent {pattern} {ratio} FB {fb}")
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -390,18 +382,14 @@ def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dty
     balanced_block): n = 256 in blocks of 96 (WSP-RB 0.7: 96, 96 and a partial 64), 256 (WSP-RB 0.9) or the
     widest that fits (WSP-R), every position multiplying all its packed rows (the "full" map: padding rows are
     zero); WSP-RB 0.7 in blocks of 32 (10 kept rows: MI 16); unbalanced WSP-R in blocks of 32 with the full map."""
-    from cutlass_wsp.families.fused import layer_op, rs_desc
-    from cutlass_wsp.gpu.harness import bench
-    from cutlass_wsp.kernels.cache import KernelCache
+    from cutlass_wsp.families.fused import rs_desc
 
     _sm90()
     lay, fb = wide_layout(pattern, ratio, wide)
     desc = rs_desc(dtype, lay.mi, fb=fb, full_rows=True, **variant)
     assert (fb > 32) == (wide and pattern != "wsp-r-unbalanced") and "_mapfull_" in desc.name
-    op = layer_op(lay, dtype, desc, batch, H, W, KernelCache(compile_cache_dir), f"gen4 {pattern} {ratio} FB {fb}")
-    m = bench(op.launch, outputs=op.out, result=op.result, reference=op.reference, check=op.check,
-              budget_s=0.01, min_reps=2, max_reps=3, warmup=1)
-    assert m.rel_error > 0 and m.timing.median_ms > 0
+    _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
+                           f"gen4 {pattern} {ratio} FB {fb}")
 
 
 @pytest.mark.parametrize("pattern,ratio,balance", [("dense", None, None), ("fp", 0.5, None), ("wsp-r", 0.7, "balanced"),
