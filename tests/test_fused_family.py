@@ -230,11 +230,11 @@ def test_ws_weights_are_packed_per_chunk_with_the_32_byte_swizzle():
 def test_ws_is_built_on_request_only():
     """Generation 3 (measured slower than generation 4): the default kernel and the tuner's menu leave it out; a
     layer asks for it by description (FB 32 layouts: MI <= 32). The default is generation 4 where its 32 rows per
-    position hold the layout (FB 32 dense), else generation 2 (FB 64 dense: MI 64)."""
+    position hold the layout (FB 32 dense), generation 5 for FB 64 dense (MI 64)."""
     from cutlass_wsp.families.fused import FusedLayer, FusedTuneProblem, candidates_for, default_desc
 
     W = he_winograd_weights((64, 48), 4, seed=4)
-    for fb, gen in ((32, 4), (64, 2)):
+    for fb, gen in ((32, 4), (64, 5)):
         prob = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=fb), 3, 13, 11)
         assert default_desc(prob, "fp16").extra_dict()["gen"] == gen
         assert all(d.extra_dict().get("gen", 1) != 3 for d in candidates_for(prob, "fp16"))
@@ -726,7 +726,8 @@ def test_wsp_cb_layout_keeps_every_row_and_zeroes_its_pruned_chunks():
 
 def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
     """p = 4 defaults to generation 4 (dense map, register epilogue; row layouts: the full map) with generation 2
-    behind it in the tuning menu; a layout of more than 32 rows per position falls back to generation 2."""
+    behind it in the tuning menu; an identity layout in filter blocks of 64 runs generation 5 at 32 channels a chunk,
+    other layouts of more than 32 rows per position fall back to generation 2."""
     from cutlass_wsp.families.fused import FusedLayer, FusedTuneProblem, candidates_for, default_desc
 
     W = he_winograd_weights((64, 48), 4, seed=4)
@@ -738,8 +739,13 @@ def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
     rows = FusedTuneProblem.of(layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32), 3, 13, 11)
     assert default_desc(rows, "fp16").extra_dict()["map"] == "full"
     assert candidates_for(rows, "fp16")[1].extra_dict()["map"] == "rows"
-    wide = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=64), 3, 13, 11)   # MI 64
-    assert default_desc(wide, "fp16").extra_dict()["gen"] == 2
+    wide = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=64), 3, 13, 11)   # MI 64: generation 5
+    assert default_desc(wide, "fp16") == cp_desc("fp16", 64, bc=32)
+    assert candidates_for(wide, "fp16")[:2] == [cp_desc("fp16", 64, bc=32), cp_desc("fp16", 64)]
+    assert candidates_for(wide, "fp16")[2].extra_dict()["gen"] == 2
+    # a row layout of 64 packed rows, or WSP-CB's chunk map, does not take generation 5's dense map
+    cb = FusedTuneProblem.of(layout_for(prune(W, "wsp-cb", 0.5), 4, fb=64), 3, 13, 11)
+    assert cb.chunks and default_desc(cb, "fp16").extra_dict()["gen"] == 2
     lay = layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32)
     assert FusedLayer(lay, "fp16", rs_desc("fp16", lay.mi, fb=32)).desc.extra_dict()["gen"] == 4
 
@@ -791,13 +797,15 @@ def test_the_registry_serves_the_fused_layer_for_its_patterns_as_whole_layer_poi
     assert "fused" in registry.tunable()
 
 
-@pytest.mark.parametrize("pattern,ratio,balance,gen", [("dense", None, None, 4), ("fp", 0.7, None, 4),
-                                                       ("wsp-r", 0.7, "unbalanced", 4), ("wsp-rb", 0.75, None, 4),
-                                                       ("wsp-r", 0.9, "balanced", 4), ("wsp-cb", 0.75, None, 4)])
-def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, gen):
+@pytest.mark.parametrize("pattern,ratio,balance,layer,gen", [
+    ("dense", None, None, "resnet18:12", 5), ("dense", None, None, "resnet18:1", 4), ("fp", 0.7, None, "resnet18:12", 5),
+    ("fp", 0.7, None, "vgg16:conv3_2", 4), ("wsp-r", 0.7, "unbalanced", "resnet18:12", 4),
+    ("wsp-rb", 0.75, None, "resnet18:12", 4), ("wsp-r", 0.9, "balanced", "resnet18:12", 4),
+    ("wsp-cb", 0.75, None, "resnet18:12", 4)])
+def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, layer, gen):
     from cutlass_wsp.families import registry
 
-    ctx = _ctx(pattern, ratio, balance)
+    ctx = _ctx(pattern, ratio, balance, layer=layer)
     plan = registry.serving(pattern, "fused").plan(ctx)
     (desc,) = plan.descs
     assert plan.kernel == "fused" and plan.tuned is False
@@ -821,6 +829,10 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, gen
     assert len(kf.candidates(prob, "fp16", "sm90", short=True)) == 1
     full = kf.candidates(prob, "fp16", "sm90")
     assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
+    if gen == 5:   # dense and FP where identity_filter_block picks blocks of 64: 32 channels a chunk, then 16
+        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, bc=32) and full[1] == cp_desc("fp16", 64)
+        assert {d.extra_dict()["gen"] for d in full} == {2, 5}
+        return
     # generation 4: the dense map (register epilogue) for dense / FP, the unbranched full map for row layouts in
     # the widest filter block whose (block, position)s keep at most 32 rows; generation 2 in the menu behind it
     x = desc.extra_dict()
@@ -834,6 +846,20 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, gen
             assert lay.full_rows
     else:
         assert prob.fb == 32
+
+
+def test_identity_layouts_choose_generation_5_where_it_measured_faster():
+    """Dense and FP at p = 4 (fp16): filter blocks of 64 (generation 5 at 32 channels a chunk) from c = 128 on, unless
+    they pad more than 1.2x the filters blocks of 32 do; bf16 and c = 64 stay at 32 (generation 4). The cells of the
+    H200 run this rule was read from (results/fused/gen5-time-h200.jsonl) are the cases."""
+    from cutlass_wsp.families.fused import identity_filter_block
+
+    assert identity_filter_block(512, 512, "fp16") == 64 and identity_filter_block(128, 128, "fp16") == 64
+    assert identity_filter_block(64, 64, "fp16") == 32 and identity_filter_block(64, 128, "fp16") == 32
+    assert identity_filter_block(512, 154, "fp16") == 64      # FP 0.7 of 512: 192 against 160 filters (1.2x)
+    assert identity_filter_block(256, 77, "fp16") == 32       # FP 0.7 of 256: 128 against 96 (1.33x)
+    assert identity_filter_block(128, 38, "fp16") == 64       # FP 0.7 of 128: 64 either way
+    assert identity_filter_block(512, 512, "bf16") == 32
 
 
 def test_plan_refuses_what_the_kernel_cannot_run_in_one_line():

@@ -395,9 +395,10 @@ def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dty
 @pytest.mark.parametrize("pattern,ratio,balance", [("dense", None, None), ("fp", 0.5, None), ("wsp-r", 0.7, "balanced"),
                                                    ("wsp-r", 0.7, "unbalanced"), ("wsp-rb", 0.7, None),
                                                    ("wsp-rb", 0.9, None), ("wsp-cb", 0.75, None)])
-def test_the_sweeps_gen4_fused_points_verify_and_time(pattern, ratio, balance, compile_cache_dir):
-    """The sweep's path (registry -> FusedFamily -> generation 4 in its filter block -> the harness's check
-    against the fp32 unfused pipeline, then timing): ResNet-18 layer3 (256 -> 256 at 14 x 14), batch 3."""
+def test_the_sweeps_gen4_and_gen5_fused_points_verify_and_time(pattern, ratio, balance, compile_cache_dir):
+    """The sweep's path (registry -> FusedFamily -> the kernel of its filter block -> the harness's check against
+    the fp32 unfused pipeline, then timing): ResNet-18 layer3 (256 -> 256 at 14 x 14), batch 3. Dense and FP run
+    generation 5 at 32 channels a chunk in blocks of 64 (identity_filter_block), the others generation 4."""
     from cutlass_wsp.families.fused import balanced_block
     from cutlass_wsp.gpu.harness import TimingOptions
     from cutlass_wsp.kernels.cache import KernelCache
@@ -409,8 +410,11 @@ def test_the_sweeps_gen4_fused_points_verify_and_time(pattern, ratio, balance, c
     m = Measurer(TimingOptions(budget_s=0.01), cache=KernelCache(compile_cache_dir))
     pt = Point("resnet18", ("layer3.0.conv2",), 256, 256, 14, 14, 3, 4, "fp16", pattern, "fused", ratio, balance)
     row = m.measure(pt)      # raises where the check fails
-    assert row["rel_error"] > 0 and row["median_ms"] > 0 and "_gen4_" in row["kernel"]
+    gen5 = pattern in ("dense", "fp")
+    assert row["rel_error"] > 0 and row["median_ms"] > 0 and ("_gen5_" if gen5 else "_gen4_") in row["kernel"]
     assert ("_mapdense_" in row["kernel"]) == (pattern in ("dense", "fp", "wsp-cb"))
+    if gen5:
+        assert row["kernel_config"]["filter_block"] == row["kernel_config"]["rows_per_position"] == 64
     assert ("_cmapblocks_" in row["kernel"]) == (pattern == "wsp-cb")   # WSP-CB skips its pruned chunks
     if pattern == "wsp-rb":   # WSP-RB's default block is the kernel's filter block: the 32 rows hold its kept count
         block = min(balanced_block(ratio, 256), 256)
