@@ -37,6 +37,10 @@ def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
     return (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
 
 
+# generation 5's variants in `time` and `verify`: (tag, channels a chunk, vertical tile pairs)
+GEN5_TAGS = (("gen5", 16, False), ("gen5-k32", 32, False), ("gen5-k32-vpair", 32, True))
+
+
 class Case:
     """One fused layer: its layout and kernel (host, `Case(...)`), then on the GPU (`ready()`) its input,
     output and launcher. `pruned` holds the (masked) Winograd weights the kernel stands for."""
@@ -44,7 +48,8 @@ class Case:
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
-                 pipe: str | None = None, sched: str | None = None, rmcast: int = 1, kc: int = 16):
+                 pipe: str | None = None, sched: str | None = None, rmcast: int = 1, kc: int = 16,
+                 vpair: bool = False):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -64,7 +69,7 @@ class Case:
         elif gen == 5:   # the wgmma cluster pair splitting V's columns, kc channels a chunk: the dense map (N = FB), or
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
-                                full_rows=not self.layout.identity)
+                                full_rows=not self.layout.identity, vpair=vpair)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -143,9 +148,9 @@ def verify_cases(gens=()):
                                  ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
                 for x in (gens if p == 4 else ()):
                     if x == 5:   # the dense map only, in filter blocks of 64; chunks of 16 and 32 channels
-                        for tag, kc in (("gen5", 16), ("gen5-k32", 32)):
-                            variants += [(f"{tag} dense", dense_pruned(g, p), 64, g, 5, kc),
-                                         (f"{tag} fp 0.5", prune(Wt, "fp", 0.5), 64, None, 5, kc)]
+                        for tag, kc, vp in GEN5_TAGS:
+                            variants += [(f"{tag} dense", dense_pruned(g, p), 64, g, 5, kc, vp),
+                                         (f"{tag} fp 0.5", prune(Wt, "fp", 0.5), 64, None, 5, kc, vp)]
                         continue
                     variants += [(f"gen{x} dense", dense_pruned(g, p), 32, g, x),
                                  (f"gen{x} wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, x),
@@ -154,10 +159,11 @@ def verify_cases(gens=()):
                                  (f"gen{x} wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=32), 32, None, x)]
                     if x == 4:   # the chunk map (WSP-CB), at wsp-r's ratios
                         variants += [(f"gen4 wsp-cb {r}", prune(Wt, "wsp-cb", r), 32, None, 4) for r in (0.5, 0.7)]
-                for label, pr, fb, gg, gen, *kc in variants:
+                for label, pr, fb, gg, gen, *g5 in variants:
                     what = f"{dtype} p{p} b{batch} c{c} n{n} {H}x{W} {label}"
-                    yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen, kc=kc:
-                                 Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen, kc=kc[0] if kc else 16)), gg
+                    yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen, g5=g5:
+                                 Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen, kc=g5[0] if g5 else 16,
+                                      vpair=g5[1] if g5 else False)), gg
 
 
 def cmd_verify(args) -> int:
@@ -247,22 +253,22 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                 # chunks of 16 channels ("gen5") and of 32 ("gen5-k32", where the layer's channels fill them)
                 if (pipe, sched, rmcast) != (None, None, 1):
                     continue
-                for tag, kc in (("gen5", 16), ("gen5-k32", 32)):
+                for tag, kc, vp in GEN5_TAGS:
                     if c % kc:
                         continue
-                    yield f"p4 {tag} dense", None, (lambda dense=dense, kc=kc: Case(dense, 4, dtype, batch, H, W,
-                                                                                   fb=64, gen=5, kc=kc))
+                    yield f"p4 {tag} dense", None, (lambda dense=dense, kc=kc, vp=vp: Case(
+                        dense, 4, dtype, batch, H, W, fb=64, gen=5, kc=kc, vpair=vp))
                     for r in ratios:
                         pr = prune(Wd, "fp", r)
-                        yield f"p4 {tag} fp", r, (lambda pr=pr, kc=kc: Case(pr, 4, dtype, batch, H, W, fb=64, gen=5,
-                                                                             kc=kc))
+                        yield f"p4 {tag} fp", r, (lambda pr=pr, kc=kc, vp=vp: Case(pr, 4, dtype, batch, H, W, fb=64,
+                                                                                    gen=5, kc=kc, vpair=vp))
                     for r in ratios:   # WSP-RB in the widest block whose kept rows fill 64 (the full map)
                         fb = balanced_block(r, n, mi=64)
                         if fb < 64:
                             continue
                         pr = prune(Wd, "wsp-rb", r, block=fb)
-                        yield f"p4 {tag} wsp-rb", r, (lambda pr=pr, kc=kc, fb=fb: Case(pr, 4, dtype, batch, H, W,
-                                                                                       fb=fb, mi=64, gen=5, kc=kc))
+                        yield f"p4 {tag} wsp-rb", r, (lambda pr=pr, kc=kc, fb=fb, vp=vp: Case(
+                            pr, 4, dtype, batch, H, W, fb=fb, mi=64, gen=5, kc=kc, vpair=vp))
                 continue
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                            stages=stages, mcast=mcast, epi=epi,
@@ -368,7 +374,8 @@ def cmd_profile(args) -> int:
         elif args.gens:   # generation 3, 4 (p = 4, FB 32) or 5 (FB 64, --kc channels a chunk): the last one asked for
             gen = args.gens[-1]
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=64 if gen == 5 else 32,
-                        gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc).ready()
+                        gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
+                        vpair=args.vpair).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -608,6 +615,7 @@ def main(argv=None) -> int:
                    help="a row-pruned form: generation 4 in the widest filter block that fits (with --ratio)")
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--kc", type=int, choices=(16, 32), default=16, help="generation 5's channels per chunk (CP_BC)")
+    f.add_argument("--vpair", action="store_true", help="generation 5's vertical tile pairs (CP_TILES)")
     f.add_argument("--pipe", choices=("halves",), default=None, help="generation 4's mainloop pipeline (RS_PIPES)")
     f.add_argument("--sched", choices=("persistent",), default=None,
                    help="generation 4's CTA schedule (RS_SCHEDS)")

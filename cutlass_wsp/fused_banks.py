@@ -25,11 +25,12 @@ RAW_PIX = 576         # the largest input region a rectangle may need (WS_RAW_PI
 
 
 def pick_rectangle(batch: int, th: int, tw: int, *, m: int = 2, tiles: int = TILES,
-                   raw_pix: int = RAW_PIX) -> tuple[int, int, int]:
+                   raw_pix: int = RAW_PIX, vpair: bool = False) -> tuple[int, int, int]:
     """(BI, BY, BX): images x tile rows x tile columns of a CTA's rectangle, as the kernels' host picks it (the fewest
-    rectangles over the layer whose region fits; ties to the wider)."""
+    rectangles over the layer whose region fits; ties to the wider); `vpair` (generation 5's vertical pairs): an even
+    number of tile rows."""
     best, out = -1, (0, 0, 0)
-    by = 1
+    by = 2 if vpair else 1
     while by <= tiles:
         bx = 1
         while bx * by <= tiles:
@@ -43,10 +44,24 @@ def pick_rectangle(batch: int, th: int, tw: int, *, m: int = 2, tiles: int = TIL
     return out
 
 
-def tile_pixels(BI: int, BY: int, BX: int, *, m: int = 2) -> list[int]:
+def tile_order(BI: int, BY: int, BX: int, *, vpair: bool = False) -> list[tuple[int, int, int]]:
+    """(image, tile row, tile column) of the rectangle for each M row t, as the kernels' tile table orders them: in
+    order, or with `vpair` (generation 5) t = 16 w4 + 8 tt + g holding tile row tt of pair 8 w4 + g, the pairs (image,
+    pair of tile rows, column) in order."""
+    if not vpair:
+        return [(bi, by, bx) for bi in range(BI) for by in range(BY) for bx in range(BX)]
+    half, out = BY // 2, []
+    for t in range(BI * BY * BX):
+        pr, tt = (t >> 4) * 8 + (t & 7), (t >> 3) & 1
+        bi, rem = divmod(pr, half * BX)
+        out.append((bi, 2 * (rem // BX) + tt, rem % BX))
+    return out
+
+
+def tile_pixels(BI: int, BY: int, BX: int, *, m: int = 2, vpair: bool = False) -> list[int]:
     """Each tile's first patch pixel in the region (the kernels' tiles[t].w), tiles in the kernels' order."""
     RH, RW = BY * m + 2, BX * m + 2
-    return [(bi * RH + by * m) * RW + bx * m for bi in range(BI) for by in range(BY) for bx in range(BX)]
+    return [(bi * RH + by * m) * RW + bx * m for bi, by, bx in tile_order(BI, BY, BX, vpair=vpair)]
 
 
 def rotated(w: Sequence[int], t: int, pixel_bytes: int = PIXEL_BYTES) -> bool:
@@ -102,11 +117,14 @@ def gen4_load_wavefronts(w: Sequence[int], *, rotate: bool = True) -> tuple[int,
 
 
 def gen5_load_wavefronts(w: Sequence[int], j0: int, j1: int, *, swap: bool = True,
-                         channels: int = 16) -> tuple[int, int]:
+                         channels: int = 16, vpair: bool = False) -> tuple[int, int]:
     """(wavefronts, ideal) of generation 5's two loads (columns j0, j1) of one patch row over the rectangle's tiles,
     `channels` per chunk (16: 32-byte pixels, 8-byte loads; 32: 64-byte pixels, 16-byte loads); a rotated tile swaps
-    them where they are adjacent (swap)."""
+    them where they are adjacent (swap). With `vpair` the second tile of each thread (M rows 8-15 of a warp's 16) loads
+    nothing of its own: its rows come with its pair's (per patch row, only the first tiles' warp rows count)."""
     pb = 2 * channels
     adjacent = swap and abs(j0 - j1) == 1
+    if vpair:   # the warp rows g of tiles 16 w4 + g, which load for both tiles of their pairs
+        w = [x for t0 in range(0, len(w), 16) for x in w[t0:t0 + 8]]
     return (load_wavefronts(w, lambda t: (j1, j0) if adjacent and rotated(w, t, pb) else (j0, j1), pb),
             ideal_wavefronts(w, 2, pb))

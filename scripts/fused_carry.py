@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 def gpu_test_descs() -> list:
     """The generation-4 and -5 kernels of tests/gpu/test_fused_gpu.py (-k "gen4 or gen5"), from its own case lists and
     layout builders: its dense shapes and pruned cases for every WGMMA_GENS variant of generation 4, the wide filter
-    blocks, the persistent walks, and generation 5's kernel per dtype and chunk width."""
+    blocks, the persistent walks, and generation 5's kernel per dtype, chunk width and tile order."""
     from cutlass_wsp.errors import Unsupported
     from cutlass_wsp.families import fused
 
@@ -47,10 +47,10 @@ def gpu_test_descs() -> list:
             pass
 
     for dt in ("fp16", "bf16"):
-        for bc in fused.CP_BC:   # generation 5's tests: dense and FP in blocks of 64, WSP-RB's full map in 128 and 192,
-            add(fused.cp_desc, dt, 64, bc=bc)   # chunks of 16 and 32 channels
+        for bc, vpair in ns["GEN5_VARIANTS"]:   # generation 5's tests: dense and FP in blocks of 64, WSP-RB's full
+            add(fused.cp_desc, dt, 64, bc=bc, vpair=vpair)   # map in 128 and 192, per chunk width and tile order
             for fb in (128, 192):
-                add(fused.cp_desc, dt, 64, bc=bc, fb=fb, full_rows=True)
+                add(fused.cp_desc, dt, 64, bc=bc, fb=fb, full_rows=True, vpair=vpair)
         for name, kw in gens.values():
             make = getattr(fused, name)
             add(make, dt, 32, fb=32, dense_map=True, **kw)   # every dense shape of the tests: MI = FB = 32

@@ -193,9 +193,11 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
         if label.startswith("p4 gen5")]
     assert [(label, r) for label, r, _ in g5] == [
         ("p4 gen5 dense", None), ("p4 gen5 fp", 0.7), ("p4 gen5 wsp-rb", 0.7),
-        ("p4 gen5-k32 dense", None), ("p4 gen5-k32 fp", 0.7), ("p4 gen5-k32 wsp-rb", 0.7)]
+        ("p4 gen5-k32 dense", None), ("p4 gen5-k32 fp", 0.7), ("p4 gen5-k32 wsp-rb", 0.7),
+        ("p4 gen5-k32-vpair dense", None), ("p4 gen5-k32-vpair fp", 0.7), ("p4 gen5-k32-vpair wsp-rb", 0.7)]
     assert all(d.extra_dict()["gen"] == 5 for _, _, d in g5)
-    assert [d.tile[2] for _, _, d in g5] == [16, 16, 16, 32, 32, 32]
+    assert [d.tile[2] for _, _, d in g5] == [16, 16, 16, 32, 32, 32, 32, 32, 32]
+    assert [d.extra_dict().get("tiles") for _, _, d in g5] == [None] * 6 + ["vpair"] * 3
     # dense and FP on the dense map in blocks of 64; WSP-RB 0.7 on the full map: 64 packed rows for blocks of 192
     assert [(d.extra_dict()["map"], d.extra_dict()["fb"], d.tile[0]) for _, _, d in g5[:3]] == [
         ("dense", 64, 64), ("dense", 64, 64), ("full", 192, 64)]

@@ -41,6 +41,9 @@ def host_pick_rectangle(tmp_path_factory):
         pytest.skip("no host C++ compiler (c++ or g++) on PATH")
     src = render(cp_desc("fp16"))
     fn = re.search(r"static void pick_rectangle\(.*?\n}\n", src, re.S)[0]
+    # generation 5's vertical pairs: the same function from an even tile-row count (vpair_pick)
+    fn += re.search(r"static void pick_rectangle\(.*?\n}\n", render(cp_desc("fp16", bc=32, vpair=True)), re.S)[0] \
+        .replace("pick_rectangle", "vpair_pick")
     consts = {k: int(re.search(rf"constexpr int {k} = (\d+);", src)[1]) for k in ("BT", "RAW_PIX")}
     consts["MO"] = 2
     d = tmp_path_factory.mktemp("pick")
@@ -49,7 +52,8 @@ def host_pick_rectangle(tmp_path_factory):
         + "".join(f"constexpr int {k} = {v};\n" for k, v in consts.items()) + fn
         + "int main(int argc, char** argv) {\n  for (int i = 1; i + 2 < argc; i += 3) {\n"
           "    int BI = 0, BY = 0, BX = 0;\n"
-          "    pick_rectangle(atoi(argv[i]), atoi(argv[i + 1]), atoi(argv[i + 2]), BI, BY, BX);\n"
+          "    (argv[i][0] == 'v' ? vpair_pick : pick_rectangle)(atoi(argv[i] + (argv[i][0] == 'v')), atoi(argv[i + 1]),"
+          " atoi(argv[i + 2]), BI, BY, BX);\n"
           "    printf(\"%d %d %d\\n\", BI, BY, BX);\n  }\n}\n")
     subprocess.run([cxx, "-O1", "-o", str(d / "pick"), str(d / "pick.cpp")], check=True)
 
@@ -67,6 +71,33 @@ def test_the_rectangle_is_the_hosts(host_pick_rectangle):
     assert got == host_pick_rectangle(cases)
     for bi, by, bx in got:
         assert bi * by * bx == TILES and bi * (2 * by + 2) * (2 * bx + 2) <= RAW_PIX
+    paired = [pick_rectangle(*c, vpair=True) for c in cases]
+    assert paired == host_pick_rectangle([(f"v{b}", th, tw) for b, th, tw in cases])
+    assert all(by % 2 == 0 and bi * by * bx == TILES for bi, by, bx in paired)
+    assert paired != got and sum(a == b for a, b in zip(paired, got)) > len(got) // 2   # most shapes pick BY >= 2
+
+
+def test_vertical_pairs_order_the_tiles_so_a_threads_two_share_their_middle_rows():
+    """M rows g and g + 8 of each warp's 16 are tile rows 2k and 2k + 1 of one column of one image (the kernel's table),
+    every tile once; the pairs' pixel loads keep generation 5's bank pattern per load (the adjacent columns conflict-
+    free, 0 and 3 2-way) with 12 loads a chunk instead of 16."""
+    from cutlass_wsp.fused_banks import tile_order
+
+    for bi_, by_, bx_ in {pick_rectangle(b, *tile_grid(h, w, 2), vpair=True) for b, h, w in SHAPES}:
+        order = tile_order(bi_, by_, bx_, vpair=True)
+        assert sorted(order) == sorted(tile_order(bi_, by_, bx_))
+        for t in range(64):
+            if (t >> 3) & 1 == 0:
+                (i0, y0, x0), (i1, y1, x1) = order[t], order[t + 8]
+                assert (i1, y1, x1) == (i0, y0 + 1, x0) and y0 % 2 == 0
+        w = tile_pixels(bi_, by_, bx_, vpair=True)
+        RW = 2 * bx_ + 2
+        assert all(w[t + 8] == w[t] + 2 * RW for t in range(64) if (t >> 3) & 1 == 0)
+        for j0, j1 in GEN5_COLUMNS:
+            got, ideal = gen5_load_wavefronts(w, j0, j1, channels=32, vpair=True)
+            assert ideal == 2 * 4 * 32 // 8 and got == (ideal if abs(j0 - j1) == 1 else 2 * ideal), (bi_, by_, bx_, j0)
+            # a tile's second (g + 8) row swaps as its first: the epilogue's sign per tile is the loads' swap
+            assert all(rotated(w, t, 64) == rotated(w, t + 8, 64) for t in range(64) if (t >> 3) & 1 == 0)
 
 
 def _rectangles():

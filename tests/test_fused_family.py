@@ -429,6 +429,18 @@ def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_
     if bc == 32:   # 6 raw stages of 64-byte pixels do not fit
         with pytest.raises(Unsupported, match="needs"):
             cp_desc(dtype, stages=6, bc=32)
+    # vertical tile pairs: an option of its own (off, the description and source are what they were); rectangles of even
+    # tile rows, a table of pairs, 6 pixel rows loaded per column from tile 0's addresses, the same rings and epilogue
+    v = cp_desc(dtype, bc=bc, vpair=True)
+    assert v.extra_dict()["tiles"] == "vpair" and "tiles" not in d.extra_dict() and "_tilesvpair_" in v.name
+    assert v.name.replace("tilesvpair_", "") == d.name and check_fused_desc(v) is v
+    vs = render(v)
+    assert "LROWS" not in src and "vpair" not in src and "for (int by = 1; by <= BT; by *= 2)" in src
+    assert "constexpr int LROWS = P + MO;" in vs and "for (int by = 2; by <= BT; by *= 2)" in vs
+    assert vs.count("*reinterpret_cast<const Ld*>(raw + r * row_bytes + la[0]);") == 1 and "la[tt]);" not in vs
+    assert _template_constants(vs)["SMEM_BYTES"] == c["SMEM_BYTES"]
+    with pytest.raises(Unsupported, match="tile order 'hpair'"):
+        check_fused_desc(d.__class__(**{**d.as_dict(), "extra": d.extra + (("tiles", "hpair"),)}))
 
 
 @pytest.mark.parametrize("bc", [16, 32])

@@ -22,10 +22,10 @@ from cutlass_wsp.fused_banks import pick_rectangle
 from cutlass_wsp.winograd import direct_conv2d, filter_transform, matrices_float, tile_grid
 
 
-def _rendered(bc: int, fb: int = 64, full: bool = False) -> dict:
+def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False) -> dict:
     from cutlass_wsp.kernels.emitter import render
 
-    src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full))
+    src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair))
     cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in re.findall(
         r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; swappable = (\w+); \}", src)}
     env: dict = {"align1k": lambda b: (b + 1023) // 1024 * 1024}
@@ -35,7 +35,12 @@ def _rendered(bc: int, fb: int = 64, full: bool = False) -> dict:
         expr = re.sub(r"(\w+) > (\w+) \? (\w+) : (\w+)", r"(\3 if \1 > \2 else \4)", expr)
         env[name] = eval(expr, {}, env)                                     # noqa: S307 -- our own template
     assert "desc_at(ua + (st * PPC + a) * ((MI * KS * 2) >> 4), u_hi)" in src
-    return {"cols": cols, **env}
+    if vpair:   # the expressions the emulation mirrors: the pair table, the 6 rows from tile 0's columns, tile tt's 4
+        assert "const int pr = (t >> 4) * 8 + (t & 7), tt = (t >> 3) & 1, half = p.BY >> 1;" in src
+        assert "by = 2 * (rem / p.BX) + tt, bx = rem % p.BX;" in src and "for (int by = 2; by <= BT; by *= 2)" in src
+        assert "da[0][r] = *reinterpret_cast<const Ld*>(raw + r * row_bytes + la[0]);" in src
+        assert "t[r] = fma2(step_of(db[0][MO * tt + r], st), sg, step_of(da[0][MO * tt + r], st));" in src
+    return {"cols": cols, "vpair": vpair, **env}
 
 
 def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: int, k: dict,
@@ -46,7 +51,8 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
     blocks, mi = U.shape[0], U.shape[2]
     chunks = -(-C // bc)
     th, tw = tile_grid(H, W, 2)
-    BI, BY, BX = pick_rectangle(B, th, tw)
+    vpair = k["vpair"]
+    BI, BY, BX = pick_rectangle(B, th, tw, vpair=vpair)
     RH, RW = 2 * BY + 2, 2 * BX + 2
     gy, gx = -(-th // BY), -(-tw // BX)
     units = -(-B // BI) * gy * gx
@@ -64,8 +70,12 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
         b0, y0, x0 = ib * BI, iy * BY * 2, ix * BX * 2       # (+1 for the pad)
         tiles = []
         for t in range(64):
-            bi, rem = divmod(t, BY * BX)
-            by, bx = divmod(rem, BX)
+            if vpair:                                      # M row t: tile row tt of pair 8 w4 + g
+                bi, rem = divmod((t >> 4) * 8 + (t & 7), (BY // 2) * BX)
+                by, bx = 2 * (rem // BX) + ((t >> 3) & 1), rem % BX
+            else:
+                bi, rem = divmod(t, BY * BX)
+                by, bx = divmod(rem, BX)
             ok = bi < BI and b0 + bi < B and iy * BY + by < th and ix * BX + bx < tw
             tiles.append((b0 + bi if ok else -1, (iy * BY + by) * 2, (ix * BX + bx) * 2, (bi * RH + by * 2) * RW + bx * 2))
         w = [t[3] for t in tiles]
@@ -85,10 +95,15 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
                     for st in range(k["KSTEPS"]):
                         A = np.zeros((4, 64, 16))              # the fragments: [position row][tile][k slot]
                         for t in range(64):
+                            # the loads of the thread's first tile (rows g of its warp's 16) and, with vertical pairs,
+                            # tile tt = 1 reading rows 2 .. 5 of them
+                            tt_ = (t >> 3) & 1 if vpair else 0
+                            t0 = t - 8 * tt_
                             for q in range(4):                 # lane (g, q): channels CPI q + 4 st + (0, 1 | 2, 3)
                                 chs = k["CPI"] * q + 4 * st + np.arange(4)
-                                da = np.array([region[w[t] + r * RW + first[t], chs] for r in range(4)])
-                                db = np.array([region[w[t] + r * RW + second[t], chs] for r in range(4)])
+                                r0 = k.get("pair_rows", 2) * tt_         # the kernel's MO * tt
+                                da = np.array([region[w[t0] + (r0 + r) * RW + first[t0], chs] for r in range(4)])
+                                db = np.array([region[w[t0] + (r0 + r) * RW + second[t0], chs] for r in range(4)])
                                 tt = da + sgn * db             # t[r] = fma2(db, sg, da)
                                 V = BT @ tt                    # [row a][4 channels]
                                 A[:, t, [2 * q, 2 * q + 1, 2 * q + 8, 2 * q + 9]] = V
@@ -217,14 +232,16 @@ def _epilogue(accs, swaps, cols, tiles, block, mi, n_out, H, W, AT, out) -> None
                                 out[b, y, x, f + e] = mine[rank, c][kk + e, lt] + xs2[rank, c][kk + e, lt]
 
 
+@pytest.mark.parametrize("vpair", [False, True])
 @pytest.mark.parametrize("bc", [16, 32])
-@pytest.mark.parametrize("B,c,n,H,W", [(1, 40, 80, 7, 9), (3, 64, 48, 5, 6)])
-def test_generation_5s_data_path_gives_the_convolution(bc, B, c, n, H, W):
+@pytest.mark.parametrize("B,c,n,H,W", [(1, 40, 80, 7, 9), (3, 64, 48, 5, 6), (1, 32, 64, 3, 20)])
+def test_generation_5s_data_path_gives_the_convolution(bc, B, c, n, H, W, vpair):
+    """(3 x 20: two tile rows, so the vertical pairs' rectangle of even tile rows is the image's height.)"""
     rng = np.random.default_rng(B + c + n + bc)
     g = rng.standard_normal((n, c, 3, 3))
     d = rng.standard_normal((B, H, W, c))
     lay = dense_layout(filter_transform(g, 2).astype(np.float32), 4, fb=64)
-    k = _rendered(bc)
+    k = _rendered(bc, vpair=vpair)
     assert (k["BC"], k["KSTEPS"]) == (bc, bc // 16)
     got = _emulate(d, lay.U, pack_cp_weights(lay.U, bc), n, bc, k)
     ref = direct_conv2d(d.transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
@@ -247,6 +264,11 @@ def test_the_emulation_catches_a_wrong_channel_order():
     unsigned = {c: (j0, j1, 1.0 if sw else sg, sw) for c, (j0, j1, sg, sw) in k16["cols"].items()}
     assert np.abs(_emulate(d, lay.U, pack_cp_weights(lay.U, 16), 64, 16, {**k16, "cols": unsigned}) - ref).max() \
         > 1e-2 * np.abs(ref).max()
+    # vertical pairs: the second tile reading the first one's rows (no MO * tt offset) is caught too
+    kv = _rendered(32, vpair=True)
+    assert np.abs(_emulate(d, lay.U, pack_cp_weights(lay.U, 32), 64, 32, kv) - ref).max() < 1e-4 * np.abs(ref).max()
+    assert np.abs(_emulate(d, lay.U, pack_cp_weights(lay.U, 32), 64, 32, {**kv, "pair_rows": 0}) - ref).max() \
+        > 1e-2 * np.abs(ref).max()
 
 
 def _winograd_reference(d: np.ndarray, lay) -> np.ndarray:
@@ -265,9 +287,9 @@ def _winograd_reference(d: np.ndarray, lay) -> np.ndarray:
     return output_transform(np.einsum("ifc,ict->ift", Wf, X), 2, B, H, W).transpose(0, 2, 3, 1)
 
 
-@pytest.mark.parametrize("bc", [16, 32])
+@pytest.mark.parametrize("bc,vpair", [(16, False), (32, False), (32, True)])
 @pytest.mark.parametrize("ratio,n,fb", [(0.7, 200, 192), (0.5, 150, 128)])
-def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, ratio, n, fb):
+def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, ratio, n, fb):
     """WSP-RB in the wide blocks of the full map (64 packed rows per position standing for FB filters; n leaves the
     last block partly empty): the emulated kernel against the layer its layout stands for."""
     from cutlass_wsp.families.fused import layout_for
@@ -278,7 +300,7 @@ def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, ratio, n, fb):
     lay = layout_for(prune(he_winograd_weights((n, 48), 4, seed=3), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
     assert lay.mi == 64 and lay.fb == fb and not lay.identity
     d = rng.standard_normal((2, 7, 5, 48))
-    k = _rendered(bc, fb=fb, full=True)
+    k = _rendered(bc, fb=fb, full=True, vpair=vpair)
     got = _emulate(d, lay.U, pack_cp_weights(lay.U, bc), lay.n_out, bc, k, inv=lay.inv)
     ref = _winograd_reference(d, lay)
     assert np.abs(ref).max() > 0.1 and np.abs(got - ref).max() < 1e-9 * np.abs(ref).max()

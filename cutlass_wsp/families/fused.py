@@ -328,6 +328,7 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
 CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
 CP_BC = (16, 32)                 # channels per chunk: one k16 step, or two (64-byte pixels, one 16-byte load each)
+CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
 
 
 def cp_ustages(stages: int, bc: int = BC) -> int:
@@ -371,6 +372,8 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           f"FB from MI to {max(WIDE_FB)} (the full map)")
     if extra.get("raw") != WS_RAW_PIX:
         raise Unsupported(f"input region of {extra.get('raw')} pixels", f"use {WS_RAW_PIX}")
+    if extra.get("tiles", CP_TILES[0]) not in CP_TILES:
+        raise Unsupported(f"generation-5 tile order {extra.get('tiles')!r}", f"use {', '.join(CP_TILES)} or none")
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
     need = cp_smem_bytes(mi, desc.stages, bc=bc)
@@ -385,20 +388,22 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
 
 
 def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC, fb: int | None = None,
-            full_rows: bool = False) -> KernelDesc:
+            full_rows: bool = False, vpair: bool = False) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
     the full map: MI packed rows per position standing for a filter block of FB (row-pruned layouts, WSP-RB in its
     wide blocks), every row multiplied, the epilogue reading the inverse map. The deepest even ring whose shared
-    memory fits, unless given."""
+    memory fits, unless given. `vpair`: a thread's two tiles are vertical neighbours (rectangles of even tile rows), so
+    it loads the 6 pixel rows their patches span instead of 8 (CP_TILES)."""
     mi = int(mi)
     fb = mi if fb is None else int(fb)
     if stages is None:
         stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s, bc=bc) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, int(bc)), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 5),
-                             ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX)))
+                             ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))
+                      + ((("tiles", "vpair"),) if vpair else ()))
     return check_fused_desc(desc)
 
 
