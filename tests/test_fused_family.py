@@ -738,7 +738,8 @@ def test_wsp_cb_layout_keeps_every_row_and_zeroes_its_pruned_chunks():
 
 def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
     """p = 4 defaults to generation 4 (dense map, register epilogue; row layouts: the full map) with generation 2
-    behind it in the tuning menu; an identity layout in filter blocks of 64 runs generation 5 at 32 channels a chunk,
+    behind it in the tuning menu; an identity layout in filter blocks of 64 runs generation 5 at 32 channels a chunk
+    (vertical tile pairs),
     other layouts of more than 32 rows per position fall back to generation 2."""
     from cutlass_wsp.families.fused import FusedLayer, FusedTuneProblem, candidates_for, default_desc
 
@@ -752,9 +753,10 @@ def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
     assert default_desc(rows, "fp16").extra_dict()["map"] == "full"
     assert candidates_for(rows, "fp16")[1].extra_dict()["map"] == "rows"
     wide = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=64), 3, 13, 11)   # MI 64: generation 5
-    assert default_desc(wide, "fp16") == cp_desc("fp16", 64, bc=32)
-    assert candidates_for(wide, "fp16")[:2] == [cp_desc("fp16", 64, bc=32), cp_desc("fp16", 64)]
-    assert candidates_for(wide, "fp16")[2].extra_dict()["gen"] == 2
+    assert default_desc(wide, "fp16") == cp_desc("fp16", 64, bc=32, vpair=True)
+    assert candidates_for(wide, "fp16")[:3] == [cp_desc("fp16", 64, bc=32, vpair=True), cp_desc("fp16", 64, bc=32),
+                                                cp_desc("fp16", 64)]
+    assert candidates_for(wide, "fp16")[3].extra_dict()["gen"] == 2
     # a row layout of 64 packed rows, or WSP-CB's chunk map, does not take generation 5's dense map
     cb = FusedTuneProblem.of(layout_for(prune(W, "wsp-cb", 0.5), 4, fb=64), 3, 13, 11)
     assert cb.chunks and default_desc(cb, "fp16").extra_dict()["gen"] == 2
@@ -841,8 +843,10 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
     assert len(kf.candidates(prob, "fp16", "sm90", short=True)) == 1
     full = kf.candidates(prob, "fp16", "sm90")
     assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
-    if gen == 5:   # dense and FP where identity_filter_block picks blocks of 64: 32 channels a chunk, then 16
-        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, bc=32) and full[1] == cp_desc("fp16", 64)
+    if gen == 5:   # dense and FP where identity_filter_block picks blocks of 64: 32 channels a chunk with the vertical
+        # tile pairs, then without, then 16
+        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, bc=32, vpair=True)
+        assert full[1:3] == [cp_desc("fp16", 64, bc=32), cp_desc("fp16", 64)]
         assert {d.extra_dict()["gen"] for d in full} == {2, 5}
         return
     # generation 4: the dense map (register epilogue) for dense / FP, the unbranched full map for row layouts in

@@ -25,8 +25,8 @@ generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows), genera
 warp-specialized producer / transform / wgmma consumers), generation 4 (`rs_desc`, p = 4: each wgmma
 warpgroup transforms its rows of V into its A registers) and generation 5 (`cp_desc`, p = 4: a wgmma cluster pair
 splits V's columns, N = 64; the dense map, or the full map for row-pruned layouts). p = 4's defaults (default_desc,
-identity_filter_block): dense and FP fp16 layers of c >= 128 run generation 5 at 32 channels a chunk in filter blocks
-of 64, other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned forms generation 4
+identity_filter_block): dense and FP fp16 layers of c >= 128 run generation 5 at 32 channels a chunk with vertical tile
+pairs in filter blocks of 64, other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned forms generation 4
 in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the fallback and a
 tuning candidate. The registry part at the
 end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
@@ -875,11 +875,12 @@ class FusedTuneProblem:
 
 
 # Dense and FP layouts (the identity map) at p = 4 choose their filter block, and with it the kernel: 64 runs
-# generation 5 at 32 channels a chunk, 32 generation 4. Measured on the H200 (2026-12-05, fp16, batch 32,
-# results/fused/gen5-time-h200.jsonl): generation 5 at 32 channels is 1.03-1.34x generation 4 on the dense layers of
-# c >= 128 and even or slower at c = 64 (2 chunks per CTA: the fixed cost dominates); on FP layers the blocks of 64
-# pad more filters (FP 0.7 of 512 keeps 154: 192 against 160), which it paid back up to 1.2x padding at c >= 256 and
-# not at 1.33x. The rule picks the measured winner in 20 of the 22 dense and FP 0.7 cells (the misses: 3% and 10%).
+# generation 5 at 32 channels a chunk with vertical tile pairs, 32 generation 4. Measured on the H200 (2026-12-05,
+# fp16, batch 32, results/fused/gen5-vpair-time-h200.jsonl): generation 5 at 32 channels with the pairs is 1.09-1.41x
+# generation 4 on the dense layers of c >= 128, 0.96-1.03x at c = 64 (2 chunks per CTA: the fixed cost dominates); on
+# FP layers the blocks of 64 pad more filters (FP 0.7 of 512 keeps 154: 192 against 160), which it paid back at 1.2x
+# padding and c >= 256, and not at 1.33x on VGG (it did on ResNet-18 layer3). The rule picks the measured winner in 19
+# of the 22 dense and FP 0.7 cells (the misses: 16% on layer3's FP, 2-3% on conv1_2 and conv2_1 dense).
 # bf16 keeps generation 4: generation 5's bf16 transform runs in fp32 and was not timed against it.
 GEN5_MIN_C = 128        # input channels from which generation 5 at 32 channels a chunk pays (4 chunks per CTA)
 GEN5_MAX_PAD = 1.2      # the most padded filters of blocks of 64 against blocks of 32 it pays back
@@ -887,20 +888,21 @@ GEN5_MAX_PAD = 1.2      # the most padded filters of blocks of 64 against blocks
 
 def identity_filter_block(c: int, n_out: int, dtype: str) -> int:
     """The filter block of a dense or FP layout (n_out: the layer's kept filters) at p = 4: 64 where generation 5 at 32
-    channels a chunk measured faster than generation 4 (see GEN5_MIN_C), else 32."""
+    channels a chunk (with vertical tile pairs) measured faster than generation 4 (see GEN5_MIN_C), else 32."""
     pad64, pad32 = -(-n_out // 64) * 64, -(-n_out // 32) * 32
     return 64 if dtype == "fp16" and c >= GEN5_MIN_C and pad64 <= GEN5_MAX_PAD * pad32 else 32
 
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
-    """p = 4: generation 5 at 32 channels a chunk for identity layouts in filter blocks of 64 (no chunk map;
+    """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs for identity layouts in filter blocks of 64
+    (no chunk map;
     identity_filter_block chooses those blocks where it measured faster); generation 4 where its 16 or 32 packed rows
     per position hold the layout (the dense map with the register epilogue; row layouts with the unbranched "full"
     map, measured faster than the branching "rows" map on the H200, docs/fused.md), else generation 2 (8 warps);
     p = 6: generation 1."""
     if problem.p == 4:
         if problem.identity and not problem.chunks and problem.mi == problem.fb == 64:
-            return cp_desc(dtype, 64, bc=32)
+            return cp_desc(dtype, 64, bc=32, vpair=True)
         try:
             return rs_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity,
                            full_rows=not problem.identity, cmap=bool(problem.chunks))
@@ -914,7 +916,7 @@ def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     map, then generation 2's warp counts and tile; for p = 6 generation 1's pipeline depths and tiles."""
     out = [default_desc(problem, dtype)]
     if problem.p == 4 and problem.identity and not problem.chunks and problem.mi == problem.fb == 64:
-        out.append(cp_desc(dtype, 64))          # generation 5 at 16 channels a chunk
+        out += [cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]   # generation 5 in order, at 32 and 16 channels
     if problem.p == 4:
         rs = [dict(dense_map=True, epi="smem")] if problem.identity else [dict()]    # the "rows" map
         cmap = dict(cmap=True) if problem.chunks else {}        # generation 2 multiplies WSP-CB's zero chunks
@@ -1029,7 +1031,8 @@ FUSED_KERNEL = FusedKernel()
 
 class FusedFamily(Family):
     """The fused layer in the sweep: implementation `fused` of dense, FP, WSP-R (any balance), WSP-RB and WSP-CB.
-    p = 4: dense and FP in the filter block identity_filter_block picks (64: generation 5 at 32 channels a chunk;
+    p = 4: dense and FP in the filter block identity_filter_block picks (64: generation 5 at 32 channels a chunk with
+    vertical tile pairs;
     32: generation 4), WSP-CB in filter blocks of 32 (generation 4 with the chunk map), WSP-R and WSP-RB in the widest
     filter block whose (block, position)s keep at most 32 rows (wide_filter_block; WSP-RB's default block is one)
     with generation 4; p = 6 runs generation 1 (dense: filter block 32, pruned: 64)."""
