@@ -407,8 +407,11 @@ def test_generation_5_renders_a_pair_splitting_the_columns_and_its_smem_matches_
     # the first ring's own stages are requested right after the pair meets, before the tile table is built
     kick = src.index("if (next_raw % PAIR == static_cast<int>(rank)) load_raw(next_raw);")
     assert src.index("cute::cluster_sync();") < kick < src.index("tiles[t] = make_int4(") < src.index("swapped(tt)")
-    loop = src[src.index("for (int k = 0; k < p.chunks; ++k) {"):]
+    loop = src[src.index("for (int k = 0; k < nch; ++k) {"):]
     assert loop.index("warpgroup_commit_batch();") < loop.index("Barrier::arrive(&rawfree[s]")
+    # the loop's trip count and thread roles come from registers ptxas cannot re-derive (no LDC / S2R in the loop)
+    assert "const int nch = p.chunks + zero, tid_loop = tid + zero;" in src and "p.chunks" not in loop[:loop.index(
+        "warpgroup_wait<0>();\n  fence_acc(acc);\n  if (late) __trap();")]
     assert src.count("cute::cluster_sync();") == 3   # after init; after the mainloops; after the remote partials
     assert "st.shared::cluster.f32" in src and "mapa.shared::cluster.u32" in src
     c = _template_constants(src)
