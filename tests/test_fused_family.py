@@ -816,7 +816,7 @@ def test_the_registry_serves_the_fused_layer_for_its_patterns_as_whole_layer_poi
 
 @pytest.mark.parametrize("pattern,ratio,balance,layer,gen", [
     ("dense", None, None, "resnet18:12", 5), ("dense", None, None, "resnet18:1", 4), ("fp", 0.7, None, "resnet18:12", 5),
-    ("fp", 0.7, None, "vgg16:conv3_2", 4), ("wsp-r", 0.7, "unbalanced", "resnet18:12", 4),
+    ("fp", 0.7, None, "vgg16:conv3_1", 4), ("wsp-r", 0.7, "unbalanced", "resnet18:12", 4),
     ("wsp-rb", 0.75, None, "resnet18:12", 4), ("wsp-r", 0.9, "balanced", "resnet18:12", 4),
     ("wsp-cb", 0.75, None, "resnet18:12", 4)])
 def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, layer, gen):
@@ -869,14 +869,16 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
 
 def test_identity_layouts_choose_generation_5_where_it_measured_faster():
     """Dense and FP at p = 4 (fp16): filter blocks of 64 (generation 5 at 32 channels a chunk) from c = 128 on, unless
-    they pad more than 1.2x the filters blocks of 32 do; bf16 and c = 64 stay at 32 (generation 4). The cells of the
-    H200 run this rule was read from (results/fused/gen5-time-h200.jsonl) are the cases."""
+    they pad more than 1.2x the filters blocks of 32 do (1.34x from c = 256); bf16 and c = 64 stay at 32 (generation 4).
+    The cells of the H200 run this rule was read from (results/fused/gen5-pin-time-h200.jsonl) are the cases."""
     from cutlass_wsp.families.fused import identity_filter_block
 
     assert identity_filter_block(512, 512, "fp16") == 64 and identity_filter_block(128, 128, "fp16") == 64
     assert identity_filter_block(64, 64, "fp16") == 32 and identity_filter_block(64, 128, "fp16") == 32
     assert identity_filter_block(512, 154, "fp16") == 64      # FP 0.7 of 512: 192 against 160 filters (1.2x)
-    assert identity_filter_block(256, 77, "fp16") == 32       # FP 0.7 of 256: 128 against 96 (1.33x)
+    assert identity_filter_block(256, 77, "fp16") == 64       # FP 0.7 of 256: 128 against 96 (1.33x), c >= 256
+    assert identity_filter_block(128, 77, "fp16") == 32       # the same at c = 128
+    assert identity_filter_block(256, 26, "fp16") == 32       # FP 0.9 of 256: 64 against 32 (2x)
     assert identity_filter_block(128, 38, "fp16") == 64       # FP 0.7 of 128: 64 either way
     assert identity_filter_block(512, 512, "bf16") == 32
 

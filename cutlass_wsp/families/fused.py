@@ -876,21 +876,22 @@ class FusedTuneProblem:
 
 # Dense and FP layouts (the identity map) at p = 4 choose their filter block, and with it the kernel: 64 runs
 # generation 5 at 32 channels a chunk with vertical tile pairs, 32 generation 4. Measured on the H200 (2026-12-05,
-# fp16, batch 32, results/fused/gen5-vpair-time-h200.jsonl): generation 5 at 32 channels with the pairs is 1.09-1.41x
-# generation 4 on the dense layers of c >= 128, 0.96-1.03x at c = 64 (2 chunks per CTA: the fixed cost dominates); on
-# FP layers the blocks of 64 pad more filters (FP 0.7 of 512 keeps 154: 192 against 160), which it paid back at 1.2x
-# padding and c >= 256, and not at 1.33x on VGG (it did on ResNet-18 layer3). The rule picks the measured winner in 19
-# of the 22 dense and FP 0.7 cells (the misses: 16% on layer3's FP, 2-3% on conv1_2 and conv2_1 dense).
-# bf16 keeps generation 4: generation 5's bf16 transform runs in fp32 and was not timed against it.
+# fp16, batch 32, results/fused/gen5-pin-time-h200.jsonl, dense and FP 0.5 / 0.7 / 0.9 on 12 layers): generation 5 is
+# 1.12-1.56x generation 4 on the dense layers of c >= 128, 0.97-1.03x at c = 64 (2 chunks per CTA: the fixed cost
+# dominates); on FP layers blocks of 64 pad more filters (FP 0.7 of 512 keeps 154: 192 against 160), which it paid
+# back up to 1.2x padding at c >= 128 and up to 1.33x at c >= 256, not at 2x (FP 0.9 of 256 keeps 26) on VGG's 56 x 56
+# layer. The rule picks the faster kernel in 43 of the 48 cells (misses: c = 64 by 2-4%, ResNet-18 layer3's FP 0.9 by
+# 36%). bf16 keeps generation 4: generation 5's bf16 transform runs in fp32 and was not timed against it.
 GEN5_MIN_C = 128        # input channels from which generation 5 at 32 channels a chunk pays (4 chunks per CTA)
-GEN5_MAX_PAD = 1.2      # the most padded filters of blocks of 64 against blocks of 32 it pays back
+GEN5_MAX_PAD = {128: 1.2, 256: 1.34}   # from c: the most padded filters (blocks of 64 against 32) it paid back
 
 
 def identity_filter_block(c: int, n_out: int, dtype: str) -> int:
     """The filter block of a dense or FP layout (n_out: the layer's kept filters) at p = 4: 64 where generation 5 at 32
-    channels a chunk (with vertical tile pairs) measured faster than generation 4 (see GEN5_MIN_C), else 32."""
+    channels a chunk (with vertical tile pairs) measured faster than generation 4 (see GEN5_MAX_PAD), else 32."""
     pad64, pad32 = -(-n_out // 64) * 64, -(-n_out // 32) * 32
-    return 64 if dtype == "fp16" and c >= GEN5_MIN_C and pad64 <= GEN5_MAX_PAD * pad32 else 32
+    limit = max((v for k, v in GEN5_MAX_PAD.items() if c >= k), default=0.0)
+    return 64 if dtype == "fp16" and pad64 <= limit * pad32 else 32
 
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
