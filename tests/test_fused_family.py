@@ -109,7 +109,7 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent"),
          rs_desc("fp16", 32, dense_map=True, rmcast=2),
          rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2),
-         cp_desc("fp16"), cp_desc("fp16", bc=32), cp_desc("fp16", 64, fb=192, full_rows=True)]
+         cp_desc("fp16"), cp_desc("fp16", bc=32, vpair=True), cp_desc("fp16", 64, fb=192, full_rows=True)]
 # (compiled here: test_readme.py counts them)
 
 
