@@ -26,12 +26,11 @@ warp-specialized producer / transform / wgmma consumers), generation 4 (`rs_desc
 warpgroup transforms its rows of V into its A registers) and generation 5 (`cp_desc`, p = 4: a wgmma cluster pair
 splits V's columns, N = 64; the dense map, or the full map for row-pruned layouts). p = 4's defaults (default_desc,
 identity_filter_block): dense and FP fp16 layers of c >= 128 run generation 5 at 32 channels a chunk with vertical tile
-pairs in filter blocks of 64, other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned forms generation 4
-in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the fallback and a
-tuning candidate. The registry part at the
-end declares the `fused` kernel family (config menu, tune problem, tuner measurement) and the sweep's
-whole-layer points (implementation `fused` of dense, fp, wsp-r, wsp-rb and wsp-cb, the last with generation
-4's chunk map).
+pairs in filter blocks of 64, other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned
+forms generation 4 in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the
+fallback and a tuning candidate. The registry part at the end declares the `fused` kernel family (config menu, tune
+problem, tuner measurement) and the sweep's whole-layer points (implementation `fused` of dense, fp, wsp-r, wsp-rb and
+wsp-cb, the last with generation 4's chunk map).
 """
 
 from __future__ import annotations
@@ -882,8 +881,8 @@ class FusedTuneProblem:
 # back up to 1.2x padding at c >= 128 and up to 1.33x at c >= 256, not at 2x (FP 0.9 of 256 keeps 26) on VGG's 56 x 56
 # layer. The rule picks the faster kernel in 43 of the 48 cells (misses: c = 64 by 2-4%, ResNet-18 layer3's FP 0.9 by
 # 36%). bf16 keeps generation 4: generation 5's bf16 transform runs in fp32 and was not timed against it.
-GEN5_MIN_C = 128        # input channels from which generation 5 at 32 channels a chunk pays (4 chunks per CTA)
-GEN5_MAX_PAD = {128: 1.2, 256: 1.34}   # from c: the most padded filters (blocks of 64 against 32) it paid back
+# from c input channels on (c = 128: 4 chunks per CTA), the most padded filters (blocks of 64 against 32) it paid back
+GEN5_MAX_PAD = {128: 1.2, 256: 1.34}
 
 
 def identity_filter_block(c: int, n_out: int, dtype: str) -> int:
@@ -896,11 +895,10 @@ def identity_filter_block(c: int, n_out: int, dtype: str) -> int:
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs for identity layouts in filter blocks of 64
-    (no chunk map;
-    identity_filter_block chooses those blocks where it measured faster); generation 4 where its 16 or 32 packed rows
-    per position hold the layout (the dense map with the register epilogue; row layouts with the unbranched "full"
-    map, measured faster than the branching "rows" map on the H200, docs/fused.md), else generation 2 (8 warps);
-    p = 6: generation 1."""
+    without a chunk map (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
+    16 or 32 packed rows per position hold the layout (the dense map with the register epilogue; row layouts with the
+    unbranched "full" map, measured faster than the branching "rows" map on the H200, docs/fused.md), else generation
+    2 (8 warps); p = 6: generation 1."""
     if problem.p == 4:
         if problem.identity and not problem.chunks and problem.mi == problem.fb == 64:
             return cp_desc(dtype, 64, bc=32, vpair=True)
@@ -1033,8 +1031,7 @@ FUSED_KERNEL = FusedKernel()
 class FusedFamily(Family):
     """The fused layer in the sweep: implementation `fused` of dense, FP, WSP-R (any balance), WSP-RB and WSP-CB.
     p = 4: dense and FP in the filter block identity_filter_block picks (64: generation 5 at 32 channels a chunk with
-    vertical tile pairs;
-    32: generation 4), WSP-CB in filter blocks of 32 (generation 4 with the chunk map), WSP-R and WSP-RB in the widest
+    vertical tile pairs; 32: generation 4), WSP-CB in filter blocks of 32 (generation 4 with the chunk map), WSP-R and WSP-RB in the widest
     filter block whose (block, position)s keep at most 32 rows (wide_filter_block; WSP-RB's default block is one)
     with generation 4; p = 6 runs generation 1 (dense: filter block 32, pruned: 64)."""
 
