@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from cutlass_wsp.families.fused import cp_desc, dense_layout, pack_cp_weights
-from cutlass_wsp.fused_banks import pick_rectangle
+from cutlass_wsp.fused_banks import pick_rectangle, tile_order
 from cutlass_wsp.winograd import direct_conv2d, filter_transform, matrices_float, tile_grid
 
 
@@ -69,13 +69,7 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
         ix, iy, ib = unit % gx, (unit // gx) % gy, unit // (gx * gy)
         b0, y0, x0 = ib * BI, iy * BY * 2, ix * BX * 2       # (+1 for the pad)
         tiles = []
-        for t in range(64):
-            if vpair:                                      # M row t: tile row tt of pair 8 w4 + g
-                bi, rem = divmod((t >> 4) * 8 + (t & 7), (BY // 2) * BX)
-                by, bx = 2 * (rem // BX) + ((t >> 3) & 1), rem % BX
-            else:
-                bi, rem = divmod(t, BY * BX)
-                by, bx = divmod(rem, BX)
+        for bi, by, bx in tile_order(BI, BY, BX, vpair=vpair):   # the kernel's table (M row t: a pair's row tt)
             ok = bi < BI and b0 + bi < B and iy * BY + by < th and ix * BX + bx < tw
             tiles.append((b0 + bi if ok else -1, (iy * BY + by) * 2, (ix * BX + bx) * 2, (bi * RH + by * 2) * RW + bx * 2))
         w = [t[3] for t in tiles]

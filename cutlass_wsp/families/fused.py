@@ -893,6 +893,11 @@ def identity_filter_block(c: int, n_out: int, dtype: str) -> int:
     return 64 if dtype == "fp16" and pad64 <= limit * pad32 else 32
 
 
+def _gen5_dense_map(problem: FusedTuneProblem) -> bool:
+    """An identity layout in the filter blocks of 64 identity_filter_block picks for generation 5 (no chunk map)."""
+    return problem.p == 4 and problem.identity and not problem.chunks and problem.mi == problem.fb == 64
+
+
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs for identity layouts in filter blocks of 64
     without a chunk map (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
@@ -900,7 +905,7 @@ def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     unbranched "full" map, measured faster than the branching "rows" map on the H200, docs/fused.md), else generation
     2 (8 warps); p = 6: generation 1."""
     if problem.p == 4:
-        if problem.identity and not problem.chunks and problem.mi == problem.fb == 64:
+        if _gen5_dense_map(problem):
             return cp_desc(dtype, 64, bc=32, vpair=True)
         try:
             return rs_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity,
@@ -914,7 +919,7 @@ def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     """The default first, then the other kernels that build for the layout: generation 4's other epilogue or row
     map, then generation 2's warp counts and tile; for p = 6 generation 1's pipeline depths and tiles."""
     out = [default_desc(problem, dtype)]
-    if problem.p == 4 and problem.identity and not problem.chunks and problem.mi == problem.fb == 64:
+    if _gen5_dense_map(problem):
         out += [cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]   # generation 5 in order, at 32 and 16 channels
     if problem.p == 4:
         rs = [dict(dense_map=True, epi="smem")] if problem.identity else [dict()]    # the "rows" map
