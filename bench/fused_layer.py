@@ -37,8 +37,9 @@ def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
     return (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
 
 
-# generation 5's variants in `time` and `verify`: (tag, channels a chunk, vertical tile pairs)
-GEN5_TAGS = (("gen5", 16, False), ("gen5-k32", 32, False), ("gen5-k32-vpair", 32, True))
+# generation 5's variants in `time` and `verify`: (tag, channels a chunk, vertical tile pairs, mainloop pipeline)
+GEN5_TAGS = (("gen5", 16, False, None), ("gen5-k32", 32, False, None), ("gen5-k32-vpair", 32, True, None),
+             ("gen5-k32-vpair-halves", 32, True, "halves"))
 
 
 class Case:
@@ -69,7 +70,7 @@ class Case:
         elif gen == 5:   # the wgmma cluster pair splitting V's columns, kc channels a chunk: the dense map (N = FB), or
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
-                                full_rows=not self.layout.identity, vpair=vpair)
+                                full_rows=not self.layout.identity, vpair=vpair, pipe=pipe)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -148,9 +149,9 @@ def verify_cases(gens=()):
                                  ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
                 for x in (gens if p == 4 else ()):
                     if x == 5:   # the dense map only, in filter blocks of 64; chunks of 16 and 32 channels
-                        for tag, kc, vp in GEN5_TAGS:
-                            variants += [(f"{tag} dense", dense_pruned(g, p), 64, g, 5, kc, vp),
-                                         (f"{tag} fp 0.5", prune(Wt, "fp", 0.5), 64, None, 5, kc, vp)]
+                        for tag, kc, vp, gp in GEN5_TAGS:
+                            variants += [(f"{tag} dense", dense_pruned(g, p), 64, g, 5, kc, vp, gp),
+                                         (f"{tag} fp 0.5", prune(Wt, "fp", 0.5), 64, None, 5, kc, vp, gp)]
                         continue
                     variants += [(f"gen{x} dense", dense_pruned(g, p), 32, g, x),
                                  (f"gen{x} wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, x),
@@ -163,7 +164,7 @@ def verify_cases(gens=()):
                     what = f"{dtype} p{p} b{batch} c{c} n{n} {H}x{W} {label}"
                     yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen, g5=g5:
                                  Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen, kc=g5[0] if g5 else 16,
-                                      vpair=g5[1] if g5 else False)), gg
+                                      vpair=g5[1] if g5 else False, pipe=g5[2] if g5 else None)), gg
 
 
 def cmd_verify(args) -> int:
@@ -206,18 +207,18 @@ def variant_tags(scheds=("one",), pipes=("one",), rmcasts=(1,)):
 
 def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
                    gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipes=("one",), scheds=("one",),
-                   rmcasts=(1,)):
+                   rmcasts=(1,), gen5_tags=None):
     """`_fused_variants` once per generation-4 mainloop pipeline in `pipes`, CTA schedule in `scheds` ('one':
     the default; others: RS_PIPES, RS_SCHEDS) and input-region multicast in `rmcasts` (1: none; RS_RMCAST),
     labelled "p4 gen4-<sched>-<pipe>-rmc<k> ..." so they run side by side in one run; the persistent schedule
     serves the dense and the full map, the region multicast a ring whose depth it divides (a variant that cannot be
-    built is left out)."""
+    built is left out). `gen5_tags`: generation 5's variants (GEN5_TAGS' names; None: all)."""
     from cutlass_wsp.errors import Unsupported
 
     for tag, sched, pipe, rmc in variant_tags(scheds, pipes, rmcasts):
         for label, r, make in _fused_variants(c, n, H, W, ps, dtype, batch, ratios, gens, stages, gens_only,
                                               mcast, epi, None if pipe == "one" else pipe,
-                                              None if sched == "one" else sched, rmc):
+                                              None if sched == "one" else sched, rmc, gen5_tags):
             if tag:
                 if " gen4 " not in label:
                     continue
@@ -234,7 +235,7 @@ def fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, r
 
 def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, ratios, gens=(), stages=None,
                     gens_only: bool = False, mcast: int = 1, epi: str | None = None, pipe: str | None = None,
-                    sched: str | None = None, rmcast: int = 1):
+                    sched: str | None = None, rmcast: int = 1, gen5_tags=None):
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
     FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...",
     `stages` deep, or the deepest ring that fits; generation 4 also WSP-CB at the ratios that keep a block of
@@ -253,22 +254,22 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                 # chunks of 16 channels ("gen5") and of 32 ("gen5-k32", where the layer's channels fill them)
                 if (pipe, sched, rmcast) != (None, None, 1):
                     continue
-                for tag, kc, vp in GEN5_TAGS:
-                    if c % kc:
+                for tag, kc, vp, gp in GEN5_TAGS:
+                    if c % kc or (gen5_tags is not None and tag not in gen5_tags):
                         continue
-                    yield f"p4 {tag} dense", None, (lambda dense=dense, kc=kc, vp=vp: Case(
-                        dense, 4, dtype, batch, H, W, fb=64, gen=5, kc=kc, vpair=vp))
+                    yield f"p4 {tag} dense", None, (lambda dense=dense, kc=kc, vp=vp, gp=gp: Case(
+                        dense, 4, dtype, batch, H, W, fb=64, gen=5, kc=kc, vpair=vp, pipe=gp))
                     for r in ratios:
                         pr = prune(Wd, "fp", r)
-                        yield f"p4 {tag} fp", r, (lambda pr=pr, kc=kc, vp=vp: Case(pr, 4, dtype, batch, H, W, fb=64,
-                                                                                    gen=5, kc=kc, vpair=vp))
+                        yield f"p4 {tag} fp", r, (lambda pr=pr, kc=kc, vp=vp, gp=gp: Case(
+                            pr, 4, dtype, batch, H, W, fb=64, gen=5, kc=kc, vpair=vp, pipe=gp))
                     for r in ratios:   # WSP-RB in the widest block whose kept rows fill 64 (the full map)
                         fb = balanced_block(r, n, mi=64)
                         if fb < 64:
                             continue
                         pr = prune(Wd, "wsp-rb", r, block=fb)
-                        yield f"p4 {tag} wsp-rb", r, (lambda pr=pr, kc=kc, fb=fb, vp=vp: Case(
-                            pr, 4, dtype, batch, H, W, fb=fb, mi=64, gen=5, kc=kc, vpair=vp))
+                        yield f"p4 {tag} wsp-rb", r, (lambda pr=pr, kc=kc, fb=fb, vp=vp, gp=gp: Case(
+                            pr, 4, dtype, batch, H, W, fb=fb, mi=64, gen=5, kc=kc, vpair=vp, pipe=gp))
                 continue
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                            stages=stages, mcast=mcast, epi=epi,
@@ -344,7 +345,7 @@ def cmd_compile(args) -> int:
         descs += [make().desc for _, _, make in fused_variants(lay.c, lay.n, lay.H, lay.W, args.ps, args.dtype,
                                                                args.batch, ratios, args.gens, args.stages,
                                                                args.gens_only, args.mcast, args.epi, args.pipes,
-                                                               args.scheds, args.rmcasts)]
+                                                               args.scheds, args.rmcasts, args.gen5_tags)]
     descs = list(dict.fromkeys(descs))
     t0 = time.time()
     default_cache().compile_many(descs)
@@ -414,7 +415,7 @@ def cmd_time(args) -> int:
                          "iqr_ms": conv["iqr_ms"], "kernel": conv["kernel"]})
         for label, r, make in fused_variants(c, n, H, W, args.ps, dtype, batch, ratios, args.gens, args.stages,
                                              args.gens_only, args.mcast, args.epi, args.pipes, args.scheds,
-                                             args.rmcasts):
+                                             args.rmcasts, args.gen5_tags):
             try:
                 case = make().ready()
                 t, err = timed(case, args.budget)
@@ -577,6 +578,15 @@ def _options(menu: str):
     return parse
 
 
+def _gen5_tags(text: str) -> tuple[str, ...]:
+    """An argparse type: comma-separated names of GEN5_TAGS."""
+    known = [t[0] for t in GEN5_TAGS]
+    got = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not got or any(t not in known for t in got):
+        raise argparse.ArgumentTypeError(f"{text!r}: use one or more of {', '.join(known)}, comma-separated")
+    return got
+
+
 def _cluster_sizes(text: str) -> tuple[int, ...]:
     """An argparse type: comma-separated cluster sizes from families.fused.RS_RMCAST."""
     from cutlass_wsp.families.fused import RS_RMCAST
@@ -616,7 +626,8 @@ def main(argv=None) -> int:
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--kc", type=int, choices=(16, 32), default=16, help="generation 5's channels per chunk (CP_BC)")
     f.add_argument("--vpair", action="store_true", help="generation 5's vertical tile pairs (CP_TILES)")
-    f.add_argument("--pipe", choices=("halves",), default=None, help="generation 4's mainloop pipeline (RS_PIPES)")
+    f.add_argument("--pipe", choices=("halves",), default=None,
+                   help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,
                    help="generation 4's CTA schedule (RS_SCHEDS)")
     f.add_argument("--rmcast", type=int, choices=(1, 2, 4), default=1,
@@ -647,6 +658,9 @@ def main(argv=None) -> int:
         q.add_argument("--rmcasts", type=_cluster_sizes, default=(1,),
                        help="generation 4's input-region multicast, side by side: 1 (none, the default), 2, 4 "
                             "(RS_RMCAST: CTAs of consecutive filter blocks sharing each region)")
+        q.add_argument("--gen5-tags", type=_gen5_tags, default=None,
+                       help="with --gen5: its variants, comma-separated (default all: "
+                            + ", ".join(t[0] for t in GEN5_TAGS) + ")")
     t.add_argument("--budget", type=float, default=0.2)
     t.add_argument("--out", default=None)
     args = ap.parse_args(argv)

@@ -47,10 +47,10 @@ def gpu_test_descs() -> list:
             pass
 
     for dt in ("fp16", "bf16"):
-        for bc, vpair in ns["GEN5_VARIANTS"]:   # generation 5's tests: dense and FP in blocks of 64, WSP-RB's full
-            add(fused.cp_desc, dt, 64, bc=bc, vpair=vpair)   # map in 128 and 192, per chunk width and tile order
+        for bc, vpair, pipe in ns["GEN5_VARIANTS"]:   # generation 5's tests: dense and FP in blocks of 64, WSP-RB's full
+            add(fused.cp_desc, dt, 64, bc=bc, vpair=vpair, pipe=pipe)   # map in 128 and 192, per variant
             for fb in (128, 192):
-                add(fused.cp_desc, dt, 64, bc=bc, fb=fb, full_rows=True, vpair=vpair)
+                add(fused.cp_desc, dt, 64, bc=bc, fb=fb, full_rows=True, vpair=vpair, pipe=pipe)
         for name, kw in gens.values():
             make = getattr(fused, name)
             add(make, dt, 32, fb=32, dense_map=True, **kw)   # every dense shape of the tests: MI = FB = 32
@@ -82,7 +82,7 @@ def bench_descs(args) -> list:
         out += [make().desc for _, _, make in fl.fused_variants(lay.c, lay.n, lay.H, lay.W, [4], "fp16", 32, ratios,
                                                                  [4, 5] if args.gen5 else [4], None, True,
                                                                  pipes=args.pipes, scheds=args.scheds,
-                                                                 rmcasts=args.rmcasts)]
+                                                                 rmcasts=args.rmcasts, gen5_tags=args.gen5_tags)]
     lay = layout_for(prune(he_winograd_weights((128, 64), 4, seed=1), "dense", 0.0), 4, fb=64)   # the config search
     out += candidates_for(FusedTuneProblem.of(lay, 4, 28, 28), "fp16")[:5]
     if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
@@ -114,6 +114,7 @@ def main() -> int:
     ap.add_argument("--scheds", type=fl._options("RS_SCHEDS"), default=("one",))
     ap.add_argument("--rmcasts", type=fl._cluster_sizes, default=(1,))
     ap.add_argument("--gen5", action="store_true", help="generation 5 in the time step too (time --gen5)")
+    ap.add_argument("--gen5-tags", type=fl._gen5_tags, default=None, help="generation 5's variants (time --gen5-tags)")
     ap.add_argument("--sweep", action="store_true", help="the sweep's fused points too (fused_gen4_run.sh's sweep)")
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
     ap.add_argument("--jobs", type=int, default=None)

@@ -592,6 +592,42 @@ def test_rs_halves_pipeline_renders_two_groups_per_chunk(dense, full, cmap):
         rs_desc("fp16", 32, dense_map=True, pipe="thirds")
 
 
+@pytest.mark.parametrize("full,vpair", [(False, True), (True, True), (False, False)])
+def test_generation_5s_halves_pipeline_commits_one_group_per_k_step(full, vpair):
+    """cp_desc(pipe='halves') at 32 channels a chunk: each k step's transform waits only for the previous chunk's same
+    step (wgmma.wait_group 1) and its 4 products are their own commit group, so the transform runs under the other
+    step's products; the weight wait comes before the first group, the refill of chunk k - 1's stage after the second
+    (after both waits, and no branch between the issues: C7513). The same data path as without it (the transform's
+    text once, in both), the same shared memory; refused at 16 channels a chunk, where one group per chunk is all."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=vpair, **(dict(fb=192, full_rows=True) if full else {}))
+    d, plain = cp_desc("fp16", 64, pipe="halves", **kw), cp_desc("fp16", 64, **kw)
+    assert d.extra_dict()["pipe"] == "halves" and "pipe" not in plain.extra_dict()
+    assert "_pipehalves_" in d.name and d.name.replace("pipehalves_", "") == plain.name and check_fused_desc(d) is d
+    src, base = render(d), render(plain)
+    assert "{{" not in src and "{%" not in src and "warpgroup_wait<1>" not in base
+    loop = src[src.index("bool late = false;"):src.index("if (late) __trap();")]
+    step = loop[loop.index("for (int st = 0; st < KSTEPS; ++st) {"):]
+    assert loop.count("warpgroup_wait<1>();") == 1 and loop.count("warpgroup_commit_batch();") == 1
+    assert loop.count("warpgroup_wait<0>();") == 1 and loop.rstrip().endswith("fence_acc(acc);")
+    wait1, transform = step.index("warpgroup_wait<1>();"), step.index("areg[st][0][tt] = to_a(v.h[0]);")
+    uwait, issue = step.index("wait_late(&uf[su], uphase, late);"), step.index("gmma<MI>(areg[st][a]")
+    commit, refill = step.index("warpgroup_commit_batch();"), step.index("load_u(k - 1 + USTAGES)")
+    release = step.index("the region of this stage is read")
+    assert wait1 < transform < uwait < issue < commit < refill < release
+    assert "if (leader" not in step[issue:commit]
+    # the transform is the one-group kernel's, per k step
+    t0 = base[base.index("for (int tt = 0; tt < 2; ++tt) {\n        Pk t[P];"):]
+    t0 = t0[:t0.index("    wait_late(&uf[su]")]
+    assert t0 in step and t0.count("areg[st][") == 8
+    assert _template_constants(src)["SMEM_BYTES"] == _template_constants(base)["SMEM_BYTES"]
+    with pytest.raises(Unsupported, match="pipeline 'halves' at 16 channels"):
+        cp_desc("fp16", 64, bc=16, pipe="halves")
+    with pytest.raises(Unsupported, match="pipeline 'thirds'"):
+        cp_desc("fp16", 64, bc=32, pipe="thirds")
+
+
 @pytest.mark.parametrize("dtype,mi,pipe", [("fp16", 32, None), ("bf16", 32, "halves"), ("fp16", 16, None)])
 def test_rs_persistent_ctas_walk_items_with_rings_running_on(dtype, mi, pipe):
     """sched 'persistent': one CTA per SM (the host asks the device), walking items blockIdx.x + i * gridDim.x;
