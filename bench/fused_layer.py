@@ -50,7 +50,7 @@ class Case:
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
                  pipe: str | None = None, sched: str | None = None, rmcast: int = 1, kc: int = 16,
-                 vpair: bool = False):
+                 vpair: bool = False, stamps: bool = False):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -70,7 +70,7 @@ class Case:
         elif gen == 5:   # the wgmma cluster pair splitting V's columns, kc channels a chunk: the dense map (N = FB), or
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
-                                full_rows=not self.layout.identity, vpair=vpair, pipe=pipe)
+                                full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -353,6 +353,66 @@ def cmd_compile(args) -> int:
     return 0
 
 
+STAMP_NAMES = ("prologue", "first region", "mainloop", "pair join", "epilogue")
+
+
+def stamp_phases(raw: np.ndarray, phases: int, chunks: int) -> dict:
+    """Where a CTA's time goes, from generation 5's phase stamps (cp_desc(stamps=True)): `raw` [CTAs, slots] holds
+    per CTA `phases` SM-clock stamps (entry, prologue done, first region landed, mainloop done, pair joined, end),
+    then the global timer (ns) at entry and end, then the SM. Per phase the median and mean in cycles and µs (each
+    CTA's clock rate from its own two timers), the chunks' median cycles, and per SM the gap between one CTA's end
+    and the next one's entry (launch and setup no CTA covers) and the share of the kernel's span its CTAs covered."""
+    raw = np.asarray(raw, dtype=np.int64)
+    ok = raw[:, phases] > 0   # CTAs that recorded (the buffer holds the first STAMP_CTAS)
+    if not ok.any():
+        raise ValueError("no CTA recorded its stamps")
+    r = raw[ok]
+    clk, t0, t1, sm = r[:, :phases], r[:, phases], r[:, phases + 1], r[:, phases + 2]
+    ghz = np.diff(clk[:, [0, -1]], axis=1)[:, 0] / np.maximum(t1 - t0, 1)
+    d = np.diff(clk, axis=1)                                   # [CTAs, phases - 1] cycles
+    out = {"ctas": int(ok.sum()), "clock_ghz": float(np.median(ghz)), "span_us": float((t1.max() - t0.min()) / 1e3),
+           "phases": {}}
+    for i, name in enumerate(STAMP_NAMES[:phases - 1]):
+        out["phases"][name] = {"median_cycles": float(np.median(d[:, i])), "mean_cycles": float(d[:, i].mean()),
+                               "median_us": float(np.median(d[:, i] / ghz) / 1e3)}
+    total = clk[:, -1] - clk[:, 0]
+    out["cta_median_us"] = float(np.median(total / ghz) / 1e3)
+    out["chunk_median_cycles"] = float(np.median(d[:, 2]) / max(chunks, 1))
+    gaps, covered = [], []
+    for s_ in np.unique(sm):
+        on = np.argsort(t0[sm == s_])
+        a, b = t0[sm == s_][on], t1[sm == s_][on]
+        gaps += list(a[1:] - b[:-1])
+        covered.append((b - a).sum() / max(b.max() - a.min(), 1))
+    out["gap_median_us"] = float(np.median(gaps) / 1e3) if gaps else 0.0
+    out["gap_mean_us"] = float(np.mean(gaps) / 1e3) if gaps else 0.0
+    out["sm_covered"] = float(np.median(covered))
+    out["ctas_per_sm"] = float(len(r) / len(np.unique(sm)))
+    return out
+
+
+def read_stamps(case: "Case") -> np.ndarray:
+    """Launch a stamps build once (its buffer cleared first) and read its stamps back: [CTAs, slots]."""
+    import ctypes
+
+    import cupy
+
+    from cutlass_wsp.kernels.cache import default_cache
+
+    lib = ctypes.CDLL(str(default_cache().get(case.desc)), mode=ctypes.RTLD_LOCAL)
+    ctas, slots, phases = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
+    lib.wsp_stamps_layout(ctypes.byref(ctas), ctypes.byref(slots), ctypes.byref(phases))
+    cupy.cuda.get_current_stream().synchronize()
+    if lib.wsp_stamps_clear():
+        raise RuntimeError("could not clear the stamps")
+    case.launch()
+    cupy.cuda.get_current_stream().synchronize()
+    buf = np.zeros(ctas.value * slots.value, np.uint64)
+    if lib.wsp_stamps_read(buf.ctypes.data_as(ctypes.POINTER(ctypes.c_ulonglong)), ctas.value):
+        raise RuntimeError("could not read the stamps")
+    return buf.reshape(ctas.value, slots.value).astype(np.int64), phases.value
+
+
 def cmd_profile(args) -> int:
     """One verified dense case per layer, then `--launches` more launches for Nsight Compute to capture
     (ncu -k wsp_fused_layer ... python bench/fused_layer.py profile ...)."""
@@ -376,12 +436,24 @@ def cmd_profile(args) -> int:
             gen = args.gens[-1]
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=64 if gen == 5 else 32,
                         gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
-                        vpair=args.vpair).ready()
+                        vpair=args.vpair, stamps=args.stamps).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
                         stages=st, gen=gen, warps=wp).ready()
         print(f"{spec}: {case.name} rel err {verify(case):.1e}")
+        if args.stamps:   # where each CTA's time goes (verified above: the stamps do not touch the output)
+            for _ in range(3):
+                case.launch()   # warm
+            raw, phases = read_stamps(case)
+            summary = stamp_phases(raw, phases, -(-lay.c // args.kc))
+            print(json.dumps({"layer": spec, "kernel": case.name, **summary}))
+            for name, ph in summary["phases"].items():
+                print(f"  {name:13s} median {ph['median_us']:7.2f} us ({ph['median_cycles']:8.0f} cycles)")
+            print(f"  CTA {summary['cta_median_us']:.2f} us median at {summary['clock_ghz']:.2f} GHz, "
+                  f"chunk {summary['chunk_median_cycles']:.0f} cycles; gap between CTAs on an SM "
+                  f"{summary['gap_median_us']:.2f} us median ({summary['gap_mean_us']:.2f} mean); SMs covered "
+                  f"{summary['sm_covered']:.2f} of the span; {summary['ctas_per_sm']:.1f} CTAs per SM")
         for _ in range(args.launches):
             case.launch()
         cupy.cuda.get_current_stream().synchronize()
@@ -626,6 +698,9 @@ def main(argv=None) -> int:
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--kc", type=int, choices=(16, 32), default=16, help="generation 5's channels per chunk (CP_BC)")
     f.add_argument("--vpair", action="store_true", help="generation 5's vertical tile pairs (CP_TILES)")
+    f.add_argument("--stamps", action="store_true",
+                   help="generation 5's profiling build: each CTA's phases (prologue, first region, mainloop, pair "
+                        "join, epilogue) from its clock, and the gaps between CTAs on an SM")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,

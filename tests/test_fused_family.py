@@ -1049,3 +1049,26 @@ def test_the_fused_layer_packs_weights_for_its_kernel_and_launches_with_their_ch
         use = lay if fused_generation(desc) == 5 else dense_layout(he_winograd_weights((64, 48), 4, seed=6), 4, fb=32)
         U, K = packed_weights(desc, use)
         assert K == k and U.size == use.blocks * 16 * use.mi * K
+
+
+def test_generation_5s_stamps_build_records_each_phase_and_nothing_else_changes():
+    """cp_desc(stamps=True): a profiling build whose thread 0 stamps the clock at entry, after the prologue, when the
+    first region has landed, after its products, after the pair's join and at the end (both maps), with the global
+    timer and the SM, and exports the host's read / clear / layout; without it the source has none of this."""
+    from cutlass_wsp.kernels.emitter import render
+
+    for kw in (dict(), dict(fb=192, full_rows=True)):
+        d, plain = cp_desc("fp16", 64, bc=32, vpair=True, stamps=True, **kw), cp_desc("fp16", 64, bc=32, vpair=True, **kw)
+        assert "_stamps1_" in d.name and d.name.replace("stamps1_", "") == plain.name
+        src, base = render(d), render(plain)
+        assert "stamp(" not in base and "wsp_stamps" not in base
+        order = [src.index(x) for x in ("stamp(0);", "stamp(1);", "stamp(2);", "for (int k = 0; k < nch; ++k)",
+                                        "stamp(3);", "stamp(4);", "stamp(STAMP_PHASES - 1);")]
+        assert order == sorted(order) and src.count("stamp(STAMP_PHASES - 1);") == 1
+        for sym in ("wsp_stamps_read", "wsp_stamps_clear", "wsp_stamps_layout"):
+            assert f'extern "C" int {sym}(' in src
+        # the kernel between the stamps is the plain one's
+        assert base[base.index("for (int k = 0; k < nch; ++k)"):base.index("warpgroup_wait<0>();\n  fence_acc(acc);\n  if (late)")] in src
+    with pytest.raises(Unsupported, match="stamps 2"):
+        check_fused_desc(d.__class__(**{**d.as_dict(), "extra": tuple(x for x in d.extra if x[0] != "stamps")
+                                         + (("stamps", 2),)}))

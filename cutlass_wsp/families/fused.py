@@ -373,6 +373,8 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"input region of {extra.get('raw')} pixels", f"use {WS_RAW_PIX}")
     if extra.get("tiles", CP_TILES[0]) not in CP_TILES:
         raise Unsupported(f"generation-5 tile order {extra.get('tiles')!r}", f"use {', '.join(CP_TILES)} or none")
+    if extra.get("stamps", 1) != 1:
+        raise Unsupported(f"generation-5 stamps {extra.get('stamps')!r}", "use stamps=1 (the profiling build) or none")
     if extra.get("pipe", RS_PIPES[0]) not in RS_PIPES or ("pipe" in extra and bc == BC):
         raise Unsupported(f"generation-5 pipeline {extra.get('pipe')!r} at {bc} channels a chunk",
                           f"use pipe {RS_PIPES[0]!r} (one commit group per k step) with bc=32, or none")
@@ -390,7 +392,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
 
 
 def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC, fb: int | None = None,
-            full_rows: bool = False, vpair: bool = False, pipe: str | None = None) -> KernelDesc:
+            full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -398,7 +400,9 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     wide blocks), every row multiplied, the epilogue reading the inverse map. The deepest even ring whose shared
     memory fits, unless given. `vpair`: a thread's two tiles are vertical neighbours (rectangles of even tile rows), so
     it loads the 6 pixel rows their patches span instead of 8 (CP_TILES). `pipe='halves'` (bc = 32 only): one commit
-    group per k step, so each step's transform waits only for the previous chunk's same step, not for all of it."""
+    group per k step, so each step's transform waits only for the previous chunk's same step, not for all of it.
+    `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
+    --stamps); never picked by the sweep or the tuner."""
     mi = int(mi)
     fb = mi if fb is None else int(fb)
     if stages is None:
@@ -406,7 +410,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, int(bc)), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 5),
                              ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))
-                      + ((("tiles", "vpair"),) if vpair else ()) + ((("pipe", pipe),) if pipe else ()))
+                      + ((("tiles", "vpair"),) if vpair else ()) + ((("pipe", pipe),) if pipe else ())
+                      + ((("stamps", 1),) if stamps else ()))
     return check_fused_desc(desc)
 
 
