@@ -37,9 +37,11 @@ def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
     return (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
 
 
-# generation 5's variants in `time` and `verify`: (tag, channels a chunk, vertical tile pairs, mainloop pipeline)
-GEN5_TAGS = (("gen5", 16, False, None), ("gen5-k32", 32, False, None), ("gen5-k32-vpair", 32, True, None),
-             ("gen5-k32-vpair-halves", 32, True, "halves"))
+# generation 5's variants in `time` and `verify`: (tag, Case's options: channels a chunk, vertical tile pairs,
+# mainloop pipeline, epilogue)
+GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair", dict(kc=32, vpair=True)),
+             ("gen5-k32-vpair-halves", dict(kc=32, vpair=True, pipe="halves")),
+             ("gen5-k32-vpair-lean", dict(kc=32, vpair=True, epi="lean")))
 
 
 class Case:
@@ -70,7 +72,8 @@ class Case:
         elif gen == 5:   # the wgmma cluster pair splitting V's columns, kc channels a chunk: the dense map (N = FB), or
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
-                                full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps)
+                                full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps,
+                                epi=epi)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -149,9 +152,9 @@ def verify_cases(gens=()):
                                  ("gen2 wsp-rb 0.75", prune(Wt, "wsp-rb", 0.75, block=64), 64, None, 2)]
                 for x in (gens if p == 4 else ()):
                     if x == 5:   # the dense map only, in filter blocks of 64; chunks of 16 and 32 channels
-                        for tag, kc, vp, gp in GEN5_TAGS:
-                            variants += [(f"{tag} dense", dense_pruned(g, p), 64, g, 5, kc, vp, gp),
-                                         (f"{tag} fp 0.5", prune(Wt, "fp", 0.5), 64, None, 5, kc, vp, gp)]
+                        for tag, kw in GEN5_TAGS:
+                            variants += [(f"{tag} dense", dense_pruned(g, p), 64, g, 5, kw),
+                                         (f"{tag} fp 0.5", prune(Wt, "fp", 0.5), 64, None, 5, kw)]
                         continue
                     variants += [(f"gen{x} dense", dense_pruned(g, p), 32, g, x),
                                  (f"gen{x} wsp-r 0.5 balanced", prune(Wt, "wsp-r", 0.5), 32, None, x),
@@ -163,8 +166,7 @@ def verify_cases(gens=()):
                 for label, pr, fb, gg, gen, *g5 in variants:
                     what = f"{dtype} p{p} b{batch} c{c} n{n} {H}x{W} {label}"
                     yield what, (lambda pr=pr, p=p, dtype=dtype, batch=batch, H=H, W=W, fb=fb, gen=gen, g5=g5:
-                                 Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen, kc=g5[0] if g5 else 16,
-                                      vpair=g5[1] if g5 else False, pipe=g5[2] if g5 else None)), gg
+                                 Case(pr, p, dtype, batch, H, W, fb=fb, gen=gen, **(g5[0] if g5 else {}))), gg
 
 
 def cmd_verify(args) -> int:
@@ -254,22 +256,22 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                 # chunks of 16 channels ("gen5") and of 32 ("gen5-k32", where the layer's channels fill them)
                 if (pipe, sched, rmcast) != (None, None, 1):
                     continue
-                for tag, kc, vp, gp in GEN5_TAGS:
-                    if c % kc or (gen5_tags is not None and tag not in gen5_tags):
+                for tag, kw in GEN5_TAGS:
+                    if c % kw["kc"] or (gen5_tags is not None and tag not in gen5_tags):
                         continue
-                    yield f"p4 {tag} dense", None, (lambda dense=dense, kc=kc, vp=vp, gp=gp: Case(
-                        dense, 4, dtype, batch, H, W, fb=64, gen=5, kc=kc, vpair=vp, pipe=gp))
+                    yield f"p4 {tag} dense", None, (lambda dense=dense, kw=kw: Case(
+                        dense, 4, dtype, batch, H, W, fb=64, gen=5, **kw))
                     for r in ratios:
                         pr = prune(Wd, "fp", r)
-                        yield f"p4 {tag} fp", r, (lambda pr=pr, kc=kc, vp=vp, gp=gp: Case(
-                            pr, 4, dtype, batch, H, W, fb=64, gen=5, kc=kc, vpair=vp, pipe=gp))
-                    for r in ratios:   # WSP-RB in the widest block whose kept rows fill 64 (the full map)
-                        fb = balanced_block(r, n, mi=64)
-                        if fb < 64:
+                        yield f"p4 {tag} fp", r, (lambda pr=pr, kw=kw: Case(pr, 4, dtype, batch, H, W, fb=64, gen=5,
+                                                                             **kw))
+                    for r in ratios:   # WSP-RB in the widest block whose kept rows fill 64 (the full map, which
+                        fb = balanced_block(r, n, mi=64)   # has no lean epilogue)
+                        if fb < 64 or "epi" in kw:
                             continue
                         pr = prune(Wd, "wsp-rb", r, block=fb)
-                        yield f"p4 {tag} wsp-rb", r, (lambda pr=pr, kc=kc, fb=fb, vp=vp, gp=gp: Case(
-                            pr, 4, dtype, batch, H, W, fb=fb, mi=64, gen=5, kc=kc, vpair=vp, pipe=gp))
+                        yield f"p4 {tag} wsp-rb", r, (lambda pr=pr, kw=kw, fb=fb: Case(
+                            pr, 4, dtype, batch, H, W, fb=fb, mi=64, gen=5, **kw))
                 continue
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
                                                                            stages=stages, mcast=mcast, epi=epi,
@@ -436,7 +438,7 @@ def cmd_profile(args) -> int:
             gen = args.gens[-1]
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=64 if gen == 5 else 32,
                         gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
-                        vpair=args.vpair, stamps=args.stamps).ready()
+                        vpair=args.vpair, stamps=args.stamps, epi=args.epi5).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -698,6 +700,7 @@ def main(argv=None) -> int:
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--kc", type=int, choices=(16, 32), default=16, help="generation 5's channels per chunk (CP_BC)")
     f.add_argument("--vpair", action="store_true", help="generation 5's vertical tile pairs (CP_TILES)")
+    f.add_argument("--epi5", choices=("lean",), default=None, help="generation 5's epilogue (CP_EPIS)")
     f.add_argument("--stamps", action="store_true",
                    help="generation 5's profiling build: each CTA's phases (prologue, first region, mainloop, pair "
                         "join, epilogue) from its clock, and the gaps between CTAs on an SM")

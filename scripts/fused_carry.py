@@ -47,10 +47,10 @@ def gpu_test_descs() -> list:
             pass
 
     for dt in ("fp16", "bf16"):
-        for bc, vpair, pipe in ns["GEN5_VARIANTS"]:   # generation 5's tests: dense and FP in blocks of 64, WSP-RB's full
-            add(fused.cp_desc, dt, 64, bc=bc, vpair=vpair, pipe=pipe)   # map in 128 and 192, per variant
+        for kw in ns["GEN5_VARIANTS"]:   # generation 5's tests: dense and FP in blocks of 64, WSP-RB's full map in
+            add(fused.cp_desc, dt, 64, **kw)   # 128 and 192, per variant
             for fb in (128, 192):
-                add(fused.cp_desc, dt, 64, bc=bc, fb=fb, full_rows=True, vpair=vpair, pipe=pipe)
+                add(fused.cp_desc, dt, 64, fb=fb, full_rows=True, **kw)
         for name, kw in gens.values():
             make = getattr(fused, name)
             add(make, dt, 32, fb=32, dense_map=True, **kw)   # every dense shape of the tests: MI = FB = 32

@@ -196,15 +196,17 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
         ("p4 gen5-k32 dense", None), ("p4 gen5-k32 fp", 0.7), ("p4 gen5-k32 wsp-rb", 0.7),
         ("p4 gen5-k32-vpair dense", None), ("p4 gen5-k32-vpair fp", 0.7), ("p4 gen5-k32-vpair wsp-rb", 0.7),
         ("p4 gen5-k32-vpair-halves dense", None), ("p4 gen5-k32-vpair-halves fp", 0.7),
-        ("p4 gen5-k32-vpair-halves wsp-rb", 0.7)]
+        ("p4 gen5-k32-vpair-halves wsp-rb", 0.7),
+        ("p4 gen5-k32-vpair-lean dense", None), ("p4 gen5-k32-vpair-lean fp", 0.7)]   # the lean epilogue: dense map
     assert all(d.extra_dict()["gen"] == 5 for _, _, d in g5)
-    assert [d.tile[2] for _, _, d in g5] == [16, 16, 16] + [32] * 9
-    assert [d.extra_dict().get("tiles") for _, _, d in g5] == [None] * 6 + ["vpair"] * 6
-    assert [d.extra_dict().get("pipe") for _, _, d in g5] == [None] * 9 + ["halves"] * 3
+    assert [d.tile[2] for _, _, d in g5] == [16, 16, 16] + [32] * 11
+    assert [d.extra_dict().get("tiles") for _, _, d in g5] == [None] * 6 + ["vpair"] * 8
+    assert [d.extra_dict().get("pipe") for _, _, d in g5] == [None] * 9 + ["halves"] * 3 + [None] * 2
+    assert [d.extra_dict().get("epi") for _, _, d in g5] == [None] * 12 + ["lean"] * 2
     # --gen5-tags picks generation 5's variants (time and compile); an unknown one is refused in one line
     picked = [label for label, _, _ in fused_layer.fused_variants(
         256, 256, 56, 56, [4], "fp16", 32, [0.7], [5], None, True, gen5_tags=("gen5-k32-vpair-halves",))]
-    assert picked == [label for label, _, _ in g5[9:]]
+    assert picked == [label for label, _, _ in g5[9:12]]
     with pytest.raises(SystemExit):
         fused_layer.main(["time", "--gen5", "--gen5-tags", "gen5-k64"])
     assert "'gen5-k64': use one or more of gen5, gen5-k32, gen5-k32-vpair" in capsys.readouterr().err

@@ -1072,3 +1072,36 @@ def test_generation_5s_stamps_build_records_each_phase_and_nothing_else_changes(
     with pytest.raises(Unsupported, match="stamps 2"):
         check_fused_desc(d.__class__(**{**d.as_dict(), "extra": tuple(x for x in d.extra if x[0] != "stamps")
                                          + (("stamps", 2),)}))
+
+
+@pytest.mark.parametrize("mi", [32, 64])
+def test_generation_5s_lean_epilogue_moves_float4s_and_branches_once(mi):
+    """cp_desc(epi='lean'): the dense map's epilogue with the plain one's sums and shared memory, its exchanges in
+    float4s (four scalar STS / LDS / remote stores become one), the warpgroup's and the rank's selects as one branch
+    each, a whole filter block stored unchecked; its slots (group j at j ^ ((lt / (8 / NQ)) % NQ)) put the 8 threads of a 128-byte
+    phase in 8 different 16-byte bank groups. The full map and MI = 48 are refused; the plain kernel is unchanged."""
+    from cutlass_wsp.kernels.emitter import render
+
+    d, plain = cp_desc("fp16", mi, bc=32, vpair=True, epi="lean"), cp_desc("fp16", mi, bc=32, vpair=True)
+    assert d.extra_dict()["epi"] == "lean" and "_epilean_" in d.name and "epi" not in plain.extra_dict()
+    src, base = render(d), render(plain)
+    assert "{{" not in src and "{% " not in src and "st_remote4" not in base and "xs2_remote" not in base
+    epi = src[src.index("// Epilogue (lean)."):]
+    assert "st_remote(" not in epi and epi.count("st_remote4(") == 2 and epi.count("if (c == 0) {") == 1
+    assert epi.count("if (rank == 0) {") == 1 and "c == 0 ?" not in epi and "rank == 0 ?" not in epi
+    assert "const bool whole = even && block * FB + MI <= p.n_out;" in epi
+    # the plain epilogue's mainloop and constants: only the epilogue differs
+    def body(text):
+        return text[text.index("wsp_fused_layer("):text.index("cute::cluster_sync();   // both CTAs are past")]
+    assert body(src) == body(base)
+    consts = _template_constants(src)
+    assert consts["SMEM_BYTES"] == _template_constants(base)["SMEM_BYTES"] and consts["NACC"] == mi // 2
+    nq = mi // 8
+    for j in range(nq):   # bank groups of one STS.128 phase: threads lt .. lt + 7 of a warp
+        for lt0 in range(0, 128, 8):
+            groups = {(lt * nq + (j ^ ((lt // (8 // nq)) % nq))) % 8 for lt in range(lt0, lt0 + 8)}
+            assert len(groups) == 8
+    with pytest.raises(Unsupported, match="epilogue 'lean' for MI=48"):
+        cp_desc("fp16", 48, bc=32, epi="lean")
+    with pytest.raises(Unsupported, match="full map"):
+        cp_desc("fp16", 64, bc=32, fb=192, full_rows=True, epi="lean")

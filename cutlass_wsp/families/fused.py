@@ -327,6 +327,7 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
 CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
 CP_BC = (16, 32)                 # channels per chunk: one k16 step, or two (64-byte pixels, one 16-byte load each)
+CP_EPIS = ("lean",)              # the dense map's epilogue in float4 exchanges and uniform branches; absent: the plain one
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
 
 
@@ -373,6 +374,9 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"input region of {extra.get('raw')} pixels", f"use {WS_RAW_PIX}")
     if extra.get("tiles", CP_TILES[0]) not in CP_TILES:
         raise Unsupported(f"generation-5 tile order {extra.get('tiles')!r}", f"use {', '.join(CP_TILES)} or none")
+    if "epi" in extra and (extra["epi"] not in CP_EPIS or full or mi % 32):
+        raise Unsupported(f"generation-5 epilogue {extra['epi']!r} for MI={mi} ({extra.get('map')} map)",
+                          f"use epi {CP_EPIS[0]!r} with the dense map and MI 32 or 64, or none")
     if extra.get("stamps", 1) != 1:
         raise Unsupported(f"generation-5 stamps {extra.get('stamps')!r}", "use stamps=1 (the profiling build) or none")
     if extra.get("pipe", RS_PIPES[0]) not in RS_PIPES or ("pipe" in extra and bc == BC):
@@ -392,7 +396,8 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
 
 
 def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC, fb: int | None = None,
-            full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False) -> KernelDesc:
+            full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False,
+            epi: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -401,6 +406,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     memory fits, unless given. `vpair`: a thread's two tiles are vertical neighbours (rectangles of even tile rows), so
     it loads the 6 pixel rows their patches span instead of 8 (CP_TILES). `pipe='halves'` (bc = 32 only): one commit
     group per k step, so each step's transform waits only for the previous chunk's same step, not for all of it.
+    `epi='lean'` (CP_EPIS; the dense map, MI 32 or 64): the epilogue's exchanges in float4s, its warpgroup and rank
+    branches taken once, a whole filter block stored without per-filter checks: the same sums in fewer instructions.
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner."""
     mi = int(mi)
@@ -411,7 +418,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 5),
                              ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))
                       + ((("tiles", "vpair"),) if vpair else ()) + ((("pipe", pipe),) if pipe else ())
-                      + ((("stamps", 1),) if stamps else ()))
+                      + ((("stamps", 1),) if stamps else ()) + ((("epi", epi),) if epi else ()))
     return check_fused_desc(desc)
 
 

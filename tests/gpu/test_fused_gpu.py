@@ -246,15 +246,16 @@ def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype,
 
 
 # generation 5's chunk widths, its vertical tile pairs (rectangles of even tile rows, 6 pixel rows per thread), and
-# its mainloop in one commit group per k step (pipe "halves")
-GEN5_VARIANTS = [(16, False, None), (32, False, None), (32, True, None), (32, True, "halves")]
-GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves"]
+# its mainloop in one commit group per k step (pipe "halves"), and its lean dense-map epilogue (epi "lean")
+GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, vpair=True, pipe="halves"),
+                 dict(bc=32, vpair=True, epi="lean")]
+GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean"]
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("bc,vpair,pipe", GEN5_VARIANTS, ids=GEN5_IDS)
+@pytest.mark.parametrize("variant", GEN5_VARIANTS, ids=GEN5_IDS)
 @pytest.mark.parametrize("batch,c,n,H,W", GEN3_DENSE_SHAPES)
-def test_gen5_dense_equals_direct_convolution(dtype, bc, vpair, pipe, batch, c, n, H, W, compile_cache_dir):
+def test_gen5_dense_equals_direct_convolution(dtype, variant, batch, c, n, H, W, compile_cache_dir):
     """Generation 5: a cluster pair splitting V's columns, each warpgroup one column with N = 64 (n = 32, 48, 80, 96
     leave a block partly empty), the region multicast to both CTAs, partial outputs traded within the CTA and across
     the pair; chunks of 16 or 32 channels (c = 40, 48: the last chunk half past the input, its weights padded).
@@ -266,16 +267,16 @@ def test_gen5_dense_equals_direct_convolution(dtype, bc, vpair, pipe, batch, c, 
     rng = np.random.default_rng(batch * 100 + c + H + 5)
     g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
     lay = dense_layout(filter_transform(g.astype(np.float64), 2).astype(np.float32), 4, fb=64)
-    desc = cp_desc(dtype, lay.mi, bc=bc, vpair=vpair, pipe=pipe)
+    desc = cp_desc(dtype, lay.mi, **variant)
     err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused gen5 {desc.name}")
     assert 0 < err
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("bc,vpair,pipe", GEN5_VARIANTS, ids=GEN5_IDS)
+@pytest.mark.parametrize("variant", GEN5_VARIANTS, ids=GEN5_IDS)
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
 @pytest.mark.parametrize("ratio", [0.5, 0.7])
-def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc, vpair, pipe, batch, H, W, ratio,
+def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, variant, batch, H, W, ratio,
                                                                 compile_cache_dir):
     """Generation 5 with FP's identity layout (the kept filters of n = 96, c = 64, in blocks of 64), chunks of 16 or
     32 channels."""
@@ -286,16 +287,16 @@ def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc, vpair
     _sm90()
     lay = layout_for(prune(he_winograd_weights((96, 64), 4, seed=13), "fp", ratio), 4, fb=64)
     assert lay.identity
-    desc = cp_desc(dtype, lay.mi, bc=bc, vpair=vpair, pipe=pipe)
+    desc = cp_desc(dtype, lay.mi, **variant)
     _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
                            f"gen5 fp {ratio}")
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("bc,vpair,pipe", GEN5_VARIANTS, ids=GEN5_IDS)
+@pytest.mark.parametrize("variant", GEN5_VARIANTS, ids=GEN5_IDS)
 @pytest.mark.parametrize("batch,H,W", [(1, 15, 17), (3, 13, 10), (32, 9, 11)])
 @pytest.mark.parametrize("ratio,n,fb", [(0.7, 200, 192), (0.5, 150, 128)])
-def test_gen5_full_map_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc, vpair, pipe, batch, H, W, ratio, n, fb,
+def test_gen5_full_map_equals_the_unfused_pipeline_with_the_same_mask(dtype, variant, batch, H, W, ratio, n, fb,
                                                                      compile_cache_dir):
     """Generation 5's full map: WSP-RB in wide blocks (64 packed rows per position for FB filters; n leaves the last
     block partly empty), its epilogue reading the partner CTA's columns remotely."""
@@ -305,7 +306,9 @@ def test_gen5_full_map_equals_the_unfused_pipeline_with_the_same_mask(dtype, bc,
 
     _sm90()
     lay = layout_for(prune(he_winograd_weights((n, 64), 4, seed=17), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
-    desc = cp_desc(dtype, lay.mi, bc=bc, fb=fb, full_rows=True, vpair=vpair, pipe=pipe)
+    if "epi" in variant:
+        pytest.skip("the lean epilogue is the dense map's")
+    desc = cp_desc(dtype, lay.mi, fb=fb, full_rows=True, **variant)
     _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
                            f"gen5 wsp-rb {ratio}")
 
