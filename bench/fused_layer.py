@@ -355,12 +355,15 @@ def cmd_compile(args) -> int:
     return 0
 
 
-STAMP_NAMES = ("prologue", "first region", "mainloop", "pair join", "epilogue")
+STAMP_NAMES = ("barriers", "tile table", "setup", "first region", "mainloop", "pair join", "exchange 1", "exchange 2",
+               "stores")
 
 
 def stamp_phases(raw: np.ndarray, phases: int, chunks: int) -> dict:
     """Where a CTA's time goes, from generation 5's phase stamps (cp_desc(stamps=True)): `raw` [CTAs, slots] holds
-    per CTA `phases` SM-clock stamps (entry, prologue done, first region landed, mainloop done, pair joined, end),
+    per CTA `phases` SM-clock stamps (entry, then the end of each of STAMP_NAMES: the barriers armed and the pair
+    synced, the tile table, the rest of the setup, the first region landed, the products done, the pair joined, the
+    epilogue's exchange within the CTA and across the pair, the stores),
     then the global timer (ns) at entry and end, then the SM. Per phase the median and mean in cycles and µs (each
     CTA's clock rate from its own two timers), the chunks' median cycles, and per SM the gap between one CTA's end
     and the next one's entry (launch and setup no CTA covers) and the share of the kernel's span its CTAs covered."""
@@ -379,7 +382,7 @@ def stamp_phases(raw: np.ndarray, phases: int, chunks: int) -> dict:
                                "median_us": float(np.median(d[:, i] / ghz) / 1e3)}
     total = clk[:, -1] - clk[:, 0]
     out["cta_median_us"] = float(np.median(total / ghz) / 1e3)
-    out["chunk_median_cycles"] = float(np.median(d[:, 2]) / max(chunks, 1))
+    out["chunk_median_cycles"] = float(np.median(d[:, STAMP_NAMES.index("mainloop")]) / max(chunks, 1))
     gaps, covered = [], []
     for s_ in np.unique(sm):
         on = np.argsort(t0[sm == s_])

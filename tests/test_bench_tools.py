@@ -269,7 +269,7 @@ def test_the_fused_profile_builds_generation_5_as_it_is_timed(capsys):
 
 
 def test_stamp_phases_splits_each_ctas_time_and_finds_the_gaps_between_ctas():
-    """profile --stamps: per CTA 6 clock stamps, the global timer at entry and end, the SM. Two SMs, two CTAs each,
+    """profile --stamps: per CTA 10 clock stamps, the global timer at entry and end, the SM. Two SMs, two CTAs each,
     at 2 GHz: the phases' medians in cycles and µs, the chunk's cycles, and the gap between one CTA's end and the
     next one's entry on the same SM; CTAs that recorded nothing (beyond the buffer) are left out."""
     import numpy as np
@@ -282,17 +282,18 @@ def test_stamp_phases_splits_each_ctas_time_and_finds_the_gaps_between_ctas():
         for i in range(2):
             t0 = 10_000 + i * 6_000 + sm * 100          # ns: 5 us of CTA, then a 1 us gap
             c0 = 2 * t0                                 # the SM clock at 2 GHz
-            steps = [0, 1000, 3000, 7000, 8000, 10_000]   # prologue 1000, first region 2000, mainloop 4000, ...
-            rows.append([c0 + s for s in steps] + [t0, t0 + 5_000, sm] + [0] * 7)
+            steps = [0, 500, 700, 1000, 3000, 7000, 8000, 8500, 9000, 10_000]   # barriers 500, ..., mainloop 4000
+            rows.append([c0 + s for s in steps] + [t0, t0 + 5_000, sm] + [0] * 3)
     rows.append([0] * 16)                               # a CTA past the buffer
-    out = stamp_phases(np.array(rows), 6, chunks=8)
+    out = stamp_phases(np.array(rows), 10, chunks=8)
     assert out["ctas"] == 4 and abs(out["clock_ghz"] - 2.0) < 1e-9
     assert list(out["phases"]) == list(STAMP_NAMES)
-    assert [out["phases"][n]["median_cycles"] for n in STAMP_NAMES] == [1000, 2000, 4000, 1000, 2000]
+    assert [out["phases"][n]["median_cycles"] for n in STAMP_NAMES] == [500, 200, 300, 2000, 4000, 1000, 500, 500,
+                                                                        1000]
     assert out["phases"]["mainloop"]["median_us"] == pytest.approx(2.0)
     assert out["chunk_median_cycles"] == 500 and out["cta_median_us"] == pytest.approx(5.0)
     assert out["gap_median_us"] == pytest.approx(1.0) and out["ctas_per_sm"] == 2
     assert out["sm_covered"] == pytest.approx(10 / 11)
     assert out["span_us"] == pytest.approx((10_000 + 6_000 + 100 + 5_000 - 10_000) / 1e3)
     with pytest.raises(ValueError, match="no CTA recorded"):
-        stamp_phases(np.zeros((3, 16)), 6, chunks=8)
+        stamp_phases(np.zeros((3, 16)), 10, chunks=8)

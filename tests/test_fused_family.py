@@ -1052,9 +1052,10 @@ def test_the_fused_layer_packs_weights_for_its_kernel_and_launches_with_their_ch
 
 
 def test_generation_5s_stamps_build_records_each_phase_and_nothing_else_changes():
-    """cp_desc(stamps=True): a profiling build whose thread 0 stamps the clock at entry, after the prologue, when the
-    first region has landed, after its products, after the pair's join and at the end (both maps), with the global
-    timer and the SM, and exports the host's read / clear / layout; without it the source has none of this."""
+    """cp_desc(stamps=True): a profiling build whose thread 0 stamps the clock at entry, after the barriers and the
+    pair's first sync, the tile table and the rest of the setup, when the first region has landed, after its products,
+    after the pair's join, after the epilogue's two exchanges and at the end (both maps), with the global timer and
+    the SM, and exports the host's read / clear / layout; without it the source has none of this."""
     from cutlass_wsp.kernels.emitter import render
 
     for kw in (dict(), dict(fb=192, full_rows=True)):
@@ -1062,8 +1063,9 @@ def test_generation_5s_stamps_build_records_each_phase_and_nothing_else_changes(
         assert "_stamps1_" in d.name and d.name.replace("stamps1_", "") == plain.name
         src, base = render(d), render(plain)
         assert "stamp(" not in base and "wsp_stamps" not in base
-        order = [src.index(x) for x in ("stamp(0);", "stamp(1);", "stamp(2);", "for (int k = 0; k < nch; ++k)",
-                                        "stamp(3);", "stamp(4);", "stamp(STAMP_PHASES - 1);")]
+        order = [src.index(x) for x in ("stamp(0);", "stamp(1);", "stamp(2);", "stamp(3);", "stamp(4);",
+                                        "for (int k = 0; k < nch; ++k)", "stamp(5);", "stamp(6);", "stamp(7);",
+                                        "stamp(8);", "stamp(STAMP_PHASES - 1);")]
         assert order == sorted(order) and src.count("stamp(STAMP_PHASES - 1);") == 1
         for sym in ("wsp_stamps_read", "wsp_stamps_clear", "wsp_stamps_layout"):
             assert f'extern "C" int {sym}(' in src
