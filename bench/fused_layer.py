@@ -41,7 +41,8 @@ def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
 # mainloop pipeline, epilogue)
 GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair", dict(kc=32, vpair=True)),
              ("gen5-k32-vpair-halves", dict(kc=32, vpair=True, pipe="halves")),
-             ("gen5-k32-vpair-lean", dict(kc=32, vpair=True, epi="lean")))
+             ("gen5-k32-vpair-lean", dict(kc=32, vpair=True, epi="lean")),
+             ("gen5-k32-vpair-early", dict(kc=32, vpair=True, epi="early")))
 
 
 class Case:
@@ -703,7 +704,7 @@ def main(argv=None) -> int:
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--kc", type=int, choices=(16, 32), default=16, help="generation 5's channels per chunk (CP_BC)")
     f.add_argument("--vpair", action="store_true", help="generation 5's vertical tile pairs (CP_TILES)")
-    f.add_argument("--epi5", choices=("lean",), default=None, help="generation 5's epilogue (CP_EPIS)")
+    f.add_argument("--epi5", choices=("lean", "early"), default=None, help="generation 5's epilogue (CP_EPIS)")
     f.add_argument("--stamps", action="store_true",
                    help="generation 5's profiling build: each CTA's phases (prologue, first region, mainloop, pair "
                         "join, epilogue) from its clock, and the gaps between CTAs on an SM")

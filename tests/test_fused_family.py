@@ -1107,3 +1107,30 @@ def test_generation_5s_lean_epilogue_moves_float4s_and_branches_once(mi):
         cp_desc("fp16", 48, bc=32, epi="lean")
     with pytest.raises(Unsupported, match="full map"):
         cp_desc("fp16", 64, bc=32, fb=192, full_rows=True, epi="lean")
+
+
+def test_generation_5s_early_epilogue_joins_the_pair_after_the_warpgroups_exchange():
+    """cp_desc(epi='early'): the plain dense-map epilogue with its two barriers swapped: a CTA barrier right after the
+    mainloop (its warps' last ring loads are done, and every multicast into its rings landed: each was waited for),
+    the pair's cluster barrier after the warpgroups' exchange is written (xs2, over the partner's rings, is written
+    only after it). The sums, the shared memory and the mainloop are the plain kernel's; the full map is refused."""
+    from cutlass_wsp.kernels.emitter import render
+
+    d, plain = cp_desc("fp16", 64, bc=32, vpair=True, epi="early"), cp_desc("fp16", 64, bc=32, vpair=True)
+    assert "_epiearly_" in d.name and d.name.replace("epiearly_", "") == plain.name
+    src, base = render(d), render(plain)
+    tail, btail = src[src.index("if (late) __trap();"):], base[base.index("if (late) __trap();"):]
+    barriers = [x for x in tail.split("\n") if "cluster_sync();" in x or "__syncthreads();" in x]
+    assert [b.split(";")[0].strip() for b in barriers] == ["__syncthreads()", "cute::cluster_sync()",
+                                                             "cute::cluster_sync()"]
+    assert [b.split(";")[0].strip() for b in btail.split("\n") if "cluster_sync();" in b or "__syncthreads();" in b] \
+        == ["cute::cluster_sync()", "__syncthreads()", "cute::cluster_sync()"]
+    # the exchange's writes sit between the CTA barrier and the pair's; the remote stores after the pair's
+    first, pair = tail.index("__syncthreads();"), tail.index("cute::cluster_sync();")
+    assert first < tail.index("xs1[((c * 2 + v) * NACC + kk) * 128 + lt] =") < pair < tail.index("st_remote(")
+    def body(text):
+        return text[text.index("wsp_fused_layer("):text.index("if (late) __trap();")]
+    assert body(src) == body(base)
+    assert _template_constants(src)["SMEM_BYTES"] == _template_constants(base)["SMEM_BYTES"]
+    with pytest.raises(Unsupported, match="epilogue 'early'"):
+        cp_desc("fp16", 64, bc=32, fb=192, full_rows=True, epi="early")

@@ -327,7 +327,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
 CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
 CP_BC = (16, 32)                 # channels per chunk: one k16 step, or two (64-byte pixels, one 16-byte load each)
-CP_EPIS = ("lean",)              # the dense map's epilogue in float4 exchanges and uniform branches; absent: the plain one
+CP_EPIS = ("lean", "early")     # the dense map's epilogue: float4 exchanges and uniform branches; the pair's join after
+                                 # the warpgroups' exchange; absent: the plain one
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
 
 
@@ -376,7 +377,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"generation-5 tile order {extra.get('tiles')!r}", f"use {', '.join(CP_TILES)} or none")
     if "epi" in extra and (extra["epi"] not in CP_EPIS or full or mi % 32):
         raise Unsupported(f"generation-5 epilogue {extra['epi']!r} for MI={mi} ({extra.get('map')} map)",
-                          f"use epi {CP_EPIS[0]!r} with the dense map and MI 32 or 64, or none")
+                          f"use epi {' or '.join(map(repr, CP_EPIS))} with the dense map and MI 32 or 64, or none")
     if extra.get("stamps", 1) != 1:
         raise Unsupported(f"generation-5 stamps {extra.get('stamps')!r}", "use stamps=1 (the profiling build) or none")
     if extra.get("pipe", RS_PIPES[0]) not in RS_PIPES or ("pipe" in extra and bc == BC):
@@ -408,6 +409,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     group per k step, so each step's transform waits only for the previous chunk's same step, not for all of it.
     `epi='lean'` (CP_EPIS; the dense map, MI 32 or 64): the epilogue's exchanges in float4s, its warpgroup and rank
     branches taken once, a whole filter block stored without per-filter checks: the same sums in fewer instructions.
+    `epi='early'`: the plain epilogue with the pair's join moved after the warpgroups' exchange (one CTA barrier first).
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner."""
     mi = int(mi)

@@ -248,8 +248,8 @@ def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype,
 # generation 5's chunk widths, its vertical tile pairs (rectangles of even tile rows, 6 pixel rows per thread), and
 # its mainloop in one commit group per k step (pipe "halves"), and its lean dense-map epilogue (epi "lean")
 GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, vpair=True, pipe="halves"),
-                 dict(bc=32, vpair=True, epi="lean")]
-GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean"]
+                 dict(bc=32, vpair=True, epi="lean"), dict(bc=32, vpair=True, epi="early")]
+GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early"]
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -307,7 +307,7 @@ def test_gen5_full_map_equals_the_unfused_pipeline_with_the_same_mask(dtype, var
     _sm90()
     lay = layout_for(prune(he_winograd_weights((n, 64), 4, seed=17), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
     if "epi" in variant:
-        pytest.skip("the lean epilogue is the dense map's")
+        pytest.skip(f"the {variant['epi']} epilogue is the dense map's")
     desc = cp_desc(dtype, lay.mi, fb=fb, full_rows=True, **variant)
     _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
                            f"gen5 wsp-rb {ratio}")
