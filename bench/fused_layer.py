@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutlass_wsp.families.fused import (balanced_block, cp_desc, fused_desc, layout_for, pair_desc,  # noqa: E402
                                         rs_desc, wide_filter_block, ws_desc)
-from cutlass_wsp.errors import WspError  # noqa: E402
+from cutlass_wsp.errors import InputError, KernelError, WspError  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import WSP_CB_BLOCK, kept_count, prune  # noqa: E402
 from cutlass_wsp.winograd import direct_conv2d, filter_transform  # noqa: E402
@@ -409,13 +409,13 @@ def read_stamps(case: "Case") -> np.ndarray:
     ctas, slots, phases = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
     lib.wsp_stamps_layout(ctypes.byref(ctas), ctypes.byref(slots), ctypes.byref(phases))
     cupy.cuda.get_current_stream().synchronize()
-    if lib.wsp_stamps_clear():
-        raise RuntimeError("could not clear the stamps")
+    if err := lib.wsp_stamps_clear():
+        raise KernelError(f"could not clear {case.name}'s stamps (CUDA error {err})", "rerun on an idle GPU")
     case.launch()
     cupy.cuda.get_current_stream().synchronize()
     buf = np.zeros(ctas.value * slots.value, np.uint64)
-    if lib.wsp_stamps_read(buf.ctypes.data_as(ctypes.POINTER(ctypes.c_ulonglong)), ctas.value):
-        raise RuntimeError("could not read the stamps")
+    if err := lib.wsp_stamps_read(buf.ctypes.data_as(ctypes.POINTER(ctypes.c_ulonglong)), ctas.value):
+        raise KernelError(f"could not read {case.name}'s stamps (CUDA error {err})", "rerun on an idle GPU")
     return buf.reshape(ctas.value, slots.value).astype(np.int64), phases.value
 
 
@@ -426,6 +426,8 @@ def cmd_profile(args) -> int:
 
     from cutlass_wsp.weights import he_winograd_weights
 
+    if args.stamps and (args.pattern != "dense" or not args.gens or args.gens[-1] != 5):
+        raise InputError("--stamps is generation 5's profiling build", "add --gen5 (the dense pattern)")
     for spec in args.layers.split("+"):
         (lay,) = resolve_layers(spec)
         Wd = he_winograd_weights((lay.n, lay.c), args.p, seed=1)

@@ -298,3 +298,12 @@ def test_stamp_phases_splits_each_ctas_time_and_finds_the_gaps_between_ctas():
     assert out["span_us"] == pytest.approx((10_000 + 6_000 + 100 + 5_000 - 10_000) / 1e3)
     with pytest.raises(ValueError, match="no CTA recorded"):
         stamp_phases(np.zeros((3, 16)), 10, chunks=8)
+
+
+
+def test_profile_stamps_outside_generation_5_is_one_line(capsys):
+    """--stamps is generation 5's profiling build: asked for another kernel, one line naming the fix, no traceback."""
+    fl = _load("fused_layer")
+    assert fl.main(["profile", "--stamps", "--gen4", "--layers", "vgg16:conv4_2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fused_layer: --stamps is generation 5's profiling build (add --gen5 (the dense pattern))"]
