@@ -397,8 +397,8 @@ def stamp_phases(raw: np.ndarray, phases: int, chunks: int) -> dict:
     return out
 
 
-def read_stamps(case: "Case") -> np.ndarray:
-    """Launch a stamps build once (its buffer cleared first) and read its stamps back: [CTAs, slots]."""
+def read_stamps(case: "Case") -> tuple[np.ndarray, int]:
+    """Launch a stamps build once (its buffer cleared first) and read its stamps back: ([CTAs, slots], phases)."""
     import ctypes
 
     import cupy
