@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import (balanced_block, cp_desc, fused_desc, layout_for, pair_desc,  # noqa: E402
+from cutlass_wsp.families.fused import (CP_EPIS, balanced_block, cp_desc, fused_desc, layout_for, pair_desc,  # noqa: E402
                                         rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
@@ -42,7 +42,8 @@ def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
 GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair", dict(kc=32, vpair=True)),
              ("gen5-k32-vpair-halves", dict(kc=32, vpair=True, pipe="halves")),
              ("gen5-k32-vpair-lean", dict(kc=32, vpair=True, epi="lean")),
-             ("gen5-k32-vpair-early", dict(kc=32, vpair=True, epi="early")))
+             ("gen5-k32-vpair-early", dict(kc=32, vpair=True, epi="early")),
+             ("gen5-k32-vpair-async", dict(kc=32, vpair=True, epi="async")))
 
 
 class Case:
@@ -706,7 +707,7 @@ def main(argv=None) -> int:
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--kc", type=int, choices=(16, 32), default=16, help="generation 5's channels per chunk (CP_BC)")
     f.add_argument("--vpair", action="store_true", help="generation 5's vertical tile pairs (CP_TILES)")
-    f.add_argument("--epi5", choices=("lean", "early"), default=None, help="generation 5's epilogue (CP_EPIS)")
+    f.add_argument("--epi5", choices=CP_EPIS, default=None, help="generation 5's epilogue (CP_EPIS)")
     f.add_argument("--stamps", action="store_true",
                    help="generation 5's profiling build: each CTA's phases (prologue, first region, mainloop, pair "
                         "join, epilogue) from its clock, and the gaps between CTAs on an SM")

@@ -72,6 +72,7 @@ def gpu_test_descs() -> list:
 def bench_descs(args) -> list:
     import fused_layer as fl
 
+    from cutlass_wsp.families import fused
     from cutlass_wsp.families.fused import FusedTuneProblem, candidates_for, layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
@@ -85,6 +86,8 @@ def bench_descs(args) -> list:
                                                                  rmcasts=args.rmcasts, gen5_tags=args.gen5_tags)]
     lay = layout_for(prune(he_winograd_weights((128, 64), 4, seed=1), "dense", 0.0), 4, fb=64)   # the config search
     out += candidates_for(FusedTuneProblem.of(lay, 4, 28, 28), "fp16")[:5]
+    for epi in args.stamps:   # the profiling builds `profile --gen5 --kc 32 --vpair --stamps [--epi5 E]` asks for
+        out.append(fused.cp_desc("fp16", 64, bc=32, fb=64, vpair=True, stamps=True, epi=None if epi == "plain" else epi))
     if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
         from cutlass_wsp.commands.sweep_options import from_args
         from cutlass_wsp.sweep.measure import Workload, planned_descs
@@ -98,6 +101,16 @@ def bench_descs(args) -> list:
                                      ("wsp-cb", 0.5, None)]]
         out += planned_descs(points, Workload(0), "sm90")
     return out
+
+
+def _stamp_epis(text: str) -> tuple:
+    from cutlass_wsp.families.fused import CP_EPIS
+
+    epis = tuple(e.strip() for e in text.split(",") if e.strip())
+    bad = [e for e in epis if e != "plain" and e not in CP_EPIS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown epilogue {bad[0]!r}: use plain or one of {', '.join(CP_EPIS)}")
+    return epis
 
 
 def main() -> int:
@@ -115,6 +128,8 @@ def main() -> int:
     ap.add_argument("--rmcasts", type=fl._cluster_sizes, default=(1,))
     ap.add_argument("--gen5", action="store_true", help="generation 5 in the time step too (time --gen5)")
     ap.add_argument("--gen5-tags", type=fl._gen5_tags, default=None, help="generation 5's variants (time --gen5-tags)")
+    ap.add_argument("--stamps", type=_stamp_epis, default=(),
+                    help="generation 5's stamps builds (profile --stamps), per epilogue: plain and CP_EPIS, comma-separated")
     ap.add_argument("--sweep", action="store_true", help="the sweep's fused points too (fused_gen4_run.sh's sweep)")
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
     ap.add_argument("--jobs", type=int, default=None)

@@ -1134,3 +1134,49 @@ def test_generation_5s_early_epilogue_joins_the_pair_after_the_warpgroups_exchan
     assert _template_constants(src)["SMEM_BYTES"] == _template_constants(base)["SMEM_BYTES"]
     with pytest.raises(Unsupported, match="epilogue 'early'"):
         cp_desc("fp16", 64, bc=32, fb=192, full_rows=True, epi="early")
+
+
+@pytest.mark.parametrize("mi", [32, 64])
+def test_generation_5s_async_epilogue_joins_once_and_sends_by_st_async(mi):
+    """cp_desc(epi='async'): after the mainloop the CTA arrives at the pair's barrier (release: its remote arrives on
+    the owner's rawfree are ordered before) and waits only for its own warps; the warpgroups trade one Z per
+    accumulator (float4 slots [sender][group][thread]: conflict-free); the pair's wait comes only before the st.async
+    float4s into the partner's xs2, which complete bytes on the partner's xs2bar (armed by thread 0 for its own
+    incoming bytes, initialized before the prologue's cluster barrier); then each CTA waits on its own xs2bar and
+    stores: no second cluster barrier, no fence, no remote store through the generic path. The mainloop is the plain
+    kernel's; the full map and MI = 48 are refused."""
+    from cutlass_wsp.kernels.emitter import render
+
+    d, plain = cp_desc("fp16", mi, bc=32, vpair=True, epi="async"), cp_desc("fp16", mi, bc=32, vpair=True)
+    assert "_epiasync_" in d.name and d.name.replace("epiasync_", "") == plain.name
+    src, base = render(d), render(plain)
+    assert "{{" not in src and "{% " not in src and "xs2bar" not in base
+    tail = src[src.index("if (late) __trap();"):]
+    sync = [x.split(";")[0].strip() for x in tail.split("\n")
+            if any(k in x for k in ("cluster_sync();", "__syncthreads();", "cluster_arrive();", "cluster_wait();",
+                                     "wait_bar(xs2bar"))]
+    assert sync == ["cute::cluster_arrive()", "__syncthreads()", "__syncthreads()", "cute::cluster_wait()",
+                    "wait_bar(xs2bar, 0)"]
+    # the order: Z to xs1, the CTA's barrier, the pair's wait, the st.async stores, this CTA's bytes, the stores
+    order = [tail.index(x) for x in ("xs1[(c * NQ + j) * 128 + lt] =", "stamp(7)" if "stamp(7)" in tail else
+                                     "// this CTA's part of output", "cute::cluster_wait();", "st.async.shared::cluster",
+                                     "wait_bar(xs2bar, 0);", "pack_out(")]
+    assert order == sorted(order)
+    assert "st_remote(" not in tail and "st.shared::cluster" not in tail and tail.count("st.async") == 1
+    assert "mbarrier::complete_tx::bytes.v4.f32" in tail
+    # xs2bar: one more mbarrier, initialized with the others before the prologue's cluster barrier, armed once
+    assert src.index("Barrier::init(xs2bar, 1);") < src.index("cute::cluster_sync();")
+    assert tail.count("Barrier::arrive_and_expect_tx(xs2bar, XSA2_BYTES)") == 1
+    consts, bconsts = _template_constants(src), _template_constants(base)
+    assert consts["NBAR"] == bconsts["NBAR"] + 1
+    assert consts["SMEM_BYTES"] == cp_smem_bytes(mi, d.stages, bc=32, epi="async") <= 227 * 1024
+    def body(text):
+        return text[text.index("  int s = 0, su = 0;"):text.index("if (late) __trap();")]
+    assert body(src) == body(base)
+    # one float4 per thread and group, thread-fastest (a warp's STS.128 covers 512 contiguous bytes); the partner's
+    # slot is the same offset in its xs2 (mapa of this thread's own slot)
+    assert "xs2 + c * NQ * 128 + lt" in tail and "dst + j * 128 * 16" in tail
+    with pytest.raises(Unsupported, match="epilogue 'async' for MI=48"):
+        cp_desc("fp16", 48, bc=32, epi="async")
+    with pytest.raises(Unsupported, match="full map"):
+        cp_desc("fp16", 64, bc=32, fb=192, full_rows=True, epi="async")

@@ -327,8 +327,9 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
 CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
 CP_BC = (16, 32)                 # channels per chunk: one k16 step, or two (64-byte pixels, one 16-byte load each)
-CP_EPIS = ("lean", "early")     # the dense map's epilogue: float4 exchanges and uniform branches; the pair's join after
-                                 # the warpgroups' exchange; absent: the plain one
+CP_EPIS = ("lean", "early", "async")   # the dense map's epilogue: float4 exchanges and uniform branches; the pair's
+                                 # join after the warpgroups' exchange; one Z traded in the CTA and the pair's part by
+                                 # st.async into an mbarrier (no fence, one join); absent: the plain one
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
 
 
@@ -345,9 +346,10 @@ def _cp_big_bytes(mi: int, stages: int, raw: int, bc: int) -> int:
     return max(main, xs)
 
 
-def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC) -> int:
+def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi: str | None = None) -> int:
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants)."""
-    bars = -(-((2 * stages + 2 * cp_ustages(stages, bc)) * 8) // 16) * 16   # rawfull, rawfree; ufull
+    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi == "async")   # rawfull, rawfree; ufull; xs2bar
+    bars = -(-(nbar * 8) // 16) * 16
     return _cp_big_bytes(mi, stages, raw, bc) + bars + WS_BT * 16
 
 
@@ -385,7 +387,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           f"use pipe {RS_PIPES[0]!r} (one commit group per k step) with bc=32, or none")
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
-    need = cp_smem_bytes(mi, desc.stages, bc=bc)
+    need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"))
     if need > SMEM_LIMIT:
         raise Unsupported(f"generation-5 tile {mi}x{bt}x{bc}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
@@ -410,12 +412,14 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     `epi='lean'` (CP_EPIS; the dense map, MI 32 or 64): the epilogue's exchanges in float4s, its warpgroup and rank
     branches taken once, a whole filter block stored without per-filter checks: the same sums in fewer instructions.
     `epi='early'`: the plain epilogue with the pair's join moved after the warpgroups' exchange (one CTA barrier first).
+    `epi='async'`: one Z per accumulator traded between the warpgroups (not two partial outputs), the partner's part
+    sent as st.async float4s completing bytes on its mbarrier, the pair joined once (no fence before the remote part).
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner."""
     mi = int(mi)
     fb = mi if fb is None else int(fb)
     if stages is None:
-        stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s, bc=bc) <= SMEM_LIMIT), 2)
+        stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s, bc=bc, epi=epi) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, int(bc)), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 5),
                              ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))

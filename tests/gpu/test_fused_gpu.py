@@ -248,8 +248,9 @@ def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype,
 # generation 5's chunk widths, its vertical tile pairs (rectangles of even tile rows, 6 pixel rows per thread), and
 # its mainloop in one commit group per k step (pipe "halves"), and its lean dense-map epilogue (epi "lean")
 GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, vpair=True, pipe="halves"),
-                 dict(bc=32, vpair=True, epi="lean"), dict(bc=32, vpair=True, epi="early")]
-GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early"]
+                 dict(bc=32, vpair=True, epi="lean"), dict(bc=32, vpair=True, epi="early"),
+                 dict(bc=32, vpair=True, epi="async")]
+GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early", "k32-vpair-async"]
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
