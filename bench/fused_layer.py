@@ -43,7 +43,8 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              ("gen5-k32-vpair-halves", dict(kc=32, vpair=True, pipe="halves")),
              ("gen5-k32-vpair-lean", dict(kc=32, vpair=True, epi="lean")),
              ("gen5-k32-vpair-early", dict(kc=32, vpair=True, epi="early")),
-             ("gen5-k32-vpair-async", dict(kc=32, vpair=True, epi="async")))
+             ("gen5-k32-vpair-async", dict(kc=32, vpair=True, epi="async")),
+             ("gen5-k32-vpair-tma", dict(kc=32, vpair=True, epi="tma")))
 
 
 class Case:

@@ -1180,3 +1180,86 @@ def test_generation_5s_async_epilogue_joins_once_and_sends_by_st_async(mi):
         cp_desc("fp16", 48, bc=32, epi="async")
     with pytest.raises(Unsupported, match="full map"):
         cp_desc("fp16", 64, bc=32, fb=192, full_rows=True, epi="async")
+
+
+def _tma_box_row(t: int, BI: int, BY: int, BX: int, u: int, vpair: bool) -> int:
+    """The box row the tma epilogue writes tile t's output row u to, from the template's own formula."""
+    if vpair:
+        pr, tt, half = (t >> 4) * 8 + (t & 7), (t >> 3) & 1, BY >> 1
+        bi = pr // (half * BX)
+        rem = pr - bi * half * BX
+        by, bx = 2 * (rem // BX) + tt, rem % BX
+    else:
+        bi = t // (BY * BX)
+        rem = t - bi * BY * BX
+        by, bx = rem // BX, rem - (rem // BX) * BX
+    return (bi * 2 * BY + 2 * by + u) * BX + bx
+
+
+@pytest.mark.parametrize("vpair", [True, False])
+def test_generation_5s_tma_epilogue_stores_one_swizzled_box_per_cta(vpair):
+    """cp_desc(epi='tma'): the async epilogue, then the CTA's outputs (rows u = c, column v = rank of its 64 tiles)
+    written as output map `rank`'s box (MI filters x BX tile columns x 2 BY rows x BI images) in 128-byte rows with
+    the map's 128-byte swizzle, and one TMA store by thread 0 (waited for before the CTA ends); per-thread stores where
+    the host could not encode the maps. The pair's first join is split around the tile table (relaxed arrive, the
+    first stages requested after the wait), the mainloop sends no release of its last ring (nobody waits for one), the
+    join after it is relaxed. Checked here: every (tile, u, filter) of a CTA lands in a distinct box element, the
+    tile's own (image, row, column) in the box's order, and the shared-memory address is the swizzle of that element's
+    address (Swizzle<3,4,3>: 16-byte group ^= row % 8), for the rectangles pick_rectangle gives the VGG/ResNet layers;
+    and the kernel's other parts render as the async epilogue's."""
+    from cutlass_wsp.fused_banks import pick_rectangle, tile_order
+    from cutlass_wsp.kernels.emitter import render
+
+    d = cp_desc("fp16", 64, bc=32, vpair=vpair, epi="tma")
+    asy = cp_desc("fp16", 64, bc=32, vpair=vpair, epi="async")
+    assert "_epitma_" in d.name and d.name.replace("epitma_", "") == asy.name.replace("epiasync_", "")
+    src, base = render(d), render(asy)
+    assert "{{" not in src and "{% " not in src and "omap0" not in base and "SM90_TMA_STORE" not in base
+    # the prologue: arrive (relaxed) before the tile table, wait and the first stages' requests after it
+    head = src[src.index("wsp_fused_layer("):src.index("const bool leader = (tid & 127) == 0;")]
+    order = [head.index(x) for x in ("Barrier::arrive_and_expect_tx(&rawfull[j], p.raw_bytes);",
+                                     "cute::cluster_arrive_relaxed();", "tiles[t] = make_int4(", "__syncthreads();",
+                                     "cute::cluster_wait();", "load_raw(next_raw);")]
+    assert order == sorted(order) and "cute::cluster_sync();" not in head
+    # the mainloop: the last ring's releases are not sent; after it, a relaxed arrive (no MEMBAR.GPU)
+    loop = src[src.index("for (int k = 0; k < nch; ++k) {"):src.index("if (late) __trap();")]
+    assert "if (k + STAGES < nch) Barrier::arrive(&rawfree[s]" in loop
+    assert "if (k + STAGES < nch) Barrier::arrive(&rawfree[s]" not in base
+    tail = src[src.index("if (late) __trap();"):]
+    assert tail.index("cute::cluster_arrive_relaxed();") < tail.index("cute::cluster_wait();")
+    assert "cute::cluster_arrive();" not in tail and "cute::cluster_sync();" not in tail
+    # the box: after the pair's exchange, fenced for the async proxy, one store by thread 0, waited for
+    store = tail[tail.index("if (p.tma_out) {"):]
+    order = [store.index(x) for x in ("pack_out(out[kk], out[kk + 1])", "fence_view_async_shared();",
+                                      "__syncthreads();", "SM90_TMA_STORE_4D::copy(rank == 0 ? &omap0 : &omap1, box,",
+                                      "tma_store_arrive();", "tma_store_wait<0>();", "} else {")]
+    assert order == sorted(order)
+    assert "box + R * 128 + ((q ^ (R & 7)) << 4) + 4 * (lane & 3)" in store
+    assert "encode_output(a, p, 0, &omap[0]) && encode_output(a, p, 1, &omap[1])" in src
+    assert "(p, map, omap[0], omap[1])" in src and "CU_TENSOR_MAP_SWIZZLE_128B" in src
+    assert "(cuuint32_t)MI, (cuuint32_t)p.BX, (cuuint32_t)(p.BY * MO), (cuuint32_t)p.BI" in src
+    consts = _template_constants(src)
+    assert consts["SMEM_BYTES"] == cp_smem_bytes(64, d.stages, bc=32, epi="tma") <= 227 * 1024
+    # the box (64 KB in, after both exchanges) inside the rings
+    assert 2 * 2 * 8 * 128 * 16 + 64 * 2 * 128 <= consts["BIG_BYTES"]
+    for hw in (224, 112, 56, 28, 14, 7):
+        th = -(-hw // 2)
+        BI, BY, BX = pick_rectangle(32, th, th, vpair=vpair)
+        rows = BI * 2 * BY * BX
+        assert rows == 128
+        seen = {}
+        for t in range(64):
+            bi, by, bx = tile_order(BI, BY, BX, vpair=vpair)[t]
+            for u in range(2):
+                R = _tma_box_row(t, BI, BY, BX, u, vpair)
+                assert R == (bi * 2 * BY + 2 * by + u) * BX + bx   # the box's (image, row, column) order
+                for lane in range(4):
+                    for q in range(8):
+                        logical = R * 128 + q * 16 + 4 * lane
+                        physical = R * 128 + ((q ^ (R & 7)) << 4) + 4 * lane
+                        assert physical == logical ^ (((logical >> 7) & 7) << 4)   # Swizzle<3,4,3>
+                        assert physical not in seen
+                        seen[physical] = (t, u, lane, q)
+        assert len(seen) == 128 * 32 and max(seen) < rows * 128
+    with pytest.raises(Unsupported, match="epilogue 'tma' for MI=32"):
+        cp_desc("fp16", 32, bc=32, epi="tma")

@@ -327,9 +327,10 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
 CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
 CP_BC = (16, 32)                 # channels per chunk: one k16 step, or two (64-byte pixels, one 16-byte load each)
-CP_EPIS = ("lean", "early", "async")   # the dense map's epilogue: float4 exchanges and uniform branches; the pair's
-                                 # join after the warpgroups' exchange; one Z traded in the CTA and the pair's part by
-                                 # st.async into an mbarrier (no fence, one join); absent: the plain one
+CP_EPIS = ("lean", "early", "async", "tma")   # the dense map's epilogue: float4 exchanges and uniform branches; the
+                                 # pair's join after the warpgroups' exchange; one Z traded in the CTA and the pair's
+                                 # part by st.async into an mbarrier (no fence, one join); that, the output by one TMA
+                                 # store per CTA and the pair's joins relaxed (MI 64); absent: the plain one
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
 
 
@@ -348,7 +349,7 @@ def _cp_big_bytes(mi: int, stages: int, raw: int, bc: int) -> int:
 
 def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi: str | None = None) -> int:
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants)."""
-    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi == "async")   # rawfull, rawfree; ufull; xs2bar
+    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in ("async", "tma"))   # rawfull, rawfree; ufull; xs2bar
     bars = -(-(nbar * 8) // 16) * 16
     return _cp_big_bytes(mi, stages, raw, bc) + bars + WS_BT * 16
 
@@ -377,9 +378,10 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"input region of {extra.get('raw')} pixels", f"use {WS_RAW_PIX}")
     if extra.get("tiles", CP_TILES[0]) not in CP_TILES:
         raise Unsupported(f"generation-5 tile order {extra.get('tiles')!r}", f"use {', '.join(CP_TILES)} or none")
-    if "epi" in extra and (extra["epi"] not in CP_EPIS or full or mi % 32):
+    if "epi" in extra and (extra["epi"] not in CP_EPIS or full or mi % 32 or (extra["epi"] == "tma" and mi != 64)):
         raise Unsupported(f"generation-5 epilogue {extra['epi']!r} for MI={mi} ({extra.get('map')} map)",
-                          f"use epi {' or '.join(map(repr, CP_EPIS))} with the dense map and MI 32 or 64, or none")
+                          f"use epi {' or '.join(map(repr, CP_EPIS))} with the dense map and MI 32 or 64 (tma: 64), "
+                          "or none")
     if extra.get("stamps", 1) != 1:
         raise Unsupported(f"generation-5 stamps {extra.get('stamps')!r}", "use stamps=1 (the profiling build) or none")
     if extra.get("pipe", RS_PIPES[0]) not in RS_PIPES or ("pipe" in extra and bc == BC):
@@ -414,6 +416,9 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     `epi='early'`: the plain epilogue with the pair's join moved after the warpgroups' exchange (one CTA barrier first).
     `epi='async'`: one Z per accumulator traded between the warpgroups (not two partial outputs), the partner's part
     sent as st.async float4s completing bytes on its mbarrier, the pair joined once (no fence before the remote part).
+    `epi='tma'` (MI 64): the async epilogue with the output in 128-byte swizzled rows stored by one TMA store per CTA
+    (per thread where n_out % 8), the pair's joins relaxed (the last ring's releases, which no owner waits for, not
+    sent) and the first join's wait after the tile table.
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner."""
     mi = int(mi)

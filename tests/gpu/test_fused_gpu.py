@@ -249,8 +249,9 @@ def test_wgmma_pruned_equals_the_unfused_pipeline_with_the_same_mask(gen, dtype,
 # its mainloop in one commit group per k step (pipe "halves"), and its lean dense-map epilogue (epi "lean")
 GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, vpair=True, pipe="halves"),
                  dict(bc=32, vpair=True, epi="lean"), dict(bc=32, vpair=True, epi="early"),
-                 dict(bc=32, vpair=True, epi="async")]
-GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early", "k32-vpair-async"]
+                 dict(bc=32, vpair=True, epi="async"), dict(bc=32, vpair=True, epi="tma")]
+GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early", "k32-vpair-async",
+            "k32-vpair-tma"]   # tma: n_out % 8 == 0 stores by TMA (the dense shapes, FP 0.5), else per thread (FP 0.7)
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
