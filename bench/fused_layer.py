@@ -38,13 +38,15 @@ def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
 
 
 # generation 5's variants in `time` and `verify`: (tag, Case's options: channels a chunk, vertical tile pairs,
-# mainloop pipeline, epilogue)
+# mainloop pipeline, epilogue, raw-ring depth: "-s2" a ring of 2 stages, the depth a kernel that keeps its epilogue's
+# shared memory apart from its rings could have)
 GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair", dict(kc=32, vpair=True)),
              ("gen5-k32-vpair-halves", dict(kc=32, vpair=True, pipe="halves")),
              ("gen5-k32-vpair-lean", dict(kc=32, vpair=True, epi="lean")),
              ("gen5-k32-vpair-early", dict(kc=32, vpair=True, epi="early")),
              ("gen5-k32-vpair-async", dict(kc=32, vpair=True, epi="async")),
-             ("gen5-k32-vpair-tma", dict(kc=32, vpair=True, epi="tma")))
+             ("gen5-k32-vpair-tma", dict(kc=32, vpair=True, epi="tma")),
+             ("gen5-k32-vpair-tma-s2", dict(kc=32, vpair=True, epi="tma", stages=2)))
 
 
 class Case:
