@@ -926,15 +926,14 @@ def _gen5_dense_map(problem: FusedTuneProblem) -> bool:
 
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
-    """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue (st.async between the
-    pair, one TMA store per CTA) for identity layouts in filter blocks of 64 without a chunk map
-    (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
+    """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs for identity layouts in filter blocks of 64
+    without a chunk map (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
     16 or 32 packed rows per position hold the layout (the dense map with the register epilogue; row layouts with the
     unbranched "full" map, measured faster than the branching "rows" map on the H200, docs/fused.md), else generation
     2 (8 warps); p = 6: generation 1."""
     if problem.p == 4:
         if _gen5_dense_map(problem):
-            return cp_desc(dtype, 64, bc=32, vpair=True, epi="tma")
+            return cp_desc(dtype, 64, bc=32, vpair=True)
         try:
             return rs_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity,
                            full_rows=not problem.identity, cmap=bool(problem.chunks))
@@ -948,8 +947,7 @@ def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     map, then generation 2's warp counts and tile; for p = 6 generation 1's pipeline depths and tiles."""
     out = [default_desc(problem, dtype)]
     if _gen5_dense_map(problem):
-        out += [cp_desc(dtype, 64, bc=32, vpair=True),   # the plain epilogue, then in order, at 32 and 16 channels
-                cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]
+        out += [cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]   # generation 5 in order, at 32 and 16 channels
     if problem.p == 4:
         rs = [dict(dense_map=True, epi="smem")] if problem.identity else [dict()]    # the "rows" map
         cmap = dict(cmap=True) if problem.chunks else {}        # generation 2 multiplies WSP-CB's zero chunks
