@@ -109,7 +109,7 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent"),
          rs_desc("fp16", 32, dense_map=True, rmcast=2),
          rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2),
-         cp_desc("fp16"), cp_desc("fp16", bc=32, vpair=True), cp_desc("fp16", 64, fb=192, full_rows=True)]
+         cp_desc("fp16"), cp_desc("fp16", bc=32, vpair=True, epi="async"), cp_desc("fp16", 64, fb=192, full_rows=True)]
 # (compiled here: test_readme.py counts them)
 
 
@@ -792,10 +792,11 @@ def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
     assert default_desc(rows, "fp16").extra_dict()["map"] == "full"
     assert candidates_for(rows, "fp16")[1].extra_dict()["map"] == "rows"
     wide = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=64), 3, 13, 11)   # MI 64: generation 5
-    assert default_desc(wide, "fp16") == cp_desc("fp16", 64, bc=32, vpair=True)
-    assert candidates_for(wide, "fp16")[:3] == [cp_desc("fp16", 64, bc=32, vpair=True), cp_desc("fp16", 64, bc=32),
+    assert default_desc(wide, "fp16") == cp_desc("fp16", 64, bc=32, vpair=True, epi="async")
+    assert candidates_for(wide, "fp16")[:4] == [cp_desc("fp16", 64, bc=32, vpair=True, epi="async"),
+                                                cp_desc("fp16", 64, bc=32, vpair=True), cp_desc("fp16", 64, bc=32),
                                                 cp_desc("fp16", 64)]
-    assert candidates_for(wide, "fp16")[3].extra_dict()["gen"] == 2
+    assert candidates_for(wide, "fp16")[4].extra_dict()["gen"] == 2
     # a row layout of 64 packed rows, or WSP-CB's chunk map, does not take generation 5's dense map
     cb = FusedTuneProblem.of(layout_for(prune(W, "wsp-cb", 0.5), 4, fb=64), 3, 13, 11)
     assert cb.chunks and default_desc(cb, "fp16").extra_dict()["gen"] == 2
@@ -883,9 +884,9 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
     full = kf.candidates(prob, "fp16", "sm90")
     assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
     if gen == 5:   # dense and FP where identity_filter_block picks blocks of 64: 32 channels a chunk with the vertical
-        # tile pairs, then without, then 16
-        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, bc=32, vpair=True)
-        assert full[1:3] == [cp_desc("fp16", 64, bc=32), cp_desc("fp16", 64)]
+        # tile pairs and the async epilogue, then the plain one, then without the pairs, then 16
+        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, bc=32, vpair=True, epi="async")
+        assert full[1:4] == [cp_desc("fp16", 64, bc=32, vpair=True), cp_desc("fp16", 64, bc=32), cp_desc("fp16", 64)]
         assert {d.extra_dict()["gen"] for d in full} == {2, 5}
         return
     # generation 4: the dense map (register epilogue) for dense / FP, the unbranched full map for row layouts in

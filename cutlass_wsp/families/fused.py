@@ -26,7 +26,7 @@ warp-specialized producer / transform / wgmma consumers), generation 4 (`rs_desc
 warpgroup transforms its rows of V into its A registers) and generation 5 (`cp_desc`, p = 4: a wgmma cluster pair
 splits V's columns, N = 64; the dense map, or the full map for row-pruned layouts). p = 4's defaults (default_desc,
 identity_filter_block): dense and FP fp16 layers of c >= 128 run generation 5 at 32 channels a chunk with vertical tile
-pairs in filter blocks of 64, other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned
+pairs and the async epilogue in filter blocks of 64, other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned
 forms generation 4 in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the
 fallback and a tuning candidate. The registry part at the end declares the `fused` kernel family (config menu, tune
 problem, tuner measurement) and the sweep's whole-layer points (implementation `fused` of dense, fp, wsp-r, wsp-rb and
@@ -926,14 +926,15 @@ def _gen5_dense_map(problem: FusedTuneProblem) -> bool:
 
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
-    """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs for identity layouts in filter blocks of 64
-    without a chunk map (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
+    """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs and the async epilogue (st.async between the
+    pair: 1.05x the plain one on the H200) for identity layouts in filter blocks of 64 without a chunk map
+    (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
     16 or 32 packed rows per position hold the layout (the dense map with the register epilogue; row layouts with the
     unbranched "full" map, measured faster than the branching "rows" map on the H200, docs/fused.md), else generation
     2 (8 warps); p = 6: generation 1."""
     if problem.p == 4:
         if _gen5_dense_map(problem):
-            return cp_desc(dtype, 64, bc=32, vpair=True)
+            return cp_desc(dtype, 64, bc=32, vpair=True, epi="async")
         try:
             return rs_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity,
                            full_rows=not problem.identity, cmap=bool(problem.chunks))
@@ -947,7 +948,8 @@ def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     map, then generation 2's warp counts and tile; for p = 6 generation 1's pipeline depths and tiles."""
     out = [default_desc(problem, dtype)]
     if _gen5_dense_map(problem):
-        out += [cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]   # generation 5 in order, at 32 and 16 channels
+        out += [cp_desc(dtype, 64, bc=32, vpair=True),   # the plain epilogue, then in order, at 32 and 16 channels
+                cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]
     if problem.p == 4:
         rs = [dict(dense_map=True, epi="smem")] if problem.identity else [dict()]    # the "rows" map
         cmap = dict(cmap=True) if problem.chunks else {}        # generation 2 multiplies WSP-CB's zero chunks
