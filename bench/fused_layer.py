@@ -8,6 +8,9 @@
                                                     # p = 4 and 6 (each config verified first), fused WSP-R,
                                                     # WSP-RB and FP at 0.5 / 0.7 / 0.9, and the fused floor
                                                     # (--gen4: WSP-CB too, with the kernel's chunk map)
+    python bench/fused_layer.py bound rows.jsonl --chunk-us 0.747
+                                                    # generation 5's mainloop alone per layer (no GPU): its
+                                                    # waves x chunks x the stamps' chunk, against cuDNN
 Prints a table last; writes one JSON row per measurement with --out. See docs/fused.md.
 """
 
@@ -552,6 +555,59 @@ def cmd_time(args) -> int:
     return 0
 
 
+def gen5_grid(c: int, n: int, H: int, W: int, batch: int, kc: int = 32) -> tuple[int, int]:
+    """(CTAs, chunks) of generation 5 with vertical tile pairs on a layer: 2 CTAs per tile rectangle (the host's
+    pick_rectangle) and filter block of 64, ceil(c / kc) chunks each."""
+    from cutlass_wsp.fused_banks import pick_rectangle
+    from cutlass_wsp.winograd import tile_grid
+
+    th, tw = tile_grid(H, W, 2)
+    BI, BY, BX = pick_rectangle(batch, th, tw, vpair=True)
+    units = -(-batch // BI) * -(-th // BY) * -(-tw // BX)
+    return 2 * units * -(-n // 64), -(-c // kc)
+
+
+def cmd_bound(args) -> int:
+    """What generation 5's mainloop alone would take per layer of a `time --out` file: its waves of CTAs (one per SM:
+    ceil(CTAs / SMs)) x chunks x the measured chunk (`--chunk-us`, from `profile --stamps`), with no prologue,
+    epilogue or gap; against the same run's cuDNN, and the kernel's (`--tag`) measured time as a multiple of it
+    (docs/fused.md)."""
+    from cutlass_wsp.errors import InputError
+
+    try:
+        rows = [json.loads(line) for line in open(args.file) if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read the timed rows {args.file} ({e})",
+                         "pass the --out file of `bench/fused_layer.py time`") from e
+    if args.chunk_us <= 0 or args.sms <= 0:
+        raise InputError(f"chunk {args.chunk_us} us on {args.sms} SMs", "pass a positive --chunk-us and --sms")
+    by: dict[str, dict] = {}
+    for r in rows:
+        if "median_ms" in r and r.get("ratio") is None:
+            by.setdefault(r["layer"], {})[r["impl"]] = r
+    print(f"| layer | CTAs | chunks | cuDNN ms | {args.tag} ms | mainloop only ms | {args.tag} / mainloop | "
+          "mainloop only vs cuDNN |")
+    print("|---" * 8 + "|")
+    speed = []
+    for layer, d in by.items():
+        c, k = d.get("cudnn"), d.get(f"p4 {args.tag} dense")
+        if c is None:
+            continue
+        (lay,) = resolve_layers(layer)
+        ctas, chunks = gen5_grid(lay.c, lay.n, lay.H, lay.W, int(c.get("batch", 32)), args.kc)
+        bound = -(-ctas // args.sms) * chunks * args.chunk_us / 1e3
+        speed.append(c["median_ms"] / bound)
+        kms = f"{k['median_ms']:.4f}" if k else "—"
+        ratio = f"{k['median_ms'] / bound:.2f}" if k else "—"
+        print(f"| {layer} | {ctas} | {chunks} | {c['median_ms']:.4f} | {kms} | {bound:.4f} | {ratio} | "
+              f"{speed[-1]:.2f}× |")
+    if not speed:
+        raise InputError(f"no cuDNN row in {args.file}", "pass the --out file of `bench/fused_layer.py time`")
+    print(f"\nmainloop only vs cuDNN: geomean {math.exp(sum(map(math.log, speed)) / len(speed)):.2f}×, "
+          f"min {min(speed):.2f}× (chunk {args.chunk_us} us, {args.sms} SMs)")
+    return 0
+
+
 def cmd_table(args) -> int:
     """Markdown table per layer from a `time --out` file: cuDNN, fused dense (fastest config of the generation:
     `--gen 3` / `4` for those, else generations 1 and 2) and its floor, fused WSP-R / FP at the ratios (and
@@ -699,6 +755,12 @@ def main(argv=None) -> int:
     tb.add_argument("--gen", type=int, choices=(3, 4), default=None, help="the columns of generation 3 or 4")
     tb.add_argument("--best", action="store_true",
                     help="each column the fastest of the generation's variants (time --pipes / --scheds labels)")
+    bd = sub.add_parser("bound")
+    bd.add_argument("file", help="rows of `time --out`")
+    bd.add_argument("--chunk-us", type=float, required=True, help="one chunk's time (profile --stamps)")
+    bd.add_argument("--tag", default="gen5-k32-vpair-async", help="the kernel whose time is set beside the bound")
+    bd.add_argument("--kc", type=int, choices=(16, 32), default=32)
+    bd.add_argument("--sms", type=int, default=132)
     f = sub.add_parser("profile")
     f.add_argument("--layers", default="vgg16:conv1_2+vgg16:conv4_2")
     f.add_argument("--p", type=int, default=4)
@@ -755,7 +817,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     try:
         rc = {"verify": cmd_verify, "time": cmd_time, "compile": cmd_compile, "profile": cmd_profile,
-              "table": cmd_table}[args.cmd](args)
+              "table": cmd_table, "bound": cmd_bound}[args.cmd](args)
     except WspError as e:   # no GPU, an unreadable file, ...: one line, no traceback
         print(f"fused_layer: {e}", file=sys.stderr)
         return 2

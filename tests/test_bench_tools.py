@@ -258,6 +258,37 @@ def test_fused_table_best_takes_each_cells_fastest_variant(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("fused_layer: cannot read the timed rows")
 
 
+def test_fused_bound_sets_the_mainloop_alone_beside_cudnn_and_the_kernel(tmp_path, capsys):
+    """`bound ROWS --chunk-us T`: generation 5's CTAs (2 per tile rectangle of pick_rectangle with vertical pairs and
+    filter block of 64) in waves of one per SM, times the layer's 32-channel chunks and T, against the same rows'
+    cuDNN, with the kernel's time as a multiple of it; a missing file or a row set without cuDNN is one line."""
+    import json
+
+    fused_layer = _load("fused_layer")
+    # conv1_2 (64 -> 64 at 224, batch 32): rectangles of 2 images x 2 x 16 tiles, 16 x 56 x 7 of them, one block
+    assert fused_layer.gen5_grid(64, 64, 224, 224, 32) == (2 * 16 * 56 * 7, 2)
+    assert fused_layer.gen5_grid(512, 512, 28, 28, 32) == (1568, 16)   # conv4_2: 8 blocks of 64 filters
+    # 9 x 11 at batch 3: 5 x 6 tiles in rectangles of 4 images x 2 x 8 tiles (3 of them), 65 filters in 2 blocks,
+    # 100 channels in 7 chunks of 16
+    assert fused_layer.gen5_grid(100, 65, 9, 11, 3, kc=16) == (2 * 3 * 2, 7)
+    rows = [{"layer": "vgg16:conv4_2", "impl": "cudnn", "median_ms": 0.160, "batch": 32},
+            {"layer": "vgg16:conv4_2", "impl": "p4 gen5-k32-vpair-async dense", "ratio": None, "median_ms": 0.240},
+            {"layer": "vgg16:conv4_2", "impl": "p4 gen5-k32-vpair-async fp", "ratio": 0.7, "median_ms": 0.1}]
+    f = tmp_path / "t.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert fused_layer.main(["bound", str(f), "--chunk-us", "1.0"]) == 0
+    out = capsys.readouterr().out
+    # 1568 CTAs: 12 waves of 132 SMs, 16 chunks of 1 us each: 0.192 ms; the kernel 1.25x that, cuDNN 0.83x
+    assert "| vgg16:conv4_2 | 1568 | 16 | 0.1600 | 0.2400 | 0.1920 | 1.25 | 0.83× |" in out
+    assert "geomean 0.83×, min 0.83×" in out
+    assert fused_layer.main(["bound", str(tmp_path / "none.jsonl"), "--chunk-us", "1"]) == 2
+    f.write_text(json.dumps(rows[1]) + "\n")
+    assert fused_layer.main(["bound", str(f), "--chunk-us", "1"]) == 2
+    assert fused_layer.main(["bound", str(f), "--chunk-us", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(e.startswith("fused_layer: ") for e in err)
+
+
 def test_the_fused_profile_builds_generation_5_as_it_is_timed(capsys):
     """`profile --gen5 [--kc 32]` profiles generation 5 in its timed configuration (dense, filter blocks of 64, 16 or
     32 channels a chunk); another chunk width is refused in one line."""
