@@ -555,6 +555,15 @@ def cmd_time(args) -> int:
     return 0
 
 
+def _read_rows(path: str) -> list[dict]:
+    """The rows of a `time --out` file; InputError (one line) where it cannot be read."""
+    try:
+        return [json.loads(line) for line in open(path) if line.strip()]
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read the timed rows {path} ({e})",
+                         "pass the --out file of `bench/fused_layer.py time`") from e
+
+
 def gen5_grid(c: int, n: int, H: int, W: int, batch: int, kc: int = 32) -> tuple[int, int]:
     """(CTAs, chunks) of generation 5 with vertical tile pairs on a layer: 2 CTAs per tile rectangle (the host's
     pick_rectangle) and filter block of 64, ceil(c / kc) chunks each."""
@@ -572,13 +581,7 @@ def cmd_bound(args) -> int:
     ceil(CTAs / SMs)) x chunks x the measured chunk (`--chunk-us`, from `profile --stamps`), with no prologue,
     epilogue or gap; against the same run's cuDNN, and the kernel's (`--tag`) measured time as a multiple of it
     (docs/fused.md)."""
-    from cutlass_wsp.errors import InputError
-
-    try:
-        rows = [json.loads(line) for line in open(args.file) if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read the timed rows {args.file} ({e})",
-                         "pass the --out file of `bench/fused_layer.py time`") from e
+    rows = _read_rows(args.file)
     if args.chunk_us <= 0 or args.sms <= 0:
         raise InputError(f"chunk {args.chunk_us} us on {args.sms} SMs", "pass a positive --chunk-us and --sms")
     by: dict[str, dict] = {}
@@ -615,15 +618,7 @@ def cmd_table(args) -> int:
     With --sweep (a sweep's results on the same GPU): the unfused dense layer and the sweep's best WSP-C layer at
     the ratios (the fused kernel has only WSP-CB, blocks of 16 channels), each against that sweep's own cuDNN row
     (the same run)."""
-    import math
-
-    from cutlass_wsp.errors import InputError
-
-    try:
-        rows = [json.loads(line) for line in open(args.file) if line.strip()]
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read the timed rows {args.file} ({e})",
-                         "pass the --out file of `bench/fused_layer.py time`") from e
+    rows = _read_rows(args.file)
     p = f"p{args.p}" + (f" gen{args.gen}" if args.gen else "")
     sweep: dict[tuple, float] = {}   # (shape, what) -> best layer ms in the sweep's run
     if args.sweep:

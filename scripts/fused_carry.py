@@ -72,8 +72,7 @@ def gpu_test_descs() -> list:
 def bench_descs(args) -> list:
     import fused_layer as fl
 
-    from cutlass_wsp.families import fused
-    from cutlass_wsp.families.fused import FusedTuneProblem, candidates_for, layout_for
+    from cutlass_wsp.families.fused import FusedTuneProblem, candidates_for, cp_desc, layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
 
@@ -87,7 +86,7 @@ def bench_descs(args) -> list:
     lay = layout_for(prune(he_winograd_weights((128, 64), 4, seed=1), "dense", 0.0), 4, fb=64)   # the config search
     out += candidates_for(FusedTuneProblem.of(lay, 4, 28, 28), "fp16")[:5]
     for epi in args.stamps:   # the profiling builds `profile --gen5 --kc 32 --vpair --stamps [--epi5 E]` asks for
-        out.append(fused.cp_desc("fp16", 64, bc=32, fb=64, vpair=True, stamps=True, epi=None if epi == "plain" else epi))
+        out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, stamps=True, epi=None if epi == "plain" else epi))
     if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
         from cutlass_wsp.commands.sweep_options import from_args
         from cutlass_wsp.sweep.measure import Workload, planned_descs

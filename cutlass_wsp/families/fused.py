@@ -331,6 +331,7 @@ CP_EPIS = ("lean", "early", "async", "tma")   # the dense map's epilogue: float4
                                  # pair's join after the warpgroups' exchange; one Z traded in the CTA and the pair's
                                  # part by st.async into an mbarrier (no fence, one join); that, the output by one TMA
                                  # store per CTA and the pair's joins relaxed (MI 64); absent: the plain one
+CP_XS2BAR_EPIS = ("async", "tma")   # the epilogues whose partner's part lands on an mbarrier (xs2bar, one more)
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
 
 
@@ -349,7 +350,7 @@ def _cp_big_bytes(mi: int, stages: int, raw: int, bc: int) -> int:
 
 def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi: str | None = None) -> int:
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants)."""
-    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in ("async", "tma"))   # rawfull, rawfree; ufull; xs2bar
+    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in CP_XS2BAR_EPIS)   # rawfull, rawfree; ufull; xs2bar
     bars = -(-(nbar * 8) // 16) * 16
     return _cp_big_bytes(mi, stages, raw, bc) + bars + WS_BT * 16
 
