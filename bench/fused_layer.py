@@ -42,14 +42,15 @@ def spatial_filters(n: int, c: int, seed: int) -> np.ndarray:
 
 # generation 5's variants in `time` and `verify`: (tag, Case's options: channels a chunk, vertical tile pairs,
 # mainloop pipeline, epilogue, raw-ring depth: "-s2" a ring of 2 stages, the depth a kernel that keeps its epilogue's
-# shared memory apart from its rings could have)
+# shared memory apart from its rings could have; "-persist" the persistent pair)
 GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair", dict(kc=32, vpair=True)),
              ("gen5-k32-vpair-halves", dict(kc=32, vpair=True, pipe="halves")),
              ("gen5-k32-vpair-lean", dict(kc=32, vpair=True, epi="lean")),
              ("gen5-k32-vpair-early", dict(kc=32, vpair=True, epi="early")),
              ("gen5-k32-vpair-async", dict(kc=32, vpair=True, epi="async")),
              ("gen5-k32-vpair-tma", dict(kc=32, vpair=True, epi="tma")),
-             ("gen5-k32-vpair-tma-s2", dict(kc=32, vpair=True, epi="tma", stages=2)))
+             ("gen5-k32-vpair-tma-s2", dict(kc=32, vpair=True, epi="tma", stages=2)),
+             ("gen5-k32-vpair-persist", dict(kc=32, vpair=True, epi="async", sched="persistent")))
 
 
 class Case:
@@ -81,7 +82,7 @@ class Case:
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
                                 full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps,
-                                epi=epi)
+                                epi=epi, sched=sched)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8

@@ -109,7 +109,8 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          rs_desc("fp16", 32, fb=96, full_rows=True, sched="persistent"),
          rs_desc("fp16", 32, dense_map=True, rmcast=2),
          rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2),
-         cp_desc("fp16"), cp_desc("fp16", bc=32, vpair=True, epi="async"), cp_desc("fp16", 64, fb=192, full_rows=True)]
+         cp_desc("fp16"), cp_desc("fp16", bc=32, vpair=True, epi="async"), cp_desc("fp16", 64, fb=192, full_rows=True),
+         cp_desc("fp16", bc=32, vpair=True, epi="async", sched="persistent")]
 # (compiled here: test_readme.py counts them)
 
 
@@ -1181,6 +1182,67 @@ def test_generation_5s_async_epilogue_joins_once_and_sends_by_st_async(mi):
         cp_desc("fp16", 48, bc=32, epi="async")
     with pytest.raises(Unsupported, match="full map"):
         cp_desc("fp16", 64, bc=32, fb=192, full_rows=True, epi="async")
+
+
+@pytest.mark.parametrize("mi", [32, 64])
+def test_generation_5s_persistent_pair_walks_items_with_one_ring_and_trades_in_a_weight_stage(mi):
+    """cp_desc(sched='persistent'): pair q walks items q + i * pairs; the raw and weight rings run on across items
+    (load_raw and load_u of sequence chunk j find its item and chunk; the last ring's releases, which no owner waits
+    for, are not sent); the weight ring is [USTAGES][CONSUMERS] so one stage of both warpgroups is the exchange's
+    (32 KB at MI 64: the async epilogue's xs1 and xs2 both); per item: xs2bar armed, Z into this warpgroup's own half,
+    the CTA's barrier, every warp's remote arrive on the partner's xsfree after reading the other warpgroup's Z, the
+    wait on this CTA's xsfree (parity i % 2) before the st.async, the wait on xs2bar (parity i % 2), then the stage's
+    reads fenced and joined before the leader requests the next weights into it (the chunk the mainloop skips at an
+    item's start). One fenced cluster barrier in all (the start); two tile tables. Refused: other epilogues, 16
+    channels a chunk, a stamps build."""
+    from cutlass_wsp.kernels.emitter import render
+
+    d = cp_desc("fp16", mi, bc=32, vpair=True, epi="async", sched="persistent")
+    one = cp_desc("fp16", mi, bc=32, vpair=True, epi="async")
+    assert "_schedpersistent_" in d.name and d.name.replace("schedpersistent_", "") == one.name
+    src, base = render(d), render(one)
+    assert "{{" not in src and "{% " not in src and "xsfree" not in base and "units_div" not in base
+    kern = src[src.index("wsp_fused_layer("):src.index("// ---------")]
+    # one fenced cluster barrier (the start), none per item; the async epilogue's pair join replaced by xsfree
+    assert kern.count("cute::cluster_sync();") == 1 and "cluster_arrive" not in kern and "cluster_wait" not in kern
+    assert "p.units_div(block, unit, static_cast<int>(blockIdx.x) / PAIR + i * (static_cast<int>(gridDim.x) / PAIR));" in kern
+    assert kern.count("p.chunks_div(i, kk, j);") == 2   # load_raw and load_u: the sequence chunk's item
+    assert "if (k + STAGES < kall) Barrier::arrive(&rawfree[s]" in kern
+    assert "if (leader && k > k0 && k - 1 + USTAGES < kall) load_u(k - 1 + USTAGES);" in kern
+    assert "ubuf + s * CONSUMERS * UH_BYTES" in kern and "su * (CONSUMERS * UH_BYTES >> 4)" in kern
+    assert "tiles = tile_tables + (i & 1) * BT;" in kern
+    epi = kern[kern.index("const int klast = k0 + nch - 1;"):]
+    assert "float4* xs1 = reinterpret_cast<float4*>(smem + U_OFFSET + (klast % USTAGES) * CONSUMERS * UH_BYTES);" in epi
+    order = [epi.index(x) for x in ("Barrier::arrive_and_expect_tx(xs2bar, XSA2_BYTES);",
+                                    "xs1[(c * NQ + j) * 128 + lt] =", "__syncthreads();",
+                                    "xs1[((1 - c) * NQ + j) * 128 + lt]", "Barrier::arrive(xsfree, rank ^ 1u, 1u);",
+                                    "wait_bar(xsfree, static_cast<uint32_t>(i & 1));", "st.async.shared::cluster",
+                                    "wait_bar(xs2bar, static_cast<uint32_t>(i & 1));", "xs2[(c * NQ + j) * 128 + lt]",
+                                    "fence_view_async_shared();", "if (leader && klast + USTAGES < kall) load_u(klast + USTAGES);",
+                                    "pack_out(")]
+    assert order == sorted(order)
+    assert "Barrier::init(xsfree, WARPS);" in kern
+    consts, bconsts = _template_constants(src), _template_constants(base)
+    assert consts["NBAR"] == bconsts["NBAR"] + 1 and consts["TILE_BYTES"] == 2 * bconsts["TILE_BYTES"]
+    assert consts["SMEM_BYTES"] == cp_smem_bytes(mi, d.stages, bc=32, epi="async", sched="persistent") <= 227 * 1024
+    assert d.stages == one.stages == 4   # the exchange over a weight stage: the one-shot kernel's 4-stage ring
+    assert consts["CONSUMERS"] * consts["UH_BYTES"] == 2 * (mi // 8) * 128 * 16   # the async epilogue's xs1 (= xs2)
+    # the one-shot kernel's chunk body, with the sequence's bounds
+    def chunk(text, head):
+        b = text[text.index(head):]
+        return b[b.index("const int tid = tid_loop;"):b.index("if (++su == USTAGES)")]
+    assert chunk(src, "for (int k = k0; k < k0 + nch; ++k) {").replace("kall", "nch").replace("k > k0", "k > 0") \
+        .replace("CONSUMERS * UH_BYTES", "UH_BYTES").replace("if (k + STAGES < nch) Barrier::arrive(&rawfree",
+                                                             "Barrier::arrive(&rawfree") \
+        == chunk(base, "for (int k = 0; k < nch; ++k) {")
+    host = src[src.index("int run(const wsp_args& a"):]
+    assert "const long long items = units * a.M;" in host and "cudaOccupancyMaxActiveClusters" in host
+    assert "p.units_div = cutlass::FastDivmod(p.units);" in host
+    for bad in (dict(epi="tma"), dict(epi=None), dict(bc=16, epi="async"), dict(epi="async", stamps=True)):
+        with pytest.raises(Unsupported, match="generation-5 schedule|epilogue"):
+            cp_desc("fp16", 64, **{"bc": 32, "vpair": True, **bad}, sched="persistent")
+    with pytest.raises(Unsupported, match="schedule 'stream'"):
+        cp_desc("fp16", 64, bc=32, epi="async", sched="stream")
 
 
 def _tma_box_row(t: int, BI: int, BY: int, BX: int, u: int, vpair: bool) -> int:

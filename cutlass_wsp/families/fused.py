@@ -333,6 +333,7 @@ CP_EPIS = ("lean", "early", "async", "tma")   # the dense map's epilogue: float4
                                  # store per CTA and the pair's joins relaxed (MI 64); absent: the plain one
 CP_XS2BAR_EPIS = ("async", "tma")   # the epilogues whose partner's part lands on an mbarrier (xs2bar, one more)
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
+CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async epilogue at 32 channels a chunk)
 
 
 def cp_ustages(stages: int, bc: int = BC) -> int:
@@ -348,11 +349,14 @@ def _cp_big_bytes(mi: int, stages: int, raw: int, bc: int) -> int:
     return max(main, xs)
 
 
-def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi: str | None = None) -> int:
-    """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants)."""
-    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in CP_XS2BAR_EPIS)   # rawfull, rawfree; ufull; xs2bar
-    bars = -(-(nbar * 8) // 16) * 16
-    return _cp_big_bytes(mi, stages, raw, bc) + bars + WS_BT * 16
+def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi: str | None = None,
+                  sched: str | None = None) -> int:
+    """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants); a persistent CTA
+    has an mbarrier more (xsfree) and two tile tables."""
+    persistent = sched == "persistent"
+    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in CP_XS2BAR_EPIS) + persistent   # rawfull, rawfree; ufull;
+    bars = -(-(nbar * 8) // 16) * 16                                                          # xs2bar; xsfree
+    return _cp_big_bytes(mi, stages, raw, bc) + bars + (1 + persistent) * WS_BT * 16
 
 
 def cp_full_epilogue_bytes(mi: int, fb: int) -> int:
@@ -385,12 +389,17 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           "or none")
     if extra.get("stamps", 1) != 1:
         raise Unsupported(f"generation-5 stamps {extra.get('stamps')!r}", "use stamps=1 (the profiling build) or none")
+    if "sched" in extra and (extra["sched"] not in CP_SCHEDS or extra.get("epi") != "async" or bc != 32
+                             or "stamps" in extra):
+        raise Unsupported(f"generation-5 schedule {extra['sched']!r} with epi {extra.get('epi')!r} at {bc} channels a "
+                          "chunk" + (" (a stamps build)" if "stamps" in extra else ""),
+                          f"use sched {' or '.join(map(repr, CP_SCHEDS))} with epi 'async', bc=32 and no stamps, or none")
     if extra.get("pipe", RS_PIPES[0]) not in RS_PIPES or ("pipe" in extra and bc == BC):
         raise Unsupported(f"generation-5 pipeline {extra.get('pipe')!r} at {bc} channels a chunk",
                           f"use pipe {RS_PIPES[0]!r} (one commit group per k step) with bc=32, or none")
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
-    need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"))
+    need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"), sched=extra.get("sched"))
     if need > SMEM_LIMIT:
         raise Unsupported(f"generation-5 tile {mi}x{bt}x{bc}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
@@ -403,7 +412,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
 
 def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC, fb: int | None = None,
             full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False,
-            epi: str | None = None) -> KernelDesc:
+            epi: str | None = None, sched: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -420,17 +429,21 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     `epi='tma'` (MI 64): the async epilogue with the output in 128-byte swizzled rows stored by one TMA store per CTA
     (per thread where n_out % 8), the pair's joins relaxed (the last ring's releases, which no owner waits for, not
     sent) and the first join's wait after the tile table.
+    `sched='persistent'` (CP_SCHEDS; epi 'async', bc 32): as many pairs as can be resident, each walking work items
+    (rectangle, filter block) with its rings running on across them and each item's exchange in the weight stage of
+    its last chunk, so the start, the first region's wait and the gap between CTAs are paid once.
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner."""
     mi = int(mi)
     fb = mi if fb is None else int(fb)
     if stages is None:
-        stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s, bc=bc, epi=epi) <= SMEM_LIMIT), 2)
+        stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s, bc=bc, epi=epi, sched=sched) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, int(bc)), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 5),
                              ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))
                       + ((("tiles", "vpair"),) if vpair else ()) + ((("pipe", pipe),) if pipe else ())
-                      + ((("stamps", 1),) if stamps else ()) + ((("epi", epi),) if epi else ()))
+                      + ((("stamps", 1),) if stamps else ()) + ((("epi", epi),) if epi else ())
+                      + ((("sched", sched),) if sched else ()))
     return check_fused_desc(desc)
 
 
