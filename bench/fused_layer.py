@@ -50,7 +50,8 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              ("gen5-k32-vpair-async", dict(kc=32, vpair=True, epi="async")),
              ("gen5-k32-vpair-tma", dict(kc=32, vpair=True, epi="tma")),
              ("gen5-k32-vpair-tma-s2", dict(kc=32, vpair=True, epi="tma", stages=2)),
-             ("gen5-k32-vpair-persist", dict(kc=32, vpair=True, epi="async", sched="persistent")))
+             ("gen5-k32-vpair-persist", dict(kc=32, vpair=True, epi="async", sched="persistent")),
+             ("gen5-k32-vpair-tma-persist", dict(kc=32, vpair=True, epi="tma", sched="persistent")))
 
 
 class Case:

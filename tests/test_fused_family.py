@@ -1238,11 +1238,46 @@ def test_generation_5s_persistent_pair_walks_items_with_one_ring_and_trades_in_a
     host = src[src.index("int run(const wsp_args& a"):]
     assert "const long long items = units * a.M;" in host and "cudaOccupancyMaxActiveClusters" in host
     assert "p.units_div = cutlass::FastDivmod(p.units);" in host
-    for bad in (dict(epi="tma"), dict(epi=None), dict(bc=16, epi="async"), dict(epi="async", stamps=True)):
+    for bad in (dict(epi="lean"), dict(epi=None), dict(bc=16, epi="async"), dict(epi="async", stamps=True)):
         with pytest.raises(Unsupported, match="generation-5 schedule|epilogue"):
             cp_desc("fp16", 64, **{"bc": 32, "vpair": True, **bad}, sched="persistent")
     with pytest.raises(Unsupported, match="schedule 'stream'"):
         cp_desc("fp16", 64, bc=32, epi="async", sched="stream")
+
+
+def test_generation_5s_persistent_pair_with_the_tma_epilogue_stores_while_the_next_item_runs():
+    """cp_desc(epi='tma', sched='persistent'): the persistent pair's kernel with the tma epilogue's box apart from the
+    rings and the exchange (1024-aligned after the tile tables: the whole 227 KB), thread 0 waiting for the previous
+    item's store to have read the box only before the CTA barrier that precedes the next box's writes (and once at
+    the end), not after its own store; both output maps passed and prefetched."""
+    from cutlass_wsp.kernels.emitter import render
+
+    d = cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched="persistent")
+    asy = cp_desc("fp16", 64, bc=32, vpair=True, epi="async", sched="persistent")
+    src, base = render(d), render(asy)
+    kern = src[src.index("wsp_fused_layer("):src.index("// ---------")]
+    consts = _template_constants(src)
+    assert consts["BOX_OFFSET"] % 1024 == 0 and consts["BOX_OFFSET"] >= consts["TILE_OFFSET"] + consts["TILE_BYTES"]
+    assert consts["SMEM_BYTES"] == consts["BOX_OFFSET"] + 64 * 2 * 128 == cp_smem_bytes(
+        64, d.stages, bc=32, epi="tma", sched="persistent") <= 227 * 1024
+    assert "unsigned char* box = smem + BOX_OFFSET;" in kern and "BOX_OFFSET" not in base
+    epi = kern[kern.index("const int klast = k0 + nch - 1;"):]
+    at = epi.index("wait_bar(xs2bar, static_cast<uint32_t>(i & 1));")
+    for x in ("fence_view_async_shared();", "if (tid == 0) cute::tma_store_wait<0>();", "__syncthreads();",
+              "load_u(klast + USTAGES);", "pack_out(out[kk], out[kk + 1])", "fence_view_async_shared();",
+              "__syncthreads();", "SM90_TMA_STORE_4D::copy", "tma_store_arrive();"):
+        at = epi.index(x, at)   # each after the one before
+    store = epi[epi.index("SM90_TMA_STORE_4D::copy"):]
+    assert store.index("tma_store_arrive();") < store.index("} else {")
+    assert "tma_store_wait" not in store[:store.index("} else {")]          # not waited for here
+    assert kern.rstrip().endswith("if (tid == 0) cute::tma_store_wait<0>();   // the last item's box is read before "
+                                  "the CTA's shared memory goes\n}") or kern.count("tma_store_wait<0>()") == 2
+    assert "cute::prefetch_tma_descriptor(rank == 0 ? &omap0 : &omap1);" in kern
+    assert "(p, map, omap[0], omap[1])" in src
+    # the rest is the async persistent kernel's
+    def strip(text):
+        return text[text.index("for (int i = 0; i < mine; ++i) {"):text.index("const int klast")]
+    assert strip(src) == strip(base)
 
 
 def _tma_box_row(t: int, BI: int, BY: int, BX: int, u: int, vpair: bool) -> int:

@@ -333,7 +333,7 @@ CP_EPIS = ("lean", "early", "async", "tma")   # the dense map's epilogue: float4
                                  # store per CTA and the pair's joins relaxed (MI 64); absent: the plain one
 CP_XS2BAR_EPIS = ("async", "tma")   # the epilogues whose partner's part lands on an mbarrier (xs2bar, one more)
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
-CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async epilogue at 32 channels a chunk)
+CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async or tma epilogue, 32 channels a chunk)
 
 
 def cp_ustages(stages: int, bc: int = BC) -> int:
@@ -356,7 +356,10 @@ def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi
     persistent = sched == "persistent"
     nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in CP_XS2BAR_EPIS) + persistent   # rawfull, rawfree; ufull;
     bars = -(-(nbar * 8) // 16) * 16                                                          # xs2bar; xsfree
-    return _cp_big_bytes(mi, stages, raw, bc) + bars + (1 + persistent) * WS_BT * 16
+    end = _cp_big_bytes(mi, stages, raw, bc) + bars + (1 + persistent) * WS_BT * 16
+    if persistent and epi == "tma":   # the TMA store's box apart (1024-aligned), which the previous item's store reads
+        end = _align1k(end) + WS_BT * 2 * mi * 2
+    return end
 
 
 def cp_full_epilogue_bytes(mi: int, fb: int) -> int:
@@ -389,11 +392,12 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           "or none")
     if extra.get("stamps", 1) != 1:
         raise Unsupported(f"generation-5 stamps {extra.get('stamps')!r}", "use stamps=1 (the profiling build) or none")
-    if "sched" in extra and (extra["sched"] not in CP_SCHEDS or extra.get("epi") != "async" or bc != 32
+    if "sched" in extra and (extra["sched"] not in CP_SCHEDS or extra.get("epi") not in CP_XS2BAR_EPIS or bc != 32
                              or "stamps" in extra):
         raise Unsupported(f"generation-5 schedule {extra['sched']!r} with epi {extra.get('epi')!r} at {bc} channels a "
                           "chunk" + (" (a stamps build)" if "stamps" in extra else ""),
-                          f"use sched {' or '.join(map(repr, CP_SCHEDS))} with epi 'async', bc=32 and no stamps, or none")
+                          f"use sched {' or '.join(map(repr, CP_SCHEDS))} with epi 'async' or 'tma', bc=32 and no "
+                          "stamps, or none")
     if extra.get("pipe", RS_PIPES[0]) not in RS_PIPES or ("pipe" in extra and bc == BC):
         raise Unsupported(f"generation-5 pipeline {extra.get('pipe')!r} at {bc} channels a chunk",
                           f"use pipe {RS_PIPES[0]!r} (one commit group per k step) with bc=32, or none")
@@ -429,9 +433,10 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     `epi='tma'` (MI 64): the async epilogue with the output in 128-byte swizzled rows stored by one TMA store per CTA
     (per thread where n_out % 8), the pair's joins relaxed (the last ring's releases, which no owner waits for, not
     sent) and the first join's wait after the tile table.
-    `sched='persistent'` (CP_SCHEDS; epi 'async', bc 32): as many pairs as can be resident, each walking work items
-    (rectangle, filter block) with its rings running on across them and each item's exchange in the weight stage of
-    its last chunk, so the start, the first region's wait and the gap between CTAs are paid once.
+    `sched='persistent'` (CP_SCHEDS; epi 'async' or 'tma', bc 32): as many pairs as can be resident, each walking work
+    items (rectangle, filter block) with its rings running on across them and each item's exchange in the weight stage
+    of its last chunk, so the start, the first region's wait and the gap between CTAs are paid once (tma: the box
+    apart, the previous item's store waited for only before the next box is written).
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner."""
     mi = int(mi)
