@@ -27,10 +27,9 @@ K=${TESTS_K:-gen4 or gen5 or config_search}
 tests "($K) and not persistent and not rmc and not gen5"
 tests "($K) and persistent and not rmc and not gen5"; st=$?
 tests "($K) and rmc"; st_rmc=$?   # the region multicast, with persistent CTAs too
-# generation 5: its newest variants (the tma epilogue, the persistent pair) each in a process of their own, so one
-# that fails costs the timing only its own tags
-tests "($K) and gen5 and not tma and not persist"; st_gen5=$?
-tests "($K) and gen5 and tma"; st_tma=$?
+# generation 5: its persistent pair in a process of its own, so that a failure there costs the timing only its tags
+# (on the device's pytest 9.1, -k "tma" selected every generation-5 test: no split by that word)
+tests "($K) and gen5 and not persist"; st_gen5=$?
 tests "($K) and gen5 and persist"; st_persist=$?
 args=("$@")
 if [ "$st_gen5" -ne 0 ] && [ "$st_gen5" -ne 5 ]; then
@@ -44,7 +43,6 @@ drop_tags() {   # drop generation 5's tags containing $1 from --gen5-tags
     fi
   done
 }
-if [ "$st_tma" -ne 0 ] && [ "$st_tma" -ne 5 ]; then echo "# the tma epilogue failed its tests: timed without it"; drop_tags -tma; fi
 if [ "$st_persist" -ne 0 ] && [ "$st_persist" -ne 5 ]; then
   echo "# the persistent pair failed its tests: timed without it"; drop_tags -persist
 fi

@@ -1206,7 +1206,13 @@ def test_generation_5s_persistent_pair_walks_items_with_one_ring_and_trades_in_a
     # one fenced cluster barrier (the start), none per item; the async epilogue's pair join replaced by xsfree
     assert kern.count("cute::cluster_sync();") == 1 and "cluster_arrive" not in kern and "cluster_wait" not in kern
     assert "p.units_div(block, unit, static_cast<int>(blockIdx.x) / PAIR + i * (static_cast<int>(gridDim.x) / PAIR));" in kern
-    assert kern.count("p.chunks_div(i, kk, j);") == 2   # load_raw and load_u: the sequence chunk's item
+    assert kern.count("p.chunks_div(i, kk, j);") == 2   # load_raw and load_u: the sequence chunk's item, only
+    for load in ("auto load_raw = [&](int j) {", "auto load_u = [&](int j) {"):   # where it passes the cached one
+        body = kern[kern.index(load):]
+        body = body[:body.index("\n  };")]
+        assert body.index("if (j >= (w.x + 1) * nch) {") < body.index("p.chunks_div(i, kk, j);") \
+            and "units_div" not in body and "gx_div" not in body and "(j - w.x * nch)" in body
+    assert "if (tid == 0) walk[0] = raw_item(0);" in kern and "if (leader) walk[1 + c] = u_item(0);" in kern
     assert "if (k + STAGES < kall) Barrier::arrive(&rawfree[s]" in kern
     assert "if (leader && k > k0 && k - 1 + USTAGES < kall) load_u(k - 1 + USTAGES);" in kern
     assert "ubuf + s * CONSUMERS * UH_BYTES" in kern and "su * (CONSUMERS * UH_BYTES >> 4)" in kern

@@ -356,7 +356,8 @@ def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi
     persistent = sched == "persistent"
     nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in CP_XS2BAR_EPIS) + persistent   # rawfull, rawfree; ufull;
     bars = -(-(nbar * 8) // 16) * 16                                                          # xs2bar; xsfree
-    end = _cp_big_bytes(mi, stages, raw, bc) + bars + (1 + persistent) * WS_BT * 16
+    walk = 3 * 16 if persistent else 0   # a persistent CTA's cached load items (raw, each warpgroup's weights)
+    end = _cp_big_bytes(mi, stages, raw, bc) + bars + walk + (1 + persistent) * WS_BT * 16
     if persistent and epi == "tma":   # the TMA store's box apart (1024-aligned), which the previous item's store reads
         end = _align1k(end) + WS_BT * 2 * mi * 2
     return end
