@@ -110,7 +110,7 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          rs_desc("fp16", 32, dense_map=True, rmcast=2),
          rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2),
          cp_desc("fp16"), cp_desc("fp16", bc=32, vpair=True, epi="async"), cp_desc("fp16", 64, fb=192, full_rows=True),
-         cp_desc("fp16", bc=32, vpair=True, epi="async", sched="persistent")]
+         cp_desc("fp16", bc=32, vpair=True, epi="tma", sched="persistent")]
 # (compiled here: test_readme.py counts them)
 
 
@@ -793,11 +793,22 @@ def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
     assert default_desc(rows, "fp16").extra_dict()["map"] == "full"
     assert candidates_for(rows, "fp16")[1].extra_dict()["map"] == "rows"
     wide = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=64), 3, 13, 11)   # MI 64: generation 5
-    assert default_desc(wide, "fp16") == cp_desc("fp16", 64, bc=32, vpair=True, epi="async")
-    assert candidates_for(wide, "fp16")[:4] == [cp_desc("fp16", 64, bc=32, vpair=True, epi="async"),
-                                                cp_desc("fp16", 64, bc=32, vpair=True), cp_desc("fp16", 64, bc=32),
-                                                cp_desc("fp16", 64)]
-    assert candidates_for(wide, "fp16")[4].extra_dict()["gen"] == 2
+    # c = 48 <= 128: persistent pairs with the tma epilogue, then one-shot, then the async epilogue in both orders
+    assert default_desc(wide, "fp16") == cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched="persistent")
+    assert candidates_for(wide, "fp16")[:7] == [
+        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched="persistent"),
+        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma"),
+        cp_desc("fp16", 64, bc=32, vpair=True, epi="async", sched="persistent"),
+        cp_desc("fp16", 64, bc=32, vpair=True, epi="async"),
+        cp_desc("fp16", 64, bc=32, vpair=True), cp_desc("fp16", 64, bc=32), cp_desc("fp16", 64)]
+    assert candidates_for(wide, "fp16")[7].extra_dict()["gen"] == 2
+    deep = FusedTuneProblem.of(layout_for(prune(he_winograd_weights((64, 256), 4, seed=4), "dense", 0.0), 4, fb=64),
+                               3, 13, 11)   # c = 256: one-shot first, the persistent pair next
+    assert default_desc(deep, "fp16") == cp_desc("fp16", 64, bc=32, vpair=True, epi="tma")
+    assert candidates_for(deep, "fp16")[1:4] == [
+        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched="persistent"),
+        cp_desc("fp16", 64, bc=32, vpair=True, epi="async"),
+        cp_desc("fp16", 64, bc=32, vpair=True, epi="async", sched="persistent")]
     # a row layout of 64 packed rows, or WSP-CB's chunk map, does not take generation 5's dense map
     cb = FusedTuneProblem.of(layout_for(prune(W, "wsp-cb", 0.5), 4, fb=64), 3, 13, 11)
     assert cb.chunks and default_desc(cb, "fp16").extra_dict()["gen"] == 2
@@ -853,7 +864,8 @@ def test_the_registry_serves_the_fused_layer_for_its_patterns_as_whole_layer_poi
 
 
 @pytest.mark.parametrize("pattern,ratio,balance,layer,gen", [
-    ("dense", None, None, "resnet18:12", 5), ("dense", None, None, "resnet18:1", 4), ("fp", 0.7, None, "resnet18:12", 5),
+    ("dense", None, None, "resnet18:12", 5), ("dense", None, None, "resnet18:1", 5), ("fp", 0.7, None, "resnet18:1", 4),
+    ("fp", 0.7, None, "resnet18:12", 5),
     ("fp", 0.7, None, "vgg16:conv3_1", 4), ("wsp-r", 0.7, "unbalanced", "resnet18:12", 4),
     ("wsp-rb", 0.75, None, "resnet18:12", 4), ("wsp-r", 0.9, "balanced", "resnet18:12", 4),
     ("wsp-cb", 0.75, None, "resnet18:12", 4)])
@@ -885,10 +897,15 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
     full = kf.candidates(prob, "fp16", "sm90")
     assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
     if gen == 5:   # dense and FP where identity_filter_block picks blocks of 64: 32 channels a chunk with the vertical
-        # tile pairs and the async epilogue, then the plain one, then without the pairs, then 16
-        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, bc=32, vpair=True, epi="async")
-        assert full[1:4] == [cp_desc("fp16", 64, bc=32, vpair=True), cp_desc("fp16", 64, bc=32), cp_desc("fp16", 64)]
-        assert {d.extra_dict()["gen"] for d in full} == {2, 5}
+        # tile pairs and the tma epilogue (persistent pairs up to c = 128), the other schedule, the async epilogue, the
+        # plain one, then without the pairs, then 16
+        sched = "persistent" if prob.c <= 128 else None
+        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched)
+        other = None if sched else "persistent"
+        assert full == [desc, cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=other),
+                        cp_desc("fp16", 64, bc=32, vpair=True, epi="async", sched=sched),
+                        cp_desc("fp16", 64, bc=32, vpair=True, epi="async", sched=other),
+                        cp_desc("fp16", 64, bc=32, vpair=True)]   # the family's menu of 5
         return
     # generation 4: the dense map (register epilogue) for dense / FP, the unbranched full map for row layouts in
     # the widest filter block whose (block, position)s keep at most 32 rows; generation 2 in the menu behind it
@@ -906,13 +923,17 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
 
 
 def test_identity_layouts_choose_generation_5_where_it_measured_faster():
-    """Dense and FP at p = 4 (fp16): filter blocks of 64 (generation 5 at 32 channels a chunk) from c = 128 on, unless
-    they pad more than 1.2x the filters blocks of 32 do (1.34x from c = 256); bf16 and c = 64 stay at 32 (generation 4).
-    The cells of the H200 run this rule was read from (results/fused/gen5-pin-time-h200.jsonl) are the cases."""
+    """Dense and FP at p = 4 (fp16): filter blocks of 64 (generation 5 at 32 channels a chunk) from c = 64 on where
+    they pad no filter, from c = 128 unless they pad more than 1.2x the filters blocks of 32 do (1.34x from c = 256);
+    bf16 stays at 32 (generation 4). The cells of the H200 run this rule was read from
+    (results/fused/gen5-pin-time-h200.jsonl) and, for c = 64, of the H100 run with the persistent pair
+    (results/fused/gen5-tma-persist-time-h100.jsonl) are the cases."""
     from cutlass_wsp.families.fused import identity_filter_block
 
     assert identity_filter_block(512, 512, "fp16") == 64 and identity_filter_block(128, 128, "fp16") == 64
-    assert identity_filter_block(64, 64, "fp16") == 32 and identity_filter_block(64, 128, "fp16") == 32
+    assert identity_filter_block(64, 64, "fp16") == 64 and identity_filter_block(64, 128, "fp16") == 64
+    assert identity_filter_block(64, 19, "fp16") == 32        # FP 0.7 of 64: 64 against 32 (2x) at c = 64
+    assert identity_filter_block(32, 64, "fp16") == 32        # below c = 64: generation 4
     assert identity_filter_block(512, 154, "fp16") == 64      # FP 0.7 of 512: 192 against 160 filters (1.2x)
     assert identity_filter_block(256, 77, "fp16") == 64       # FP 0.7 of 256: 128 against 96 (1.33x), c >= 256
     assert identity_filter_block(128, 77, "fp16") == 32       # the same at c = 128

@@ -323,7 +323,8 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 
 
 # Generation 5 ("cp", p = 4): a cluster pair splits V's columns, one per warpgroup, N = MI = FB filters
-# (templates/_fused_cp.cu.j2). Verified on the H200 (2026-12-05); the default for dense and FP at c >= 128 (default_desc).
+# (templates/_fused_cp.cu.j2). Verified on the H200 and the H100 (2026-12-05); the default for dense and FP where
+# identity_filter_block picks blocks of 64 (default_desc: the tma epilogue, persistent pairs up to c = 128).
 CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
 CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
 CP_BC = (16, 32)                 # channels per chunk: one k16 step, or two (64-byte pixels, one 16-byte load each)
@@ -928,8 +929,16 @@ class FusedTuneProblem:
 # back up to 1.2x padding at c >= 128 and up to 1.33x at c >= 256, not at 2x (FP 0.9 of 256 keeps 26) on VGG's 56 x 56
 # layer. The rule picks the faster kernel in 43 of the 48 cells (misses: c = 64 by 2-4%, ResNet-18 layer3's FP 0.9 by
 # 36%). bf16 keeps generation 4: generation 5's bf16 transform runs in fp32 and was not timed against it.
-# from c input channels on (c = 128: 4 chunks per CTA), the most padded filters (blocks of 64 against 32) it paid back
-GEN5_MAX_PAD = {128: 1.2, 256: 1.34}
+# from c input channels on (c = 128: 4 chunks per CTA), the most padded filters (blocks of 64 against 32) it paid back.
+# c = 64 since the tma epilogue and the persistent pair (H100, 2026-12-05, results/fused/gen5-tma-persist-time-h100.jsonl):
+# generation 5's persistent pair with the tma epilogue is 1.31-1.36x generation 4 on the three dense layers of c = 64
+# (VGG conv1_2, conv2_1, ResNet-18 layer1), unpadded; FP there pads 2x and stays with generation 4 (0.36 vs 0.56 ms).
+GEN5_MAX_PAD = {64: 1.0, 128: 1.2, 256: 1.34}
+# Up to this many input channels (4 chunks of 32 an item) generation 5 runs as persistent pairs, above it one-shot: on
+# the H100 (same file) the persistent pair with the tma epilogue beat the one-shot tma kernel on all six layers of
+# c <= 128 (1.03-1.12x) and lost on all six of c >= 256 (0.95-0.97x): it saves ~1.7 us of fixed cost an item but its
+# chunks ran ~0.16 us slower (docs/fused.md, "The persistent pair").
+GEN5_PERSISTENT_MAX_C = 128
 
 
 def identity_filter_block(c: int, n_out: int, dtype: str) -> int:
@@ -945,16 +954,25 @@ def _gen5_dense_map(problem: FusedTuneProblem) -> bool:
     return problem.p == 4 and problem.identity and not problem.chunks and problem.mi == problem.fb == 64
 
 
+def _gen5_default(problem: FusedTuneProblem, dtype: str, persistent: bool | None = None) -> KernelDesc:
+    """Generation 5 at 32 channels a chunk, vertical tile pairs, the tma epilogue; persistent pairs up to
+    GEN5_PERSISTENT_MAX_C input channels (or as asked)."""
+    if persistent is None:
+        persistent = problem.c <= GEN5_PERSISTENT_MAX_C
+    return cp_desc(dtype, 64, bc=32, vpair=True, epi="tma", sched="persistent" if persistent else None)
+
+
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
-    """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs and the async epilogue (st.async between the
-    pair: 1.05x the plain one on the H200) for identity layouts in filter blocks of 64 without a chunk map
+    """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue (the pair's part by
+    st.async, the output by one TMA store a CTA: 1.11x the async one on the H100), as persistent pairs up to c = 128
+    (GEN5_PERSISTENT_MAX_C), for identity layouts in filter blocks of 64 without a chunk map
     (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
     16 or 32 packed rows per position hold the layout (the dense map with the register epilogue; row layouts with the
     unbranched "full" map, measured faster than the branching "rows" map on the H200, docs/fused.md), else generation
     2 (8 warps); p = 6: generation 1."""
     if problem.p == 4:
         if _gen5_dense_map(problem):
-            return cp_desc(dtype, 64, bc=32, vpair=True, epi="async")
+            return _gen5_default(problem, dtype)
         try:
             return rs_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity,
                            full_rows=not problem.identity, cmap=bool(problem.chunks))
@@ -967,9 +985,12 @@ def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     """The default first, then the other kernels that build for the layout: generation 4's other epilogue or row
     map, then generation 2's warp counts and tile; for p = 6 generation 1's pipeline depths and tiles."""
     out = [default_desc(problem, dtype)]
-    if _gen5_dense_map(problem):
-        out += [cp_desc(dtype, 64, bc=32, vpair=True),   # the plain epilogue, then in order, at 32 and 16 channels
-                cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]
+    if _gen5_dense_map(problem):   # the other schedule, the async epilogue in both, the plain one, then in order,
+        other = not (problem.c <= GEN5_PERSISTENT_MAX_C)   # without the tile pairs, at 32 and 16 channels
+        out += [_gen5_default(problem, dtype, other),
+                cp_desc(dtype, 64, bc=32, vpair=True, epi="async", sched="persistent" if not other else None),
+                cp_desc(dtype, 64, bc=32, vpair=True, epi="async", sched="persistent" if other else None),
+                cp_desc(dtype, 64, bc=32, vpair=True), cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]
     if problem.p == 4:
         rs = [dict(dense_map=True, epi="smem")] if problem.identity else [dict()]    # the "rows" map
         cmap = dict(cmap=True) if problem.chunks else {}        # generation 2 multiplies WSP-CB's zero chunks

@@ -436,7 +436,7 @@ def test_gen4_wide_filter_blocks_and_the_full_map_equal_the_unfused_pipeline(dty
 def test_the_sweeps_gen4_and_gen5_fused_points_verify_and_time(pattern, ratio, balance, compile_cache_dir):
     """The sweep's path (registry -> FusedFamily -> the kernel of its filter block -> the harness's check against
     the fp32 unfused pipeline, then timing): ResNet-18 layer3 (256 -> 256 at 14 x 14), batch 3. Dense and FP run
-    generation 5 at 32 channels a chunk with vertical tile pairs and the async epilogue in blocks of 64
+    generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue in blocks of 64
     (identity_filter_block), the others generation 4."""
     from cutlass_wsp.families.fused import balanced_block
     from cutlass_wsp.gpu.harness import TimingOptions
@@ -451,7 +451,8 @@ def test_the_sweeps_gen4_and_gen5_fused_points_verify_and_time(pattern, ratio, b
     row = m.measure(pt)      # raises where the check fails
     gen5 = pattern in ("dense", "fp")
     assert row["rel_error"] > 0 and row["median_ms"] > 0 and ("_gen5_" if gen5 else "_gen4_") in row["kernel"]
-    assert ("_tilesvpair_" in row["kernel"]) == gen5 and ("_epiasync_" in row["kernel"]) == gen5
+    assert ("_tilesvpair_" in row["kernel"]) == gen5 and ("_epitma_" in row["kernel"]) == gen5
+    assert "_schedpersistent_" not in row["kernel"]   # c = 256: the one-shot kernel (persistent pairs up to c = 128)
     assert ("_mapdense_" in row["kernel"]) == (pattern in ("dense", "fp", "wsp-cb"))
     if gen5:
         assert row["kernel_config"]["filter_block"] == row["kernel_config"]["rows_per_position"] == 64
