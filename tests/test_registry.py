@@ -155,8 +155,9 @@ def test_the_readme_main_jobs_default_tune_compiles_few_kernels():
     gemm = {d for d in untuned if d.family != "fused"}
     assert len(gemm) == 3 and gemm <= union
     assert len(union) <= 16
-    # the fused layer is not in the budgeted tune (a short menu of one): a few kernels of its own
-    assert not any(fam == "fused" for fam, _ in req) and 1 <= len(untuned - gemm) <= 8
+    # the fused layer is not in the budgeted tune (a short menu of one): a few kernels of its own (9: generation 5 in
+    # two schedules, persistent pairs up to c = 128 and one-shot above, beside generation 4's dense map and row maps)
+    assert not any(fam == "fused" for fam, _ in req) and 1 <= len(untuned - gemm) <= 9
     assert sum(len(v) for v in req.values()) == 252          # distinct tunable problems of the main job
 
 
