@@ -776,7 +776,8 @@ def main(argv=None) -> int:
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,
-                   help="generation 4's CTA schedule (RS_SCHEDS)")
+                   help="generation 4's or 5's CTA schedule (RS_SCHEDS, CP_SCHEDS; generation 5: with --kc 32 "
+                        "and --epi5 async or tma)")
     f.add_argument("--rmcast", type=int, choices=(1, 2, 4), default=1,
                    help="generation 4's input-region multicast to the CTAs of this many filter blocks (RS_RMCAST)")
     for q in (v, t, k, f):
