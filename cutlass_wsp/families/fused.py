@@ -25,8 +25,9 @@ generation 2 (`pair_desc`, p = 4: a cluster pair splits the tile's rows), genera
 warp-specialized producer / transform / wgmma consumers), generation 4 (`rs_desc`, p = 4: each wgmma
 warpgroup transforms its rows of V into its A registers) and generation 5 (`cp_desc`, p = 4: a wgmma cluster pair
 splits V's columns, N = 64; the dense map, or the full map for row-pruned layouts). p = 4's defaults (default_desc,
-identity_filter_block): dense and FP fp16 layers of c >= 128 run generation 5 at 32 channels a chunk with vertical tile
-pairs and the async epilogue in filter blocks of 64, other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned
+identity_filter_block): dense fp16 layers of c >= 64 and FP ones of c >= 128 whose blocks of 64 pad little run
+generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue in filter blocks of 64 (persistent
+pairs up to c = 128), other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned
 forms generation 4 in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the
 fallback and a tuning candidate. The registry part at the end declares the `fused` kernel family (config menu, tune
 problem, tuner measurement) and the sweep's whole-layer points (implementation `fused` of dense, fp, wsp-r, wsp-rb and
@@ -930,14 +931,14 @@ class FusedTuneProblem:
 # layer. The rule picks the faster kernel in 43 of the 48 cells (misses: c = 64 by 2-4%, ResNet-18 layer3's FP 0.9 by
 # 36%). bf16 keeps generation 4: generation 5's bf16 transform runs in fp32 and was not timed against it.
 # from c input channels on (c = 128: 4 chunks per CTA), the most padded filters (blocks of 64 against 32) it paid back.
-# c = 64 since the tma epilogue and the persistent pair (H100, 2026-12-05, results/fused/gen5-tma-persist-time-h100.jsonl):
+# c = 64 since the tma epilogue and the persistent pair (H100, 2026-12-05, results/fused/gen5-persist-walk-time-h100.jsonl):
 # generation 5's persistent pair with the tma epilogue is 1.31-1.36x generation 4 on the three dense layers of c = 64
 # (VGG conv1_2, conv2_1, ResNet-18 layer1), unpadded; FP there pads 2x and stays with generation 4 (0.36 vs 0.56 ms).
 GEN5_MAX_PAD = {64: 1.0, 128: 1.2, 256: 1.34}
 # Up to this many input channels (4 chunks of 32 an item) generation 5 runs as persistent pairs, above it one-shot: on
 # the H100 (same file) the persistent pair with the tma epilogue beat the one-shot tma kernel on all six layers of
-# c <= 128 (1.03-1.12x) and lost on all six of c >= 256 (0.95-0.97x): it saves ~1.7 us of fixed cost an item but its
-# chunks ran ~0.16 us slower (docs/fused.md, "The persistent pair").
+# c <= 128 (1.02-1.12x) and lost on all six of c >= 256 (0.91-0.98x): it saves ~0.9 us of fixed cost an item but its
+# chunks ran ~0.17 us slower (docs/fused.md, "Generation 5: the tma epilogue and the persistent pair").
 GEN5_PERSISTENT_MAX_C = 128
 
 
@@ -954,12 +955,12 @@ def _gen5_dense_map(problem: FusedTuneProblem) -> bool:
     return problem.p == 4 and problem.identity and not problem.chunks and problem.mi == problem.fb == 64
 
 
-def _gen5_default(problem: FusedTuneProblem, dtype: str, persistent: bool | None = None) -> KernelDesc:
-    """Generation 5 at 32 channels a chunk, vertical tile pairs, the tma epilogue; persistent pairs up to
-    GEN5_PERSISTENT_MAX_C input channels (or as asked)."""
-    if persistent is None:
-        persistent = problem.c <= GEN5_PERSISTENT_MAX_C
-    return cp_desc(dtype, 64, bc=32, vpair=True, epi="tma", sched="persistent" if persistent else None)
+def _gen5_menu(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
+    """Generation 5 at 32 channels a chunk with vertical tile pairs, in order: the tma epilogue in the layer's schedule
+    (persistent pairs up to GEN5_PERSISTENT_MAX_C input channels, one-shot above), then in the other, then the async
+    epilogue in both."""
+    scheds = ("persistent", None) if problem.c <= GEN5_PERSISTENT_MAX_C else (None, "persistent")
+    return [cp_desc(dtype, 64, bc=32, vpair=True, epi=epi, sched=sched) for epi in ("tma", "async") for sched in scheds]
 
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
@@ -972,7 +973,7 @@ def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     2 (8 warps); p = 6: generation 1."""
     if problem.p == 4:
         if _gen5_dense_map(problem):
-            return _gen5_default(problem, dtype)
+            return _gen5_menu(problem, dtype)[0]
         try:
             return rs_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity,
                            full_rows=not problem.identity, cmap=bool(problem.chunks))
@@ -985,12 +986,9 @@ def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     """The default first, then the other kernels that build for the layout: generation 4's other epilogue or row
     map, then generation 2's warp counts and tile; for p = 6 generation 1's pipeline depths and tiles."""
     out = [default_desc(problem, dtype)]
-    if _gen5_dense_map(problem):   # the other schedule, the async epilogue in both, the plain one, then in order,
-        other = not (problem.c <= GEN5_PERSISTENT_MAX_C)   # without the tile pairs, at 32 and 16 channels
-        out += [_gen5_default(problem, dtype, other),
-                cp_desc(dtype, 64, bc=32, vpair=True, epi="async", sched="persistent" if not other else None),
-                cp_desc(dtype, 64, bc=32, vpair=True, epi="async", sched="persistent" if other else None),
-                cp_desc(dtype, 64, bc=32, vpair=True), cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]
+    if _gen5_dense_map(problem):   # the rest of generation 5's menu, the plain epilogue, then in order without the
+        out += _gen5_menu(problem, dtype)[1:] + [   # tile pairs, at 32 and 16 channels
+            cp_desc(dtype, 64, bc=32, vpair=True), cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]
     if problem.p == 4:
         rs = [dict(dense_map=True, epi="smem")] if problem.identity else [dict()]    # the "rows" map
         cmap = dict(cmap=True) if problem.chunks else {}        # generation 2 multiplies WSP-CB's zero chunks
