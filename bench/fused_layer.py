@@ -62,7 +62,7 @@ class Case:
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
                  pipe: str | None = None, sched: str | None = None, rmcast: int = 1, kc: int = 16,
-                 vpair: bool = False, stamps: bool = False):
+                 vpair: bool = False, stamps: bool = False, chunk_stamps: bool = False):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -83,7 +83,7 @@ class Case:
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
                                 full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps,
-                                epi=epi, sched=sched)
+                                epi=epi, sched=sched, chunk_stamps=chunk_stamps)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -406,8 +406,9 @@ def stamp_phases(raw: np.ndarray, phases: int, chunks: int) -> dict:
     return out
 
 
-def read_stamps(case: "Case") -> tuple[np.ndarray, int]:
-    """Launch a stamps build once (its buffer cleared first) and read its stamps back: ([CTAs, slots], phases)."""
+def _read_buffer(case: "Case", what: str, layout: list[str], shape: int) -> tuple[np.ndarray, list[int]]:
+    """Launch a profiling build once (its buffer `wsp_<what>` cleared first) and read it back: (the buffer, flat, and
+    the ints wsp_<what>_layout gives, named `layout`, the first the CTAs it holds, the first `shape` its shape)."""
     import ctypes
 
     import cupy
@@ -415,17 +416,29 @@ def read_stamps(case: "Case") -> tuple[np.ndarray, int]:
     from cutlass_wsp.kernels.cache import default_cache
 
     lib = ctypes.CDLL(str(default_cache().get(case.desc)), mode=ctypes.RTLD_LOCAL)
-    ctas, slots, phases = ctypes.c_int(), ctypes.c_int(), ctypes.c_int()
-    lib.wsp_stamps_layout(ctypes.byref(ctas), ctypes.byref(slots), ctypes.byref(phases))
+    dims = [ctypes.c_int() for _ in layout]
+    getattr(lib, f"wsp_{what}_layout")(*[ctypes.byref(x) for x in dims])
     cupy.cuda.get_current_stream().synchronize()
-    if err := lib.wsp_stamps_clear():
-        raise KernelError(f"could not clear {case.name}'s stamps (CUDA error {err})", "rerun on an idle GPU")
+    if err := getattr(lib, f"wsp_{what}_clear")():
+        raise KernelError(f"could not clear {case.name}'s {what} (CUDA error {err})", "rerun on an idle GPU")
     case.launch()
     cupy.cuda.get_current_stream().synchronize()
-    buf = np.zeros(ctas.value * slots.value, np.uint64)
-    if err := lib.wsp_stamps_read(buf.ctypes.data_as(ctypes.POINTER(ctypes.c_ulonglong)), ctas.value):
-        raise KernelError(f"could not read {case.name}'s stamps (CUDA error {err})", "rerun on an idle GPU")
-    return buf.reshape(ctas.value, slots.value).astype(np.int64), phases.value
+    buf = np.zeros(math.prod(x.value for x in dims[:shape]), np.uint64)
+    if err := getattr(lib, f"wsp_{what}_read")(buf.ctypes.data_as(ctypes.POINTER(ctypes.c_ulonglong)), dims[0].value):
+        raise KernelError(f"could not read {case.name}'s {what} (CUDA error {err})", "rerun on an idle GPU")
+    return buf.astype(np.int64), [x.value for x in dims]
+
+
+def read_stamps(case: "Case") -> tuple[np.ndarray, int]:
+    """Launch a stamps build once (its buffer cleared first) and read its stamps back: ([CTAs, slots], phases)."""
+    buf, (ctas, slots, phases) = _read_buffer(case, "stamps", ["ctas", "slots", "phases"], 2)
+    return buf.reshape(ctas, slots), phases
+
+
+def read_chunk_stamps(case: "Case") -> np.ndarray:
+    """Launch a chunk-stamps build once and read its stamps back: [CTAs, warps, chunks, slots] (bench/chunk_stamps.py)."""
+    buf, dims = _read_buffer(case, "cstamps", ["ctas", "warps", "chunks", "slots"], 4)
+    return buf.reshape(*dims)
 
 
 def cmd_profile(args) -> int:
@@ -435,8 +448,11 @@ def cmd_profile(args) -> int:
 
     from cutlass_wsp.weights import he_winograd_weights
 
-    if args.stamps and (args.pattern != "dense" or not args.gens or args.gens[-1] != 5):
-        raise InputError("--stamps is generation 5's profiling build", "add --gen5 (the dense pattern)")
+    if (args.stamps or args.chunk_stamps) and (args.pattern != "dense" or not args.gens or args.gens[-1] != 5):
+        raise InputError("--stamps and --chunk-stamps are generation 5's profiling builds", "add --gen5 (the dense pattern)")
+    if args.chunk_stamps and (args.stamps or args.epi5 not in ("async", "tma") or args.kc != 32 or args.pipe):
+        raise InputError("--chunk-stamps is a build of generation 5 at 32 channels a chunk with the async or tma "
+                         "epilogue", "add --kc 32 --epi5 tma (or async), without --stamps or --pipe")
     for spec in args.layers.split("+"):
         (lay,) = resolve_layers(spec)
         Wd = he_winograd_weights((lay.n, lay.c), args.p, seed=1)
@@ -453,7 +469,8 @@ def cmd_profile(args) -> int:
             gen = args.gens[-1]
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=64 if gen == 5 else 32,
                         gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
-                        vpair=args.vpair, stamps=args.stamps, epi=args.epi5).ready()
+                        vpair=args.vpair, stamps=args.stamps, epi=args.epi5,
+                        chunk_stamps=args.chunk_stamps).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -471,6 +488,14 @@ def cmd_profile(args) -> int:
                   f"chunk {summary['chunk_median_cycles']:.0f} cycles; gap between CTAs on an SM "
                   f"{summary['gap_median_us']:.2f} us median ({summary['gap_mean_us']:.2f} mean); SMs covered "
                   f"{summary['sm_covered']:.2f} of the span; {summary['ctas_per_sm']:.1f} CTAs per SM")
+        if args.chunk_stamps:   # where each chunk's time goes, warp by warp (verified above)
+            from chunk_stamps import report, summarize
+
+            for _ in range(3):
+                case.launch()   # warm
+            summary = summarize(read_chunk_stamps(case), -(-lay.c // args.kc))
+            print(json.dumps({"layer": spec, "kernel": case.name, **summary}))
+            print("\n".join(report(summary)))
         for _ in range(args.launches):
             case.launch()
         cupy.cuda.get_current_stream().synchronize()
@@ -773,6 +798,9 @@ def main(argv=None) -> int:
     f.add_argument("--stamps", action="store_true",
                    help="generation 5's profiling build: each CTA's phases (prologue, first region, mainloop, pair "
                         "join, epilogue) from its clock, and the gaps between CTAs on an SM")
+    f.add_argument("--chunk-stamps", action="store_true",
+                   help="generation 5's chunk-stamps build (--kc 32, --epi5 async or tma, either --sched): each "
+                        "warp's clock at five points of a chunk, to split a chunk's time and the warps' drift")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,

@@ -87,6 +87,8 @@ def bench_descs(args) -> list:
     out += candidates_for(FusedTuneProblem.of(lay, 4, 28, 28), "fp16")[:5]
     for epi in args.stamps:   # the profiling builds `profile --gen5 --kc 32 --vpair --stamps [--epi5 E]` asks for
         out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, stamps=True, epi=None if epi == "plain" else epi))
+    for epi, sched in args.chunk_stamps:   # `profile --gen5 --kc 32 --vpair --chunk-stamps --epi5 E [--sched S]`
+        out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, epi=epi, sched=sched, chunk_stamps=True))
     if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
         from cutlass_wsp.commands.sweep_options import from_args
         from cutlass_wsp.sweep.measure import Workload, planned_descs
@@ -112,6 +114,21 @@ def _stamp_epis(text: str) -> tuple:
     return epis
 
 
+def _chunk_stamp_builds(text: str) -> tuple:
+    """'tma,tma-persistent' -> (('tma', None), ('tma', 'persistent')): the chunk-stamps builds per epilogue and
+    schedule."""
+    from cutlass_wsp.families.fused import CP_SCHEDS, CP_XS2BAR_EPIS
+
+    out = []
+    for tok in (t.strip() for t in text.split(",") if t.strip()):
+        epi, _, sched = tok.partition("-")
+        if epi not in CP_XS2BAR_EPIS or (sched and sched not in CP_SCHEDS):
+            raise argparse.ArgumentTypeError(f"unknown chunk-stamps build {tok!r}: use EPI or EPI-SCHED with EPI in "
+                                             f"{', '.join(CP_XS2BAR_EPIS)} and SCHED in {', '.join(CP_SCHEDS)}")
+        out.append((epi, sched or None))
+    return tuple(out)
+
+
 def main() -> int:
     import fused_layer as fl
 
@@ -129,6 +146,9 @@ def main() -> int:
     ap.add_argument("--gen5-tags", type=fl._gen5_tags, default=None, help="generation 5's variants (time --gen5-tags)")
     ap.add_argument("--stamps", type=_stamp_epis, default=(),
                     help="generation 5's stamps builds (profile --stamps), per epilogue: plain and CP_EPIS, comma-separated")
+    ap.add_argument("--chunk-stamps", type=_chunk_stamp_builds, default=(),
+                    help="generation 5's chunk-stamps builds (profile --chunk-stamps), comma-separated EPI or "
+                         "EPI-SCHED: tma, tma-persistent, async, async-persistent")
     ap.add_argument("--sweep", action="store_true", help="the sweep's fused points too (fused_gen4_run.sh's sweep)")
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
     ap.add_argument("--jobs", type=int, default=None)

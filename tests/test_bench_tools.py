@@ -341,8 +341,49 @@ def test_stamp_phases_splits_each_ctas_time_and_finds_the_gaps_between_ctas():
 
 
 def test_profile_stamps_outside_generation_5_is_one_line(capsys):
-    """--stamps is generation 5's profiling build: asked for another kernel, one line naming the fix, no traceback."""
+    """--stamps and --chunk-stamps are generation 5's profiling builds: asked for another kernel (or, chunk stamps,
+    another epilogue), one line naming the fix, no traceback."""
     fl = _load("fused_layer")
     assert fl.main(["profile", "--stamps", "--gen4", "--layers", "vgg16:conv4_2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["fused_layer: --stamps is generation 5's profiling build (add --gen5 (the dense pattern))"]
+    assert err == ["fused_layer: --stamps and --chunk-stamps are generation 5's profiling builds (add --gen5 (the "
+                   "dense pattern))"]
+    assert fl.main(["profile", "--chunk-stamps", "--gen5", "--kc", "32", "--layers", "vgg16:conv4_2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["fused_layer: --chunk-stamps is a build of generation 5 at 32 channels a chunk with the async or "
+                   "tma epilogue (add --kc 32 --epi5 tma (or async), without --stamps or --pipe)"]
+
+
+def test_chunk_stamps_summary_splits_a_chunk_and_measures_the_warps_drift():
+    """bench/chunk_stamps.py on synthetic stamps with known steps: 2 CTAs x 8 warps, items of 4 chunks, warp w of a
+    warpgroup ready 10 w cycles late (drift 30, warp 3 last), warpgroup 1 half a period after warpgroup 0, an item
+    end 800 cycles after its products; slots left 0 (not recorded) are not counted."""
+    import numpy as np
+
+    cs = _load("chunk_stamps")
+    ctas, warps, items, chunks, period = 2, 8, 3, 4, 1000
+    nseq = items * chunks + 4   # the buffer holds more chunks than were run
+    raw = np.zeros((ctas, warps, nseq, len(cs.SLOTS)), np.int64)
+    gap = 2000   # each item's end: exchange and stores before the next item's head
+    for g in range(items * chunks):
+        item = g // chunks
+        for w in range(warps):
+            head = 10_000 + g * period + item * gap + (period // 2) * (w // 4)
+            raw[:, w, g, :5] = [head, head + 40, head + 100, head + 350 + 10 * (w % 4), head + 380 + 10 * (w % 4)]
+            if g % chunks == chunks - 1:
+                raw[:, w, g, 5:] = [head + 900, head + 1500, head + 1700]
+    # the item's end comes after the last chunk's products: the next head is `gap` after this item's last period
+    s = cs.summarize(raw, chunks)
+    assert s["ctas"] == 2 and s["chunks_recorded"] == ctas * items * chunks
+    assert s["inner"]["period"] == period and s["inner"]["wait_region"] == 40
+    assert s["inner"]["wait_products"] == 60 and s["inner"]["issue"] == 30
+    assert s["inner"]["transform"] == 265   # 250 + the median warp's 15
+    assert s["drift"] == 30 and s["issue_spread"] == 30 and s["last_ready_warp"] == [3, 3]
+    assert s["wg_offset_cycles"] == 500 and s["wg_offset_share"] == 0.5
+    assert s["item"]["products_to_exchange"] == 600 and s["item"]["exchange_to_end"] == 200
+    assert s["item"]["end_to_next_head"] == period + gap - 1700
+    assert any("warps of a warpgroup ready apart 30" in line for line in cs.report(s))
+    with pytest.raises(ValueError, match="no warp"):
+        cs.summarize(np.zeros_like(raw), chunks)
+    with pytest.raises(ValueError, match="expected"):
+        cs.summarize(raw[..., :5], chunks)

@@ -1099,6 +1099,43 @@ def test_generation_5s_stamps_build_records_each_phase_and_nothing_else_changes(
                                          + (("stamps", 2),)}))
 
 
+@pytest.mark.parametrize("sched", [None, "persistent"])
+def test_generation_5s_chunk_stamps_build_marks_each_chunk_and_leaves_the_kernel_as_it_was(sched):
+    """cp_desc(chunk_stamps=True): lane 0 of every warp stamps five points of each chunk (head, region landed, the
+    previous products done, ready to issue, issued) and three of each item's end, in that order, in both schedules; the
+    kernel without them renders exactly as before (the stamps are the only lines added); refused with the phase
+    stamps, the halves pipe or another epilogue."""
+    import difflib
+
+    from cutlass_wsp.kernels.emitter import render
+
+    d = cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched, chunk_stamps=True)
+    plain = cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched)
+    assert "_cstamps1_" in d.name and d.name.replace("cstamps1_", "") == plain.name
+    src, base = render(d), render(plain)
+    assert "cstamp(" not in base and "wsp_cstamps" not in base
+    body = src[src.index("cstamp(k, 0);"):]
+    order = [body.index(f"cstamp(k, {i});") for i in range(5)]
+    assert order == sorted(order)
+    end = "klast" if sched else "nch - 1"
+    order = [src.index(f"cstamp({end}, {i});") for i in (5, 6, 7)]
+    assert order == sorted(order) and order[0] > src.index("cstamp(k, 4);")
+    for sym in ("wsp_cstamps_read", "wsp_cstamps_clear", "wsp_cstamps_layout"):
+        assert f'extern "C" int {sym}(' in src
+    # the plain kernel's lines are all there, in order: the stamps build only inserts (and names itself)
+    a, b = base.splitlines(), src.splitlines()
+    ops = [op for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if op[0] != "equal"]
+    assert all(tag == "insert" or (tag == "replace" and a[i1:i2] == [x.replace("cstamps1_", "") for x in b[j1:j2]])
+               for tag, i1, i2, j1, j2 in ops), ops
+    inserted = "\n".join("\n".join(b[j1:j2]) for tag, _, _, j1, j2 in ops if tag == "insert")
+    assert inserted.count("cstamp(") >= 8 and "wgmma" not in inserted.replace("wgmma waits", "")
+    for bad in (dict(stamps=True), dict(pipe="halves"), dict(epi="lean")):
+        kw = dict(bc=32, vpair=True, epi="tma", chunk_stamps=True)
+        kw.update(bad)
+        with pytest.raises(Unsupported, match="chunk stamps"):
+            cp_desc("fp16", 64, **kw)
+
+
 @pytest.mark.parametrize("mi", [32, 64])
 def test_generation_5s_lean_epilogue_moves_float4s_and_branches_once(mi):
     """cp_desc(epi='lean'): the dense map's epilogue with the plain one's sums and shared memory, its exchanges in

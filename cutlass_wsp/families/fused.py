@@ -395,6 +395,12 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           "or none")
     if extra.get("stamps", 1) != 1:
         raise Unsupported(f"generation-5 stamps {extra.get('stamps')!r}", "use stamps=1 (the profiling build) or none")
+    if extra.get("cstamps", 1) != 1 or ("cstamps" in extra and (
+            "stamps" in extra or "pipe" in extra or extra.get("epi") not in CP_XS2BAR_EPIS or full)):
+        raise Unsupported(f"generation-5 chunk stamps {extra.get('cstamps')!r} with pipe {extra.get('pipe')!r}, epi "
+                          f"{extra.get('epi')!r}" + (" and the phase stamps" if "stamps" in extra else ""),
+                          "use cstamps=1 with the dense map, epi 'async' or 'tma', the default pipe and no phase "
+                          "stamps, or none")
     if "sched" in extra and (extra["sched"] not in CP_SCHEDS or extra.get("epi") not in CP_XS2BAR_EPIS or bc != 32
                              or "stamps" in extra):
         raise Unsupported(f"generation-5 schedule {extra['sched']!r} with epi {extra.get('epi')!r} at {bc} channels a "
@@ -419,7 +425,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
 
 def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC, fb: int | None = None,
             full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False,
-            epi: str | None = None, sched: str | None = None) -> KernelDesc:
+            epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -441,7 +447,9 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     of its last chunk, so the start, the first region's wait and the gap between CTAs are paid once (tma: the box
     apart, the previous item's store waited for only before the next box is written).
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
-    --stamps); never picked by the sweep or the tuner."""
+    --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
+    profiling build whose warps record their clocks at five points of every chunk and three of every item's end
+    (bench/fused_layer.py profile --chunk-stamps); never picked either."""
     mi = int(mi)
     fb = mi if fb is None else int(fb)
     if stages is None:
@@ -451,7 +459,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                              ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))
                       + ((("tiles", "vpair"),) if vpair else ()) + ((("pipe", pipe),) if pipe else ())
                       + ((("stamps", 1),) if stamps else ()) + ((("epi", epi),) if epi else ())
-                      + ((("sched", sched),) if sched else ()))
+                      + ((("sched", sched),) if sched else ()) + ((("cstamps", 1),) if chunk_stamps else ()))
     return check_fused_desc(desc)
 
 
