@@ -51,7 +51,13 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              ("gen5-k32-vpair-tma", dict(kc=32, vpair=True, epi="tma")),
              ("gen5-k32-vpair-tma-s2", dict(kc=32, vpair=True, epi="tma", stages=2)),
              ("gen5-k32-vpair-persist", dict(kc=32, vpair=True, epi="async", sched="persistent")),
-             ("gen5-k32-vpair-tma-persist", dict(kc=32, vpair=True, epi="tma", sched="persistent")))
+             ("gen5-k32-vpair-tma-persist", dict(kc=32, vpair=True, epi="tma", sched="persistent")),
+             # "-late": the weight refill after the chunk's products are issued; "-table": (persistent) the next
+             # item's tile table during the item's first chunk (docs/fused.md, sixth session)
+             ("gen5-k32-vpair-tma-late", dict(kc=32, vpair=True, epi="tma", refill="late")),
+             ("gen5-k32-vpair-tma-persist-late", dict(kc=32, vpair=True, epi="tma", sched="persistent", refill="late")),
+             ("gen5-k32-vpair-tma-persist-late-table", dict(kc=32, vpair=True, epi="tma", sched="persistent",
+                                                            refill="late", table="early")))
 
 
 class Case:
@@ -62,7 +68,8 @@ class Case:
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
                  pipe: str | None = None, sched: str | None = None, rmcast: int = 1, kc: int = 16,
-                 vpair: bool = False, stamps: bool = False, chunk_stamps: bool = False):
+                 vpair: bool = False, stamps: bool = False, chunk_stamps: bool = False, refill: str | None = None,
+                 table: str | None = None):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -83,7 +90,7 @@ class Case:
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
                                 full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps,
-                                epi=epi, sched=sched, chunk_stamps=chunk_stamps)
+                                epi=epi, sched=sched, chunk_stamps=chunk_stamps, refill=refill, table=table)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -470,7 +477,7 @@ def cmd_profile(args) -> int:
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=64 if gen == 5 else 32,
                         gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, epi=args.epi5,
-                        chunk_stamps=args.chunk_stamps).ready()
+                        chunk_stamps=args.chunk_stamps, refill=args.refill).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -801,6 +808,8 @@ def main(argv=None) -> int:
     f.add_argument("--chunk-stamps", action="store_true",
                    help="generation 5's chunk-stamps build (--kc 32, --epi5 async or tma, either --sched): each "
                         "warp's clock at five points of a chunk, to split a chunk's time and the warps' drift")
+    f.add_argument("--refill", choices=("late",), default=None,
+                   help="generation 5's weight refill after the chunk's products are issued (CP_REFILLS)")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,

@@ -88,7 +88,9 @@ def bench_descs(args) -> list:
     for epi in args.stamps:   # the profiling builds `profile --gen5 --kc 32 --vpair --stamps [--epi5 E]` asks for
         out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, stamps=True, epi=None if epi == "plain" else epi))
     for epi, sched in args.chunk_stamps:   # `profile --gen5 --kc 32 --vpair --chunk-stamps --epi5 E [--sched S]`
-        out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, epi=epi, sched=sched, chunk_stamps=True))
+        for refill in (None, "late"):      # (and --refill late)
+            out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, epi=epi, sched=sched, chunk_stamps=True,
+                               refill=refill))
     if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
         from cutlass_wsp.commands.sweep_options import from_args
         from cutlass_wsp.sweep.measure import Workload, planned_descs

@@ -335,6 +335,8 @@ CP_EPIS = ("lean", "early", "async", "tma")   # the dense map's epilogue: float4
                                  # store per CTA and the pair's joins relaxed (MI 64); absent: the plain one
 CP_XS2BAR_EPIS = ("async", "tma")   # the epilogues whose partner's part lands on an mbarrier (xs2bar, one more)
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
+CP_REFILLS = ("late",)           # a chunk's weight refill after its products' issue, not before its transform
+CP_TABLES = ("early",)           # (persistent) the next item's tile table written during the item's first chunk
 CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async or tma epilogue, 32 channels a chunk)
 
 
@@ -395,6 +397,13 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           "or none")
     if extra.get("stamps", 1) != 1:
         raise Unsupported(f"generation-5 stamps {extra.get('stamps')!r}", "use stamps=1 (the profiling build) or none")
+    if "refill" in extra and (extra["refill"] not in CP_REFILLS or "pipe" in extra or full):
+        raise Unsupported(f"generation-5 weight refill {extra['refill']!r} with pipe {extra.get('pipe')!r} "
+                          f"({extra.get('map')} map)", f"use refill {' or '.join(map(repr, CP_REFILLS))} with the "
+                          "dense map and the default pipe, or none")
+    if "table" in extra and (extra["table"] not in CP_TABLES or extra.get("sched") != "persistent"):
+        raise Unsupported(f"generation-5 tile table {extra['table']!r} with sched {extra.get('sched')!r}",
+                          f"use table {' or '.join(map(repr, CP_TABLES))} with sched 'persistent', or none")
     if extra.get("cstamps", 1) != 1 or ("cstamps" in extra and (
             "stamps" in extra or "pipe" in extra or extra.get("epi") not in CP_XS2BAR_EPIS or full)):
         raise Unsupported(f"generation-5 chunk stamps {extra.get('cstamps')!r} with pipe {extra.get('pipe')!r}, epi "
@@ -425,7 +434,8 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
 
 def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC, fb: int | None = None,
             full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False,
-            epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False) -> KernelDesc:
+            epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False,
+            refill: str | None = None, table: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -446,6 +456,10 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     items (rectangle, filter block) with its rings running on across them and each item's exchange in the weight stage
     of its last chunk, so the start, the first region's wait and the gap between CTAs are paid once (tma: the box
     apart, the previous item's store waited for only before the next box is written).
+    `refill='late'` (CP_REFILLS; the dense map, the default pipe): each chunk refills the previous chunk's weight
+    stage after its own products are issued, not before its transform, so the leaders' copies (and the persistent
+    leaders' reads of their cached item) leave the path to the warpgroup's first wgmma. `table='early'` (CP_TABLES;
+    persistent): the next item's tile table is written by warps 2 and 3 during the item's first chunk.
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
@@ -459,7 +473,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                              ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))
                       + ((("tiles", "vpair"),) if vpair else ()) + ((("pipe", pipe),) if pipe else ())
                       + ((("stamps", 1),) if stamps else ()) + ((("epi", epi),) if epi else ())
-                      + ((("sched", sched),) if sched else ()) + ((("cstamps", 1),) if chunk_stamps else ()))
+                      + ((("sched", sched),) if sched else ()) + ((("cstamps", 1),) if chunk_stamps else ())
+                      + ((("refill", refill),) if refill else ()) + ((("table", table),) if table else ()))
     return check_fused_desc(desc)
 
 

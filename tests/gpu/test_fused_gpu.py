@@ -251,10 +251,13 @@ GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, 
                  dict(bc=32, vpair=True, epi="lean"), dict(bc=32, vpair=True, epi="early"),
                  dict(bc=32, vpair=True, epi="async"), dict(bc=32, vpair=True, epi="tma"),
                  dict(bc=32, vpair=True, epi="async", sched="persistent"),
-                 dict(bc=32, vpair=True, epi="tma", sched="persistent")]
+                 dict(bc=32, vpair=True, epi="tma", sched="persistent"),
+                 dict(bc=32, vpair=True, epi="tma", refill="late"),
+                 dict(bc=32, vpair=True, epi="tma", sched="persistent", refill="late", table="early")]
 GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early", "k32-vpair-async",
             "k32-vpair-tma",   # tma: n_out % 8 == 0 stores by TMA (the dense shapes, FP 0.5), else per thread (FP 0.7)
-            "k32-vpair-persist", "k32-vpair-tma-persist"]   # pairs walking items (the test below: several a pair)
+            "k32-vpair-persist", "k32-vpair-tma-persist",   # pairs walking items (the test below: several a pair)
+            "k32-vpair-tma-late", "k32-vpair-tma-persist-late-table"]   # the refill after the issue; the next table early
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -278,7 +281,7 @@ def test_gen5_dense_equals_direct_convolution(dtype, variant, batch, c, n, H, W,
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("epi", ["async", "tma"])
+@pytest.mark.parametrize("epi", ["async", "tma", "tma-late-table"])
 @pytest.mark.parametrize("batch,c,n,H,W", [(32, 40, 96, 31, 31), (32, 16, 64, 29, 29), (16, 96, 128, 57, 23),
                                            (32, 64, 58, 28, 28)])
 def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dtype, epi, batch, c, n, H, W,
@@ -287,7 +290,8 @@ def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dt
     run on across items and each item's exchange reuses a weight stage, so every item after the first is what this
     checks. c = 40: two chunks, the last half past the input; c = 16: one chunk an item (each item's second chunk of
     weights is the next item's); n = 96: a last filter block half empty; odd sizes: rectangles past the image; tma:
-    each item's box stored while the next item runs (n = 58: n_out % 8, the per-thread stores)."""
+    each item's box stored while the next item runs (n = 58: n_out % 8, the per-thread stores); tma-late-table: the
+    next item's tile table written during this item's first chunk (c = 16: its only one)."""
     from cutlass_wsp.families.fused import cp_desc, dense_layout
     from cutlass_wsp.winograd import filter_transform
 
@@ -295,7 +299,9 @@ def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dt
     rng = np.random.default_rng(batch * 100 + c + H + 9)
     g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
     lay = dense_layout(filter_transform(g.astype(np.float64), 2).astype(np.float32), 4, fb=64)
-    desc = cp_desc(dtype, lay.mi, bc=32, vpair=True, epi=epi, sched="persistent")
+    # tma-late-table: the weight refill after the issue, the next item's tile table written during this item
+    kw = dict(epi="tma", refill="late", table="early") if epi == "tma-late-table" else dict(epi=epi)
+    desc = cp_desc(dtype, lay.mi, bc=32, vpair=True, sched="persistent", **kw)
     err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused gen5 {desc.name}")
     assert 0 < err
 
