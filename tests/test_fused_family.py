@@ -1136,6 +1136,37 @@ def test_generation_5s_chunk_stamps_build_marks_each_chunk_and_leaves_the_kernel
             cp_desc("fp16", 64, **kw)
 
 
+@pytest.mark.parametrize("sched", [None, "persistent"])
+def test_generation_5s_late_refill_moves_the_leaders_copy_after_the_issue(sched):
+    """refill='late': the leader's weight copy of chunk k - 1 + USTAGES comes after chunk k's commit (not between
+    its wait for the previous products and its transform), with the same condition; table='early' (persistent
+    only): item i + 1's tile table by warps 2 and 3 inside item i's chunk loop, after the first chunk, into the other
+    half, and item 0's at the start. Refused with the halves pipe, the full map or (table) the one-shot schedule."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, epi="tma", sched=sched)
+    src, base = render(cp_desc("fp16", 64, refill="late", **kw)), render(cp_desc("fp16", 64, **kw))
+    first, kall = ("k0", "kall") if sched else ("0", "nch")
+    refill = f"if (leader && k > {first} && k - 1 + USTAGES < {kall}) load_u(k - 1 + USTAGES);"
+    assert src.count(refill) == base.count(refill) == 1
+    loop = src[src.index("warpgroup_wait<0>();\n    fence_acc(acc);"):]
+    assert loop.index("warpgroup_commit_batch();") < loop.index(refill) < loop.index("Barrier::arrive(&rawfree[s]")
+    old = base[base.index("warpgroup_wait<0>();\n    fence_acc(acc);"):]
+    assert old.index(refill) < old.index("wait_late(&uf[su], uphase, late);")
+    if sched:
+        t = render(cp_desc("fp16", 64, refill="late", table="early", **kw))
+        item = t[t.index("for (int i = 0; i < mine; ++i)"):]
+        assert "if (i == 0) {" in item and "if (k == k0 && (tid_loop >> 6) == 1 && i + 1 < mine)" in item
+        assert "tile_tables + ((i + 1) & 1) * BT" in item and "item_of(i + 1, block, unit);" in item
+    else:
+        with pytest.raises(Unsupported, match="tile table"):
+            cp_desc("fp16", 64, refill="late", table="early", **kw)
+    with pytest.raises(Unsupported, match="weight refill"):
+        cp_desc("fp16", 64, bc=32, vpair=True, pipe="halves", refill="late")
+    with pytest.raises(Unsupported, match="weight refill"):
+        cp_desc("fp16", 64, bc=32, fb=128, full_rows=True, refill="late")
+
+
 @pytest.mark.parametrize("mi", [32, 64])
 def test_generation_5s_lean_epilogue_moves_float4s_and_branches_once(mi):
     """cp_desc(epi='lean'): the dense map's epilogue with the plain one's sums and shared memory, its exchanges in
