@@ -82,6 +82,23 @@ def summarize(raw: np.ndarray, chunks: int) -> dict:
         out["wg_offset_share"] = float(np.median(np.minimum(off % per, per - off % per) / per)) \
             if off.size and per == per and per > 0 else float("nan")
 
+    # per CTA rank of the pair (CTA index % 2) and warpgroup: the chunk's period (the slower warpgroup sets the item's
+    # pace; a column whose loads conflict, 0 or 3, is warpgroup `rank`'s), and warpgroup 1's lead over warpgroup 0
+    # at the item's last chunk (signed: > 0 warpgroup 1 ready later)
+    head = raw[..., ix["head"]]
+    same = np.zeros(nseq, bool)
+    same[:-1] = (g[:-1] // chunks) == (g[1:] // chunks)
+    per = np.full(head.shape, -1, np.int64)
+    per[:, :, :-1] = np.where((head[:, :, 1:] > 0) & (head[:, :, :-1] > 0) & same[None, None, :-1],
+                              head[:, :, 1:] - head[:, :, :-1], -1)
+    rank_of = np.arange(ctas) % 2
+    out["period_by_rank_wg"] = [[med(per[rank_of == r][:, w * WG_WARPS:(w + 1) * WG_WARPS],
+                                     per[rank_of == r][:, w * WG_WARPS:(w + 1) * WG_WARPS] > 0)
+                                 for w in range(groups)] for r in range(2)]
+    if groups == 2:
+        lastg = ((g % chunks) == chunks - 1)[None, :] & (ready > 0).all(axis=2).all(axis=1)
+        lead = np.median(ready[:, 1], axis=1) - np.median(ready[:, 0], axis=1)   # [CTAs, chunks]
+        out["wg1_lead_at_item_end_by_rank"] = [med(lead[rank_of == r], lastg[rank_of == r]) for r in range(2)]
     last_chunk = (g % chunks) == chunks - 1
     endrow = rec & last_chunk[None, None, :] & (raw[..., ix["end"]] > 0)
     out["item"] = {
@@ -109,5 +126,11 @@ def report(summary: dict) -> list[str]:
     if "wg_offset_cycles" in summary:
         lines.append(f"  warpgroups' issues apart {summary['wg_offset_cycles']:.0f} cycles "
                      f"({summary['wg_offset_share']:.2f} of the period)")
+    pr = summary["period_by_rank_wg"]
+    lines.append("  chunk period by CTA rank and warpgroup: " + "; ".join(
+        f"rank {r}: " + ", ".join(f"wg{w} {v:.0f}" for w, v in enumerate(pr[r])) for r in range(2)) + " cycles")
+    if "wg1_lead_at_item_end_by_rank" in summary:
+        lines.append("  warpgroup 1 ready after warpgroup 0 at the item's last chunk: " + ", ".join(
+            f"rank {r} {v:.0f}" for r, v in enumerate(summary["wg1_lead_at_item_end_by_rank"])) + " cycles")
     lines.append("  item end: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["item"].items()) + " cycles")
     return lines

@@ -57,7 +57,11 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              ("gen5-k32-vpair-tma-late", dict(kc=32, vpair=True, epi="tma", refill="late")),
              ("gen5-k32-vpair-tma-persist-late", dict(kc=32, vpair=True, epi="tma", sched="persistent", refill="late")),
              ("gen5-k32-vpair-tma-persist-late-table", dict(kc=32, vpair=True, epi="tma", sched="persistent",
-                                                            refill="late", table="early")))
+                                                            refill="late", table="early")),
+             # "-light": the raw ring's producer in the warpgroup whose column loads without bank conflicts
+             ("gen5-k32-vpair-tma-light", dict(kc=32, vpair=True, epi="tma", producer="light")),
+             ("gen5-k32-vpair-tma-persist-light", dict(kc=32, vpair=True, epi="tma", sched="persistent",
+                                                       producer="light")))
 
 
 class Case:
@@ -69,7 +73,7 @@ class Case:
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
                  pipe: str | None = None, sched: str | None = None, rmcast: int = 1, kc: int = 16,
                  vpair: bool = False, stamps: bool = False, chunk_stamps: bool = False, refill: str | None = None,
-                 table: str | None = None):
+                 table: str | None = None, producer: str | None = None):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -90,7 +94,8 @@ class Case:
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
                                 full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps,
-                                epi=epi, sched=sched, chunk_stamps=chunk_stamps, refill=refill, table=table)
+                                epi=epi, sched=sched, chunk_stamps=chunk_stamps, refill=refill, table=table,
+                                producer=producer)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -477,7 +482,7 @@ def cmd_profile(args) -> int:
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=64 if gen == 5 else 32,
                         gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, epi=args.epi5,
-                        chunk_stamps=args.chunk_stamps, refill=args.refill).ready()
+                        chunk_stamps=args.chunk_stamps, refill=args.refill, producer=args.producer).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -810,6 +815,8 @@ def main(argv=None) -> int:
                         "warp's clock at five points of a chunk, to split a chunk's time and the warps' drift")
     f.add_argument("--refill", choices=("late",), default=None,
                    help="generation 5's weight refill after the chunk's products are issued (CP_REFILLS)")
+    f.add_argument("--producer", choices=("light",), default=None,
+                   help="generation 5's raw-ring producer in the warpgroup without the bank conflict (CP_PRODUCERS)")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,

@@ -206,18 +206,21 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
         ("p4 gen5-k32-vpair-tma-persist dense", None), ("p4 gen5-k32-vpair-tma-persist fp", 0.7),
         ("p4 gen5-k32-vpair-tma-late dense", None), ("p4 gen5-k32-vpair-tma-late fp", 0.7),   # the late refill
         ("p4 gen5-k32-vpair-tma-persist-late dense", None), ("p4 gen5-k32-vpair-tma-persist-late fp", 0.7),
-        ("p4 gen5-k32-vpair-tma-persist-late-table dense", None), ("p4 gen5-k32-vpair-tma-persist-late-table fp", 0.7)]
+        ("p4 gen5-k32-vpair-tma-persist-late-table dense", None), ("p4 gen5-k32-vpair-tma-persist-late-table fp", 0.7),
+        ("p4 gen5-k32-vpair-tma-light dense", None), ("p4 gen5-k32-vpair-tma-light fp", 0.7),   # the producer
+        ("p4 gen5-k32-vpair-tma-persist-light dense", None), ("p4 gen5-k32-vpair-tma-persist-light fp", 0.7)]
     assert all(d.extra_dict()["gen"] == 5 for _, _, d in g5)
-    assert [d.tile[2] for _, _, d in g5] == [16, 16, 16] + [32] * 29
-    assert [d.extra_dict().get("tiles") for _, _, d in g5] == [None] * 6 + ["vpair"] * 26
-    assert [d.extra_dict().get("pipe") for _, _, d in g5] == [None] * 9 + ["halves"] * 3 + [None] * 20
+    assert [d.tile[2] for _, _, d in g5] == [16, 16, 16] + [32] * 33
+    assert [d.extra_dict().get("tiles") for _, _, d in g5] == [None] * 6 + ["vpair"] * 30
+    assert [d.extra_dict().get("pipe") for _, _, d in g5] == [None] * 9 + ["halves"] * 3 + [None] * 24
     assert [d.extra_dict().get("epi") for _, _, d in g5] == ([None] * 12 + ["lean"] * 2 + ["early"] * 2 + ["async"] * 2
-                                                             + ["tma"] * 4 + ["async"] * 2 + ["tma"] * 8)
-    assert [d.stages for _, _, d in g5][-14:-10] == [4, 4, 2, 2]   # the tma kernels' rings: the deepest that fits, and 2
+                                                             + ["tma"] * 4 + ["async"] * 2 + ["tma"] * 12)
+    assert [d.stages for _, _, d in g5][-18:-14] == [4, 4, 2, 2]   # the tma kernels' rings: the deepest that fits, and 2
     assert [d.extra_dict().get("sched") for _, _, d in g5] == ([None] * 22 + ["persistent"] * 4 + [None] * 2
-                                                               + ["persistent"] * 4)
-    assert [d.extra_dict().get("refill") for _, _, d in g5] == [None] * 26 + ["late"] * 6
-    assert [d.extra_dict().get("table") for _, _, d in g5] == [None] * 30 + ["early"] * 2
+                                                               + ["persistent"] * 4 + [None] * 2 + ["persistent"] * 2)
+    assert [d.extra_dict().get("refill") for _, _, d in g5] == [None] * 26 + ["late"] * 6 + [None] * 4
+    assert [d.extra_dict().get("table") for _, _, d in g5] == [None] * 30 + ["early"] * 2 + [None] * 4
+    assert [d.extra_dict().get("producer") for _, _, d in g5] == [None] * 32 + ["light"] * 4
     # --gen5-tags picks generation 5's variants (time and compile); an unknown one is refused in one line
     picked = [label for label, _, _ in fused_layer.fused_variants(
         256, 256, 56, 56, [4], "fp16", 32, [0.7], [5], None, True, gen5_tags=("gen5-k32-vpair-halves",))]
@@ -386,6 +389,16 @@ def test_chunk_stamps_summary_splits_a_chunk_and_measures_the_warps_drift():
     assert s["inner"]["transform"] == 265   # 250 + the median warp's 15
     assert s["drift"] == 30 and s["issue_spread"] == 30 and s["last_ready_warp"] == [3, 3]
     assert s["wg_offset_cycles"] == 500 and s["wg_offset_share"] == 0.5
+    assert s["period_by_rank_wg"] == [[period, period], [period, period]]
+    assert s["wg1_lead_at_item_end_by_rank"] == [500, 500]
+    slow = raw.copy()   # rank 1's warpgroup 1 falls 100 cycles behind per chunk within each item
+    for g in range(items * chunks):
+        slow[1, 4:, g, :5] += 100 * (g % chunks)
+        if g % chunks == chunks - 1:
+            slow[1, 4:, g, 5:] += 100 * (g % chunks)
+    s2 = cs.summarize(slow, chunks)
+    assert s2["period_by_rank_wg"] == [[period, period], [period, period + 100]]
+    assert s2["wg1_lead_at_item_end_by_rank"] == [500, 500 + 100 * (chunks - 1)]
     assert s["item"]["products_to_exchange"] == 600 and s["item"]["exchange_to_end"] == 200
     assert s["item"]["end_to_next_head"] == period + gap - 1700
     assert any("warps of a warpgroup ready apart 30" in line for line in cs.report(s))

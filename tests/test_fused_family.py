@@ -1167,6 +1167,27 @@ def test_generation_5s_late_refill_moves_the_leaders_copy_after_the_issue(sched)
         cp_desc("fp16", 64, bc=32, fb=128, full_rows=True, refill="late")
 
 
+@pytest.mark.parametrize("sched", [None, "persistent"])
+def test_generation_5s_light_producer_moves_every_duty_of_the_raw_ring(sched):
+    """producer='light': the raw ring's producer is lane 0 of warp 3 of warpgroup 1 - rank (the column without the
+    bank conflict) for everything the producer thread does (the first stages' kick, the producer at each chunk's head,
+    the re-arm at the release, and persistent, the cached item of its loads); thread 0 keeps what is not the ring's.
+    Refused with the halves pipe."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, epi="tma", sched=sched)
+    src, base = render(cp_desc("fp16", 64, producer="light", **kw)), render(cp_desc("fp16", 64, **kw))
+    assert "const int prod_tid = (1 - static_cast<int>(rank)) * 128 + 96;" in src and "prod_tid" not in base
+    for old in ("if (tid == 0 && k + STAGES < ", "  if (tid == 0)   // the first ring's own stages"):
+        assert src.count(old) == 0 and src.count(old.replace("tid == 0", "tid == prod_tid")) == base.count(old) >= 1
+    assert src.count("    if (tid == prod_tid) {\n      for (; next_raw <") == 1
+    if sched:
+        assert "if (tid == prod_tid) walk[0] = raw_item(0);" in src
+    assert src.replace("tid == prod_tid", "tid == 0").count("tid == 0") == base.count("tid == 0")
+    with pytest.raises(Unsupported, match="producer"):
+        cp_desc("fp16", 64, bc=32, vpair=True, pipe="halves", producer="light")
+
+
 @pytest.mark.parametrize("mi", [32, 64])
 def test_generation_5s_lean_epilogue_moves_float4s_and_branches_once(mi):
     """cp_desc(epi='lean'): the dense map's epilogue with the plain one's sums and shared memory, its exchanges in

@@ -336,6 +336,7 @@ CP_EPIS = ("lean", "early", "async", "tma")   # the dense map's epilogue: float4
 CP_XS2BAR_EPIS = ("async", "tma")   # the epilogues whose partner's part lands on an mbarrier (xs2bar, one more)
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
 CP_REFILLS = ("late",)           # a chunk's weight refill after its products' issue, not before its transform
+CP_PRODUCERS = ("light",)        # the raw ring's producer in the warpgroup whose column loads without bank conflicts
 CP_TABLES = ("early",)           # (persistent) the next item's tile table written during the item's first chunk
 CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async or tma epilogue, 32 channels a chunk)
 
@@ -401,6 +402,10 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"generation-5 weight refill {extra['refill']!r} with pipe {extra.get('pipe')!r} "
                           f"({extra.get('map')} map)", f"use refill {' or '.join(map(repr, CP_REFILLS))} with the "
                           "dense map and the default pipe, or none")
+    if "producer" in extra and (extra["producer"] not in CP_PRODUCERS or full or "pipe" in extra):
+        raise Unsupported(f"generation-5 producer {extra['producer']!r} with pipe {extra.get('pipe')!r} "
+                          f"({extra.get('map')} map)", f"use producer {' or '.join(map(repr, CP_PRODUCERS))} with the "
+                          "dense map and the default pipe, or none")
     if "table" in extra and (extra["table"] not in CP_TABLES or extra.get("sched") != "persistent"):
         raise Unsupported(f"generation-5 tile table {extra['table']!r} with sched {extra.get('sched')!r}",
                           f"use table {' or '.join(map(repr, CP_TABLES))} with sched 'persistent', or none")
@@ -435,7 +440,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
 def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC, fb: int | None = None,
             full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False,
             epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False,
-            refill: str | None = None, table: str | None = None) -> KernelDesc:
+            refill: str | None = None, table: str | None = None, producer: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -460,6 +465,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     stage after its own products are issued, not before its transform, so the leaders' copies (and the persistent
     leaders' reads of their cached item) leave the path to the warpgroup's first wgmma. `table='early'` (CP_TABLES;
     persistent): the next item's tile table is written by warps 2 and 3 during the item's first chunk.
+    `producer='light'` (CP_PRODUCERS; the dense map, the default pipe): the raw ring's producer is lane 0 of warp 3 of
+    the warpgroup whose column loads without the 2-way bank conflict, not thread 0.
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
@@ -474,7 +481,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       + ((("tiles", "vpair"),) if vpair else ()) + ((("pipe", pipe),) if pipe else ())
                       + ((("stamps", 1),) if stamps else ()) + ((("epi", epi),) if epi else ())
                       + ((("sched", sched),) if sched else ()) + ((("cstamps", 1),) if chunk_stamps else ())
-                      + ((("refill", refill),) if refill else ()) + ((("table", table),) if table else ()))
+                      + ((("refill", refill),) if refill else ()) + ((("table", table),) if table else ())
+                      + ((("producer", producer),) if producer else ()))
     return check_fused_desc(desc)
 
 
