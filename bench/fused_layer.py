@@ -61,7 +61,11 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              # "-light": the raw ring's producer in the warpgroup whose column loads without bank conflicts
              ("gen5-k32-vpair-tma-light", dict(kc=32, vpair=True, epi="tma", producer="light")),
              ("gen5-k32-vpair-tma-persist-light", dict(kc=32, vpair=True, epi="tma", sched="persistent",
-                                                       producer="light")))
+                                                       producer="light")),
+             # "-split": half of the producer in each warpgroup
+             ("gen5-k32-vpair-tma-split", dict(kc=32, vpair=True, epi="tma", producer="split")),
+             ("gen5-k32-vpair-tma-persist-split", dict(kc=32, vpair=True, epi="tma", sched="persistent",
+                                                       producer="split")))
 
 
 class Case:
@@ -815,8 +819,9 @@ def main(argv=None) -> int:
                         "warp's clock at five points of a chunk, to split a chunk's time and the warps' drift")
     f.add_argument("--refill", choices=("late",), default=None,
                    help="generation 5's weight refill after the chunk's products are issued (CP_REFILLS)")
-    f.add_argument("--producer", choices=("light",), default=None,
-                   help="generation 5's raw-ring producer in the warpgroup without the bank conflict (CP_PRODUCERS)")
+    f.add_argument("--producer", choices=("light", "split"), default=None,
+                   help="generation 5's raw-ring producer: in the warpgroup without the bank conflict, or half of it "
+                        "in each warpgroup (CP_PRODUCERS)")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,

@@ -1188,6 +1188,31 @@ def test_generation_5s_light_producer_moves_every_duty_of_the_raw_ring(sched):
         cp_desc("fp16", 64, bc=32, vpair=True, pipe="halves", producer="light")
 
 
+@pytest.mark.parametrize("sched", [None, "persistent"])
+def test_generation_5s_split_producer_gives_each_warpgroup_half_the_ring(sched):
+    """producer='split': lane 0 of warp 3 of each warpgroup runs the producer for the CTA's stages with
+    (stage / PAIR) % 2 == its warpgroup (kick and chunk head alike), re-arms those stages, and, persistent, caches its
+    item in a walk slot of its own (one more int4: the layout's SMEM_BYTES is cp_smem_bytes'); the kernel fits."""
+    import re
+
+    from cutlass_wsp.kernels.emitter import render
+
+    d = cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched, producer="split")
+    src = render(d)
+    assert "if ((st / PAIR & 1) != (tid >> 7)) continue;" in src
+    assert "&& (tid >> 7) == (next_raw % STAGES / PAIR & 1)) load_raw(next_raw);" in src
+    assert "if ((tid & 127) == 96 && (s / PAIR & 1) == (tid >> 7) && k + STAGES < " in src
+    assert "tid == prod_tid" not in src and not re.search(r"if \(tid == 0 && k \+ STAGES", src)
+    if sched:
+        assert src.count("walk[tid < 128 ? 0 : 1 + CONSUMERS]") == 3 and "(2 + CONSUMERS) * 16" in src
+    assert _template_constants(src)["SMEM_BYTES"] == cp_smem_bytes(64, d.stages, bc=32, epi="tma", sched=sched,
+                                                                    producer="split") <= 227 * 1024
+    # which warpgroup loads (and re-arms) each stage, per rank: each warpgroup one of the CTA's two stages
+    for rank in (0, 1):
+        own = [st for st in range(4) if st % 2 == rank]
+        assert sorted((st // 2) & 1 for st in own) == [0, 1]
+
+
 @pytest.mark.parametrize("mi", [32, 64])
 def test_generation_5s_lean_epilogue_moves_float4s_and_branches_once(mi):
     """cp_desc(epi='lean'): the dense map's epilogue with the plain one's sums and shared memory, its exchanges in

@@ -336,7 +336,8 @@ CP_EPIS = ("lean", "early", "async", "tma")   # the dense map's epilogue: float4
 CP_XS2BAR_EPIS = ("async", "tma")   # the epilogues whose partner's part lands on an mbarrier (xs2bar, one more)
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
 CP_REFILLS = ("late",)           # a chunk's weight refill after its products' issue, not before its transform
-CP_PRODUCERS = ("light",)        # the raw ring's producer in the warpgroup whose column loads without bank conflicts
+CP_PRODUCERS = ("light", "split")   # the raw ring's producer: in the warpgroup whose column loads without bank
+                                    # conflicts ("light"), or half of it in each warpgroup ("split")
 CP_TABLES = ("early",)           # (persistent) the next item's tile table written during the item's first chunk
 CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async or tma epilogue, 32 channels a chunk)
 
@@ -355,13 +356,14 @@ def _cp_big_bytes(mi: int, stages: int, raw: int, bc: int) -> int:
 
 
 def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi: str | None = None,
-                  sched: str | None = None) -> int:
+                  sched: str | None = None, producer: str | None = None) -> int:
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants); a persistent CTA
     has an mbarrier more (xsfree) and two tile tables."""
     persistent = sched == "persistent"
     nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in CP_XS2BAR_EPIS) + persistent   # rawfull, rawfree; ufull;
     bars = -(-(nbar * 8) // 16) * 16                                                          # xs2bar; xsfree
-    walk = 3 * 16 if persistent else 0   # a persistent CTA's cached load items (raw, each warpgroup's weights)
+    walk = (3 + (producer == "split")) * 16 if persistent else 0   # a persistent CTA's cached load items (raw: one
+    # per producer; each warpgroup's weights)
     end = _cp_big_bytes(mi, stages, raw, bc) + bars + walk + (1 + persistent) * WS_BT * 16
     if persistent and epi == "tma":   # the TMA store's box apart (1024-aligned), which the previous item's store reads
         end = _align1k(end) + WS_BT * 2 * mi * 2
@@ -426,7 +428,8 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           f"use pipe {RS_PIPES[0]!r} (one commit group per k step) with bc=32, or none")
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
-    need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"), sched=extra.get("sched"))
+    need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"), sched=extra.get("sched"),
+                         producer=extra.get("producer"))
     if need > SMEM_LIMIT:
         raise Unsupported(f"generation-5 tile {mi}x{bt}x{bc}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
@@ -466,7 +469,9 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     leaders' reads of their cached item) leave the path to the warpgroup's first wgmma. `table='early'` (CP_TABLES;
     persistent): the next item's tile table is written by warps 2 and 3 during the item's first chunk.
     `producer='light'` (CP_PRODUCERS; the dense map, the default pipe): the raw ring's producer is lane 0 of warp 3 of
-    the warpgroup whose column loads without the 2-way bank conflict, not thread 0.
+    the warpgroup whose column loads without the 2-way bank conflict, not thread 0; `producer='split'`: lane 0 of warp 3
+    of each warpgroup loads half of the CTA's stages and re-arms the stages its counterparts load, so neither
+    warpgroup carries the whole producer (the chunk stamps: the producer's warpgroup is ~200-300 cycles a chunk slower).
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
@@ -474,7 +479,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     mi = int(mi)
     fb = mi if fb is None else int(fb)
     if stages is None:
-        stages = next((s for s in CP_STAGES[::-1] if cp_smem_bytes(mi, s, bc=bc, epi=epi, sched=sched) <= SMEM_LIMIT), 2)
+        stages = next((s for s in CP_STAGES[::-1]
+                       if cp_smem_bytes(mi, s, bc=bc, epi=epi, sched=sched, producer=producer) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, int(bc)), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 5),
                              ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))
