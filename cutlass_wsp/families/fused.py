@@ -975,7 +975,11 @@ GEN5_MAX_PAD = {64: 1.0, 128: 1.2, 256: 1.34}
 # Up to this many input channels (4 chunks of 32 an item) generation 5 runs as persistent pairs, above it one-shot: on
 # the H100 (same file) the persistent pair with the tma epilogue beat the one-shot tma kernel on all six layers of
 # c <= 128 (1.02-1.12x) and lost on all six of c >= 256 (0.91-0.98x): it saves ~0.9 us of fixed cost an item but its
-# chunks ran ~0.17 us slower (docs/fused.md, "Generation 5: the tma epilogue and the persistent pair").
+# chunks ran ~0.17 us slower (docs/fused.md, "Generation 5: the tma epilogue and the persistent pair"). With the
+# producer in the conflict-free warpgroup (producer="light", H100, sixth session: results/fused/gen5-light-time-h100.jsonl)
+# the persistent pair gained 1.06x and the one-shot kernel 1.01x (1.01-1.04x at c >= 256); the persistent pair then wins
+# on c = 256 layers with many items (VGG conv3_2, conv4_1: 1.04x), ties on conv4_2 and loses on the small-grid ones
+# (ResNet-18 layer3, c = 512 layers: 0.96-0.98x), so the limit stays; the tuning menu holds the other schedule.
 GEN5_PERSISTENT_MAX_C = 128
 
 
@@ -993,16 +997,19 @@ def _gen5_dense_map(problem: FusedTuneProblem) -> bool:
 
 
 def _gen5_menu(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
-    """Generation 5 at 32 channels a chunk with vertical tile pairs, in order: the tma epilogue in the layer's schedule
-    (persistent pairs up to GEN5_PERSISTENT_MAX_C input channels, one-shot above), then in the other, then the async
-    epilogue in both."""
+    """Generation 5 at 32 channels a chunk with vertical tile pairs, in order: the tma epilogue with the raw ring's
+    producer in the conflict-free warpgroup (producer="light") in the layer's schedule (persistent pairs up to
+    GEN5_PERSISTENT_MAX_C input channels, one-shot above), then in the other, then the tma epilogue with thread 0 as
+    the producer, then the async epilogue, each in both."""
     scheds = ("persistent", None) if problem.c <= GEN5_PERSISTENT_MAX_C else (None, "persistent")
-    return [cp_desc(dtype, 64, bc=32, vpair=True, epi=epi, sched=sched) for epi in ("tma", "async") for sched in scheds]
+    return [cp_desc(dtype, 64, bc=32, vpair=True, epi=epi, sched=sched, producer=prod)
+            for epi, prod in (("tma", "light"), ("tma", None), ("async", None)) for sched in scheds]
 
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue (the pair's part by
-    st.async, the output by one TMA store a CTA: 1.11x the async one on the H100), as persistent pairs up to c = 128
+    st.async, the output by one TMA store a CTA: 1.11x the async one on the H100), the raw ring's producer in the
+    warpgroup whose column loads without bank conflicts (1.06x persistent, 1.01x one-shot), as persistent pairs up to c = 128
     (GEN5_PERSISTENT_MAX_C), for identity layouts in filter blocks of 64 without a chunk map
     (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
     16 or 32 packed rows per position hold the layout (the dense map with the register epilogue; row layouts with the
