@@ -65,7 +65,11 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              # "-split": half of the producer in each warpgroup
              ("gen5-k32-vpair-tma-split", dict(kc=32, vpair=True, epi="tma", producer="split")),
              ("gen5-k32-vpair-tma-persist-split", dict(kc=32, vpair=True, epi="tma", sched="persistent",
-                                                       producer="split")))
+                                                       producer="split")),
+             # "-half": the epilogue's exchanges in the layer's 16-bit type (with the light producer)
+             ("gen5-k32-vpair-tma-light-half", dict(kc=32, vpair=True, epi="tma", producer="light", xchg="half")),
+             ("gen5-k32-vpair-tma-persist-light-half", dict(kc=32, vpair=True, epi="tma", sched="persistent",
+                                                            producer="light", xchg="half")))
 
 
 class Case:
@@ -77,7 +81,7 @@ class Case:
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
                  pipe: str | None = None, sched: str | None = None, rmcast: int = 1, kc: int = 16,
                  vpair: bool = False, stamps: bool = False, chunk_stamps: bool = False, refill: str | None = None,
-                 table: str | None = None, producer: str | None = None):
+                 table: str | None = None, producer: str | None = None, xchg: str | None = None):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -99,7 +103,7 @@ class Case:
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
                                 full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps,
                                 epi=epi, sched=sched, chunk_stamps=chunk_stamps, refill=refill, table=table,
-                                producer=producer)
+                                producer=producer, xchg=xchg)
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8

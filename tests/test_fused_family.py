@@ -1220,6 +1220,39 @@ def test_generation_5s_split_producer_gives_each_warpgroup_half_the_ring(sched):
         assert sorted((st // 2) & 1 for st in own) == [0, 1]
 
 
+@pytest.mark.parametrize("sched", [None, "persistent"])
+def test_generation_5s_half_exchange_packs_both_exchanges_and_frees_the_partner_after_the_products(sched):
+    """xchg='half': the Z for the other warpgroup and the partner's part go as 16-byte packs of the layer's 16-bit type
+    (4 STS.128 / LDS.128 / st.async.v4.b32 where the fp32 epilogue has 8), half the bytes armed on xs2bar; persistent:
+    the two exchanges apart in warpgroup c's half of the stage, every warp arriving on the partner's xsfree right after
+    the arm (its products done), the wait just before the st.async, no arrive after the Z are read. Refused with the
+    lean epilogue."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, epi="tma", sched=sched, producer="light")
+    d, base = cp_desc("fp16", 64, xchg="half", **kw), cp_desc("fp16", 64, **kw)
+    src = render(d)
+    epi = src[src.index("constexpr int NQ = NACC / 4;"):]
+    assert "constexpr int XSA1_BYTES = CONSUMERS * NP * 128 * 16;" in epi and "constexpr int NP = NQ / 2;" in epi
+    assert epi.count("st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32") == 1 and ".v4.f32" not in epi
+    assert "*xs1_at(c, jj) = make_uint4(" in epi and "*xs1_at(1 - c, jj)" in epi and "*xs2_at(c, jj)" in epi
+    assert "cvt.f32.f16" in epi and "pack_out(as * zk[kk] + bs * o0" in epi
+    if sched:
+        order = [epi.index(x) for x in ("Barrier::arrive_and_expect_tx(xs2bar, XSA2_BYTES);",
+                                        "Barrier::arrive(xsfree, rank ^ 1u, 1u);", "*xs1_at(c, jj) =", "__syncthreads();",
+                                        "*xs1_at(1 - c, jj)", "wait_bar(xsfree, static_cast<uint32_t>(i & 1));",
+                                        "st.async", "wait_bar(xs2bar", "*xs2_at(c, jj)")]
+        assert order == sorted(order) and epi.count("Barrier::arrive(xsfree") == 1
+        assert "xst + w * UH_BYTES + UH_BYTES / 2" in epi
+    else:
+        assert "cute::cluster_wait();" in epi
+    bf = render(cp_desc("bf16", 64, xchg="half", **kw))
+    assert "__uint_as_float(u << 16)" in bf and "cvt.f32.f16" not in bf[bf.index("constexpr int NQ = NACC / 4;"):]
+    assert "xs1_at" not in render(base)
+    with pytest.raises(Unsupported, match="exchange"):
+        cp_desc("fp16", 64, bc=32, vpair=True, epi="lean", xchg="half")
+
+
 @pytest.mark.parametrize("mi", [32, 64])
 def test_generation_5s_lean_epilogue_moves_float4s_and_branches_once(mi):
     """cp_desc(epi='lean'): the dense map's epilogue with the plain one's sums and shared memory, its exchanges in

@@ -33,24 +33,34 @@ THREADS = 4   # threads per CTA in the model: two per warpgroup (the kernel's 8 
 STEPS = ("main", "write", "bar1", "read1", "free", "wfree", "send", "recv", "bar2", "done")
 
 
+HALF_STEPS = ("main", "free", "write", "bar1", "read1", "wfree", "send", "recv", "bar2", "done")
+
+
 def run(items: int, seed: int, *, wait_free: bool = True, free_after_read: bool = True, reload_after_bar: bool = True,
-        arm_first: bool = True, expect: int = THREADS) -> int:
+        arm_first: bool = True, expect: int = THREADS, half: bool = False, free_before_main: bool = False) -> int:
     """Simulate one pair over `items` items; returns the steps. AssertionError on a deadlock, an overwrite of an
     unread slot or a read of the wrong data. The options break one rule each: `wait_free=False` sends without the
     wfree wait; `free_after_read=False` frees the partner before reading the other warpgroup's Z;
     `reload_after_bar=False` requests the next weights without waiting for the CTA's reads of xs2; `arm_first=False`
-    arms xs2bar only when every thread waits in recv; `expect` is the slots thread 0 arms for."""
+    arms xs2bar only when every thread waits in recv; `expect` is the slots thread 0 arms for.
+    `half=True` is cp_desc(xchg='half'): the region has 2 THREADS slots, thread t's Z in slot t and the partner's part
+    for it in slot THREADS + t (both its warpgroup's weights before), and every warp frees the partner right after its
+    products (main), before writing its Z; `free_before_main=True` frees before the products (the rule it breaks)."""
+    steps_of = HALF_STEPS if half else STEPS
+    nslots = 2 * THREADS if half else THREADS
+    xs2_slot = (lambda t: THREADS + t) if half else (lambda t: t)   # noqa: E731
     rng = random.Random(seed)
     xs2bar = [Bar(1) for _ in range(2)]
     xsfree = [Bar(THREADS) for _ in range(2)]
     ufull = [Bar(1) for _ in range(2)]
-    region = [[("w", 0)] * THREADS for _ in range(2)]   # what each slot holds: (kind, item)
-    unread = [set(range(THREADS)) for _ in range(2)]    # slots whose content a reader still needs
+    region = [[("w", 0)] * nslots for _ in range(2)]    # what each slot holds: (kind, item)
+    unread = [set(range(nslots)) for _ in range(2)]     # slots whose content a reader still needs
     for c in range(2):
         ufull[c].arrive()                                # item 0's weights are there (the kernel's first loads)
     in_flight = []                                       # (to CTA, slots, content): bytes on their way
     # per CTA: its item, and per thread the next step and the steps it has done this item
-    state = {c: {"item": 0, "armed": False, "reloaded": False, "threads": ["main"] * THREADS,
+    first = "free" if free_before_main else "main"
+    state = {c: {"item": 0, "armed": False, "reloaded": False, "threads": [first] * THREADS,
                  "did": [set() for _ in range(THREADS)]} for c in range(2)}
     steps = 0
 
@@ -101,42 +111,50 @@ def run(items: int, seed: int, *, wait_free: bool = True, free_after_read: bool 
         i, th = st["item"], st["threads"]
         if what != "arm" and what != "next":
             st["did"][t].add(what)
-        nxt = lambda: STEPS[STEPS.index(th[t]) + 1]   # noqa: E731
+        nxt = lambda: steps_of[steps_of.index(th[t]) + 1]   # noqa: E731
         if what == "arm":
             xs2bar[c].arrive(expect=expect)
             st["armed"] = True
         elif what == "main":
-            assert region[c][t] == ("w", i), f"CTA {c} thread {t} multiplied {region[c][t]} for item {i}"
-            unread[c].discard(t)
-            th[t] = "write" if free_after_read else "free"
+            for slot in {t, xs2_slot(t)}:   # (half: its warpgroup's weights span both of its slots)
+                assert region[c][slot] == ("w", i), f"CTA {c} thread {t} multiplied {region[c][slot]} for item {i}"
+                unread[c].discard(slot)
+            if half:
+                th[t] = "write" if free_before_main else "free"
+            else:
+                th[t] = "write" if free_after_read else "free"
         elif what == "write":
             write(c, [t], ("x1", i))
             th[t] = nxt()
         elif what == "bar1":
-            th[t] = nxt() if free_after_read else "read1"
+            th[t] = nxt() if (free_after_read or half) else "read1"
         elif what == "read1":
             assert region[c][t ^ 1] == ("x1", i), f"CTA {c} thread {t} read {region[c][t ^ 1]} as item {i}'s Z"
             unread[c].discard(t ^ 1)
-            th[t] = "free" if free_after_read else "wfree"
+            th[t] = "wfree" if half else ("free" if free_after_read else "wfree")
         elif what == "free":
             xsfree[c ^ 1].arrive()
-            th[t] = "wfree" if free_after_read else "write"
+            if half:
+                th[t] = "main" if free_before_main else "write"
+            else:
+                th[t] = "wfree" if free_after_read else "write"
         elif what == "wfree":
             th[t] = nxt()
         elif what == "send":
-            in_flight.append((c ^ 1, [t], ("x2", i), xs2bar))
+            in_flight.append((c ^ 1, [xs2_slot(t)], ("x2", i), xs2bar))
             th[t] = nxt()
         elif what == "recv":
-            assert region[c][t] == ("x2", i), f"CTA {c} thread {t} read {region[c][t]} as item {i}'s part"
-            unread[c].discard(t)
+            assert region[c][xs2_slot(t)] == ("x2", i), \
+                f"CTA {c} thread {t} read {region[c][xs2_slot(t)]} as item {i}'s part"
+            unread[c].discard(xs2_slot(t))
             th[t] = nxt()
         elif what == "bar2":
             th[t] = "done"
             if t == 0:   # thread 0 (a leader) requests the next item's weights into the region
-                in_flight.append((c, list(range(THREADS)), ("w", i + 1), ufull))
+                in_flight.append((c, list(range(nslots)), ("w", i + 1), ufull))
                 st["reloaded"] = True
         else:   # next item
-            st.update(item=i + 1, armed=False, reloaded=False, threads=["main"] * THREADS,
+            st.update(item=i + 1, armed=False, reloaded=False, threads=[first] * THREADS,
                       did=[set() for _ in range(THREADS)])
 
 
@@ -180,3 +198,18 @@ def test_the_model_catches_an_arm_for_too_few_bytes():
     with pytest.raises(AssertionError):
         for seed in range(300):
             run(3, seed, expect=THREADS - 1)
+
+
+@pytest.mark.parametrize("items", [1, 2, 3, 8])
+def test_the_half_exchange_frees_the_partner_after_the_products_and_never_overwrites(items):
+    """xchg='half': the two exchanges apart in the region and the partner freed right after the products (before the Z
+    are written or read): no deadlock, no unread slot overwritten, every read its own item's data."""
+    for seed in range(60):
+        assert run(items, seed, half=True) > 0
+
+
+def test_the_model_catches_a_half_exchange_freed_before_the_products():
+    """Freed before its products are done, a CTA takes the partner's part over weights its wgmma still reads."""
+    with pytest.raises(AssertionError, match="overwrote|multiplied"):
+        for seed in range(300):
+            run(3, seed, half=True, free_before_main=True)

@@ -338,6 +338,7 @@ CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of 
 CP_REFILLS = ("late",)           # a chunk's weight refill after its products' issue, not before its transform
 CP_PRODUCERS = ("light", "split")   # the raw ring's producer: in the warpgroup whose column loads without bank
                                     # conflicts ("light"), or half of it in each warpgroup ("split")
+CP_XCHGS = ("half",)             # the epilogue's exchanges in the layer's 16-bit type (epi async or tma)
 CP_TABLES = ("early",)           # (persistent) the next item's tile table written during the item's first chunk
 CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async or tma epilogue, 32 channels a chunk)
 
@@ -408,6 +409,10 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"generation-5 producer {extra['producer']!r} with pipe {extra.get('pipe')!r} "
                           f"({extra.get('map')} map)", f"use producer {' or '.join(map(repr, CP_PRODUCERS))} with the "
                           "dense map and the default pipe, or none")
+    if "xchg" in extra and (extra["xchg"] not in CP_XCHGS or extra.get("epi") not in CP_XS2BAR_EPIS or full):
+        raise Unsupported(f"generation-5 exchange {extra['xchg']!r} with epi {extra.get('epi')!r} "
+                          f"({extra.get('map')} map)", f"use xchg {' or '.join(map(repr, CP_XCHGS))} with epi 'async' "
+                          "or 'tma' and the dense map, or none")
     if "table" in extra and (extra["table"] not in CP_TABLES or extra.get("sched") != "persistent"):
         raise Unsupported(f"generation-5 tile table {extra['table']!r} with sched {extra.get('sched')!r}",
                           f"use table {' or '.join(map(repr, CP_TABLES))} with sched 'persistent', or none")
@@ -443,7 +448,8 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
 def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC, fb: int | None = None,
             full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False,
             epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False,
-            refill: str | None = None, table: str | None = None, producer: str | None = None) -> KernelDesc:
+            refill: str | None = None, table: str | None = None, producer: str | None = None,
+            xchg: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -472,6 +478,9 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     the warpgroup whose column loads without the 2-way bank conflict, not thread 0; `producer='split'`: lane 0 of warp 3
     of each warpgroup loads half of the CTA's stages and re-arms the stages its counterparts load, so neither
     warpgroup carries the whole producer (the chunk stamps: the producer's warpgroup is ~200-300 cycles a chunk slower).
+    `xchg='half'` (CP_XCHGS; epi 'async' or 'tma'): the epilogue's two exchanges carry the layer's 16-bit type (half the
+    bytes; each traded value rounded once), and the persistent pair's exchanges sit apart in the stage, so the partner
+    sends once this CTA's products are done rather than once its Z are read.
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
@@ -488,7 +497,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       + ((("stamps", 1),) if stamps else ()) + ((("epi", epi),) if epi else ())
                       + ((("sched", sched),) if sched else ()) + ((("cstamps", 1),) if chunk_stamps else ())
                       + ((("refill", refill),) if refill else ()) + ((("table", table),) if table else ())
-                      + ((("producer", producer),) if producer else ()))
+                      + ((("producer", producer),) if producer else ()) + ((("xchg", xchg),) if xchg else ()))
     return check_fused_desc(desc)
 
 

@@ -257,13 +257,16 @@ GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, 
                  dict(bc=32, vpair=True, epi="tma", producer="light"),
                  dict(bc=32, vpair=True, epi="tma", sched="persistent", producer="light"),
                  dict(bc=32, vpair=True, epi="tma", producer="split"),
-                 dict(bc=32, vpair=True, epi="tma", sched="persistent", producer="split")]
+                 dict(bc=32, vpair=True, epi="tma", sched="persistent", producer="split"),
+                 dict(bc=32, vpair=True, epi="tma", producer="light", xchg="half"),
+                 dict(bc=32, vpair=True, epi="tma", sched="persistent", producer="light", xchg="half")]
 GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early", "k32-vpair-async",
             "k32-vpair-tma",   # tma: n_out % 8 == 0 stores by TMA (the dense shapes, FP 0.5), else per thread (FP 0.7)
             "k32-vpair-persist", "k32-vpair-tma-persist",   # pairs walking items (the test below: several a pair)
             "k32-vpair-tma-late", "k32-vpair-tma-persist-late-table",   # the refill after the issue; the next table early
             "k32-vpair-tma-light", "k32-vpair-tma-persist-light",   # the producer in the conflict-free warpgroup
-            "k32-vpair-tma-split", "k32-vpair-tma-persist-split"]   # half of the producer in each warpgroup
+            "k32-vpair-tma-split", "k32-vpair-tma-persist-split",   # half of the producer in each warpgroup
+            "k32-vpair-tma-light-half", "k32-vpair-tma-persist-light-half"]   # the exchanges in the 16-bit type
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -287,7 +290,7 @@ def test_gen5_dense_equals_direct_convolution(dtype, variant, batch, c, n, H, W,
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("epi", ["async", "tma", "tma-late-table", "tma-light", "tma-split"])
+@pytest.mark.parametrize("epi", ["async", "tma", "tma-late-table", "tma-light", "tma-split", "tma-light-half"])
 @pytest.mark.parametrize("batch,c,n,H,W", [(32, 40, 96, 31, 31), (32, 16, 64, 29, 29), (16, 96, 128, 57, 23),
                                            (32, 64, 58, 28, 28)])
 def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dtype, epi, batch, c, n, H, W,
@@ -309,7 +312,8 @@ def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dt
     # tma-late-table: the weight refill after the issue, the next item's tile table written during this item
     kw = {"tma-late-table": dict(epi="tma", refill="late", table="early"),
           "tma-light": dict(epi="tma", producer="light"),
-          "tma-split": dict(epi="tma", producer="split")}.get(epi, dict(epi=epi))
+          "tma-split": dict(epi="tma", producer="split"),
+          "tma-light-half": dict(epi="tma", producer="light", xchg="half")}.get(epi, dict(epi=epi))
     desc = cp_desc(dtype, lay.mi, bc=32, vpair=True, sched="persistent", **kw)
     err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused gen5 {desc.name}")
     assert 0 < err
