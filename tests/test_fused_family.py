@@ -110,7 +110,7 @@ DESCS = [fused_desc("fp16", 4, 32), pair_desc("fp16", 64, fb=64, dense_map=True)
          rs_desc("fp16", 32, dense_map=True, rmcast=2),
          rs_desc("fp16", 32, dense_map=True, sched="persistent", rmcast=2),
          cp_desc("fp16"), cp_desc("fp16", bc=32, vpair=True, epi="async"), cp_desc("fp16", 64, fb=192, full_rows=True),
-         cp_desc("fp16", bc=32, vpair=True, epi="tma", sched="persistent", producer="light")]
+         cp_desc("fp16", bc=32, vpair=True, epi="tma", sched="persistent", producer="light", xchg="half")]
 # (compiled here: test_readme.py counts them)
 
 
@@ -793,28 +793,29 @@ def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
     assert default_desc(rows, "fp16").extra_dict()["map"] == "full"
     assert candidates_for(rows, "fp16")[1].extra_dict()["map"] == "rows"
     wide = FusedTuneProblem.of(layout_for(prune(W, "dense", 0.0), 4, fb=64), 3, 13, 11)   # MI 64: generation 5
-    # c = 48 <= 128: persistent pairs with the tma epilogue and the light producer, then one-shot, then thread 0 as
-    # the producer, then the async epilogue, each in both orders
-    assert default_desc(wide, "fp16") == cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched="persistent",
-                                                 producer="light")
-    assert candidates_for(wide, "fp16")[:9] == [
-        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched="persistent", producer="light"),
-        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", producer="light"),
-        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched="persistent"),
-        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma"),
+    # c = 48 <= 256: persistent pairs with the tma epilogue, the light producer and (fp16) the exchanges in fp16, then
+    # one-shot; then fp32 exchanges, then thread 0 as the producer, then the async epilogue, each in both orders
+    g5 = dict(bc=32, vpair=True, epi="tma")
+    assert default_desc(wide, "fp16") == cp_desc("fp16", 64, sched="persistent", producer="light", xchg="half", **g5)
+    assert candidates_for(wide, "fp16")[:11] == [
+        cp_desc("fp16", 64, sched="persistent", producer="light", xchg="half", **g5),
+        cp_desc("fp16", 64, producer="light", xchg="half", **g5),
+        cp_desc("fp16", 64, sched="persistent", producer="light", **g5),
+        cp_desc("fp16", 64, producer="light", **g5),
+        cp_desc("fp16", 64, sched="persistent", **g5), cp_desc("fp16", 64, **g5),
         cp_desc("fp16", 64, bc=32, vpair=True, epi="async", sched="persistent"),
         cp_desc("fp16", 64, bc=32, vpair=True, epi="async"),
         cp_desc("fp16", 64, bc=32, vpair=True), cp_desc("fp16", 64, bc=32), cp_desc("fp16", 64)]
-    assert candidates_for(wide, "fp16")[9].extra_dict()["gen"] == 2
-    deep = FusedTuneProblem.of(layout_for(prune(he_winograd_weights((64, 256), 4, seed=4), "dense", 0.0), 4, fb=64),
-                               3, 13, 11)   # c = 256: one-shot first, the persistent pair next
-    assert default_desc(deep, "fp16") == cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", producer="light")
-    assert candidates_for(deep, "fp16")[1:6] == [
-        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched="persistent", producer="light"),
-        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma"),
-        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched="persistent"),
-        cp_desc("fp16", 64, bc=32, vpair=True, epi="async"),
-        cp_desc("fp16", 64, bc=32, vpair=True, epi="async", sched="persistent")]
+    assert candidates_for(wide, "fp16")[11].extra_dict()["gen"] == 2
+    # bf16: no fp16 exchanges (its 8-bit mantissa), the light producer first
+    assert default_desc(wide, "bf16") == cp_desc("bf16", 64, sched="persistent", producer="light", **g5)
+    deep = FusedTuneProblem.of(layout_for(prune(he_winograd_weights((64, 512), 4, seed=4), "dense", 0.0), 4, fb=64),
+                               3, 13, 11)   # c = 512: one-shot first, the persistent pair next
+    assert default_desc(deep, "fp16") == cp_desc("fp16", 64, producer="light", xchg="half", **g5)
+    assert candidates_for(deep, "fp16")[1:4] == [
+        cp_desc("fp16", 64, sched="persistent", producer="light", xchg="half", **g5),
+        cp_desc("fp16", 64, producer="light", **g5),
+        cp_desc("fp16", 64, sched="persistent", producer="light", **g5)]
     # a row layout of 64 packed rows, or WSP-CB's chunk map, does not take generation 5's dense map
     cb = FusedTuneProblem.of(layout_for(prune(W, "wsp-cb", 0.5), 4, fb=64), 3, 13, 11)
     assert cb.chunks and default_desc(cb, "fp16").extra_dict()["gen"] == 2
@@ -903,16 +904,15 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
     full = kf.candidates(prob, "fp16", "sm90")
     assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
     if gen == 5:   # dense and FP where identity_filter_block picks blocks of 64: 32 channels a chunk with the vertical
-        # tile pairs and the tma epilogue with the light producer (persistent pairs up to c = 128), the other
-        # schedule, thread 0 as the producer in both, the async epilogue (the family's limit: 5)
-        sched = "persistent" if prob.c <= 128 else None
-        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched,
-                                                             producer="light")
+        # tile pairs and the tma epilogue with the light producer and fp16 exchanges (persistent pairs up to c = 256),
+        # the other schedule, fp32 exchanges in both, thread 0 as the producer (the family's limit: 5)
+        sched = "persistent" if prob.c <= 256 else None
+        g5 = dict(bc=32, vpair=True, epi="tma", producer="light")
+        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, sched=sched, xchg="half", **g5)
         other = None if sched else "persistent"
-        assert full == [desc, cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=other, producer="light"),
-                        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched),
-                        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=other),
-                        cp_desc("fp16", 64, bc=32, vpair=True, epi="async", sched=sched)]   # the family's menu of 5
+        assert full == [desc, cp_desc("fp16", 64, sched=other, xchg="half", **g5), cp_desc("fp16", 64, sched=sched, **g5),
+                        cp_desc("fp16", 64, sched=other, **g5),
+                        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched)]   # the family's menu of 5
         return
     # generation 4: the dense map (register epilogue) for dense / FP, the unbranched full map for row layouts in
     # the widest filter block whose (block, position)s keep at most 32 rows; generation 2 in the menu behind it

@@ -26,8 +26,8 @@ warp-specialized producer / transform / wgmma consumers), generation 4 (`rs_desc
 warpgroup transforms its rows of V into its A registers) and generation 5 (`cp_desc`, p = 4: a wgmma cluster pair
 splits V's columns, N = 64; the dense map, or the full map for row-pruned layouts). p = 4's defaults (default_desc,
 identity_filter_block): dense fp16 layers of c >= 64 and FP ones of c >= 128 whose blocks of 64 pad little run
-generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue in filter blocks of 64 (persistent
-pairs up to c = 128), other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned
+generation 5 at 32 channels a chunk with vertical tile pairs, the tma epilogue, the light producer and (fp16) the
+exchanges in fp16, in filter blocks of 64 (persistent pairs up to c = 256), other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned
 forms generation 4 in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the
 fallback and a tuning candidate. The registry part at the end declares the `fused` kernel family (config menu, tune
 problem, tuner measurement) and the sweep's whole-layer points (implementation `fused` of dense, fp, wsp-r, wsp-rb and
@@ -325,7 +325,7 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 
 # Generation 5 ("cp", p = 4): a cluster pair splits V's columns, one per warpgroup, N = MI = FB filters
 # (templates/_fused_cp.cu.j2). Verified on the H200 and the H100 (2026-12-05); the default for dense and FP where
-# identity_filter_block picks blocks of 64 (default_desc: the tma epilogue, persistent pairs up to c = 128).
+# identity_filter_block picks blocks of 64 (default_desc: the tma epilogue, persistent pairs up to c = 256).
 CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
 CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
 CP_BC = (16, 32)                 # channels per chunk: one k16 step, or two (64-byte pixels, one 16-byte load each)
@@ -988,8 +988,10 @@ GEN5_MAX_PAD = {64: 1.0, 128: 1.2, 256: 1.34}
 # producer in the conflict-free warpgroup (producer="light", H100, sixth session: results/fused/gen5-light-time-h100.jsonl)
 # the persistent pair gained 1.06x and the one-shot kernel 1.01x (1.01-1.04x at c >= 256); the persistent pair then wins
 # on c = 256 layers with many items (VGG conv3_2, conv4_1: 1.04x), ties on conv4_2 and loses on the small-grid ones
-# (ResNet-18 layer3, c = 512 layers: 0.96-0.98x), so the limit stays; the tuning menu holds the other schedule.
-GEN5_PERSISTENT_MAX_C = 128
+# (ResNet-18 layer3, c = 512 layers: 0.96-0.98x). With the exchanges in fp16 too (xchg="half", the same session:
+# results/fused/gen5-half-time-h100.jsonl) the persistent pair is again 1.03-1.04x the one-shot kernel on conv3_2 and
+# conv4_1 and 0.98x on layer3, so the limit is c = 256; the tuning menu holds the other schedule.
+GEN5_PERSISTENT_MAX_C = 256
 
 
 def identity_filter_block(c: int, n_out: int, dtype: str) -> int:
@@ -1006,19 +1008,23 @@ def _gen5_dense_map(problem: FusedTuneProblem) -> bool:
 
 
 def _gen5_menu(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
-    """Generation 5 at 32 channels a chunk with vertical tile pairs, in order: the tma epilogue with the raw ring's
-    producer in the conflict-free warpgroup (producer="light") in the layer's schedule (persistent pairs up to
-    GEN5_PERSISTENT_MAX_C input channels, one-shot above), then in the other, then the tma epilogue with thread 0 as
-    the producer, then the async epilogue, each in both."""
+    """Generation 5 at 32 channels a chunk with vertical tile pairs, in order: for fp16 the tma epilogue with the raw
+    ring's producer in the conflict-free warpgroup (producer="light") and the exchanges in fp16 (xchg="half"), in the
+    layer's schedule (persistent pairs up to GEN5_PERSISTENT_MAX_C input channels, one-shot above), then in the other;
+    then the same with fp32 exchanges (bf16's first: its 8-bit mantissa is not rounded into the sums), then thread 0
+    as the producer, then the async epilogue, each in both."""
     scheds = ("persistent", None) if problem.c <= GEN5_PERSISTENT_MAX_C else (None, "persistent")
-    return [cp_desc(dtype, 64, bc=32, vpair=True, epi=epi, sched=sched, producer=prod)
-            for epi, prod in (("tma", "light"), ("tma", None), ("async", None)) for sched in scheds]
+    kinds = ((("tma", "light", "half"),) if dtype == "fp16" else ()) + (("tma", "light", None), ("tma", None, None),
+                                                                        ("async", None, None))
+    return [cp_desc(dtype, 64, bc=32, vpair=True, epi=epi, sched=sched, producer=prod, xchg=xchg)
+            for epi, prod, xchg in kinds for sched in scheds]
 
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue (the pair's part by
     st.async, the output by one TMA store a CTA: 1.11x the async one on the H100), the raw ring's producer in the
-    warpgroup whose column loads without bank conflicts (1.06x persistent, 1.01x one-shot), as persistent pairs up to c = 128
+    warpgroup whose column loads without bank conflicts (1.06x persistent, 1.01x one-shot) and, for fp16, the
+    epilogue's exchanges in fp16 (1.05x), as persistent pairs up to c = 256
     (GEN5_PERSISTENT_MAX_C), for identity layouts in filter blocks of 64 without a chunk map
     (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
     16 or 32 packed rows per position hold the layout (the dense map with the register epilogue; row layouts with the

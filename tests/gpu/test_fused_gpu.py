@@ -471,8 +471,9 @@ def test_the_sweeps_gen4_and_gen5_fused_points_verify_and_time(pattern, ratio, b
     gen5 = pattern in ("dense", "fp")
     assert row["rel_error"] > 0 and row["median_ms"] > 0 and ("_gen5_" if gen5 else "_gen4_") in row["kernel"]
     assert ("_tilesvpair_" in row["kernel"]) == gen5 and ("_epitma_" in row["kernel"]) == gen5
-    assert "_schedpersistent_" not in row["kernel"]   # c = 256: the one-shot kernel (persistent pairs up to c = 128)
+    assert ("_schedpersistent_" in row["kernel"]) == gen5   # c = 256: persistent pairs (up to c = 256)
     assert ("_producerlight_" in row["kernel"]) == gen5   # the raw ring's producer in the conflict-free warpgroup
+    assert ("_xchghalf" in row["kernel"]) == gen5         # fp16: the epilogue's exchanges in fp16
     assert ("_mapdense_" in row["kernel"]) == (pattern in ("dense", "fp", "wsp-cb"))
     if gen5:
         assert row["kernel_config"]["filter_block"] == row["kernel_config"]["rows_per_position"] == 64
