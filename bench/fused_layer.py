@@ -490,7 +490,8 @@ def cmd_profile(args) -> int:
             case = Case(prune(Wd, "dense", 0.0), 4, args.dtype, args.batch, lay.H, lay.W, fb=64 if gen == 5 else 32,
                         gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, epi=args.epi5,
-                        chunk_stamps=args.chunk_stamps, refill=args.refill, producer=args.producer).ready()
+                        chunk_stamps=args.chunk_stamps, refill=args.refill, producer=args.producer,
+                        xchg=args.xchg).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -826,6 +827,8 @@ def main(argv=None) -> int:
     f.add_argument("--producer", choices=("light", "split"), default=None,
                    help="generation 5's raw-ring producer: in the warpgroup without the bank conflict, or half of it "
                         "in each warpgroup (CP_PRODUCERS)")
+    f.add_argument("--xchg", choices=("half",), default=None,
+                   help="generation 5's epilogue exchanges in the layer's 16-bit type (CP_XCHGS)")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,
