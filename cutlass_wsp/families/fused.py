@@ -27,8 +27,8 @@ warpgroup transforms its rows of V into its A registers) and generation 5 (`cp_d
 splits V's columns, N = 64; the dense map, or the full map for row-pruned layouts). p = 4's defaults (default_desc,
 identity_filter_block): dense fp16 layers of c >= 64 and FP ones of c >= 128 whose blocks of 64 pad little run
 generation 5 at 32 channels a chunk with vertical tile pairs, the tma epilogue, the light producer and (fp16) the
-exchanges in fp16, in filter blocks of 64 (persistent pairs up to c = 256), other dense and FP layers generation 4's dense map in filter blocks of 32, the row-pruned
-forms generation 4 in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the
+exchanges in fp16, in filter blocks of 64 (persistent pairs up to c = 256), other dense and FP layers generation 4's
+dense map in filter blocks of 32, the row-pruned forms generation 4 in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the
 fallback and a tuning candidate. The registry part at the end declares the `fused` kernel family (config menu, tune
 problem, tuner measurement) and the sweep's whole-layer points (implementation `fused` of dense, fp, wsp-r, wsp-rb and
 wsp-cb, the last with generation 4's chunk map).
@@ -363,8 +363,8 @@ def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi
     persistent = sched == "persistent"
     nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in CP_XS2BAR_EPIS) + persistent   # rawfull, rawfree; ufull;
     bars = -(-(nbar * 8) // 16) * 16                                                          # xs2bar; xsfree
-    walk = (3 + (producer == "split")) * 16 if persistent else 0   # a persistent CTA's cached load items (raw: one
-    # per producer; each warpgroup's weights)
+    # a persistent CTA's cached load items: the raw loads' (one per producer) and each warpgroup's weights'
+    walk = (3 + (producer == "split")) * 16 if persistent else 0
     end = _cp_big_bytes(mi, stages, raw, bc) + bars + walk + (1 + persistent) * WS_BT * 16
     if persistent and epi == "tma":   # the TMA store's box apart (1024-aligned), which the previous item's store reads
         end = _align1k(end) + WS_BT * 2 * mi * 2
@@ -477,7 +477,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     `producer='light'` (CP_PRODUCERS; the dense map, the default pipe): the raw ring's producer is lane 0 of warp 3 of
     the warpgroup whose column loads without the 2-way bank conflict, not thread 0; `producer='split'`: lane 0 of warp 3
     of each warpgroup loads half of the CTA's stages and re-arms the stages its counterparts load, so neither
-    warpgroup carries the whole producer (the chunk stamps: the producer's warpgroup is ~200-300 cycles a chunk slower).
+    warpgroup carries the whole producer (the chunk stamps: the producer's warpgroup was 300-500 cycles a chunk slower).
     `xchg='half'` (CP_XCHGS; epi 'async' or 'tma'): the epilogue's two exchanges carry the layer's 16-bit type (half the
     bytes; each traded value rounded once), and the persistent pair's exchanges sit apart in the stage, so the partner
     sends once this CTA's products are done rather than once its Z are read.
@@ -981,7 +981,7 @@ class FusedTuneProblem:
 # generation 5's persistent pair with the tma epilogue is 1.31-1.36x generation 4 on the three dense layers of c = 64
 # (VGG conv1_2, conv2_1, ResNet-18 layer1), unpadded; FP there pads 2x and stays with generation 4 (0.36 vs 0.56 ms).
 GEN5_MAX_PAD = {64: 1.0, 128: 1.2, 256: 1.34}
-# Up to this many input channels (4 chunks of 32 an item) generation 5 runs as persistent pairs, above it one-shot: on
+# Up to this many input channels (8 chunks of 32 an item) generation 5 runs as persistent pairs, above it one-shot: on
 # the H100 (same file) the persistent pair with the tma epilogue beat the one-shot tma kernel on all six layers of
 # c <= 128 (1.02-1.12x) and lost on all six of c >= 256 (0.91-0.98x): it saves ~0.9 us of fixed cost an item but its
 # chunks ran ~0.17 us slower (docs/fused.md, "Generation 5: the tma epilogue and the persistent pair"). With the
