@@ -412,3 +412,27 @@ def test_chunk_stamps_summary_splits_a_chunk_and_measures_the_warps_drift():
         cs.summarize(np.zeros_like(raw), chunks)
     with pytest.raises(ValueError, match="expected"):
         cs.summarize(raw[..., :5], chunks)
+
+
+def test_fused_carry_names_the_chunk_stamps_builds_and_refuses_others_in_one_line():
+    """scripts/fused_carry.py --chunk-stamps: EPI or EPI-SCHED per build (the profiling builds `profile --chunk-stamps`
+    asks for); an unknown epilogue or schedule is refused with the choices."""
+    import argparse
+    import importlib.util
+    from pathlib import Path
+
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "fused_carry.py"
+    spec = importlib.util.spec_from_file_location("fused_carry", path)
+    mod = importlib.util.module_from_spec(spec)
+    saved = list(sys.path)
+    try:
+        spec.loader.exec_module(mod)   # (it puts the repo and bench/ first on sys.path: restored after)
+    finally:
+        sys.path[:] = saved
+    assert mod._chunk_stamp_builds("tma, tma-persistent,async") == (("tma", None), ("tma", "persistent"),
+                                                                     ("async", None))
+    for bad in ("lean", "tma-oneshot"):
+        with pytest.raises(argparse.ArgumentTypeError, match=f"unknown chunk-stamps build '{bad}'.*tma.*persistent"):
+            mod._chunk_stamp_builds(bad)
