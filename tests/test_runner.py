@@ -120,9 +120,10 @@ def test_classify():
 
 
 # ------------------------------------------------------------------------- one writer per results file
-def _sweep_process(path: str, started, log: str, delay: float) -> None:
-    """One `sweep` in its own process: the fake measurer takes `delay` per point. Writes its outcome
-    ('measured N' or the error line) to `log`."""
+def _sweep_process(path: str, started, log: str, delay: float, release=None) -> None:
+    """One `sweep` in its own process: the fake measurer takes `delay` per point and, given `release`, holds its
+    first point until that event is set (so it still holds the file's lock however slowly another process starts).
+    Writes its outcome ('measured N' or the error line) to `log`."""
     import time
     from pathlib import Path
 
@@ -130,6 +131,8 @@ def _sweep_process(path: str, started, log: str, delay: float) -> None:
 
     def measure(pt):
         started.set()
+        if release is not None:
+            release.wait(60)
         time.sleep(delay)
         return _ok(pt)
 
@@ -145,13 +148,16 @@ def test_two_sweeps_on_one_file_never_measure_a_point_twice(tmp_path):
 
     ctx = mp.get_context("spawn")
     path = tmp_path / "r.jsonl"
-    first_started, second_started = ctx.Event(), ctx.Event()
-    first = ctx.Process(target=_sweep_process, args=(str(path), first_started, str(tmp_path / "a"), 0.05))
+    first_started, second_started, release = ctx.Event(), ctx.Event(), ctx.Event()
+    # the first sweep holds its first point (and the lock) until the second has run: with a fixed delay per point
+    # the first could finish before a slow machine started the second (8 points at 0.05 s: it did, on a loaded CI)
+    first = ctx.Process(target=_sweep_process, args=(str(path), first_started, str(tmp_path / "a"), 0.0, release))
     first.start()
     assert first_started.wait(60)
     second = ctx.Process(target=_sweep_process, args=(str(path), second_started, str(tmp_path / "b"), 0.0))
     second.start()
     second.join(60)
+    release.set()
     first.join(60)
     n = len(_points())
     assert (tmp_path / "a").read_text() == f"measured {n}"
