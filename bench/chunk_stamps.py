@@ -41,9 +41,16 @@ def summarize(raw: np.ndarray, chunks: int) -> dict:
         raise ValueError("no warp recorded its chunk stamps")
     g = np.arange(nseq)
     first = (g % chunks) == 0
+    last_chunk = (g % chunks) == chunks - 1
     inner = rec & ~first[None, None, :]
     out = {"ctas": int(rec.any(axis=(1, 2)).sum()), "warps": warps, "chunks_per_item": chunks,
            "chunks_recorded": int(rec.sum() // max(warps, 1))}
+    head = raw[..., ix["head"]]
+    nxt = np.zeros_like(head)            # the next sequence chunk's head, per warp
+    nxt[:, :, :-1] = head[:, :, 1:]
+    same_item = np.zeros(nseq, bool)     # the next chunk is the same item's
+    same_item[:-1] = (g[:-1] // chunks) == (g[1:] // chunks)
+    paired = (nxt > 0) & same_item[None, None, :]
 
     def med(x, mask):
         v = x[mask]
@@ -54,13 +61,8 @@ def summarize(raw: np.ndarray, chunks: int) -> dict:
         for name, a, b in STEPS:
             ok = mask & (raw[..., ix[b]] > 0)
             d[name] = med(raw[..., ix[b]] - raw[..., ix[a]], ok)
-        nxt = np.zeros_like(raw[..., 0])
-        nxt[:, :, :-1] = raw[:, :, 1:, ix["head"]]
-        same_item = np.zeros(nseq, bool)
-        same_item[:-1] = (g[:-1] // chunks) == (g[1:] // chunks)
-        ok = mask & (nxt > 0) & same_item[None, None, :]
-        d["period"] = med(nxt - raw[..., ix["head"]], ok)
-        d["after_issue"] = med(nxt - raw[..., ix["issued"]], ok)   # the release and the next chunk's loads
+        d["period"] = med(nxt - head, mask & paired)
+        d["after_issue"] = med(nxt - raw[..., ix["issued"]], mask & paired)   # the release and the next chunk's loads
         out[which] = d
 
     groups = warps // WG_WARPS
@@ -85,21 +87,15 @@ def summarize(raw: np.ndarray, chunks: int) -> dict:
     # per CTA rank of the pair (CTA index % 2) and warpgroup: the chunk's period (the slower warpgroup sets the item's
     # pace; a column whose loads conflict, 0 or 3, is warpgroup `rank`'s), and warpgroup 1's lead over warpgroup 0
     # at the item's last chunk (signed: > 0 warpgroup 1 ready later)
-    head = raw[..., ix["head"]]
-    same = np.zeros(nseq, bool)
-    same[:-1] = (g[:-1] // chunks) == (g[1:] // chunks)
-    per = np.full(head.shape, -1, np.int64)
-    per[:, :, :-1] = np.where((head[:, :, 1:] > 0) & (head[:, :, :-1] > 0) & same[None, None, :-1],
-                              head[:, :, 1:] - head[:, :, :-1], -1)
+    per = np.where(rec & paired, nxt - head, -1)   # each warp's chunk period within an item
     rank_of = np.arange(ctas) % 2
     out["period_by_rank_wg"] = [[med(per[rank_of == r][:, w * WG_WARPS:(w + 1) * WG_WARPS],
                                      per[rank_of == r][:, w * WG_WARPS:(w + 1) * WG_WARPS] > 0)
                                  for w in range(groups)] for r in range(2)]
     if groups == 2:
-        lastg = ((g % chunks) == chunks - 1)[None, :] & (ready > 0).all(axis=2).all(axis=1)
+        lastg = last_chunk[None, :] & (ready > 0).all(axis=2).all(axis=1)
         lead = np.median(ready[:, 1], axis=1) - np.median(ready[:, 0], axis=1)   # [CTAs, chunks]
         out["wg1_lead_at_item_end_by_rank"] = [med(lead[rank_of == r], lastg[rank_of == r]) for r in range(2)]
-    last_chunk = (g % chunks) == chunks - 1
     endrow = rec & last_chunk[None, None, :] & (raw[..., ix["end"]] > 0)
     out["item"] = {
         "products_to_exchange": med(raw[..., ix["exchange_done"]] - raw[..., ix["products_done"]],
@@ -108,10 +104,7 @@ def summarize(raw: np.ndarray, chunks: int) -> dict:
                                endrow & (raw[..., ix["exchange_done"]] > 0)),
         "issued_to_products": med(raw[..., ix["products_done"]] - raw[..., ix["issued"]], endrow),
     }
-    nxt_head = np.zeros_like(raw[..., 0])
-    nxt_head[:, :, :-1] = raw[:, :, 1:, ix["head"]]
-    ok = endrow & (nxt_head > 0)
-    out["item"]["end_to_next_head"] = med(nxt_head - raw[..., ix["end"]], ok)
+    out["item"]["end_to_next_head"] = med(nxt - raw[..., ix["end"]], endrow & (nxt > 0))
     return out
 
 

@@ -28,8 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import (CP_EPIS, balanced_block, cp_desc, fused_desc, layout_for, pair_desc,  # noqa: E402
-                                        rs_desc, wide_filter_block, ws_desc)
+from cutlass_wsp.families.fused import (CP_EPIS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
+                                        balanced_block, cp_desc, fused_desc, layout_for, pair_desc, rs_desc,
+                                        wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import WSP_CB_BLOCK, kept_count, prune  # noqa: E402
@@ -74,14 +75,14 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
 
 class Case:
     """One fused layer: its layout and kernel (host, `Case(...)`), then on the GPU (`ready()`) its input,
-    output and launcher. `pruned` holds the (masked) Winograd weights the kernel stands for."""
+    output and launcher. `pruned` holds the (masked) Winograd weights the kernel stands for; `cp_opts`, generation
+    5's own options, go to cp_desc as they are (chunk_stamps, refill, table, producer, xchg)."""
 
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
                  warps: int | None = None, mcast: int = 1, epi: str | None = None, full: bool | None = None,
                  pipe: str | None = None, sched: str | None = None, rmcast: int = 1, kc: int = 16,
-                 vpair: bool = False, stamps: bool = False, chunk_stamps: bool = False, refill: str | None = None,
-                 table: str | None = None, producer: str | None = None, xchg: str | None = None):
+                 vpair: bool = False, stamps: bool = False, **cp_opts):
         self.p, self.dtype, self.batch, self.H, self.W = p, dtype, batch, H, W
         self.pruned = pruned
         self.layout = layout_for(pruned, p, fb=fb, mi=mi)
@@ -102,8 +103,7 @@ class Case:
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
                                 full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps,
-                                epi=epi, sched=sched, chunk_stamps=chunk_stamps, refill=refill, table=table,
-                                producer=producer, xchg=xchg)
+                                epi=epi, sched=sched, **cp_opts)   # chunk_stamps, refill, table, producer, xchg
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -426,9 +426,9 @@ def stamp_phases(raw: np.ndarray, phases: int, chunks: int) -> dict:
     return out
 
 
-def _read_buffer(case: "Case", what: str, layout: list[str], shape: int) -> tuple[np.ndarray, list[int]]:
+def _read_buffer(case: "Case", what: str, nints: int, shape: int) -> tuple[np.ndarray, list[int]]:
     """Launch a profiling build once (its buffer `wsp_<what>` cleared first) and read it back: (the buffer, flat, and
-    the ints wsp_<what>_layout gives, named `layout`, the first the CTAs it holds, the first `shape` its shape)."""
+    the `nints` ints wsp_<what>_layout gives: the first the CTAs it holds, the first `shape` of them its shape)."""
     import ctypes
 
     import cupy
@@ -436,7 +436,7 @@ def _read_buffer(case: "Case", what: str, layout: list[str], shape: int) -> tupl
     from cutlass_wsp.kernels.cache import default_cache
 
     lib = ctypes.CDLL(str(default_cache().get(case.desc)), mode=ctypes.RTLD_LOCAL)
-    dims = [ctypes.c_int() for _ in layout]
+    dims = [ctypes.c_int() for _ in range(nints)]
     getattr(lib, f"wsp_{what}_layout")(*[ctypes.byref(x) for x in dims])
     cupy.cuda.get_current_stream().synchronize()
     if err := getattr(lib, f"wsp_{what}_clear")():
@@ -451,13 +451,13 @@ def _read_buffer(case: "Case", what: str, layout: list[str], shape: int) -> tupl
 
 def read_stamps(case: "Case") -> tuple[np.ndarray, int]:
     """Launch a stamps build once (its buffer cleared first) and read its stamps back: ([CTAs, slots], phases)."""
-    buf, (ctas, slots, phases) = _read_buffer(case, "stamps", ["ctas", "slots", "phases"], 2)
+    buf, (ctas, slots, phases) = _read_buffer(case, "stamps", 3, 2)   # ctas, slots, phases
     return buf.reshape(ctas, slots), phases
 
 
 def read_chunk_stamps(case: "Case") -> np.ndarray:
     """Launch a chunk-stamps build once and read its stamps back: [CTAs, warps, chunks, slots] (bench/chunk_stamps.py)."""
-    buf, dims = _read_buffer(case, "cstamps", ["ctas", "warps", "chunks", "slots"], 4)
+    buf, dims = _read_buffer(case, "cstamps", 4, 4)   # ctas, warps, chunks, slots
     return buf.reshape(*dims)
 
 
@@ -822,12 +822,12 @@ def main(argv=None) -> int:
     f.add_argument("--chunk-stamps", action="store_true",
                    help="generation 5's chunk-stamps build (--kc 32, --epi5 async or tma, either --sched): each "
                         "warp's clock at five points of a chunk, to split a chunk's time and the warps' drift")
-    f.add_argument("--refill", choices=("late",), default=None,
+    f.add_argument("--refill", choices=CP_REFILLS, default=None,
                    help="generation 5's weight refill after the chunk's products are issued (CP_REFILLS)")
-    f.add_argument("--producer", choices=("light", "split"), default=None,
+    f.add_argument("--producer", choices=CP_PRODUCERS, default=None,
                    help="generation 5's raw-ring producer: in the warpgroup without the bank conflict, or half of it "
                         "in each warpgroup (CP_PRODUCERS)")
-    f.add_argument("--xchg", choices=("half",), default=None,
+    f.add_argument("--xchg", choices=CP_XCHGS, default=None,
                    help="generation 5's epilogue exchanges in the layer's 16-bit type (CP_XCHGS)")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
