@@ -468,15 +468,23 @@ def cmd_profile(args) -> int:
 
     from cutlass_wsp.weights import he_winograd_weights
 
-    if (args.stamps or args.chunk_stamps) and (args.pattern != "dense" or not args.gens or args.gens[-1] != 5):
-        raise InputError("--stamps and --chunk-stamps are generation 5's profiling builds", "add --gen5 (the dense pattern)")
+    gen5 = bool(args.gens) and args.gens[-1] == 5
+    if (args.stamps or args.chunk_stamps) and (not gen5 or (args.chunk_stamps and args.pattern != "dense")
+                                                or args.pattern == "wsp-r"):
+        raise InputError("--stamps (dense, or WSP-RB in the full map) and --chunk-stamps (dense) are generation 5's "
+                         "profiling builds", "add --gen5, with --pattern dense or wsp-rb")
     if args.chunk_stamps and (args.stamps or args.epi5 not in ("async", "tma") or args.kc != 32 or args.pipe):
         raise InputError("--chunk-stamps is a build of generation 5 at 32 channels a chunk with the async or tma "
                          "epilogue", "add --kc 32 --epi5 tma (or async), without --stamps or --pipe")
     for spec in args.layers.split("+"):
         (lay,) = resolve_layers(spec)
         Wd = he_winograd_weights((lay.n, lay.c), args.p, seed=1)
-        if args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
+        if args.pattern == "wsp-rb" and gen5:   # generation 5's full map in the widest block whose kept rows fill
+            fb = balanced_block(args.ratio, lay.n, mi=64)   # 64 (as `time --gen5`)
+            pr = prune(Wd, "wsp-rb", args.ratio, block=fb)
+            case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, mi=64, gen=5, kc=args.kc,
+                        vpair=args.vpair, stamps=args.stamps).ready()
+        elif args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
             if args.pattern == "wsp-rb":
                 fb = balanced_block(args.ratio, lay.n)
                 pr = prune(Wd, "wsp-rb", args.ratio, block=fb)
@@ -811,7 +819,8 @@ def main(argv=None) -> int:
     f.add_argument("--batch", type=int, default=32)
     f.add_argument("--launches", type=int, default=1)
     f.add_argument("--pattern", choices=("dense", "wsp-rb", "wsp-r"), default="dense",
-                   help="a row-pruned form: generation 4 in the widest filter block that fits (with --ratio)")
+                   help="a row-pruned form (with --ratio): generation 4 in the widest filter block that fits, or "
+                        "with --gen5 WSP-RB in generation 5's full map")
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--kc", type=int, choices=(16, 32), default=16, help="generation 5's channels per chunk (CP_BC)")
     f.add_argument("--vpair", action="store_true", help="generation 5's vertical tile pairs (CP_TILES)")

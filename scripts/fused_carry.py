@@ -153,11 +153,13 @@ def main() -> int:
                          "EPI-SCHED: tma, tma-persistent, async, async-persistent")
     ap.add_argument("--sweep", action="store_true", help="the sweep's fused points too (fused_gen4_run.sh's sweep)")
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
+    ap.add_argument("--no-tests", action="store_true",
+                    help="only the time step's (and --sweep's, --stamps') kernels, not the GPU tests'")
     ap.add_argument("--jobs", type=int, default=None)
     args = ap.parse_args()
     from cutlass_wsp.kernels.cache import KernelCache, default_cache
 
-    descs = list(dict.fromkeys(gpu_test_descs() + bench_descs(args)))
+    descs = list(dict.fromkeys(([] if args.no_tests else gpu_test_descs()) + bench_descs(args)))
     src = default_cache()
     missing = [d for d in descs if src.lookup(d) is None]
     print(f"{len(descs)} kernels, {len(missing)} to build", flush=True)

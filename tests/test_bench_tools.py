@@ -361,8 +361,12 @@ def test_profile_stamps_outside_generation_5_is_one_line(capsys):
     fl = _load("fused_layer")
     assert fl.main(["profile", "--stamps", "--gen4", "--layers", "vgg16:conv4_2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["fused_layer: --stamps and --chunk-stamps are generation 5's profiling builds (add --gen5 (the "
-                   "dense pattern))"]
+    msg = ["fused_layer: --stamps (dense, or WSP-RB in the full map) and --chunk-stamps (dense) are generation 5's "
+           "profiling builds (add --gen5, with --pattern dense or wsp-rb)"]
+    assert err == msg
+    for bad in (["--stamps", "--gen5", "--pattern", "wsp-r"], ["--chunk-stamps", "--gen5", "--pattern", "wsp-rb"]):
+        assert fl.main(["profile", *bad, "--layers", "vgg16:conv4_2"]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == msg
     assert fl.main(["profile", "--chunk-stamps", "--gen5", "--kc", "32", "--layers", "vgg16:conv4_2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["fused_layer: --chunk-stamps is a build of generation 5 at 32 channels a chunk with the async or "
