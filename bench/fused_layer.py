@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import (CP_EPIS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
+from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
                                         balanced_block, cp_desc, fused_desc, layout_for, pair_desc, rs_desc,
                                         wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError  # noqa: E402
@@ -70,13 +70,15 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              # "-half": the epilogue's exchanges in the layer's 16-bit type (with the light producer)
              ("gen5-k32-vpair-tma-light-half", dict(kc=32, vpair=True, epi="tma", producer="light", xchg="half")),
              ("gen5-k32-vpair-tma-persist-light-half", dict(kc=32, vpair=True, epi="tma", sched="persistent",
-                                                            producer="light", xchg="half")))
+                                                            producer="light", xchg="half")),
+             # "-gather": the full map (WSP-RB) with its epilogue's loads batched; its own form only
+             ("gen5-k32-vpair-gather", dict(kc=32, vpair=True, gather="batched")))
 
 
 class Case:
     """One fused layer: its layout and kernel (host, `Case(...)`), then on the GPU (`ready()`) its input,
     output and launcher. `pruned` holds the (masked) Winograd weights the kernel stands for; `cp_opts`, generation
-    5's own options, go to cp_desc as they are (chunk_stamps, refill, table, producer, xchg)."""
+    5's own options, go to cp_desc as they are (chunk_stamps, refill, table, producer, xchg, gather)."""
 
     def __init__(self, pruned, p: int, dtype: str, batch: int, H: int, W: int, *, fb: int = 32,
                  mi: int | None = None, bt: int | None = None, stages: int | None = None, gen: int = 1,
@@ -103,7 +105,7 @@ class Case:
             # the full map for row-pruned layouts (N = MI packed rows per position for FB filters)
             self.desc = cp_desc(dtype, self.layout.mi, stages=stages, bc=kc, fb=fb,
                                 full_rows=not self.layout.identity, vpair=vpair, pipe=pipe, stamps=stamps,
-                                epi=epi, sched=sched, **cp_opts)   # chunk_stamps, refill, table, producer, xchg
+                                epi=epi, sched=sched, **cp_opts)   # chunk_stamps, refill, table, producer, xchg, gather
         elif gen == 2:   # the cluster pair (p = 4): tile BT 64 by default
             if warps is None:   # 16 warps (two per position) where the rows split in whole m16 tiles
                 warps = 16 if self.layout.mi % 32 == 0 else 8
@@ -289,9 +291,11 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                 for tag, kw in GEN5_TAGS:
                     if c % kw["kc"] or (gen5_tags is not None and tag not in gen5_tags):
                         continue
-                    yield f"p4 {tag} dense", None, (lambda dense=dense, kw=kw: Case(
-                        dense, 4, dtype, batch, H, W, fb=64, gen=5, **kw))
-                    for r in ratios:
+                    full_only = "gather" in kw   # an option of the full map: no dense or FP form
+                    if not full_only:
+                        yield f"p4 {tag} dense", None, (lambda dense=dense, kw=kw: Case(
+                            dense, 4, dtype, batch, H, W, fb=64, gen=5, **kw))
+                    for r in ([] if full_only else ratios):
                         pr = prune(Wd, "fp", r)
                         yield f"p4 {tag} fp", r, (lambda pr=pr, kw=kw: Case(pr, 4, dtype, batch, H, W, fb=64, gen=5,
                                                                              **kw))
@@ -483,7 +487,7 @@ def cmd_profile(args) -> int:
             fb = balanced_block(args.ratio, lay.n, mi=64)   # 64 (as `time --gen5`)
             pr = prune(Wd, "wsp-rb", args.ratio, block=fb)
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, mi=64, gen=5, kc=args.kc,
-                        vpair=args.vpair, stamps=args.stamps).ready()
+                        vpair=args.vpair, stamps=args.stamps, gather=args.gather).ready()
         elif args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
             if args.pattern == "wsp-rb":
                 fb = balanced_block(args.ratio, lay.n)
@@ -836,6 +840,8 @@ def main(argv=None) -> int:
     f.add_argument("--producer", choices=CP_PRODUCERS, default=None,
                    help="generation 5's raw-ring producer: in the warpgroup without the bank conflict, or half of it "
                         "in each warpgroup (CP_PRODUCERS)")
+    f.add_argument("--gather", choices=CP_GATHERS, default=None,
+                   help="generation 5's full map (--pattern wsp-rb): its epilogue's loads batched (CP_GATHERS)")
     f.add_argument("--xchg", choices=CP_XCHGS, default=None,
                    help="generation 5's epilogue exchanges in the layer's 16-bit type (CP_XCHGS)")
     f.add_argument("--pipe", choices=("halves",), default=None,

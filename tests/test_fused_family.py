@@ -1545,3 +1545,26 @@ def test_generation_5s_tma_epilogue_stores_one_swizzled_box_per_cta(vpair):
         assert len(seen) == 128 * 32 and max(seen) < rows * 128
     with pytest.raises(Unsupported, match="epilogue 'tma' for MI=32"):
         cp_desc("fp16", 32, bc=32, epi="tma")
+
+
+def test_generation_5s_batched_gather_predicates_the_full_maps_loads():
+    """gather='batched' (the full map only): the epilogue's 32 loads per (tile, filter pair) are predicated on the row
+    being kept (no branch, no volatile or memory clobber: the compiler may issue them together; the phase stamps of
+    the seventh session put the branched gather at 1.8x the mainloop on conv4_2), the inverse map is read into
+    registers before the pair's join and written to shared memory after it; the other full-map kernels render as
+    before; on the dense map it is refused in one line."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, fb=192, full_rows=True)
+    src, base = render(cp_desc("fp16", 64, gather="batched", **kw)), render(cp_desc("fp16", 64, **kw))
+    assert "@q ld.shared::cluster.f32 %0, [%1];" in src and "ld_remote(" not in src
+    assert "ld_remote(" in base and "ld_cta_if" not in base and "invr" not in base
+    assert 'asm volatile("{ .reg .pred q' not in src   # not volatile: free to be scheduled together
+    join = src.index("cute::cluster_sync();   // both CTAs are past their mainloops")
+    assert src.index("invr[q] = tid + q * THREADS < PP * FB / 2 ? __ldg(src + tid + q * THREADS) : 0u;") < join
+    assert join < src.index("reinterpret_cast<uint32_t*>(sinv)[tid + q * THREADS] = invr[q];")
+    assert "sinv[e] = p.inv[" not in src and "sinv[e] = p.inv[" in base
+    with pytest.raises(Unsupported, match="gather 'batched' \\(dense map\\)"):
+        cp_desc("fp16", 64, bc=32, vpair=True, gather="batched")
+    with pytest.raises(Unsupported, match="use gather 'batched'"):
+        cp_desc("fp16", 64, gather="all", **kw)

@@ -22,10 +22,10 @@ from cutlass_wsp.fused_banks import pick_rectangle, tile_order
 from cutlass_wsp.winograd import direct_conv2d, filter_transform, matrices_float, tile_grid
 
 
-def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False) -> dict:
+def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, gather: str | None = None) -> dict:
     from cutlass_wsp.kernels.emitter import render
 
-    src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair))
+    src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair, gather=gather))
     cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in re.findall(
         r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; swappable = (\w+); \}", src)}
     env: dict = {"align1k": lambda b: (b + 1023) // 1024 * 1024}
@@ -40,7 +40,15 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False) ->
         assert "by = 2 * (rem / p.BX) + tt, bx = rem % p.BX;" in src and "for (int by = 2; by <= BT; by *= 2)" in src
         assert "da[0][r] = *reinterpret_cast<const Ld*>(raw + r * row_bytes + la[0]);" in src
         assert "t[r] = fma2(step_of(db[0][MO * tt + r], st), sg, step_of(da[0][MO * tt + r], st));" in src
-    return {"cols": cols, "vpair": vpair, **env}
+    if gather == "batched":   # the expressions _full_epilogue's batched gather mirrors
+        assert "const uint32_t off = 4u * static_cast<uint32_t>(((lc * PPC + r) * BT + t) * LDJ);" in src
+        assert ("const uint32_t wl = sinv32[(4 * r + 2 * rk + lc) * NFP + fp], wr = sinv32[(4 * r + 2 * (rk ^ 1) + lc) "
+                "* NFP + fp];") in src
+        assert "const int l0 = static_cast<int16_t>(wl & 0xffffu), l1 = static_cast<int>(wl) >> 16;" in src
+        assert "rx[r][lc] = ld_cluster_if(ms_remote + off + 4 * r0, r0);" in src
+        assert "mx[r][cc] = cc / 2 == rk ? lx[r][cc % 2] : rx[r][cc % 2];" in src
+        assert "reinterpret_cast<uint32_t*>(sinv)[tid + q * THREADS] = invr[q];" in src
+    return {"cols": cols, "vpair": vpair, "gather": gather, **env}
 
 
 def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: int, k: dict,
@@ -108,7 +116,7 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
             if inv is None:
                 _epilogue(accs, swaps, k["cols"], tiles, block, mi, n_out, H, W, AT, out)
             else:
-                _full_epilogue(accs, swaps, k["cols"], tiles, block, mi, inv[block], n_out, H, W, AT, out)
+                _full_epilogue(accs, swaps, k["cols"], tiles, block, mi, inv[block], n_out, H, W, AT, out, k["gather"])
     return out
 
 
@@ -123,7 +131,7 @@ def _fragments(acc: np.ndarray, mi: int) -> np.ndarray:
     return f
 
 
-def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out) -> None:
+def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out, gather=None) -> None:
     """The full map's epilogue as the kernel writes it: each thread stores its fragments to ms[c * 4 + a][tile][LDJ]
     (tile 16 w4 + g + 8 h, row 8 q8 + 2 q + e; a swapped tile's values times sgn); rank r then transforms the filter
     pairs r, r + 2, ... of every tile from position i's ms of rank (i % 4) // 2, warpgroup i % 2, row inv[i][f]."""
@@ -146,6 +154,9 @@ def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, ou
                         f = f1 if h else f0
                         ms[rank, c * 4 + a, t, j:j + 2] = f * fr[a, 4 * q8 + 2 * h:4 * q8 + 2 * h + 2, lt]
     nfp = fb // 2
+    # the inverse map as the batched gather reads it: one little-endian 32-bit word per filter pair and position
+    words = inv.astype(np.int16).view(np.uint16).astype(np.uint32).reshape(16, nfp, 2)
+    words = words[..., 0] | (words[..., 1] << 16)
     for rank in (0, 1):
         for fp in range(rank, nfp, 2):
             for t, (b, ty, tx, _) in enumerate(tiles):
@@ -153,11 +164,22 @@ def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, ou
                 if b < 0 or f >= n_out:
                     continue
                 M = np.zeros((2, 4, 4))
-                for i in range(16):
-                    rr, cc = i // 4, i % 4
-                    for e in (0, 1):
-                        j = inv[i, 2 * fp + e]
-                        M[e, rr, cc] = ms[cc // 2, (i % 2) * 4 + rr, t, j] if j >= 0 else 0.0
+                if gather == "batched":   # rows r and columns lc of this rank (own ms) and of the partner (its ms)
+                    for r in range(4):
+                        for lc in (0, 1):
+                            for owner in (rank, rank ^ 1):
+                                w = int(words[4 * r + 2 * owner + lc, fp])
+                                j0 = w & 0xFFFF
+                                j0 = j0 - 0x10000 if j0 & 0x8000 else j0
+                                j1 = (w - (1 << 32) if w & 0x80000000 else w) >> 16
+                                for e, j in ((0, j0), (1, j1)):   # column cc = 2 owner + lc
+                                    M[e, r, 2 * owner + lc] = ms[owner, lc * 4 + r, t, j] if j >= 0 else 0.0
+                else:
+                    for i in range(16):
+                        rr, cc = i // 4, i % 4
+                        for e in (0, 1):
+                            j = inv[i, 2 * fp + e]
+                            M[e, rr, cc] = ms[cc // 2, (i % 2) * 4 + rr, t, j] if j >= 0 else 0.0
                 for e in (0, 1):
                     if f + e >= n_out:
                         continue
@@ -281,9 +303,10 @@ def _winograd_reference(d: np.ndarray, lay) -> np.ndarray:
     return output_transform(np.einsum("ifc,ict->ift", Wf, X), 2, B, H, W).transpose(0, 2, 3, 1)
 
 
-@pytest.mark.parametrize("bc,vpair", [(16, False), (32, False), (32, True)])
+@pytest.mark.parametrize("bc,vpair,gather", [(16, False, None), (32, False, None), (32, True, None),
+                                             (32, True, "batched"), (16, False, "batched")])
 @pytest.mark.parametrize("ratio,n,fb", [(0.7, 200, 192), (0.5, 150, 128)])
-def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, ratio, n, fb):
+def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, gather, ratio, n, fb):
     """WSP-RB in the wide blocks of the full map (64 packed rows per position standing for FB filters; n leaves the
     last block partly empty): the emulated kernel against the layer its layout stands for."""
     from cutlass_wsp.families.fused import layout_for
@@ -294,7 +317,7 @@ def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, ratio, n, 
     lay = layout_for(prune(he_winograd_weights((n, 48), 4, seed=3), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
     assert lay.mi == 64 and lay.fb == fb and not lay.identity
     d = rng.standard_normal((2, 7, 5, 48))
-    k = _rendered(bc, fb=fb, full=True, vpair=vpair)
+    k = _rendered(bc, fb=fb, full=True, vpair=vpair, gather=gather)
     got = _emulate(d, lay.U, pack_cp_weights(lay.U, bc), lay.n_out, bc, k, inv=lay.inv)
     ref = _winograd_reference(d, lay)
     assert np.abs(ref).max() > 0.1 and np.abs(got - ref).max() < 1e-9 * np.abs(ref).max()

@@ -340,6 +340,8 @@ CP_PRODUCERS = ("light", "split")   # the raw ring's producer: in the warpgroup 
                                     # conflicts ("light"), or half of it in each warpgroup ("split")
 CP_XCHGS = ("half",)             # the epilogue's exchanges in the layer's 16-bit type (epi async or tma)
 CP_TABLES = ("early",)           # (persistent) the next item's tile table written during the item's first chunk
+CP_GATHERS = ("batched",)        # the full map's epilogue: its gathers predicated, not branched (a thread's loads in
+                                 # flight together), the inverse map read before the pair's join
 CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async or tma epilogue, 32 channels a chunk)
 
 
@@ -413,6 +415,10 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"generation-5 exchange {extra['xchg']!r} with epi {extra.get('epi')!r} "
                           f"({extra.get('map')} map)", f"use xchg {' or '.join(map(repr, CP_XCHGS))} with epi 'async' "
                           "or 'tma' and the dense map, or none")
+    if "gather" in extra and (extra["gather"] not in CP_GATHERS or not full):
+        raise Unsupported(f"generation-5 gather {extra['gather']!r} ({extra.get('map')} map)",
+                          f"use gather {' or '.join(map(repr, CP_GATHERS))} with the full map (row-pruned layouts), "
+                          "or none")
     if "table" in extra and (extra["table"] not in CP_TABLES or extra.get("sched") != "persistent"):
         raise Unsupported(f"generation-5 tile table {extra['table']!r} with sched {extra.get('sched')!r}",
                           f"use table {' or '.join(map(repr, CP_TABLES))} with sched 'persistent', or none")
@@ -449,7 +455,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
             full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False,
             epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False,
             refill: str | None = None, table: str | None = None, producer: str | None = None,
-            xchg: str | None = None) -> KernelDesc:
+            xchg: str | None = None, gather: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -481,6 +487,10 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     `xchg='half'` (CP_XCHGS; epi 'async' or 'tma'): the epilogue's two exchanges carry the layer's 16-bit type (half the
     bytes; each traded value rounded once), and the persistent pair's exchanges sit apart in the stage, so the partner
     sends once this CTA's products are done rather than once its Z are read.
+    `gather='batched'` (CP_GATHERS; the full map): the epilogue's 32 loads per (tile, filter pair), 16 of them from
+    the partner's shared memory, predicated on the row being kept instead of branched around, so they are in flight
+    together (the phase stamps: one round trip at a time made the gather ~1.8x the mainloop on conv4_2), and the
+    block's inverse map read into registers before the pair's join.
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
@@ -497,7 +507,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       + ((("stamps", 1),) if stamps else ()) + ((("epi", epi),) if epi else ())
                       + ((("sched", sched),) if sched else ()) + ((("cstamps", 1),) if chunk_stamps else ())
                       + ((("refill", refill),) if refill else ()) + ((("table", table),) if table else ())
-                      + ((("producer", producer),) if producer else ()) + ((("xchg", xchg),) if xchg else ()))
+                      + ((("producer", producer),) if producer else ()) + ((("xchg", xchg),) if xchg else ())
+                      + ((("gather", gather),) if gather else ()))
     return check_fused_desc(desc)
 
 
