@@ -1568,3 +1568,27 @@ def test_generation_5s_batched_gather_predicates_the_full_maps_loads():
         cp_desc("fp16", 64, bc=32, vpair=True, gather="batched")
     with pytest.raises(Unsupported, match="use gather 'batched'"):
         cp_desc("fp16", 64, gather="all", **kw)
+
+
+def test_generation_5s_push_gather_keeps_the_full_maps_epilogue_local():
+    """gather='push' (the full map only): the pair splits the epilogue by tiles; the warps holding the partner's tiles
+    send them by st.async completing bytes on an mbarrier more (armed for the partner's 8 positions of this rank's 32
+    tiles), so the gather reads no remote memory (no ld.shared::cluster, no mapa of the partner's ms for loads) and no
+    cluster barrier follows the epilogue; its shared memory is cp_smem_bytes' with that barrier."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, fb=192, full_rows=True)
+    d = cp_desc("fp16", 64, gather="push", **kw)
+    src = render(d)
+    consts = _template_constants(src)
+    assert "constexpr int HT = BT / 2;" in src and consts["BT"] == 64 and consts["PPC"] == 4 and consts["MI"] == 64
+    assert "constexpr int PUSH_BYTES = CONSUMERS * PPC * HT * MI * 4;" in src   # 2 x 4 positions x 32 tiles x 64 rows
+    assert consts["SMEM_BYTES"] == cp_smem_bytes(64, d.stages, bc=32, gather="push") == cp_smem_bytes(
+        64, d.stages, bc=32) + 16 <= 227 * 1024
+    assert "ld.shared::cluster" not in src and "ld_remote(" not in src
+    assert "st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.f32" in src
+    assert "Barrier::init(xs2bar, 1);" in src and "if (tid == 0) Barrier::arrive_and_expect_tx(xs2bar, PUSH_BYTES);" in src
+    epi = src[src.index("Epilogue of the full map, gather \"push\""):]
+    assert "cluster_sync" not in epi[:epi.index("\n}\n")]   # to the kernel's end
+    with pytest.raises(Unsupported, match="gather 'push' \\(dense map\\)"):
+        cp_desc("fp16", 64, bc=32, vpair=True, gather="push")

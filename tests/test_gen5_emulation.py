@@ -48,6 +48,18 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, ga
         assert "rx[r][lc] = ld_cluster_if(ms_remote + off + 4 * r0, r0);" in src
         assert "mx[r][cc] = cc / 2 == rk ? lx[r][cc % 2] : rx[r][cc % 2];" in src
         assert "reinterpret_cast<uint32_t*>(sinv)[tid + q * THREADS] = invr[q];" in src
+    if gather == "push":   # the expressions _push_epilogue mirrors
+        assert "const int tl0 = (w4 & 1) * 16 + g;" in src and "if ((w4 >> 1) == static_cast<int>(rank)) {" in src
+        assert "ms + ((col * PPC + a) * HT + tl0 + 8 * h) * LDJ + q8 * 8 + 2 * q" in src
+        assert '"r"(cute::cast_smem_ptr_to_uint(ms + (col * PPC * HT + tl0) * LDJ + 2 * q)), "r"(rank ^ 1u));' in src
+        assert ':: "r"(dst + 4 * ((a * HT + 8 * h) * LDJ + q8 * 8)), "f"(f * acc[a][4 * q8 + 2 * h]),' in src
+        assert "for (int r = tid; r < PP * HT; r += THREADS) ms[r * LDJ + MI] = 0.0f;" in src
+        assert "const int so = ((i % P) * PPC + i / P) * HT * LDJ;" in src
+        assert ("jx[i] = so + static_cast<int>(min(static_cast<uint32_t>(static_cast<int>(static_cast<int16_t>(w & "
+                "0xffffu))),") in src
+        assert "jy[i] = so + static_cast<int>(min(static_cast<uint32_t>(static_cast<int>(w) >> 16), " in src
+        assert "const int4 ti = tiles[static_cast<int>(rank) * HT + warp + WARPS * kt];" in src
+        assert "const float* msw = ms + warp * LDJ;" in src and "const float* mt = msw + WARPS * kt * LDJ;" in src
     return {"cols": cols, "vpair": vpair, "gather": gather, **env}
 
 
@@ -137,6 +149,9 @@ def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, ou
     pairs r, r + 2, ... of every tile from position i's ms of rank (i % 4) // 2, warpgroup i % 2, row inv[i][f]."""
     fb = inv.shape[1]
     ldj = mi + 4
+    if gather == "push":
+        _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out)
+        return
     ms = np.full((2, 8, 64, ldj), np.nan)                     # unwritten entries poison whatever reads them
     for col, acc in accs.items():
         rank, c = col // 2, col % 2
@@ -180,6 +195,50 @@ def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, ou
                         for e in (0, 1):
                             j = inv[i, 2 * fp + e]
                             M[e, rr, cc] = ms[cc // 2, (i % 2) * 4 + rr, t, j] if j >= 0 else 0.0
+                for e in (0, 1):
+                    if f + e >= n_out:
+                        continue
+                    Y = AT @ M[e] @ AT.T
+                    for u in range(2):
+                        for v in range(2):
+                            if ty + u < H and tx + v < W:
+                                out[b, ty + u, tx + v, f + e] = Y[u, v]
+
+
+def _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out) -> None:
+    """gather "push": warp w4 of column col's warpgroup writes its fragments into the ms of rank w4 >> 1 (its own, or
+    the partner's by st.async), slot col * 4 + a, tile (w4 & 1) * 16 + g + 8 h of that rank's half; rank r then
+    transforms its 32 tiles for every filter pair, position i = 4 r' + cc read from slot cc * 4 + r'."""
+    fb = inv.shape[1]
+    ldj, ht, nfp = mi + 4, 32, fb // 2
+    ms = np.full((2, 16, ht, ldj), np.nan)                    # [rank][slot][tile of its half][row]
+    for col, acc in accs.items():
+        sgn = cols[col][2]
+        fr = _fragments(acc, mi)
+        for lt in range(128):
+            w4, lane = lt // 32, lt % 32
+            g, q = lane >> 2, lane & 3
+            owner, tl0 = w4 >> 1, (w4 & 1) * 16 + g
+            f0 = sgn if swaps[col][w4 * 16 + g] else 1.0
+            f1 = sgn if swaps[col][w4 * 16 + g + 8] else 1.0
+            for a in range(4):
+                for q8 in range(mi // 8):
+                    for h in (0, 1):
+                        j = q8 * 8 + 2 * q
+                        ms[owner, col * 4 + a, tl0 + 8 * h, j:j + 2] = (f1 if h else f0) * fr[a, 4 * q8 + 2 * h:4 * q8 + 2 * h + 2, lt]
+    ms[:, :, :, mi] = 0.0                                     # the zero column a pruned row reads
+    for rank in (0, 1):
+        for tl in range(ht):
+            b, ty, tx, _ = tiles[32 * rank + tl]
+            for fp in range(nfp):
+                f = block * fb + 2 * fp
+                if b < 0 or f >= n_out:
+                    continue
+                M = np.zeros((2, 4, 4))
+                for i in range(16):
+                    for e in (0, 1):   # min(unsigned(j), MI): -1 -> MI
+                        j = min(int(inv[i, 2 * fp + e]) & 0xFFFFFFFF, mi)
+                        M[e, i // 4, i % 4] = ms[rank, (i % 4) * 4 + i // 4, tl, j]
                 for e in (0, 1):
                     if f + e >= n_out:
                         continue
@@ -304,7 +363,8 @@ def _winograd_reference(d: np.ndarray, lay) -> np.ndarray:
 
 
 @pytest.mark.parametrize("bc,vpair,gather", [(16, False, None), (32, False, None), (32, True, None),
-                                             (32, True, "batched"), (16, False, "batched")])
+                                             (32, True, "batched"), (16, False, "batched"), (32, True, "push"),
+                                             (16, False, "push")])
 @pytest.mark.parametrize("ratio,n,fb", [(0.7, 200, 192), (0.5, 150, 128)])
 def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, gather, ratio, n, fb):
     """WSP-RB in the wide blocks of the full map (64 packed rows per position standing for FB filters; n leaves the

@@ -340,8 +340,10 @@ CP_PRODUCERS = ("light", "split")   # the raw ring's producer: in the warpgroup 
                                     # conflicts ("light"), or half of it in each warpgroup ("split")
 CP_XCHGS = ("half",)             # the epilogue's exchanges in the layer's 16-bit type (epi async or tma)
 CP_TABLES = ("early",)           # (persistent) the next item's tile table written during the item's first chunk
-CP_GATHERS = ("batched",)        # the full map's epilogue: its gathers predicated, not branched (a thread's loads in
-                                 # flight together), the inverse map read before the pair's join
+CP_GATHERS = ("batched", "push")   # the full map's epilogue: its gathers predicated, not branched (a thread's loads
+                                   # in flight together), the inverse map read before the pair's join; "push": each
+                                   # rank's tiles with all 16 positions in its own shared memory, the partner's part
+                                   # sent by st.async (no remote load)
 CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async or tma epilogue, 32 channels a chunk)
 
 
@@ -359,12 +361,13 @@ def _cp_big_bytes(mi: int, stages: int, raw: int, bc: int) -> int:
 
 
 def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi: str | None = None,
-                  sched: str | None = None, producer: str | None = None) -> int:
+                  sched: str | None = None, producer: str | None = None, gather: str | None = None) -> int:
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants); a persistent CTA
-    has an mbarrier more (xsfree) and two tile tables."""
+    has an mbarrier more (xsfree) and two tile tables, the full map's push gather one more (its xs2bar)."""
     persistent = sched == "persistent"
-    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + (epi in CP_XS2BAR_EPIS) + persistent   # rawfull, rawfree; ufull;
-    bars = -(-(nbar * 8) // 16) * 16                                                          # xs2bar; xsfree
+    xbar = epi in CP_XS2BAR_EPIS or gather == "push"
+    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + xbar + persistent   # rawfull, rawfree; ufull; xs2bar; xsfree
+    bars = -(-(nbar * 8) // 16) * 16
     # a persistent CTA's cached load items: the raw loads' (one per producer) and each warpgroup's weights'
     walk = (3 + (producer == "split")) * 16 if persistent else 0
     end = _cp_big_bytes(mi, stages, raw, bc) + bars + walk + (1 + persistent) * WS_BT * 16
@@ -440,7 +443,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
     need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"), sched=extra.get("sched"),
-                         producer=extra.get("producer"))
+                         producer=extra.get("producer"), gather=extra.get("gather"))
     if need > SMEM_LIMIT:
         raise Unsupported(f"generation-5 tile {mi}x{bt}x{bc}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
@@ -490,7 +493,10 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     `gather='batched'` (CP_GATHERS; the full map): the epilogue's 32 loads per (tile, filter pair), 16 of them from
     the partner's shared memory, predicated on the row being kept instead of branched around, so they are in flight
     together (the phase stamps: one round trip at a time made the gather ~1.8x the mainloop on conv4_2), and the
-    block's inverse map read into registers before the pair's join.
+    block's inverse map read into registers before the pair's join. `gather='push'`: the pair splits the epilogue by
+    tiles, not filter pairs: rank r transforms tiles 32 r .. 32 r + 31 with all 16 positions in its own shared memory,
+    the warps holding the partner's tiles send them by st.async into its ms (completing bytes on an mbarrier more), so
+    the gather reads no remote memory and no cluster barrier follows the epilogue.
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
@@ -499,7 +505,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     fb = mi if fb is None else int(fb)
     if stages is None:
         stages = next((s for s in CP_STAGES[::-1]
-                       if cp_smem_bytes(mi, s, bc=bc, epi=epi, sched=sched, producer=producer) <= SMEM_LIMIT), 2)
+                       if cp_smem_bytes(mi, s, bc=bc, epi=epi, sched=sched, producer=producer,
+                                        gather=gather) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, int(bc)), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 5),
                              ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))
