@@ -873,8 +873,10 @@ def test_the_registry_serves_the_fused_layer_for_its_patterns_as_whole_layer_poi
 @pytest.mark.parametrize("pattern,ratio,balance,layer,gen", [
     ("dense", None, None, "resnet18:12", 5), ("dense", None, None, "resnet18:1", 5), ("fp", 0.7, None, "resnet18:1", 4),
     ("fp", 0.7, None, "resnet18:12", 5),
-    ("fp", 0.7, None, "vgg16:conv3_1", 4), ("wsp-r", 0.7, "unbalanced", "resnet18:12", 4),
-    ("wsp-rb", 0.75, None, "resnet18:12", 4), ("wsp-r", 0.9, "balanced", "resnet18:12", 4),
+    ("fp", 0.7, None, "vgg16:conv3_1", 4), ("wsp-r", 0.7, "unbalanced", "resnet18:12", 5),
+    ("wsp-rb", 0.75, None, "resnet18:12", 5), ("wsp-r", 0.9, "balanced", "resnet18:12", 5),
+    ("wsp-r", 0.7, "unbalanced", "resnet18:1", 4), ("wsp-rb", 0.7, None, "resnet18:1", 4),
+    ("wsp-rb", 0.9, None, "vgg16:conv3_1", 4), ("wsp-rb", 0.7, None, "vgg16:conv3_1", 5),
     ("wsp-cb", 0.75, None, "resnet18:12", 4)])
 def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, layer, gen):
     from cutlass_wsp.families import registry
@@ -903,6 +905,14 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
     assert len(kf.candidates(prob, "fp16", "sm90", short=True)) == 1
     full = kf.candidates(prob, "fp16", "sm90")
     assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
+    if gen == 5 and not prob.identity:   # row layouts where row_filter_block picks generation 5's full map: 64 rows
+        # per position in wide_filter_block(mi=64), the push gather, then the batched one, then the first
+        n = ctx.point.n
+        assert prob.mi == 64 and prob.fb == wide_filter_block(ctx.pruned.rows, n, mi=64)
+        g5 = dict(bc=32, vpair=True, fb=prob.fb, full_rows=True)
+        assert desc == cp_desc("fp16", 64, gather="push", **g5)
+        assert full[:3] == [desc, cp_desc("fp16", 64, gather="batched", **g5), cp_desc("fp16", 64, **g5)]
+        return
     if gen == 5:   # dense and FP where identity_filter_block picks blocks of 64: 32 channels a chunk with the vertical
         # tile pairs and the tma epilogue with the light producer and fp16 exchanges (persistent pairs up to c = 256),
         # the other schedule, fp32 exchanges in both, thread 0 as the producer (the family's limit: 5)
@@ -1592,3 +1602,21 @@ def test_generation_5s_push_gather_keeps_the_full_maps_epilogue_local():
     assert "cluster_sync" not in epi[:epi.index("\n}\n")]   # to the kernel's end
     with pytest.raises(Unsupported, match="gather 'push' \\(dense map\\)"):
         cp_desc("fp16", 64, bc=32, vpair=True, gather="push")
+
+
+def test_row_layouts_choose_generation_5s_full_map_where_it_measured_faster():
+    """WSP-R and WSP-RB at p = 4 (fp16): generation 5's full map (64 rows per position) from c = 128 where its rows per
+    filter are no more than generation 4's (WSP-RB 0.5, 0.7: blocks of 128, 192 against 64, 96), from c = 256 up to
+    twice as many (0.9: both blocks of 320 for 512 filters); c = 64 and bf16 stay with generation 4. The cells of the
+    H100 run the rule was read from: push faster on every c >= 256 layer but VGG conv3_2 at 0.9."""
+    from cutlass_wsp.families.fused import row_filter_block
+
+    W = he_winograd_weights((512, 16), 4, seed=5)
+    for ratio, fb5, fb4 in ((0.5, 128, 64), (0.7, 192, 96), (0.9, 320, 320)):
+        rows = prune(W, "wsp-rb", ratio).rows
+        assert wide_filter_block(rows, 512) == fb4 and wide_filter_block(rows, 512, mi=64) == fb5
+        assert row_filter_block(rows, 512, 512, "fp16") == (fb5, 64)
+        assert row_filter_block(rows, 256, 512, "fp16") == (fb5, 64)
+        assert row_filter_block(rows, 128, 512, "fp16") == ((fb5, 64) if ratio < 0.9 else (fb4, None))
+        assert row_filter_block(rows, 64, 512, "fp16") == (fb4, None)
+        assert row_filter_block(rows, 512, 512, "bf16") == (fb4, None)

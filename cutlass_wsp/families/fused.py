@@ -1012,6 +1012,33 @@ GEN5_MAX_PAD = {64: 1.0, 128: 1.2, 256: 1.34}
 GEN5_PERSISTENT_MAX_C = 256
 
 
+# Row-pruned layouts (WSP-R, WSP-RB) at p = 4 (fp16) run generation 5's full map with the push gather (64 packed rows
+# per position, wide_filter_block at mi=64) from c input channels on, unless its rows per filter are more than this
+# many times generation 4's (32 rows in wide_filter_block's block: 2 FB4 / FB5). Measured on the H100 (2026-12-05,
+# seventh session, results/fused/gen5-push-time-h100.jsonl, WSP-RB 0.5 / 0.7 / 0.9 on 12 layers, both kernels in the
+# same run): the push gather is 1.19-1.45x generation 4 on every layer of c >= 256 at 0.5 and 0.7 (1.0x padding), at
+# 0.9 (2x: blocks of 320 hold 32 kept rows) 1.10-1.74x on c = 512 and on two of the three c = 256 layers (VGG conv3_2:
+# 0.79x); at c = 128 1.00-1.18x at 0.5 / 0.7 (VGG conv3_1 0.7: 0.92x) and 0.64-0.74x at 0.9; at c = 64 0.5-0.9x (2
+# chunks: the fixed cost). The rule picks the faster kernel in 34 of 36 cells. bf16 keeps generation 4 (not timed).
+GEN5_FULL_MAX_PAD = {128: 1.0, 256: 2.0}
+
+
+def row_filter_block(rows, c: int, n_out: int, dtype: str) -> tuple[int, int | None]:
+    """(FB, MI) of a row-pruned layout at p = 4: generation 5's full map in wide_filter_block(mi=64) where it measured
+    faster than generation 4 (GEN5_FULL_MAX_PAD), else generation 4's widest block of 32 rows (MI None: the fewest
+    whole row tiles)."""
+    fb4 = wide_filter_block(rows, n_out)
+    limit = max((v for k, v in GEN5_FULL_MAX_PAD.items() if c >= k), default=0.0)
+    if dtype == "fp16" and limit:
+        try:
+            fb5 = wide_filter_block(rows, n_out, mi=64)
+        except Unsupported:
+            fb5 = 0
+        if fb5 and 2 * fb4 <= limit * fb5:
+            return fb5, 64
+    return fb4, None
+
+
 def identity_filter_block(c: int, n_out: int, dtype: str) -> int:
     """The filter block of a dense or FP layout (n_out: the layer's kept filters) at p = 4: 64 where generation 5 at 32
     channels a chunk (with vertical tile pairs) measured faster than generation 4 (see GEN5_MAX_PAD), else 32."""
@@ -1023,6 +1050,18 @@ def identity_filter_block(c: int, n_out: int, dtype: str) -> int:
 def _gen5_dense_map(problem: FusedTuneProblem) -> bool:
     """An identity layout in the filter blocks of 64 identity_filter_block picks for generation 5 (no chunk map)."""
     return problem.p == 4 and problem.identity and not problem.chunks and problem.mi == problem.fb == 64
+
+
+def _gen5_full_map(problem: FusedTuneProblem) -> bool:
+    """A row layout of 64 packed rows per position (row_filter_block's pick for generation 5's full map)."""
+    return problem.p == 4 and not problem.identity and problem.mi == 64 and problem.fb >= 64
+
+
+def _gen5_full_menu(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
+    """Generation 5's full map at 32 channels a chunk with vertical tile pairs: the push gather (1.2-1.3x the batched
+    one on the H100), the batched one, the first (each position's loads branched, the partner's read remotely)."""
+    return [cp_desc(dtype, 64, bc=32, vpair=True, fb=problem.fb, full_rows=True, gather=g)
+            for g in ("push", "batched", None)]
 
 
 def _gen5_menu(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
@@ -1051,6 +1090,8 @@ def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     if problem.p == 4:
         if _gen5_dense_map(problem):
             return _gen5_menu(problem, dtype)[0]
+        if _gen5_full_map(problem):
+            return _gen5_full_menu(problem, dtype)[0]
         try:
             return rs_desc(dtype, problem.mi, fb=problem.fb, dense_map=problem.identity,
                            full_rows=not problem.identity, cmap=bool(problem.chunks))
@@ -1066,6 +1107,8 @@ def candidates_for(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     if _gen5_dense_map(problem):   # the rest of generation 5's menu, the plain epilogue, then in order without the
         out += _gen5_menu(problem, dtype)[1:] + [   # tile pairs, at 32 and 16 channels
             cp_desc(dtype, 64, bc=32, vpair=True), cp_desc(dtype, 64, bc=32), cp_desc(dtype, 64)]
+    if _gen5_full_map(problem):    # the full map's other gathers
+        out += _gen5_full_menu(problem, dtype)[1:]
     if problem.p == 4:
         rs = [dict(dense_map=True, epi="smem")] if problem.identity else [dict()]    # the "rows" map
         cmap = dict(cmap=True) if problem.chunks else {}        # generation 2 multiplies WSP-CB's zero chunks
@@ -1209,7 +1252,8 @@ class FusedFamily(Family):
                 return layout_for(pd, 4, fb=identity_filter_block(pt.c, n_kept, ctx.dt.name))
             if pt.pattern == "wsp-cb":   # every row, its pruned chunks skipped (generation 4's chunk map)
                 return layout_for(pd, 4, fb=32)
-            return layout_for(pd, 4, fb=wide_filter_block(pd.rows, pt.n))
+            fb, mi = row_filter_block(pd.rows, pt.c, pt.n, ctx.dt.name)
+            return layout_for(pd, 4, fb=fb, mi=mi)
         return layout_for(pd, pt.p, fb=32 if pt.pattern == "dense" else PRUNED_FB)
 
     def _choice(self, ctx: PointContext, layout: FusedLayout) -> tuple[FusedTuneProblem, KernelDesc, bool]:
