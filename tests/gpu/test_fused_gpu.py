@@ -462,7 +462,8 @@ def test_the_sweeps_gen4_and_gen5_fused_points_verify_and_time(pattern, ratio, b
     """The sweep's path (registry -> FusedFamily -> the kernel of its filter block -> the harness's check against
     the fp32 unfused pipeline, then timing): ResNet-18 layer3 (256 -> 256 at 14 x 14), batch 3. Dense and FP run
     generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue in blocks of 64
-    (identity_filter_block), the others generation 4."""
+    (identity_filter_block), WSP-R and WSP-RB generation 5's full map with the push gather (row_filter_block: c = 256),
+    WSP-CB generation 4."""
     from cutlass_wsp.families.fused import balanced_block
     from cutlass_wsp.gpu.harness import TimingOptions
     from cutlass_wsp.kernels.cache import KernelCache
@@ -475,8 +476,10 @@ def test_the_sweeps_gen4_and_gen5_fused_points_verify_and_time(pattern, ratio, b
     pt = Point("resnet18", ("layer3.0.conv2",), 256, 256, 14, 14, 3, 4, "fp16", pattern, "fused", ratio, balance)
     row = m.measure(pt)      # raises where the check fails
     gen5 = pattern in ("dense", "fp")
-    assert row["rel_error"] > 0 and row["median_ms"] > 0 and ("_gen5_" if gen5 else "_gen4_") in row["kernel"]
-    assert ("_tilesvpair_" in row["kernel"]) == gen5 and ("_epitma_" in row["kernel"]) == gen5
+    full5 = pattern in ("wsp-r", "wsp-rb")   # generation 5's full map: the push gather, 64 rows a position
+    assert row["rel_error"] > 0 and row["median_ms"] > 0
+    assert ("_gen5_" if gen5 or full5 else "_gen4_") in row["kernel"] and ("_gatherpush_" in row["kernel"]) == full5
+    assert ("_tilesvpair_" in row["kernel"]) == (gen5 or full5) and ("_epitma_" in row["kernel"]) == gen5
     assert ("_schedpersistent_" in row["kernel"]) == gen5   # c = 256: persistent pairs (up to c = 256)
     assert ("_producerlight_" in row["kernel"]) == gen5   # the raw ring's producer in the conflict-free warpgroup
     assert ("_xchghalf" in row["kernel"]) == gen5         # fp16: the epilogue's exchanges in fp16
@@ -484,7 +487,11 @@ def test_the_sweeps_gen4_and_gen5_fused_points_verify_and_time(pattern, ratio, b
     if gen5:
         assert row["kernel_config"]["filter_block"] == row["kernel_config"]["rows_per_position"] == 64
     assert ("_cmapblocks_" in row["kernel"]) == (pattern == "wsp-cb")   # WSP-CB skips its pruned chunks
-    if pattern == "wsp-rb":   # WSP-RB's default block is the kernel's filter block: the 32 rows hold its kept count
-        block = min(balanced_block(ratio, 256), 256)
-        assert row["kernel_config"]["filter_block"] == block > 32
-        assert row["kernel_config"]["pad_waste"] == pytest.approx(1 - kept_count(ratio, block) / 32, abs=1e-4)
+    if full5:   # 64 packed rows a position, in a block at least as wide as generation 4's
+        assert row["kernel_config"]["rows_per_position"] == 64 and row["kernel_config"]["filter_block"] >= 64
+    if pattern == "wsp-rb":   # WSP-RB's default block (the 32-row unit): the 64-row block holds whole ones; the
+        block = min(balanced_block(ratio, 256), 256)   # padding counted in 16-row tiles (the layout's pad_waste)
+        fb = row["kernel_config"]["filter_block"]
+        kept = kept_count(ratio, block) * (fb // block)
+        assert fb % block == 0 and fb >= block > 32 and kept <= 64
+        assert row["kernel_config"]["pad_waste"] == pytest.approx(1 - kept / (-(-kept // 16) * 16), abs=1e-4)
