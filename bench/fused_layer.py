@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
-                                        balanced_block, cp_desc, fused_desc, layout_for, pair_desc, rs_desc,
-                                        wide_filter_block, ws_desc)
+                                        balanced_block, cp_desc, fused_desc, kernel_pad_waste, layout_for,
+                                        pair_desc, rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import WSP_CB_BLOCK, kept_count, prune  # noqa: E402
@@ -211,7 +211,8 @@ def cmd_verify(args) -> int:
             case = make().ready()
             err = verify(case)
             extra = f" direct {verify_direct(case, g):.1e}" if g is not None else ""
-            print(f"ok    {what}: rel err {err:.1e}{extra}  waste {case.layout.pad_waste:.2f}  {case.name}")
+            print(f"ok    {what}: rel err {err:.1e}{extra}  waste {kernel_pad_waste(case.layout, case.desc):.2f}  "
+                  f"{case.name}")
             rows.append({"what": what, "status": "ok", "rel_error": err, "kernel": case.name})
         except Exception as e:  # noqa: BLE001 -- report every failing variant, go on
             failures += 1
@@ -580,7 +581,8 @@ def cmd_time(args) -> int:
                     row[label.replace("dense", "floor")] = floor
             out_rows.append({"layer": row["layer"], "impl": label, "ratio": r, "kernel": case.name, "fb": case.layout.fb,
                              "median_ms": t.median_ms, "iqr_ms": t.iqr_ms, "rel_error": err, "floor_ms": floor,
-                             "pad_waste": case.layout.pad_waste, "energy_retained": case.pruned.energy_retained})
+                             "pad_waste": kernel_pad_waste(case.layout, case.desc),
+                             "energy_retained": case.pruned.energy_retained})
             del case
         table.append(row)
         print(json.dumps(row), flush=True)

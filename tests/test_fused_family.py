@@ -1620,3 +1620,23 @@ def test_row_layouts_choose_generation_5s_full_map_where_it_measured_faster():
         assert row_filter_block(rows, 128, 512, "fp16") == ((fb5, 64) if ratio < 0.9 else (fb4, None))
         assert row_filter_block(rows, 64, 512, "fp16") == (fb4, None)
         assert row_filter_block(rows, 512, 512, "bf16") == (fb4, None)
+
+
+def test_a_full_map_kernels_padding_counts_every_row_it_multiplies():
+    """kernel_pad_waste: the layout's pad_waste (whole 16-row tiles a position) for the kernels that skip empty tiles,
+    all MI rows of every (block, position) for the full map (generation 4's and 5's), which multiplies them all:
+    WSP-RB 0.7 of 256 filters in generation 5's blocks of 192 keeps 58 + 29 rows a position, padded to 64 + 64, where
+    the tiles count 64 + 32."""
+    from cutlass_wsp.families.fused import kernel_pad_waste
+
+    W = he_winograd_weights((256, 32), 4, seed=6)
+    lay = layout_for(prune(W, "wsp-rb", 0.7), 4, fb=192, mi=64)
+    kept = (lay.inv >= 0).sum(axis=2)
+    assert kept[:, 0].tolist() == [58, 29] and lay.mtiles[:, 0].tolist() == [4, 2]
+    full = cp_desc("fp16", 64, bc=32, vpair=True, fb=192, full_rows=True, gather="push")
+    assert kernel_pad_waste(lay, full) == pytest.approx(1 - 87 / 128) and lay.pad_waste == pytest.approx(1 - 87 / 96)
+    dense = layout_for(prune(W, "dense", 0.0), 4, fb=64)
+    assert kernel_pad_waste(dense, cp_desc("fp16", 64)) == dense.pad_waste == 0.0
+    g4 = layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32)   # kept counts vary per position
+    assert kernel_pad_waste(g4, rs_desc("fp16", g4.mi, fb=32, full_rows=True)) > g4.pad_waste > 0
+    assert kernel_pad_waste(g4, rs_desc("fp16", g4.mi, fb=32)) == g4.pad_waste        # the "rows" map skips tiles

@@ -28,7 +28,9 @@ splits V's columns, N = 64; the dense map, or the full map for row-pruned layout
 identity_filter_block): dense fp16 layers of c >= 64 and FP ones of c >= 128 whose blocks of 64 pad little run
 generation 5 at 32 channels a chunk with vertical tile pairs, the tma epilogue, the light producer and (fp16) the
 exchanges in fp16, in filter blocks of 64 (persistent pairs up to c = 256), other dense and FP layers generation 4's
-dense map in filter blocks of 32, the row-pruned forms generation 4 in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the
+dense map in filter blocks of 32; the row-pruned forms (row_filter_block) generation 5's full map with the push gather
+(64 rows a position) from c = 128 where it pads no more rows per filter than generation 4 (up to twice from c = 256),
+else generation 4 in filter blocks as wide as their kept rows allow (wide_filter_block); generation 2 remains the
 fallback and a tuning candidate. The registry part at the end declares the `fused` kernel family (config menu, tune
 problem, tuner measurement) and the sweep's whole-layer points (implementation `fused` of dense, fp, wsp-r, wsp-rb and
 wsp-cb, the last with generation 4's chunk map).
@@ -728,6 +730,16 @@ class FusedLayout:
         return 1.0 - self.kept / self.mma_rows if self.mma_rows else 0.0
 
 
+def kernel_pad_waste(layout: FusedLayout, desc: KernelDesc) -> float:
+    """Share of the rows `desc` multiplies that are padding: the layout's pad_waste (whole 16-row tiles per (block,
+    position)) for the kernels that skip a position's empty tiles; the full map (generations 4 and 5, extra map "full")
+    multiplies all MI packed rows of every (block, position), so its padding is counted against those."""
+    if desc.extra_dict().get("map") != "full":
+        return layout.pad_waste
+    rows = layout.blocks * layout.p * layout.p * layout.mi
+    return 1.0 - layout.kept / rows if rows else 0.0
+
+
 def _check_weights(W, p: int) -> np.ndarray:
     from cutlass_wsp.pruning import check_weights
 
@@ -1212,7 +1224,7 @@ def layer_op(layout: FusedLayout, dtype: str, desc: KernelDesc, batch: int, H: i
     cost = Cost(2.0 * layout.kept_weights * T,
                 float(dt.itemsize * (batch * H * W * (layout.c + layout.n_out) + layout.kept_weights)))
     config = {**kernel_config(desc), "filter_block": layout.fb, "rows_per_position": layout.mi,
-              "pad_waste": round(layout.pad_waste, 4), "layout": LAYER_LAYOUT}
+              "pad_waste": round(kernel_pad_waste(layout, desc), 4), "layout": LAYER_LAYOUT}
     return Op(layer.prepare(d, out), out, lambda: out, desc.name, cost, config, {"layout": LAYER_LAYOUT}, x=d,
               reference=reference, check=Check(dt, what, shape=out.shape, K=layout.c, rtol=layer_rtol(dt, layout.p, layout.c)),
               scope=LAYER, tuned=tuned)
@@ -1224,9 +1236,11 @@ FUSED_KERNEL = FusedKernel()
 class FusedFamily(Family):
     """The fused layer in the sweep: implementation `fused` of dense, FP, WSP-R (any balance), WSP-RB and WSP-CB.
     p = 4: dense and FP in the filter block identity_filter_block picks (64: generation 5 at 32 channels a chunk with
-    vertical tile pairs; 32: generation 4), WSP-CB in filter blocks of 32 (generation 4 with the chunk map), WSP-R and WSP-RB in the widest
-    filter block whose (block, position)s keep at most 32 rows (wide_filter_block; WSP-RB's default block is one)
-    with generation 4; p = 6 runs generation 1 (dense: filter block 32, pruned: 64)."""
+    vertical tile pairs; 32: generation 4), WSP-CB in filter blocks of 32 (generation 4 with the chunk map), WSP-R and
+    WSP-RB where row_filter_block picks it (fp16, c >= 128) in the widest filter block whose (block, position)s keep at
+    most 64 rows with generation 5's full map and the push gather, else in the widest that keeps at most 32
+    (wide_filter_block; WSP-RB's default block is one) with generation 4; p = 6 runs generation 1 (dense: filter block
+    32, pruned: 64)."""
 
     name = FUSED_FAMILY
     description = "the whole Winograd layer in one sm90 kernel: input transform, p² products, output transform"
