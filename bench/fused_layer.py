@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
                                         balanced_block, cp_desc, fused_desc, kernel_pad_waste, layout_for,
                                         pair_desc, rs_desc, wide_filter_block, ws_desc)
-from cutlass_wsp.errors import InputError, KernelError, WspError  # noqa: E402
+from cutlass_wsp.errors import InputError, KernelError, WspError, exit_now, is_sticky  # noqa: E402
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import WSP_CB_BLOCK, kept_count, prune  # noqa: E402
 from cutlass_wsp.winograd import direct_conv2d, filter_transform  # noqa: E402
@@ -899,4 +899,12 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+    except Exception as e:  # noqa: BLE001 -- a sticky CUDA error (a kernel that trapped): one line, then out
+        if not is_sticky(f"{type(e).__name__}: {e}"):
+            raise
+        print(f"fused_layer: {type(e).__name__}: {e} (the CUDA context is lost: run again; a kernel that traps "
+              "is a bug to report)", file=sys.stderr)
+        exit_now(1)   # not the interpreter's teardown, in which CuPy's finalizers fail on the dead context
+    sys.exit(status)

@@ -1,5 +1,3 @@
-import sys
+from cutlass_wsp.cli import entry
 
-from cutlass_wsp.cli import main
-
-sys.exit(main())
+entry()

@@ -18,7 +18,7 @@ import sys
 import warnings
 
 from cutlass_wsp import __version__
-from cutlass_wsp.errors import WspError
+from cutlass_wsp.errors import WspError, exit_now, is_sticky
 
 COMMANDS = ["layers", "env", "cache", "bench", "sweep", "plot", "compare", "plan", "abwsp", "network"]
 SIGPIPE_STATUS = 141    # 128 + SIGPIPE: what a shell reports for a writer whose reader went away
@@ -54,7 +54,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_context_lost = False   # main() ended on a sticky CUDA error: entry() skips the interpreter's teardown
+
+
+def entry() -> None:
+    """The `cutlass-wsp` script and `python -m cutlass_wsp`: main()'s status as the exit code. After a sticky CUDA error
+    (the sweep's ContextLost, its one line printed) the process ends without the interpreter's teardown, in which
+    CuPy's finalizers fail on the dead context and print tracebacks."""
+    status = main()
+    if _context_lost:
+        exit_now(status)
+    sys.exit(status)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _context_lost
+    _context_lost = False
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
@@ -76,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return SIGPIPE_STATUS
     except WspError as e:
         print(f"{prefix}: error: {e}", file=sys.stderr)
+        _context_lost = is_sticky(str(e))
         return e.exit_code
     except OSError as e:     # a path the OS refused: one line, not a traceback
         where = f": {e.filename}" if e.filename else ""

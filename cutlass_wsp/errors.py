@@ -58,3 +58,31 @@ class Busy(WspError):
         super().__init__(problem, fix)
         self.path = path
         self.holder_pid = holder_pid
+
+
+# CUDA errors after which the process's context is unusable (a sticky error): every later launch fails too, and at
+# exit CuPy's finalizers (module unloads, the memory pool) fail on it and print tracebacks ("Exception ignored in
+# ... Module.__dealloc__", "Error in sys.excepthook"; results/cuda-teardown-probe-h100.log).
+STICKY_CUDA_ERRORS = ("cudaErrorIllegalAddress", "cudaErrorLaunchFailure", "cudaErrorIllegalInstruction",
+                      "cudaErrorMisalignedAddress", "cudaErrorHardwareStackError", "cudaErrorAssert",
+                      "CUDA_ERROR_LAUNCH_FAILED", "CUDA_ERROR_ILLEGAL_ADDRESS", "illegal memory access",
+                      "misaligned address", "unspecified launch failure")
+
+
+def is_sticky(text: str) -> bool:
+    """Whether an error's text names a sticky CUDA error."""
+    return any(s in text for s in STICKY_CUDA_ERRORS)
+
+
+def exit_now(status: int) -> None:
+    """End the process with `status` once its streams are flushed, without the interpreter's teardown: after a sticky
+    CUDA error that teardown only adds the finalizers' tracebacks to the one line already printed."""
+    import os
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)

@@ -153,3 +153,50 @@ def test_bench_help_names_the_choices(capsys):
     for text in ("--batch", "--dtype", "fp16, bf16, tf32, fp32", "--pattern", "wsp-r", "--ratio", "0.7 or 70%",
                  "--balance", "spread:S", "--budget-ms"):
         assert text in out
+
+
+# ------------------------------------------------------------------------------------ a lost CUDA context
+_LOST = """
+import atexit, sys
+import cutlass_wsp.cli as cli
+from cutlass_wsp.errors import InputError
+from cutlass_wsp.sweep.runner import ContextLost
+
+kind = sys.argv[1]
+
+def run(args):
+    if kind == "sticky":
+        raise ContextLost("the CUDA context was lost on vgg16/c256: CUDARuntimeError: cudaErrorLaunchFailure: "
+                          "unspecified launch failure", "run the same command again: the sweep resumes after this point")
+    raise InputError("unknown network 'x'", "use one of vgg16")
+
+atexit.register(lambda: print("TEARDOWN", file=sys.stderr))   # stands for CuPy's finalizers on a dead context
+import cutlass_wsp.commands.sweep as sweep
+sweep.run = run                                                 # read when the parser is built
+sys.argv[1:] = ["sweep"]
+cli.entry()
+"""
+
+
+@pytest.mark.parametrize("kind", ["sticky", "plain"])
+def test_a_lost_cuda_context_ends_without_the_interpreters_teardown(kind, tmp_path):
+    """After a sticky CUDA error (the sweep's ContextLost) the command prints its one line and ends with its status
+    before the interpreter's teardown, where CuPy's finalizers fail on the dead context and print tracebacks
+    (results/cuda-teardown-probe-h100.log); any other error keeps the normal exit, atexit handlers included."""
+    proc = subprocess.run([sys.executable, "-c", _LOST, kind], capture_output=True, text=True, env=ENV, timeout=120)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2
+    if kind == "sticky":
+        assert len(err) == 1 and err[0].startswith("cutlass-wsp sweep: error: the CUDA context was lost on")
+        assert "TEARDOWN" not in proc.stderr
+    else:
+        assert err == ["cutlass-wsp sweep: error: unknown network 'x' (use one of vgg16)", "TEARDOWN"]
+
+
+def test_sticky_cuda_errors_are_told_apart():
+    from cutlass_wsp.errors import is_sticky
+
+    assert is_sticky("CUDARuntimeError: cudaErrorLaunchFailure: unspecified launch failure")
+    assert is_sticky("CUDADriverError: CUDA_ERROR_LAUNCH_FAILED: unspecified launch failure")
+    assert is_sticky("cudaErrorIllegalAddress: an illegal memory access was encountered")
+    assert not is_sticky("cudaErrorMemoryAllocation: out of memory") and not is_sticky("unknown network 'x'")

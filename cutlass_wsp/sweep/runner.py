@@ -11,20 +11,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cutlass_wsp.errors import GpuUnavailable, KernelError, WspError
+from cutlass_wsp.errors import GpuUnavailable, KernelError, WspError, is_sticky
 from cutlass_wsp.gpu.harness import TimingOptions
 from cutlass_wsp.status import classify
 from cutlass_wsp.sweep.plan import Point
 from cutlass_wsp.sweep.results import ResultStore, make_row
 
-# CUDA errors after which the context is unusable: stop instead of filling the file with failures.
-_STICKY = ("cudaErrorIllegalAddress", "cudaErrorLaunchFailure", "cudaErrorIllegalInstruction",
-           "cudaErrorMisalignedAddress", "cudaErrorHardwareStackError", "cudaErrorAssert",
-           "illegal memory access", "misaligned address", "unspecified launch failure")
-
-
 class ContextLost(WspError):
-    """The CUDA context died on a point; the sweep stops, rows so far are saved."""
+    """The CUDA context died on a point (a sticky error, errors.is_sticky: every later launch would fail too); the
+    sweep stops, rows so far are saved."""
 
 
 @dataclass
@@ -34,10 +29,6 @@ class SweepOutcome:
     skipped: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
-
-
-def is_sticky(reason: str) -> bool:
-    return any(s in reason for s in _STICKY)
 
 
 def run_points(points: Sequence[Point], store: ResultStore, measure: Callable[[Point], dict], *,
