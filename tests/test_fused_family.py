@@ -1606,9 +1606,10 @@ def test_generation_5s_push_gather_keeps_the_full_maps_epilogue_local():
 
 def test_row_layouts_choose_generation_5s_full_map_where_it_measured_faster():
     """WSP-R and WSP-RB at p = 4 (fp16): generation 5's full map (64 rows per position) from c = 128 where its rows per
-    filter are no more than generation 4's (WSP-RB 0.5, 0.7: blocks of 128, 192 against 64, 96), from c = 256 up to
-    twice as many (0.9: both blocks of 320 for 512 filters); c = 64 and bf16 stay with generation 4. The cells of the
-    H100 run the rule was read from: push faster on every c >= 256 layer but VGG conv3_2 at 0.9."""
+    filter are at most 1.5x generation 4's (WSP-RB 0.5, 0.7: blocks of 128, 192 against 64, 96; of 128 filters at 0.7:
+    128 against 96), from c = 256 up to twice as many (0.9: both blocks of 320 for 512 filters); c = 64 and bf16 stay
+    with generation 4. The cells of the H100 run the rule was read from: push faster on every c >= 256 layer but VGG
+    conv3_2 at 0.9, and on the n = 128 layers of c = 128 at 0.7."""
     from cutlass_wsp.families.fused import row_filter_block
 
     W = he_winograd_weights((512, 16), 4, seed=5)
@@ -1620,6 +1621,12 @@ def test_row_layouts_choose_generation_5s_full_map_where_it_measured_faster():
         assert row_filter_block(rows, 128, 512, "fp16") == ((fb5, 64) if ratio < 0.9 else (fb4, None))
         assert row_filter_block(rows, 64, 512, "fp16") == (fb4, None)
         assert row_filter_block(rows, 512, 512, "bf16") == (fb4, None)
+    narrow = prune(he_winograd_weights((128, 16), 4, seed=5), "wsp-rb", 0.7).rows   # n = 128: blocks of 128 and 96
+    assert wide_filter_block(narrow, 128) == 96 and wide_filter_block(narrow, 128, mi=64) == 128
+    assert row_filter_block(narrow, 128, 128, "fp16") == (128, 64)                  # 1.5x the rows per filter
+    wider = prune(he_winograd_weights((128, 16), 4, seed=5), "wsp-rb", 0.9).rows    # 128 and 128: 2x
+    assert row_filter_block(wider, 128, 128, "fp16") == (128, None) and row_filter_block(wider, 256, 128, "fp16") == (
+        128, 64)
 
 
 def test_a_full_map_kernels_padding_counts_every_row_it_multiplies():
