@@ -331,9 +331,9 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
             for r in (ratios if x == 4 else ()):   # WSP-RB balanced in FB 32 (MI 16) and in the widest block (MI 32)
                 for fb in sorted({32, balanced_block(r, n)}):
                     pr = prune(Wd, "wsp-rb", r, block=fb)
-                    yield f"p4 gen4 wsp-rb", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb, gen=4,
-                                                                           stages=stages, pipe=pipe, sched=sched,
-                                                                           rmcast=rmcast))
+                    yield "p4 gen4 wsp-rb", r, (lambda pr=pr, fb=fb: Case(pr, 4, dtype, batch, H, W, fb=fb, gen=4,
+                                                                          stages=stages, pipe=pipe, sched=sched,
+                                                                          rmcast=rmcast))
         fb, gen = PRUNED_FB[p]
         for pattern, rs, kw in () if gens_only else (("wsp-r", ratios, dict(balance="unbalanced")), ("fp", ratios, {}),
                                                      ("wsp-rb", [0.5, 0.75], dict(block=64))):
