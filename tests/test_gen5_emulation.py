@@ -195,14 +195,20 @@ def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, ou
                         for e in (0, 1):
                             j = inv[i, 2 * fp + e]
                             M[e, rr, cc] = ms[cc // 2, (i % 2) * 4 + rr, t, j] if j >= 0 else 0.0
-                for e in (0, 1):
-                    if f + e >= n_out:
-                        continue
-                    Y = AT @ M[e] @ AT.T
-                    for u in range(2):
-                        for v in range(2):
-                            if ty + u < H and tx + v < W:
-                                out[b, ty + u, tx + v, f + e] = Y[u, v]
+                _store_pair(M, AT, b, ty, tx, f, n_out, H, W, out)
+
+
+def _store_pair(M, AT, b, ty, tx, f, n_out, H, W, out) -> None:
+    """Filters f, f + 1's output of one tile from their 4 x 4 M (Y = A^T M A), the pixels and filters past the layer
+    dropped, as the kernel's _fused_out_transform.cu.j2 stores them."""
+    for e in (0, 1):
+        if f + e >= n_out:
+            continue
+        Y = AT @ M[e] @ AT.T
+        for u in range(2):
+            for v in range(2):
+                if ty + u < H and tx + v < W:
+                    out[b, ty + u, tx + v, f + e] = Y[u, v]
 
 
 def _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out) -> None:
@@ -239,14 +245,7 @@ def _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, ou
                     for e in (0, 1):   # min(unsigned(j), MI): -1 -> MI
                         j = min(int(inv[i, 2 * fp + e]) & 0xFFFFFFFF, mi)
                         M[e, i // 4, i % 4] = ms[rank, (i % 4) * 4 + i // 4, tl, j]
-                for e in (0, 1):
-                    if f + e >= n_out:
-                        continue
-                    Y = AT @ M[e] @ AT.T
-                    for u in range(2):
-                        for v in range(2):
-                            if ty + u < H and tx + v < W:
-                                out[b, ty + u, tx + v, f + e] = Y[u, v]
+                _store_pair(M, AT, b, ty, tx, f, n_out, H, W, out)
 
 
 def _epilogue(accs, swaps, cols, tiles, block, mi, n_out, H, W, AT, out) -> None:
