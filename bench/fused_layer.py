@@ -801,6 +801,7 @@ def _cluster_sizes(text: str) -> tuple[int, ...]:
 
 
 def main(argv=None) -> int:
+    global _context_lost
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("verify")
@@ -893,10 +894,13 @@ def main(argv=None) -> int:
               "table": cmd_table, "bound": cmd_bound}[args.cmd](args)
     except WspError as e:   # no GPU, an unreadable file, ...: one line, no traceback
         print(f"fused_layer: {e}", file=sys.stderr)
+        _context_lost = is_sticky(str(e))   # a lost CUDA context: __main__ ends without the teardown (as cli.entry)
         return 2
     print(f"# {args.cmd} took {time.time() - t0:.0f} s")
     return rc
 
+
+_context_lost = False   # main() ended on a sticky CUDA error (one line printed)
 
 if __name__ == "__main__":
     try:
@@ -907,4 +911,6 @@ if __name__ == "__main__":
         print(f"fused_layer: {type(e).__name__}: {e} (the CUDA context is lost: run again; a kernel that traps "
               "is a bug to report)", file=sys.stderr)
         exit_now(1)   # not the interpreter's teardown, in which CuPy's finalizers fail on the dead context
+    if _context_lost:
+        exit_now(status)
     sys.exit(status)

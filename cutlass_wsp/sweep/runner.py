@@ -100,5 +100,5 @@ def warn(msg: str) -> None:
     print(f"cutlass-wsp: {msg}", file=sys.stderr)
 
 
-__all__ = ["TimingOptions", "SweepOutcome", "classify", "is_sticky", "run_points", "summary_line",
+__all__ = ["TimingOptions", "SweepOutcome", "classify", "run_points", "summary_line",
            "ContextLost", "KernelError"]

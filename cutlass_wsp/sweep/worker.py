@@ -109,8 +109,8 @@ def probe_task(setup: MeasureSetup) -> dict:
 def measure_task(point: Point, setup: MeasureSetup) -> dict:
     """Measure `point` on this worker into a row: {'row', 'sticky'}; or {'unusable': why} when this
     worker cannot measure at all (no GPU, no measurer): the client then gives the point to another."""
-    from cutlass_wsp.errors import GpuUnavailable
-    from cutlass_wsp.sweep.runner import _measure_row, is_sticky
+    from cutlass_wsp.errors import GpuUnavailable, is_sticky
+    from cutlass_wsp.sweep.runner import _measure_row
 
     st = _state(setup)
     if st.poisoned:          # a point queued here behind the one that poisoned the context: another worker takes it
