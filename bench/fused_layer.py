@@ -74,7 +74,12 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              # "-gather": the full map (WSP-RB) with its epilogue's loads batched; "-push": each rank's tiles with all
              # 16 positions local, the partner's part sent by st.async; their own form only
              ("gen5-k32-vpair-gather", dict(kc=32, vpair=True, gather="batched")),
-             ("gen5-k32-vpair-push", dict(kc=32, vpair=True, gather="push")))
+             ("gen5-k32-vpair-push", dict(kc=32, vpair=True, gather="push")),
+             # the push gather with ms in the 16-bit type ("-half"), with the producer in the conflict-free warpgroup
+             # ("-light"), both (docs/fused.md, eighth session: built without a GPU)
+             ("gen5-k32-vpair-push-half", dict(kc=32, vpair=True, gather="push", xchg="half")),
+             ("gen5-k32-vpair-push-light", dict(kc=32, vpair=True, gather="push", producer="light")),
+             ("gen5-k32-vpair-push-light-half", dict(kc=32, vpair=True, gather="push", producer="light", xchg="half")))
 
 
 class Case:
@@ -490,7 +495,8 @@ def cmd_profile(args) -> int:
             fb = balanced_block(args.ratio, lay.n, mi=64)   # 64 (as `time --gen5`)
             pr = prune(Wd, "wsp-rb", args.ratio, block=fb)
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, mi=64, gen=5, kc=args.kc,
-                        vpair=args.vpair, stamps=args.stamps, gather=args.gather).ready()
+                        vpair=args.vpair, stamps=args.stamps, gather=args.gather, xchg=args.xchg,
+                        producer=args.producer).ready()
         elif args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
             if args.pattern == "wsp-rb":
                 fb = balanced_block(args.ratio, lay.n)
@@ -846,9 +852,11 @@ def main(argv=None) -> int:
                    help="generation 5's raw-ring producer: in the warpgroup without the bank conflict, or half of it "
                         "in each warpgroup (CP_PRODUCERS)")
     f.add_argument("--gather", choices=CP_GATHERS, default=None,
-                   help="generation 5's full map (--pattern wsp-rb): its epilogue's loads batched (CP_GATHERS)")
+                   help="generation 5's full map (--pattern wsp-rb): its epilogue's loads batched, or each rank's "
+                        "tiles local with the partner's part pushed (CP_GATHERS)")
     f.add_argument("--xchg", choices=CP_XCHGS, default=None,
-                   help="generation 5's epilogue exchanges in the layer's 16-bit type (CP_XCHGS)")
+                   help="generation 5's epilogue exchanges in the layer's 16-bit type (CP_XCHGS; the dense map with "
+                        "--epi5 async or tma, the full map with --gather push)")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,

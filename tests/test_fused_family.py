@@ -1184,16 +1184,20 @@ def test_generation_5s_late_refill_moves_the_leaders_copy_after_the_issue(sched)
         cp_desc("fp16", 64, bc=32, fb=128, full_rows=True, refill="late")
 
 
-@pytest.mark.parametrize("sched", [None, "persistent"])
+@pytest.mark.parametrize("sched", [None, "persistent", "full map"])
 def test_generation_5s_light_producer_moves_every_duty_of_the_raw_ring(sched):
     """producer='light': the raw ring's producer is lane 0 of warp 3 of warpgroup 1 - rank (the column without the
     bank conflict) for everything the producer thread does (the first stages' kick, the producer at each chunk's head,
     the re-arm at the release, and persistent, the cached item of its loads); thread 0 keeps what is not the ring's
     and arms the first stages, whose barriers it initialized (the producer arming one before its init was a race that
-    a stress run of the sixth session hit). Refused with the halves pipe."""
+    a stress run of the sixth session hit). The full map's one-shot kernel (push gather) takes it too. Refused with
+    the halves pipe."""
     from cutlass_wsp.kernels.emitter import render
 
-    kw = dict(bc=32, vpair=True, epi="tma", sched=sched)
+    if sched == "full map":
+        kw, sched = dict(bc=32, vpair=True, fb=192, full_rows=True, gather="push"), None
+    else:
+        kw = dict(bc=32, vpair=True, epi="tma", sched=sched)
     src, base = render(cp_desc("fp16", 64, producer="light", **kw)), render(cp_desc("fp16", 64, **kw))
     assert "const int prod_tid = (1 - static_cast<int>(rank)) * 128 + 96;" in src and "prod_tid" not in base
     for old in ("if (tid == 0 && k + STAGES < ", "  if (tid == 0)   // the first ring's own stages"):
@@ -1602,6 +1606,33 @@ def test_generation_5s_push_gather_keeps_the_full_maps_epilogue_local():
     assert "cluster_sync" not in epi[:epi.index("\n}\n")]   # to the kernel's end
     with pytest.raises(Unsupported, match="gather 'push' \\(dense map\\)"):
         cp_desc("fp16", 64, bc=32, vpair=True, gather="push")
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_generation_5s_push_gather_in_the_16_bit_type_halves_what_the_pair_trades(dtype):
+    """xchg='half' with the push gather: ms in the layer's 16-bit type, rows of MI + 8 (16-byte runs; 72 KB, not 139),
+    the partner's part half the bytes in 16-byte st.async (MI / 32 a (position, tile), not MI / 8 8-byte ones), the
+    gather converting each value back to fp32 as the type requires; the same shared memory as the fp32 push kernel.
+    Only the full map's push gather (MI 32 or 64) and the dense map's async epilogues take it."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, fb=192, full_rows=True, gather="push")
+    d = cp_desc(dtype, 64, xchg="half", **kw)
+    src, base = render(d), render(cp_desc(dtype, 64, **kw))
+    assert d.stages == cp_desc(dtype, 64, **kw).stages and "_xchghalf" in d.name
+    epi = src[src.index("Epilogue of the full map, gather \"push\""):]
+    assert "constexpr int LDJ = MI + 8;" in epi and "constexpr int MS_BYTES = PP * HT * LDJ * 2;" in epi
+    assert "constexpr int PUSH_BYTES = CONSUMERS * PPC * HT * MI * 2;" in epi
+    assert "uint16_t* ms = reinterpret_cast<uint16_t*>(smem);" in epi and "float* ms =" not in epi
+    assert "st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32" in src
+    assert "bytes.v2.f32" not in src and "bytes.v2.f32" in base
+    conv = "__uint_as_float(static_cast<uint32_t>(u) << 16)" if dtype == "bf16" else "__half2float(__ushort_as_half(u))"
+    assert f"    return {conv};" in epi
+    for other in ("batched", None):   # the full map's other epilogues keep fp32
+        with pytest.raises(Unsupported, match="exchange 'half'"):
+            cp_desc(dtype, 64, xchg="half", **{**kw, "gather": other})
+    with pytest.raises(Unsupported, match="exchange 'half'"):
+        cp_desc(dtype, 64, bc=32, vpair=True, xchg="half")   # the dense map: with epi async or tma only
 
 
 def test_row_layouts_choose_generation_5s_full_map_where_it_measured_faster():

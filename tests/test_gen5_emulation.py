@@ -22,10 +22,11 @@ from cutlass_wsp.fused_banks import pick_rectangle, tile_order
 from cutlass_wsp.winograd import direct_conv2d, filter_transform, matrices_float, tile_grid
 
 
-def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, gather: str | None = None) -> dict:
+def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, gather: str | None = None,
+              xchg: str | None = None) -> dict:
     from cutlass_wsp.kernels.emitter import render
 
-    src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair, gather=gather))
+    src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair, gather=gather, xchg=xchg))
     cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in re.findall(
         r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; swappable = (\w+); \}", src)}
     env: dict = {"align1k": lambda b: (b + 1023) // 1024 * 1024}
@@ -50,17 +51,34 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, ga
         assert "reinterpret_cast<uint32_t*>(sinv)[tid + q * THREADS] = invr[q];" in src
     if gather == "push":   # the expressions _push_epilogue mirrors
         assert "const int tl0 = (w4 & 1) * 16 + g;" in src and "if ((w4 >> 1) == static_cast<int>(rank)) {" in src
-        assert "ms + ((col * PPC + a) * HT + tl0 + 8 * h) * LDJ + q8 * 8 + 2 * q" in src
-        assert '"r"(cute::cast_smem_ptr_to_uint(ms + (col * PPC * HT + tl0) * LDJ + 2 * q)), "r"(rank ^ 1u));' in src
-        assert ':: "r"(dst + 4 * ((a * HT + 8 * h) * LDJ + q8 * 8)), "f"(f * acc[a][4 * q8 + 2 * h]),' in src
-        assert "for (int r = tid; r < PP * HT; r += THREADS) ms[r * LDJ + MI] = 0.0f;" in src
+        (pad,) = re.findall(r"^  constexpr int LDJ = MI \+ (\d+);", src, re.M)   # the epilogue's ms rows
+        env["LDJ"] = env["MI"] + int(pad)
+        if xchg == "half":   # a thread's run of MI / 4 values at q * (MI / 4), word q8; the inverse map through xrow
+            assert "return j < 0 ? j : ((j & 7) >> 1) * (MI / 4) + (j >> 3) * 2 + (j & 1);" in src
+            assert src.count("for (int q8 = 0; q8 < MI / 8; ++q8) wv[q8] = pack_out(f * acc[a][4 * q8 + 2 * h], "
+                             "f * acc[a][4 * q8 + 2 * h + 1]);") == 2
+            assert "uint4* run = reinterpret_cast<uint4*>(ms + ((col * PPC + a) * HT + tl0 + 8 * h) * LDJ + q * (MI / 4));" \
+                in src and "run[u] = make_uint4(wv[4 * u], wv[4 * u + 1], wv[4 * u + 2], wv[4 * u + 3]);" in src
+            assert ('"r"(cute::cast_smem_ptr_to_uint(ms + (col * PPC * HT + tl0) * LDJ + q * (MI / 4))), '
+                    '"r"(rank ^ 1u));') in src
+            assert ':: "r"(dst + 2 * ((a * HT + 8 * h) * LDJ + 8 * u)), "r"(wv[4 * u]), "r"(wv[4 * u + 1]),' in src
+            assert "(static_cast<uint32_t>(xrow(static_cast<int16_t>(w & 0xffffu))) & 0xffffu) |" in src
+            assert "(static_cast<uint32_t>(xrow(static_cast<int>(w) >> 16)) << 16);" in src
+            assert "for (int r = tid; r < PP * HT; r += THREADS) ms[r * LDJ + MI] = 0;" in src
+            assert "mx[i / P][i % P] = x2f(mt[jx[i]]);" in src and "my[i / P][i % P] = x2f(mt[jy[i]]);" in src
+        else:
+            assert "ms + ((col * PPC + a) * HT + tl0 + 8 * h) * LDJ + q8 * 8 + 2 * q" in src
+            assert '"r"(cute::cast_smem_ptr_to_uint(ms + (col * PPC * HT + tl0) * LDJ + 2 * q)), "r"(rank ^ 1u));' in src
+            assert ':: "r"(dst + 4 * ((a * HT + 8 * h) * LDJ + q8 * 8)), "f"(f * acc[a][4 * q8 + 2 * h]),' in src
+            assert "for (int r = tid; r < PP * HT; r += THREADS) ms[r * LDJ + MI] = 0.0f;" in src
         assert "const int so = ((i % P) * PPC + i / P) * HT * LDJ;" in src
         assert ("jx[i] = so + static_cast<int>(min(static_cast<uint32_t>(static_cast<int>(static_cast<int16_t>(w & "
                 "0xffffu))),") in src
         assert "jy[i] = so + static_cast<int>(min(static_cast<uint32_t>(static_cast<int>(w) >> 16), " in src
         assert "const int4 ti = tiles[static_cast<int>(rank) * HT + warp + WARPS * kt];" in src
-        assert "const float* msw = ms + warp * LDJ;" in src and "const float* mt = msw + WARPS * kt * LDJ;" in src
-    return {"cols": cols, "vpair": vpair, "gather": gather, **env}
+        mt = "uint16_t" if xchg == "half" else "float"   # ms's element
+        assert f"const {mt}* msw = ms + warp * LDJ;" in src and f"const {mt}* mt = msw + WARPS * kt * LDJ;" in src
+    return {"cols": cols, "vpair": vpair, "gather": gather, "xchg": xchg, **env}
 
 
 def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: int, k: dict,
@@ -128,7 +146,7 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
             if inv is None:
                 _epilogue(accs, swaps, k["cols"], tiles, block, mi, n_out, H, W, AT, out)
             else:
-                _full_epilogue(accs, swaps, k["cols"], tiles, block, mi, inv[block], n_out, H, W, AT, out, k["gather"])
+                _full_epilogue(accs, swaps, k["cols"], tiles, block, mi, inv[block], n_out, H, W, AT, out, k)
     return out
 
 
@@ -143,14 +161,14 @@ def _fragments(acc: np.ndarray, mi: int) -> np.ndarray:
     return f
 
 
-def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out, gather=None) -> None:
+def _full_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out, k) -> None:
     """The full map's epilogue as the kernel writes it: each thread stores its fragments to ms[c * 4 + a][tile][LDJ]
     (tile 16 w4 + g + 8 h, row 8 q8 + 2 q + e; a swapped tile's values times sgn); rank r then transforms the filter
     pairs r, r + 2, ... of every tile from position i's ms of rank (i % 4) // 2, warpgroup i % 2, row inv[i][f]."""
-    fb = inv.shape[1]
+    fb, gather = inv.shape[1], k["gather"]
     ldj = mi + 4
     if gather == "push":
-        _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out)
+        _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out, k)
         return
     ms = np.full((2, 8, 64, ldj), np.nan)                     # unwritten entries poison whatever reads them
     for col, acc in accs.items():
@@ -211,12 +229,16 @@ def _store_pair(M, AT, b, ty, tx, f, n_out, H, W, out) -> None:
                     out[b, ty + u, tx + v, f + e] = Y[u, v]
 
 
-def _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out) -> None:
+def _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, out, k) -> None:
     """gather "push": warp w4 of column col's warpgroup writes its fragments into the ms of rank w4 >> 1 (its own, or
     the partner's by st.async), slot col * 4 + a, tile (w4 & 1) * 16 + g + 8 h of that rank's half; rank r then
-    transforms its 32 tiles for every filter pair, position i = 4 r' + cc read from slot cc * 4 + r'."""
-    fb = inv.shape[1]
-    ldj, ht, nfp = mi + 4, 32, fb // 2
+    transforms its 32 tiles for every filter pair, position i = 4 r' + cc read from slot cc * 4 + r'. With xchg
+    "half", row 8 q8 + 2 q + e lies at q (MI / 4) + 2 q8 + e (the thread's run, word q8) and the inverse map is staged
+    through xrow; k["round"] (if set) rounds each stored value as the 16-bit type does."""
+    fb, half = inv.shape[1], k["xchg"] == "half"
+    ldj, ht, nfp = k["LDJ"], 32, fb // 2
+    assert ldj == mi + (8 if half else 4)
+    rnd = k.get("round", lambda v: v)
     ms = np.full((2, 16, ht, ldj), np.nan)                    # [rank][slot][tile of its half][row]
     for col, acc in accs.items():
         sgn = cols[col][2]
@@ -230,9 +252,16 @@ def _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, ou
             for a in range(4):
                 for q8 in range(mi // 8):
                     for h in (0, 1):
-                        j = q8 * 8 + 2 * q
-                        ms[owner, col * 4 + a, tl0 + 8 * h, j:j + 2] = (f1 if h else f0) * fr[a, 4 * q8 + 2 * h:4 * q8 + 2 * h + 2, lt]
+                        j = q * (mi // 4) + 2 * q8 if half else q8 * 8 + 2 * q
+                        ms[owner, col * 4 + a, tl0 + 8 * h, j:j + 2] = rnd(
+                            (f1 if h else f0) * fr[a, 4 * q8 + 2 * h:4 * q8 + 2 * h + 2, lt])
     ms[:, :, :, mi] = 0.0                                     # the zero column a pruned row reads
+
+    def xrow(j):   # the kernel's lambda (half), applied as it stages the inverse map
+        if j < 0 or not half or not k.get("stage_xrow", True):
+            return j
+        return ((j & 7) >> 1) * (mi // 4) + (j >> 3) * 2 + (j & 1)
+
     for rank in (0, 1):
         for tl in range(ht):
             b, ty, tx, _ = tiles[32 * rank + tl]
@@ -243,7 +272,7 @@ def _push_epilogue(accs, swaps, cols, tiles, block, mi, inv, n_out, H, W, AT, ou
                 M = np.zeros((2, 4, 4))
                 for i in range(16):
                     for e in (0, 1):   # min(unsigned(j), MI): -1 -> MI
-                        j = min(int(inv[i, 2 * fp + e]) & 0xFFFFFFFF, mi)
+                        j = min(xrow(int(inv[i, 2 * fp + e])) & 0xFFFFFFFF, mi)
                         M[e, i // 4, i % 4] = ms[rank, (i % 4) * 4 + i // 4, tl, j]
                 _store_pair(M, AT, b, ty, tx, f, n_out, H, W, out)
 
@@ -361,13 +390,23 @@ def _winograd_reference(d: np.ndarray, lay) -> np.ndarray:
     return output_transform(np.einsum("ifc,ict->ift", Wf, X), 2, B, H, W).transpose(0, 2, 3, 1)
 
 
-@pytest.mark.parametrize("bc,vpair,gather", [(16, False, None), (32, False, None), (32, True, None),
-                                             (32, True, "batched"), (16, False, "batched"), (32, True, "push"),
-                                             (16, False, "push")])
+@pytest.mark.parametrize("bc,vpair,gather,xchg", [(16, False, None, None), (32, False, None, None),
+                                                  (32, True, None, None), (32, True, "batched", None),
+                                                  (16, False, "batched", None), (32, True, "push", None),
+                                                  (16, False, "push", None), (32, True, "push", "half"),
+                                                  (16, False, "push", "half")])
 @pytest.mark.parametrize("ratio,n,fb", [(0.7, 200, 192), (0.5, 150, 128)])
-def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, gather, ratio, n, fb):
+def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, gather, xchg, ratio, n, fb):
     """WSP-RB in the wide blocks of the full map (64 packed rows per position standing for FB filters; n leaves the
     last block partly empty): the emulated kernel against the layer its layout stands for."""
+    lay, d = _wsp_rb_case(ratio, n, fb, bc)
+    k = _rendered(bc, fb=fb, full=True, vpair=vpair, gather=gather, xchg=xchg)
+    got = _emulate(d, lay.U, pack_cp_weights(lay.U, bc), lay.n_out, bc, k, inv=lay.inv)
+    ref = _winograd_reference(d, lay)
+    assert np.abs(ref).max() > 0.1 and np.abs(got - ref).max() < 1e-9 * np.abs(ref).max()
+
+
+def _wsp_rb_case(ratio, n, fb, bc):
     from cutlass_wsp.families.fused import layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
@@ -375,8 +414,23 @@ def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, gather, ra
     rng = np.random.default_rng(n + bc)
     lay = layout_for(prune(he_winograd_weights((n, 48), 4, seed=3), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
     assert lay.mi == 64 and lay.fb == fb and not lay.identity
-    d = rng.standard_normal((2, 7, 5, 48))
-    k = _rendered(bc, fb=fb, full=True, vpair=vpair, gather=gather)
-    got = _emulate(d, lay.U, pack_cp_weights(lay.U, bc), lay.n_out, bc, k, inv=lay.inv)
+    return lay, rng.standard_normal((2, 7, 5, 48))
+
+
+def test_the_push_gathers_fp16_products_stay_inside_the_layers_tolerance():
+    """xchg "half" rounds each product M to fp16 once before the output transform (as the unfused pipeline rounds
+    Y): that alone moves the output by well under the GPU check's tolerance (layer_rtol), and a layout that put a
+    thread's run in the fp32 order (rows 8 q8 + 2 q + e at their own index) reads the wrong products."""
+    from cutlass_wsp.gpu.verify import layer_rtol
+
+    lay, d = _wsp_rb_case(0.7, 200, 192, 32)
+    k = _rendered(32, fb=192, full=True, vpair=True, gather="push", xchg="half")
     ref = _winograd_reference(d, lay)
-    assert np.abs(ref).max() > 0.1 and np.abs(got - ref).max() < 1e-9 * np.abs(ref).max()
+    scale = np.abs(ref).max()
+    got = _emulate(d, lay.U, pack_cp_weights(lay.U, 32), lay.n_out, 32, {**k, "round": lambda v: v.astype(np.float16)},
+                   inv=lay.inv)
+    err = np.abs(got - ref).max() / scale
+    assert 0 < err < layer_rtol("fp16", 4, 9 * 48) / 4
+    # the runs stored, the inverse map staged as it comes (no xrow): the gather reads other rows' products
+    wrong = _emulate(d, lay.U, pack_cp_weights(lay.U, 32), lay.n_out, 32, {**k, "stage_xrow": False}, inv=lay.inv)
+    assert np.abs(wrong - ref).max() > 1e-2 * scale

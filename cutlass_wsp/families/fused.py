@@ -412,14 +412,15 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"generation-5 weight refill {extra['refill']!r} with pipe {extra.get('pipe')!r} "
                           f"({extra.get('map')} map)", f"use refill {' or '.join(map(repr, CP_REFILLS))} with the "
                           "dense map and the default pipe, or none")
-    if "producer" in extra and (extra["producer"] not in CP_PRODUCERS or full or "pipe" in extra):
-        raise Unsupported(f"generation-5 producer {extra['producer']!r} with pipe {extra.get('pipe')!r} "
-                          f"({extra.get('map')} map)", f"use producer {' or '.join(map(repr, CP_PRODUCERS))} with the "
-                          "dense map and the default pipe, or none")
-    if "xchg" in extra and (extra["xchg"] not in CP_XCHGS or extra.get("epi") not in CP_XS2BAR_EPIS or full):
-        raise Unsupported(f"generation-5 exchange {extra['xchg']!r} with epi {extra.get('epi')!r} "
-                          f"({extra.get('map')} map)", f"use xchg {' or '.join(map(repr, CP_XCHGS))} with epi 'async' "
-                          "or 'tma' and the dense map, or none")
+    if "producer" in extra and (extra["producer"] not in CP_PRODUCERS or "pipe" in extra):
+        raise Unsupported(f"generation-5 producer {extra['producer']!r} with pipe {extra.get('pipe')!r}",
+                          f"use producer {' or '.join(map(repr, CP_PRODUCERS))} with the default pipe, or none")
+    if "xchg" in extra and (extra["xchg"] not in CP_XCHGS or (
+            extra.get("epi") not in CP_XS2BAR_EPIS if not full else extra.get("gather") != "push" or mi % 32)):
+        raise Unsupported(f"generation-5 exchange {extra['xchg']!r} with epi {extra.get('epi')!r}, gather "
+                          f"{extra.get('gather')!r} ({extra.get('map')} map)",
+                          f"use xchg {' or '.join(map(repr, CP_XCHGS))} with epi 'async' or 'tma' (the dense map) or "
+                          "gather 'push' and MI 32 or 64 (the full map), or none")
     if "gather" in extra and (extra["gather"] not in CP_GATHERS or not full):
         raise Unsupported(f"generation-5 gather {extra['gather']!r} ({extra.get('map')} map)",
                           f"use gather {' or '.join(map(repr, CP_GATHERS))} with the full map (row-pruned layouts), "
@@ -485,13 +486,15 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     stage after its own products are issued, not before its transform, so the leaders' copies (and the persistent
     leaders' reads of their cached item) leave the path to the warpgroup's first wgmma. `table='early'` (CP_TABLES;
     persistent): the next item's tile table is written by warps 2 and 3 during the item's first chunk.
-    `producer='light'` (CP_PRODUCERS; the dense map, the default pipe): the raw ring's producer is lane 0 of warp 3 of
+    `producer='light'` (CP_PRODUCERS; the default pipe, either map): the raw ring's producer is lane 0 of warp 3 of
     the warpgroup whose column loads without the 2-way bank conflict, not thread 0; `producer='split'`: lane 0 of warp 3
     of each warpgroup loads half of the CTA's stages and re-arms the stages its counterparts load, so neither
     warpgroup carries the whole producer (the chunk stamps: the producer's warpgroup was 300-500 cycles a chunk slower).
     `xchg='half'` (CP_XCHGS; epi 'async' or 'tma'): the epilogue's two exchanges carry the layer's 16-bit type (half the
     bytes; each traded value rounded once), and the persistent pair's exchanges sit apart in the stage, so the partner
-    sends once this CTA's products are done rather than once its Z are read.
+    sends once this CTA's products are done rather than once its Z are read. With the full map's push gather: ms in
+    the 16-bit type (72 KB, not 139), a thread's values of one (position, tile) in 16-byte runs (4x fewer stores and
+    st.async, half the bytes), each product rounded once as the unfused pipeline rounds Y.
     `gather='batched'` (CP_GATHERS; the full map): the epilogue's 32 loads per (tile, filter pair), 16 of them from
     the partner's shared memory, predicated on the row being kept instead of branched around, so they are in flight
     together (the phase stamps: one round trip at a time made the gather ~1.8x the mainloop on conv4_2), and the

@@ -260,7 +260,9 @@ GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, 
                  dict(bc=32, vpair=True, epi="tma", sched="persistent", producer="split"),
                  dict(bc=32, vpair=True, epi="tma", producer="light", xchg="half"),
                  dict(bc=32, vpair=True, epi="tma", sched="persistent", producer="light", xchg="half"),
-                 dict(bc=32, vpair=True, gather="batched"), dict(bc=32, vpair=True, gather="push")]
+                 dict(bc=32, vpair=True, gather="batched"), dict(bc=32, vpair=True, gather="push"),
+                 dict(bc=32, vpair=True, gather="push", xchg="half"), dict(bc=32, vpair=True, gather="push", producer="light"),
+                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half")]
 GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early", "k32-vpair-async",
             "k32-vpair-tma",   # tma: n_out % 8 == 0 stores by TMA (the dense shapes, FP 0.5), else per thread (FP 0.7)
             "k32-vpair-persist", "k32-vpair-tma-persist",   # pairs walking items (the test below: several a pair)
@@ -268,7 +270,8 @@ GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k3
             "k32-vpair-tma-light", "k32-vpair-tma-persist-light",   # the producer in the conflict-free warpgroup
             "k32-vpair-tma-split", "k32-vpair-tma-persist-split",   # half of the producer in each warpgroup
             "k32-vpair-tma-light-half", "k32-vpair-tma-persist-light-half",   # the exchanges in the 16-bit type
-            "k32-vpair-gather", "k32-vpair-push"]   # the full map's gathers batched, pushed (the full-map test only)
+            "k32-vpair-gather", "k32-vpair-push",   # the full map's gathers batched, pushed (the full-map test only)
+            "k32-vpair-push-half", "k32-vpair-push-light", "k32-vpair-push-light-half"]   # ms in fp16; the producer
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -287,7 +290,7 @@ def test_gen5_dense_equals_direct_convolution(dtype, variant, batch, c, n, H, W,
     g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
     lay = dense_layout(filter_transform(g.astype(np.float64), 2).astype(np.float32), 4, fb=64)
     if "gather" in variant:
-        pytest.skip("the batched gather is the full map's epilogue")
+        pytest.skip("the full map's gathers are its own epilogue")
     desc = cp_desc(dtype, lay.mi, **variant)
     err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused gen5 {desc.name}")
     assert 0 < err
@@ -339,7 +342,7 @@ def test_gen5_fp_equals_the_unfused_pipeline_with_the_same_mask(dtype, variant, 
     lay = layout_for(prune(he_winograd_weights((96, 64), 4, seed=13), "fp", ratio), 4, fb=64)
     assert lay.identity
     if "gather" in variant:
-        pytest.skip("the batched gather is the full map's epilogue")
+        pytest.skip("the full map's gathers are its own epilogue")
     desc = cp_desc(dtype, lay.mi, **variant)
     _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
                            f"gen5 fp {ratio}")
