@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
+from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
                                         balanced_block, cp_desc, fused_desc, kernel_pad_waste, layout_for,
                                         pair_desc, rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError, exit_now, is_sticky  # noqa: E402
@@ -79,7 +79,10 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              # ("-light"), both (docs/fused.md, eighth session: built without a GPU)
              ("gen5-k32-vpair-push-half", dict(kc=32, vpair=True, gather="push", xchg="half")),
              ("gen5-k32-vpair-push-light", dict(kc=32, vpair=True, gather="push", producer="light")),
-             ("gen5-k32-vpair-push-light-half", dict(kc=32, vpair=True, gather="push", producer="light", xchg="half")))
+             ("gen5-k32-vpair-push-light-half", dict(kc=32, vpair=True, gather="push", producer="light", xchg="half")),
+             # ... and the pair's joins split and relaxed ("-relaxed")
+             ("gen5-k32-vpair-push-light-half-relaxed", dict(kc=32, vpair=True, gather="push", producer="light",
+                                                             xchg="half", join="relaxed")))
 
 
 class Case:
@@ -496,7 +499,7 @@ def cmd_profile(args) -> int:
             pr = prune(Wd, "wsp-rb", args.ratio, block=fb)
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, mi=64, gen=5, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, gather=args.gather, xchg=args.xchg,
-                        producer=args.producer).ready()
+                        producer=args.producer, join=args.join).ready()
         elif args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
             if args.pattern == "wsp-rb":
                 fb = balanced_block(args.ratio, lay.n)
@@ -857,6 +860,8 @@ def main(argv=None) -> int:
     f.add_argument("--xchg", choices=CP_XCHGS, default=None,
                    help="generation 5's epilogue exchanges in the layer's 16-bit type (CP_XCHGS; the dense map with "
                         "--epi5 async or tma, the full map with --gather push)")
+    f.add_argument("--join", choices=CP_JOINS, default=None,
+                   help="generation 5's full map with --gather push: the pair's joins split and relaxed (CP_JOINS)")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,

@@ -1635,6 +1635,33 @@ def test_generation_5s_push_gather_in_the_16_bit_type_halves_what_the_pair_trade
         cp_desc(dtype, 64, bc=32, vpair=True, xchg="half")   # the dense map: with epi async or tma only
 
 
+def test_generation_5s_relaxed_join_splits_the_push_kernels_pair_joins():
+    """join='relaxed' (the push gather): both of the pair's joins as the tma epilogue's: the first one's relaxed arrive
+    before the tile table and its wait after it, the first stages requested only then; the one after the mainloop a
+    relaxed arrive (no cluster_sync, so no MEMBAR.ALL.GPU before it), the last ring's releases not sent, each thread's
+    wait in its warp's branch of the exchange: before the st.async into the partner's ms, after the local stores.
+    The kernel without it renders as before; the other epilogues refuse it."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, fb=192, full_rows=True, gather="push")
+    src, base = render(cp_desc("fp16", 64, join="relaxed", **kw)), render(cp_desc("fp16", 64, **kw))
+    assert "cluster_sync" not in src and base.count("cute::cluster_sync();") == 2
+    assert src.count("cute::cluster_arrive_relaxed();") == 2 and src.count("cute::cluster_wait();") == 3
+    start = src.index("cute::cluster_arrive_relaxed();")
+    assert start < src.index("// Tiles of the rectangle") < src.index("cute::cluster_wait();") < src.index(
+        "  if (tid == 0)   // the first ring's own stages")
+    assert "if (k + STAGES < nch) Barrier::arrive(&rawfree[s]" in src and "Barrier::arrive(&rawfree[s]" in base
+    assert "if (k + STAGES < nch) Barrier::arrive(&rawfree[s]" not in base
+    epi = src[src.index("join \"relaxed\" (the push gather)"):]
+    local, remote = epi.index("this rank's tiles: here"), epi.index("the partner's tiles: into its ms")
+    waits = [i for i in range(len(epi)) if epi.startswith("cute::cluster_wait();", i)]
+    assert len(waits) == 2 and local < waits[0] < remote < waits[1] < epi.index("asm volatile(\"st.async")
+    assert epi.index("cute::cluster_arrive_relaxed();") < epi.index("__syncthreads();") < local
+    for other in ("batched", None):
+        with pytest.raises(Unsupported, match="join 'relaxed'"):
+            cp_desc("fp16", 64, join="relaxed", **{**kw, "gather": other})
+
+
 def test_row_layouts_choose_generation_5s_full_map_where_it_measured_faster():
     """WSP-R and WSP-RB at p = 4 (fp16): generation 5's full map (64 rows per position) from c = 128 where its rows per
     filter are at most 1.5x generation 4's (WSP-RB 0.5, 0.7: blocks of 128, 192 against 64, 96; of 128 filters at 0.7:

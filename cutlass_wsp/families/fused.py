@@ -347,6 +347,8 @@ CP_GATHERS = ("batched", "push")   # the full map's epilogue: its gathers predic
                                    # rank's tiles with all 16 positions in its own shared memory, the partner's part
                                    # sent by st.async (no remote load)
 CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async or tma epilogue, 32 channels a chunk)
+CP_JOINS = ("relaxed",)          # (the push gather) the pair's joins split and relaxed as the tma epilogue's: the last
+                                 # ring's releases not sent, the wait only before the partner's ms is written
 
 
 def cp_ustages(stages: int, bc: int = BC) -> int:
@@ -425,6 +427,9 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"generation-5 gather {extra['gather']!r} ({extra.get('map')} map)",
                           f"use gather {' or '.join(map(repr, CP_GATHERS))} with the full map (row-pruned layouts), "
                           "or none")
+    if "join" in extra and (extra["join"] not in CP_JOINS or extra.get("gather") != "push"):
+        raise Unsupported(f"generation-5 join {extra['join']!r} with gather {extra.get('gather')!r}",
+                          f"use join {' or '.join(map(repr, CP_JOINS))} with gather 'push' (the full map), or none")
     if "table" in extra and (extra["table"] not in CP_TABLES or extra.get("sched") != "persistent"):
         raise Unsupported(f"generation-5 tile table {extra['table']!r} with sched {extra.get('sched')!r}",
                           f"use table {' or '.join(map(repr, CP_TABLES))} with sched 'persistent', or none")
@@ -461,7 +466,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
             full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False,
             epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False,
             refill: str | None = None, table: str | None = None, producer: str | None = None,
-            xchg: str | None = None, gather: str | None = None) -> KernelDesc:
+            xchg: str | None = None, gather: str | None = None, join: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -501,7 +506,10 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     block's inverse map read into registers before the pair's join. `gather='push'`: the pair splits the epilogue by
     tiles, not filter pairs: rank r transforms tiles 32 r .. 32 r + 31 with all 16 positions in its own shared memory,
     the warps holding the partner's tiles send them by st.async into its ms (completing bytes on an mbarrier more), so
-    the gather reads no remote memory and no cluster barrier follows the epilogue.
+    the gather reads no remote memory and no cluster barrier follows the epilogue. `join='relaxed'` (CP_JOINS; the push
+    gather): the pair's two joins split and relaxed as the tma epilogue's (the first one's wait after the tile table;
+    the one after the mainloop with no fence, the last ring's releases not sent, its wait only before the st.async into
+    the partner's ms), so the partner's skew runs under the tile table and this CTA's own stores.
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
@@ -520,7 +528,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       + ((("sched", sched),) if sched else ()) + ((("cstamps", 1),) if chunk_stamps else ())
                       + ((("refill", refill),) if refill else ()) + ((("table", table),) if table else ())
                       + ((("producer", producer),) if producer else ()) + ((("xchg", xchg),) if xchg else ())
-                      + ((("gather", gather),) if gather else ()))
+                      + ((("gather", gather),) if gather else ()) + ((("join", join),) if join else ()))
     return check_fused_desc(desc)
 
 
