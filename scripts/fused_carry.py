@@ -155,11 +155,15 @@ def main() -> int:
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
     ap.add_argument("--no-tests", action="store_true",
                     help="only the time step's (and --sweep's, --stamps') kernels, not the GPU tests'")
+    ap.add_argument("--tests-match", default=None, metavar="TEXT",
+                    help="only the GPU tests' kernels whose name holds TEXT (e.g. gatherpush: the push full map's), "
+                         "as the device call's TESTS_K selects them")
     ap.add_argument("--jobs", type=int, default=None)
     args = ap.parse_args()
     from cutlass_wsp.kernels.cache import KernelCache, default_cache
 
-    descs = list(dict.fromkeys(([] if args.no_tests else gpu_test_descs()) + bench_descs(args)))
+    tests = [] if args.no_tests else [d for d in gpu_test_descs() if args.tests_match is None or args.tests_match in d.name]
+    descs = list(dict.fromkeys(tests + bench_descs(args)))
     src = default_cache()
     missing = [d for d in descs if src.lookup(d) is None]
     print(f"{len(descs)} kernels, {len(missing)} to build", flush=True)

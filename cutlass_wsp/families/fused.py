@@ -331,11 +331,15 @@ def rs_desc(dtype: str, mi: int, *, fb: int | None = None, stages: int | None = 
 CP_MI = (32, 48, 64)             # wgmma N: the filter block (the dense map); 64 holds 128 accumulators per thread
 CP_STAGES = (2, 4, 6)            # raw-ring depths: even (the pair's CTAs own alternate stages)
 CP_BC = (16, 32)                 # channels per chunk: one k16 step, or two (64-byte pixels, one 16-byte load each)
-CP_EPIS = ("lean", "early", "async", "tma")   # the dense map's epilogue: float4 exchanges and uniform branches; the
-                                 # pair's join after the warpgroups' exchange; one Z traded in the CTA and the pair's
-                                 # part by st.async into an mbarrier (no fence, one join); that, the output by one TMA
-                                 # store per CTA and the pair's joins relaxed (MI 64); absent: the plain one
+CP_EPIS = ("lean", "early", "async", "tma", "wg")   # the dense map's epilogue: float4 exchanges and uniform
+                                 # branches; the pair's join after the warpgroups' exchange; one Z traded in the CTA
+                                 # and the pair's part by st.async into an mbarrier (no fence, one join); that, the
+                                 # output by one TMA store per CTA and the pair's joins relaxed (MI 64); the tma
+                                 # epilogue in a warpgroup of its own under the next item's chunks (persistent, MI 64,
+                                 # bc 32, xchg half); absent: the plain one
 CP_XS2BAR_EPIS = ("async", "tma")   # the epilogues whose partner's part lands on an mbarrier (xs2bar, one more)
+CP_ASYNC_EPIS = CP_XS2BAR_EPIS + ("wg",)   # ... and the warpgroup epilogue: those the exchanges in fp16 and the
+                                           # persistent schedule take
 CP_TILES = ("vpair",)            # a thread's tiles other than rows g, g + 8 of the rectangle in order: vertical pairs
 CP_REFILLS = ("late",)           # a chunk's weight refill after its products' issue, not before its transform
 CP_PRODUCERS = ("light", "split")   # the raw ring's producer: in the warpgroup whose column loads without bank
@@ -369,6 +373,11 @@ def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants); a persistent CTA
     has an mbarrier more (xsfree) and two tile tables, the full map's push gather one more (its xs2bar)."""
     persistent = sched == "persistent"
+    if epi == "wg":   # rings, 4 mbarriers more, the walk, two tile tables, then ZBUF, PBUF and the box apart
+        nbar = 2 * stages + 2 * cp_ustages(stages, bc) + 4
+        end = (_cp_big_bytes(mi, stages, raw, bc) + -(-(nbar * 8) // 16) * 16 + 3 * 16 + 2 * WS_BT * 16
+               + 3 * 2 * (mi // 16) * 128 * 16)
+        return _align1k(end) + WS_BT * 2 * mi * 2
     xbar = epi in CP_XS2BAR_EPIS or gather == "push"
     nbar = 2 * stages + 2 * cp_ustages(stages, bc) + xbar + persistent   # rawfull, rawfree; ufull; xs2bar; xsfree
     bars = -(-(nbar * 8) // 16) * 16
@@ -404,10 +413,18 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"input region of {extra.get('raw')} pixels", f"use {WS_RAW_PIX}")
     if extra.get("tiles", CP_TILES[0]) not in CP_TILES:
         raise Unsupported(f"generation-5 tile order {extra.get('tiles')!r}", f"use {', '.join(CP_TILES)} or none")
-    if "epi" in extra and (extra["epi"] not in CP_EPIS or full or mi % 32 or (extra["epi"] == "tma" and mi != 64)):
+    if "epi" in extra and (extra["epi"] not in CP_EPIS or full or mi % 32 or (extra["epi"] in ("tma", "wg") and mi != 64)):
         raise Unsupported(f"generation-5 epilogue {extra['epi']!r} for MI={mi} ({extra.get('map')} map)",
-                          f"use epi {' or '.join(map(repr, CP_EPIS))} with the dense map and MI 32 or 64 (tma: 64), "
-                          "or none")
+                          f"use epi {' or '.join(map(repr, CP_EPIS))} with the dense map and MI 32 or 64 (tma, wg: "
+                          "64), or none")
+    if extra.get("epi") == "wg" and (extra.get("sched") != "persistent" or extra.get("xchg") != "half" or bc != 32
+                                     or any(k in extra for k in ("stamps", "cstamps", "refill", "table", "pipe"))
+                                     or extra.get("producer", "light") != "light"):
+        raise Unsupported("generation-5 epilogue 'wg' with " + ", ".join(
+            f"{k} {extra.get(k)!r}" for k in ("sched", "xchg", "producer", "refill", "table", "pipe")
+            if extra.get(k) is not None) + f" at {bc} channels a chunk",
+                          "use epi 'wg' with sched 'persistent', xchg 'half', bc=32 and at most producer 'light' "
+                          "(no stamps, refill, table or pipe)")
     if extra.get("stamps", 1) != 1:
         raise Unsupported(f"generation-5 stamps {extra.get('stamps')!r}", "use stamps=1 (the profiling build) or none")
     if "refill" in extra and (extra["refill"] not in CP_REFILLS or "pipe" in extra or full):
@@ -418,7 +435,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"generation-5 producer {extra['producer']!r} with pipe {extra.get('pipe')!r}",
                           f"use producer {' or '.join(map(repr, CP_PRODUCERS))} with the default pipe, or none")
     if "xchg" in extra and (extra["xchg"] not in CP_XCHGS or (
-            extra.get("epi") not in CP_XS2BAR_EPIS if not full else extra.get("gather") != "push" or mi % 32)):
+            extra.get("epi") not in CP_ASYNC_EPIS if not full else extra.get("gather") != "push" or mi % 32)):
         raise Unsupported(f"generation-5 exchange {extra['xchg']!r} with epi {extra.get('epi')!r}, gather "
                           f"{extra.get('gather')!r} ({extra.get('map')} map)",
                           f"use xchg {' or '.join(map(repr, CP_XCHGS))} with epi 'async' or 'tma' (the dense map) or "
@@ -439,7 +456,7 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           f"{extra.get('epi')!r}" + (" and the phase stamps" if "stamps" in extra else ""),
                           "use cstamps=1 with the dense map, epi 'async' or 'tma', the default pipe and no phase "
                           "stamps, or none")
-    if "sched" in extra and (extra["sched"] not in CP_SCHEDS or extra.get("epi") not in CP_XS2BAR_EPIS or bc != 32
+    if "sched" in extra and (extra["sched"] not in CP_SCHEDS or extra.get("epi") not in CP_ASYNC_EPIS or bc != 32
                              or "stamps" in extra):
         raise Unsupported(f"generation-5 schedule {extra['sched']!r} with epi {extra.get('epi')!r} at {bc} channels a "
                           "chunk" + (" (a stamps build)" if "stamps" in extra else ""),
