@@ -71,6 +71,10 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              ("gen5-k32-vpair-tma-light-half", dict(kc=32, vpair=True, epi="tma", producer="light", xchg="half")),
              ("gen5-k32-vpair-tma-persist-light-half", dict(kc=32, vpair=True, epi="tma", sched="persistent",
                                                             producer="light", xchg="half")),
+             # "-wg": the epilogue in a warpgroup of its own under the next item's chunks (eighth session: built
+             # without a GPU)
+             ("gen5-k32-vpair-wg-persist-light-half", dict(kc=32, vpair=True, epi="wg", sched="persistent",
+                                                           producer="light", xchg="half")),
              # "-gather": the full map (WSP-RB) with its epilogue's loads batched; "-push": each rank's tiles with all
              # 16 positions local, the partner's part sent by st.async; their own form only
              ("gen5-k32-vpair-gather", dict(kc=32, vpair=True, gather="batched")),

@@ -1705,3 +1705,42 @@ def test_a_full_map_kernels_padding_counts_every_row_it_multiplies():
     g4 = layout_for(prune(W, "wsp-r", 0.7, balance="unbalanced"), 4, fb=32)   # kept counts vary per position
     assert kernel_pad_waste(g4, rs_desc("fp16", g4.mi, fb=32, full_rows=True)) > g4.pad_waste > 0
     assert kernel_pad_waste(g4, rs_desc("fp16", g4.mi, fb=32)) == g4.pad_waste        # the "rows" map skips tiles
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_generation_5s_warpgroup_epilogue_lays_out_its_buffers_and_launches_384_threads(dtype):
+    """epi='wg' (persistent, MI 64, 32 channels a chunk, the exchanges in the 16-bit type): a third warpgroup does each
+    item's epilogue under the next item's chunks. Its ZBUF (both warpgroups' Z of both rows u: 32 KB), PBUF (the
+    partner's part: 16 KB) and the TMA box (16 KB, 1024-aligned) sit apart from the rings, so the raw ring has 2 stages
+    (4 do not fit); cp_smem_bytes is the template's SMEM_BYTES; the launch and the occupancy query take 384 threads;
+    setmaxnreg gives the mainloop 240 registers and the epilogue 32; four mbarriers more (zfull, zfree, pbar, pfree),
+    the remote pfree not sent after the last item; the tile table's halves handed over per item (no CTA barrier in
+    the mainloop's item loop: a named barrier of its 256 threads)."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, epi="wg", sched="persistent", producer="light", xchg="half")
+    d = cp_desc(dtype, 64, **kw)
+    src = render(d)
+    consts = _template_constants(src)
+    assert d.stages == 2 and consts["STAGES"] == 2
+    assert consts["ZBUF_BYTES"] == 32 * 1024 and consts["PBUF_BYTES"] == 16 * 1024 and consts["BOX_BYTES"] == 16 * 1024
+    assert consts["BOX_OFFSET"] % 1024 == 0 and consts["BOX_OFFSET"] >= consts["PBUF_OFFSET"] + consts["PBUF_BYTES"]
+    assert consts["ZBUF_OFFSET"] >= consts["TILE_OFFSET"] + consts["TILE_BYTES"] >= consts["BIG_BYTES"]
+    assert consts["SMEM_BYTES"] == cp_smem_bytes(64, 2, bc=32, epi="wg", sched="persistent") <= 227 * 1024
+    assert cp_smem_bytes(64, 4, bc=32, epi="wg", sched="persistent") > 227 * 1024
+    assert consts["LAUNCH_THREADS"] == 384 and consts["NBAR"] == 2 * 2 + 2 * 2 + 4
+    assert "__launch_bounds__(LAUNCH_THREADS, 1)" in src and "cfg.blockDim = dim3(LAUNCH_THREADS);" in src
+    assert "wsp_fused_layer<<<grid, LAUNCH_THREADS, SMEM_BYTES, stream>>>" in src
+    assert consts["MAIN_REGS"] == 240 and consts["EPI_REGS"] == 32
+    assert "setmaxnreg.dec.sync.aligned.u32" in src and "setmaxnreg.inc.sync.aligned.u32" in src
+    assert "if (i + 1 < mine) Barrier::arrive(pfree, rank ^ 1u, 1u);" in src
+    loop = src[src.index("// The mainloop warpgroups."):]
+    assert "__syncthreads" not in loop and "named_sync(1, THREADS);" in loop
+    assert "if (i > 0) wait_bar(zfree, static_cast<uint32_t>((i - 1) & 1));" in loop
+    # no exchange takes a weight stage: the ring refills at every chunk, across items too
+    assert "if (leader && k > 0 && k - 1 + USTAGES < kall) load_u(k - 1 + USTAGES);" in loop
+    for bad in (dict(sched=None), dict(xchg=None), dict(producer="split"), dict(stamps=True), dict(bc=16)):
+        with pytest.raises(Unsupported, match="epilogue 'wg'|schedule|exchange|bc"):
+            cp_desc(dtype, 64, **{**kw, **bad})
+    with pytest.raises(Unsupported, match="epilogue 'wg' for MI=32"):
+        cp_desc(dtype, 32, **kw)

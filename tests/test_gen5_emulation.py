@@ -23,10 +23,12 @@ from cutlass_wsp.winograd import direct_conv2d, filter_transform, matrices_float
 
 
 def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, gather: str | None = None,
-              xchg: str | None = None) -> dict:
+              xchg: str | None = None, epi: str | None = None) -> dict:
     from cutlass_wsp.kernels.emitter import render
 
-    src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair, gather=gather, xchg=xchg))
+    wg = dict(sched="persistent", producer="light") if epi == "wg" else {}
+    src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair, gather=gather, xchg=xchg, epi=epi,
+                         **wg))
     cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in re.findall(
         r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; swappable = (\w+); \}", src)}
     env: dict = {"align1k": lambda b: (b + 1023) // 1024 * 1024}
@@ -78,7 +80,22 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, ga
         assert "const int4 ti = tiles[static_cast<int>(rank) * HT + warp + WARPS * kt];" in src
         mt = "uint16_t" if xchg == "half" else "float"   # ms's element
         assert f"const {mt}* msw = ms + warp * LDJ;" in src and f"const {mt}* mt = msw + WARPS * kt * LDJ;" in src
-    return {"cols": cols, "vpair": vpair, "gather": gather, "xchg": xchg, **env}
+    if epi == "wg":   # the expressions _wg_epilogue mirrors
+        assert "uint4* const zw = reinterpret_cast<uint4*>(smem + ZBUF_OFFSET) + lt;" in src
+        assert ("zw[((c * 2 + u) * NP + jj) * 128] = make_uint4(zh[u][4 * jj], zh[u][4 * jj + 1], zh[u][4 * jj + 2], "
+                "zh[u][4 * jj + 3]);") in src
+        assert "const float f = ((kk >> 1) & 1) ? f1 : f0;" in src
+        assert "const uint4 z0 = zb[((0 * 2 + u) * NP + jj) * 128], z1 = zb[((1 * 2 + u) * NP + jj) * 128];" in src
+        assert "o[2 * q] = cf[0] * x0 + cf[1] * y0;" in src and "ak[cw] = vk ? a1 : a0;" in src
+        assert ':: "r"(dst + (u * NP + jj) * 128 * 16), "r"(pack_out(o[0], o[1])),' in src
+        assert "const uint4 r = pb[(u * NP + jj) * 128];" in src
+        assert "const int q8 = 2 * jj + q / 2, h = q % 2;" in src
+        assert "const int t = w4 * 16 + (lane >> 2) + 8 * h;" in src
+        assert "const int R = (bi * 2 * p.BY + MO * by + u) * p.BX + bx;" in src
+        assert "*reinterpret_cast<uint32_t*>(box + R * 128 + ((q8 ^ (R & 7)) << 4) + 4 * (lane & 3)) =" in src
+        assert ("SM90_TMA_STORE_4D::copy(rank == 0 ? &omap0 : &omap1, box, block * FB, ix * p.BX, iy * p.BY * MO,"
+                in src)
+    return {"cols": cols, "vpair": vpair, "gather": gather, "xchg": xchg, "epi": epi, **env}
 
 
 def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: int, k: dict,
@@ -144,7 +161,10 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
                             acc[a] += A[a] @ Bk.T
                 accs[col] = acc
             if inv is None:
-                _epilogue(accs, swaps, k["cols"], tiles, block, mi, n_out, H, W, AT, out)
+                if k.get("epi") == "wg":
+                    _wg_epilogue(accs, swaps, k, tiles, block, mi, n_out, H, W, AT, out, (b0, iy, ix, BI, BY, BX))
+                else:
+                    _epilogue(accs, swaps, k["cols"], tiles, block, mi, n_out, H, W, AT, out)
             else:
                 _full_epilogue(accs, swaps, k["cols"], tiles, block, mi, inv[block], n_out, H, W, AT, out, k)
     return out
@@ -333,6 +353,93 @@ def _epilogue(accs, swaps, cols, tiles, block, mi, n_out, H, W, AT, out) -> None
                         for e in (0, 1):
                             if f + e < n_out:
                                 out[b, y, x, f + e] = mine[rank, c][kk + e, lt] + xs2[rank, c][kk + e, lt]
+
+
+def _wg_epilogue(accs, swaps, k, tiles, block, mi, n_out, H, W, AT, out, rect) -> None:
+    """epi "wg" thread by thread: mainloop thread lt of warpgroup c packs f Z_col[u] of accumulators kk, kk + 1 into
+    word kk / 2 (ZBUF pack jj = word // 4, of slot (c, u)); epilogue thread et = lt combines both warpgroups' Z of
+    pack jj with A^T[v][2 rank + c]: v = 1 - rank sent into the partner's PBUF, v = rank kept plus the partner's; word
+    q of a pack is accumulators 8 jj + 2 q, + 1: filters 8 q8 + 2 (lane & 3), + 1 with q8 = 2 jj + q // 2 of tile
+    16 w4 + (lane >> 2) + 8 (q % 2); the box row R = (bi 2 BY + 2 by + u) BX + bx (tile_coords), 16-byte group q8 at
+    q8 ^ (R % 8); output map `rank` stores row R at pixel (b0 + bi, 2 (iy BY + by) + u, 2 (ix BX + bx) + rank), clipped.
+    k["round"] (if set) rounds each packed value as the 16-bit type does."""
+    b0, iy, ix, BI, BY, BX = rect
+    rnd = k.get("round", lambda v: v)
+    nacc, np_ = mi // 2, mi // 16
+    zbuf = {}                                                   # (rank, c, u) -> [word][lt] pairs as [kk][lt]
+    for col, acc in accs.items():
+        rank, c = col // 2, col % 2
+        sgn = k["cols"][col][2]
+        fr = _fragments(acc, mi)                                # [a][kk][lt]
+        z = np.einsum("ur,rkl->ukl", AT, fr)                    # [u][kk][lt]
+        for lt in range(128):
+            w4, g = lt // 32, (lt % 32) >> 2
+            for kk in range(nacc):
+                if swaps[col][16 * w4 + g + 8 * ((kk >> 1) & 1)]:
+                    z[:, kk, lt] *= sgn
+        for u in (0, 1):
+            zbuf[rank, c, u] = rnd(z[u])
+    pbuf = {}
+    for rank in (0, 1):
+        vs = 1 - rank
+        for u in (0, 1):   # the partner's column, sent into its PBUF
+            pbuf[rank ^ 1, u] = rnd(sum(AT[vs, 2 * rank + c] * zbuf[rank, c, u] for c in (0, 1)))
+    for rank in (0, 1):
+        rows = 2 * 64                                           # box rows R of MI filters (unswizzled here)
+        box = np.full((rows, mi), np.nan)
+        for u in (0, 1):
+            y = sum(AT[rank, 2 * rank + c] * zbuf[rank, c, u] for c in (0, 1)) + pbuf[rank, u]   # [kk][et]
+            for et in range(128):
+                w4, lane = et // 32, et % 32
+                for jj in range(np_):
+                    for q in range(4):
+                        q8, h = 2 * jj + q // 2, q % 2
+                        t = w4 * 16 + (lane >> 2) + 8 * h
+                        if k["vpair"]:
+                            pr, tt, half = (t >> 4) * 8 + (t & 7), (t >> 3) & 1, BY >> 1
+                            bi = pr // (half * BX)
+                            rem = pr - bi * half * BX
+                            by, bx = 2 * (rem // BX) + tt, rem % BX
+                        else:
+                            bi = t // (BY * BX)
+                            rem = t - bi * BY * BX
+                            by, bx = rem // BX, rem % BX
+                        b, ty, tx, _ = tiles[t]
+                        assert b < 0 or (b, ty, tx) == (b0 + bi, 2 * (iy * BY + by), 2 * (ix * BX + bx))
+                        R = (bi * 2 * BY + 2 * by + u) * BX + bx
+                        f0 = q8 * 8 + 2 * (lane & 3)
+                        kk = 8 * jj + 2 * q
+                        box[R, f0:f0 + 2] = y[kk:kk + 2, et]
+        for R in range(rows):   # the TMA store of output map `rank`: clipped past the batch, the image, n_out
+            bx, rest = R % BX, R // BX
+            yrow, bi = rest % (2 * BY), rest // (2 * BY)
+            b, yy, xx = b0 + bi, 2 * iy * BY + yrow, 2 * (ix * BX + bx) + rank
+            if bi >= BI or b >= out.shape[0] or yy >= H or xx >= W:
+                continue
+            n = min(mi, n_out - block * mi)
+            out[b, yy, xx, block * mi:block * mi + n] = box[R, :n]
+
+
+def test_generation_5s_warpgroup_epilogue_gives_the_convolution_and_its_fp16_rounding_stays_small():
+    """epi "wg": the mainloop's Z into ZBUF, the epilogue warpgroup's partials, the pair's st.async into PBUF and the
+    box of the TMA store, emulated from the rendered kernel against direct convolution: exact with no rounding (a
+    wrong word, pack, filter, tile row or box row gives O(1) errors), and with Z and the traded partial rounded to fp16
+    once each, well inside the GPU check's tolerance."""
+    from cutlass_wsp.gpu.verify import layer_rtol
+
+    rng = np.random.default_rng(9)
+    B, c, n, H, W = 2, 40, 80, 9, 7
+    g = rng.standard_normal((n, c, 3, 3))
+    d = rng.standard_normal((B, H, W, c))
+    lay = dense_layout(filter_transform(g, 2).astype(np.float32), 4, fb=64)
+    ref = direct_conv2d(d.transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
+    scale = np.abs(ref).max()
+    k = _rendered(32, vpair=True, xchg="half", epi="wg")
+    got = _emulate(d, lay.U, pack_cp_weights(lay.U, 32), n, 32, k)
+    assert np.abs(got - ref).max() < 1e-4 * scale   # (the model's float32 weights)
+    rounded = _emulate(d, lay.U, pack_cp_weights(lay.U, 32), n, 32, {**k, "round": lambda v: v.astype(np.float16)})
+    err = np.abs(rounded - ref).max() / scale
+    assert 1e-5 < err < layer_rtol("fp16", 4, 9 * c) / 4
 
 
 @pytest.mark.parametrize("vpair", [False, True])

@@ -260,6 +260,7 @@ GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, 
                  dict(bc=32, vpair=True, epi="tma", sched="persistent", producer="split"),
                  dict(bc=32, vpair=True, epi="tma", producer="light", xchg="half"),
                  dict(bc=32, vpair=True, epi="tma", sched="persistent", producer="light", xchg="half"),
+                 dict(bc=32, vpair=True, epi="wg", sched="persistent", producer="light", xchg="half"),
                  dict(bc=32, vpair=True, gather="batched"), dict(bc=32, vpair=True, gather="push"),
                  dict(bc=32, vpair=True, gather="push", xchg="half"), dict(bc=32, vpair=True, gather="push", producer="light"),
                  dict(bc=32, vpair=True, gather="push", producer="light", xchg="half"),
@@ -271,6 +272,7 @@ GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k3
             "k32-vpair-tma-light", "k32-vpair-tma-persist-light",   # the producer in the conflict-free warpgroup
             "k32-vpair-tma-split", "k32-vpair-tma-persist-split",   # half of the producer in each warpgroup
             "k32-vpair-tma-light-half", "k32-vpair-tma-persist-light-half",   # the exchanges in the 16-bit type
+            "k32-vpair-wg-persist-light-half",   # the epilogue in a warpgroup of its own, under the next item's chunks
             "k32-vpair-gather", "k32-vpair-push",   # the full map's gathers batched, pushed (the full-map test only)
             "k32-vpair-push-half", "k32-vpair-push-light", "k32-vpair-push-light-half",   # ms in fp16; the producer
             "k32-vpair-push-light-half-relaxed"]   # and the pair's joins relaxed
@@ -299,7 +301,8 @@ def test_gen5_dense_equals_direct_convolution(dtype, variant, batch, c, n, H, W,
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
-@pytest.mark.parametrize("epi", ["async", "tma", "tma-late-table", "tma-light", "tma-split", "tma-light-half"])
+@pytest.mark.parametrize("epi", ["async", "tma", "tma-late-table", "tma-light", "tma-split", "tma-light-half",
+                                 "wg-light-half"])
 @pytest.mark.parametrize("batch,c,n,H,W", [(32, 40, 96, 31, 31), (32, 16, 64, 29, 29), (16, 96, 128, 57, 23),
                                            (32, 64, 58, 28, 28)])
 def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dtype, epi, batch, c, n, H, W,
@@ -310,7 +313,9 @@ def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dt
     weights is the next item's); n = 96: a last filter block half empty; odd sizes: rectangles past the image; tma:
     each item's box stored while the next item runs (n = 58: n_out % 8, the per-thread stores); tma-late-table: the
     next item's tile table written during this item's first chunk (c = 16: its only one); tma-light: the raw ring's
-    producer in warpgroup 1 - rank; tma-split: half of it in each warpgroup (each with its own cached item)."""
+    producer in warpgroup 1 - rank; tma-split: half of it in each warpgroup (each with its own cached item);
+    wg-light-half: the epilogue in a warpgroup of its own, item i's under item i + 1's chunks (ZBUF, the pair's PBUF and
+    the tile table's halves handed over per item)."""
     from cutlass_wsp.families.fused import cp_desc, dense_layout
     from cutlass_wsp.winograd import filter_transform
 
@@ -322,7 +327,8 @@ def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dt
     kw = {"tma-late-table": dict(epi="tma", refill="late", table="early"),
           "tma-light": dict(epi="tma", producer="light"),
           "tma-split": dict(epi="tma", producer="split"),
-          "tma-light-half": dict(epi="tma", producer="light", xchg="half")}.get(epi, dict(epi=epi))
+          "tma-light-half": dict(epi="tma", producer="light", xchg="half"),
+          "wg-light-half": dict(epi="wg", producer="light", xchg="half")}.get(epi, dict(epi=epi))
     desc = cp_desc(dtype, lay.mi, bc=32, vpair=True, sched="persistent", **kw)
     err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused gen5 {desc.name}")
     assert 0 < err
