@@ -155,14 +155,15 @@ def main() -> int:
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
     ap.add_argument("--no-tests", action="store_true",
                     help="only the time step's (and --sweep's, --stamps') kernels, not the GPU tests'")
-    ap.add_argument("--tests-match", default=None, metavar="TEXT",
-                    help="only the GPU tests' kernels whose name holds TEXT (e.g. gatherpush: the push full map's), "
-                         "as the device call's TESTS_K selects them")
+    ap.add_argument("--tests-match", default=None, metavar="TEXT[,TEXT...]",
+                    help="only the GPU tests' kernels whose name holds one of the TEXTs (e.g. gatherpush,epiwg: the "
+                         "push full map's and the warpgroup epilogue's), as the device call's TESTS_K selects them")
     ap.add_argument("--jobs", type=int, default=None)
     args = ap.parse_args()
     from cutlass_wsp.kernels.cache import KernelCache, default_cache
 
-    tests = [] if args.no_tests else [d for d in gpu_test_descs() if args.tests_match is None or args.tests_match in d.name]
+    match = None if args.tests_match is None else [t for t in args.tests_match.split(",") if t]
+    tests = [] if args.no_tests else [d for d in gpu_test_descs() if match is None or any(t in d.name for t in match)]
     descs = list(dict.fromkeys(tests + bench_descs(args)))
     src = default_cache()
     missing = [d for d in descs if src.lookup(d) is None]
