@@ -86,7 +86,10 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
              ("gen5-k32-vpair-push-light-half", dict(kc=32, vpair=True, gather="push", producer="light", xchg="half")),
              # ... and the pair's joins split and relaxed ("-relaxed")
              ("gen5-k32-vpair-push-light-half-relaxed", dict(kc=32, vpair=True, gather="push", producer="light",
-                                                             xchg="half", join="relaxed")))
+                                                             xchg="half", join="relaxed")),
+             # ... and the stores with one branch a tile ("-fast")
+             ("gen5-k32-vpair-push-light-half-relaxed-fast", dict(kc=32, vpair=True, gather="push", producer="light",
+                                                                  xchg="half", join="relaxed", stores="fast")))
 
 
 class Case:

@@ -1662,6 +1662,26 @@ def test_generation_5s_relaxed_join_splits_the_push_kernels_pair_joins():
             cp_desc("fp16", 64, join="relaxed", **{**kw, "gather": other})
 
 
+def test_generation_5s_fast_stores_branch_once_a_tile():
+    """stores='fast' (the push gather): a tile inside the image (ty + 2 <= H, tx + 2 <= W: warp-uniform) with a whole,
+    even filter pair (per lane, computed once for its tiles) stores its four pixels as 32-bit pairs at dst0 +
+    (u W + v) n_out, no per-pixel branch; every other (tile, pair) goes through the general stores as before. The
+    other kernels' output transform renders as before."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, fb=192, full_rows=True, gather="push")
+    src, base = render(cp_desc("fp16", 64, stores="fast", **kw)), render(cp_desc("fp16", 64, **kw))
+    assert "const bool whole = f + 1 < p.n_out && even;" in src
+    assert "if (ti.x >= 0 && ti.y + MO <= p.H && ti.z + MO <= p.W && whole) {" in src
+    assert "Element* const dst0 = p.out + ((long long)(ti.x * p.H + ti.y) * p.W + ti.z) * p.n_out + f;" in src
+    for v in (0, 1):
+        assert f"*reinterpret_cast<uint32_t*>(dst0 + (u * p.W + {v}) * p.n_out) =" in src
+    assert "} else if (ti.x >= 0 && f < p.n_out) {" in src and src.count("const bool pair = f + 1 < p.n_out;") == 1
+    assert "dst0" not in base and "const bool whole" not in base
+    with pytest.raises(Unsupported, match="stores 'fast'"):
+        cp_desc("fp16", 64, stores="fast", **{**kw, "gather": "batched"})
+
+
 def test_row_layouts_choose_generation_5s_full_map_where_it_measured_faster():
     """WSP-R and WSP-RB at p = 4 (fp16): generation 5's full map (64 rows per position) from c = 128 where its rows per
     filter are at most 1.5x generation 4's (WSP-RB 0.5, 0.7: blocks of 128, 192 against 64, 96; of 128 filters at 0.7:

@@ -351,6 +351,8 @@ CP_GATHERS = ("batched", "push")   # the full map's epilogue: its gathers predic
                                    # rank's tiles with all 16 positions in its own shared memory, the partner's part
                                    # sent by st.async (no remote load)
 CP_SCHEDS = ("persistent",)      # pairs that stay and walk work items (the async or tma epilogue, 32 channels a chunk)
+CP_STORES = ("fast",)            # (the push gather) one branch a tile: a tile inside the image with a whole, even filter
+                                 # pair stores its 4 pixels unconditionally; per-pixel checks only for the rest
 CP_JOINS = ("relaxed",)          # (the push gather) the pair's joins split and relaxed as the tma epilogue's: the last
                                  # ring's releases not sent, the wait only before the partner's ms is written
 
@@ -444,6 +446,9 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"generation-5 gather {extra['gather']!r} ({extra.get('map')} map)",
                           f"use gather {' or '.join(map(repr, CP_GATHERS))} with the full map (row-pruned layouts), "
                           "or none")
+    if "stores" in extra and (extra["stores"] not in CP_STORES or extra.get("gather") != "push"):
+        raise Unsupported(f"generation-5 stores {extra['stores']!r} with gather {extra.get('gather')!r}",
+                          f"use stores {' or '.join(map(repr, CP_STORES))} with gather 'push' (the full map), or none")
     if "join" in extra and (extra["join"] not in CP_JOINS or extra.get("gather") != "push"):
         raise Unsupported(f"generation-5 join {extra['join']!r} with gather {extra.get('gather')!r}",
                           f"use join {' or '.join(map(repr, CP_JOINS))} with gather 'push' (the full map), or none")
@@ -483,7 +488,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
             full_rows: bool = False, vpair: bool = False, pipe: str | None = None, stamps: bool = False,
             epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False,
             refill: str | None = None, table: str | None = None, producer: str | None = None,
-            xchg: str | None = None, gather: str | None = None, join: str | None = None) -> KernelDesc:
+            xchg: str | None = None, gather: str | None = None, join: str | None = None,
+            stores: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -526,7 +532,9 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     the gather reads no remote memory and no cluster barrier follows the epilogue. `join='relaxed'` (CP_JOINS; the push
     gather): the pair's two joins split and relaxed as the tma epilogue's (the first one's wait after the tile table;
     the one after the mainloop with no fence, the last ring's releases not sent, its wait only before the st.async into
-    the partner's ms), so the partner's skew runs under the tile table and this CTA's own stores.
+    the partner's ms), so the partner's skew runs under the tile table and this CTA's own stores. `stores='fast'`
+    (CP_STORES; the push gather): the output transform's stores with one branch a tile, not per pixel and filter (the
+    SASS: ~300 of the gather loop's ~1,130 instructions per 4 tiles were the stores' branches, predicates and R2UR).
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
@@ -545,7 +553,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       + ((("sched", sched),) if sched else ()) + ((("cstamps", 1),) if chunk_stamps else ())
                       + ((("refill", refill),) if refill else ()) + ((("table", table),) if table else ())
                       + ((("producer", producer),) if producer else ()) + ((("xchg", xchg),) if xchg else ())
-                      + ((("gather", gather),) if gather else ()) + ((("join", join),) if join else ()))
+                      + ((("gather", gather),) if gather else ()) + ((("join", join),) if join else ())
+                      + ((("stores", stores),) if stores else ()))
     return check_fused_desc(desc)
 
 

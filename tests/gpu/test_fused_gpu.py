@@ -264,7 +264,8 @@ GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, 
                  dict(bc=32, vpair=True, gather="batched"), dict(bc=32, vpair=True, gather="push"),
                  dict(bc=32, vpair=True, gather="push", xchg="half"), dict(bc=32, vpair=True, gather="push", producer="light"),
                  dict(bc=32, vpair=True, gather="push", producer="light", xchg="half"),
-                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", join="relaxed")]
+                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", join="relaxed"),
+                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", join="relaxed", stores="fast")]
 GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early", "k32-vpair-async",
             "k32-vpair-tma",   # tma: n_out % 8 == 0 stores by TMA (the dense shapes, FP 0.5), else per thread (FP 0.7)
             "k32-vpair-persist", "k32-vpair-tma-persist",   # pairs walking items (the test below: several a pair)
@@ -275,7 +276,8 @@ GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k3
             "k32-vpair-wg-persist-light-half",   # the epilogue in a warpgroup of its own, under the next item's chunks
             "k32-vpair-gather", "k32-vpair-push",   # the full map's gathers batched, pushed (the full-map test only)
             "k32-vpair-push-half", "k32-vpair-push-light", "k32-vpair-push-light-half",   # ms in fp16; the producer
-            "k32-vpair-push-light-half-relaxed"]   # and the pair's joins relaxed
+            "k32-vpair-push-light-half-relaxed",   # and the pair's joins relaxed
+            "k32-vpair-push-light-half-relaxed-fast"]   # and the stores with one branch a tile
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
