@@ -89,7 +89,10 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
                                                              xchg="half", join="relaxed")),
              # ... and the stores with one branch a tile ("-fast")
              ("gen5-k32-vpair-push-light-half-relaxed-fast", dict(kc=32, vpair=True, gather="push", producer="light",
-                                                                  xchg="half", join="relaxed", stores="fast")))
+                                                                  xchg="half", join="relaxed", stores="fast")),
+             # the full map's epilogue in a warpgroup of its own, persistent ("-wg-persist")
+             ("gen5-k32-vpair-push-light-half-wg-persist", dict(kc=32, vpair=True, gather="push", producer="light",
+                                                                xchg="half", epi="wg", sched="persistent")))
 
 
 class Case:
@@ -319,7 +322,7 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                                                                              **kw))
                     for r in ratios:   # WSP-RB in the widest block whose kept rows fill 64 (the full map, which
                         fb = balanced_block(r, n, mi=64)   # has no lean epilogue)
-                        if fb < 64 or "epi" in kw:
+                        if fb < 64 or ("epi" in kw and not full_only):   # (the dense map's epilogues)
                             continue
                         pr = prune(Wd, "wsp-rb", r, block=fb)
                         yield f"p4 {tag} wsp-rb", r, (lambda pr=pr, kw=kw, fb=fb: Case(

@@ -1764,3 +1764,38 @@ def test_generation_5s_warpgroup_epilogue_lays_out_its_buffers_and_launches_384_
             cp_desc(dtype, 64, **{**kw, **bad})
     with pytest.raises(Unsupported, match="epilogue 'wg' for MI=32"):
         cp_desc(dtype, 32, **kw)
+
+
+@pytest.mark.parametrize("fb", [128, 192, 320])
+def test_generation_5s_full_map_warpgroup_epilogue_keeps_ms_and_the_inverse_map_apart(fb):
+    """epi='wg' with the full map's push gather (persistent, xchg 'half'): MS (72 KB: 16 slots x 32 tiles x 72 halves)
+    and the block's inverse map (16 FB halves) sit after the tile tables, apart from the 2-stage rings, within 227 KB
+    up to FB 320 (cp_smem_bytes is the template's SMEM_BYTES); msfull counts all 8 mainloop warps (the senders too: the
+    epilogue cannot then finish an item ahead of a sender's msfree wait), msfree and rmsfree the 4 epilogue warps; the
+    mainloop's registers 224 (the one-shot push kernel takes 222), the epilogue's 64 with one filter a lane; the
+    senders wait for rmsfree before their st.async and every mainloop warp for msfree; no rmsfree after the last item.
+    The full map takes no other epilogue, and the relaxed join stays the one-shot kernel's."""
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, fb=fb, full_rows=True, gather="push", producer="light", xchg="half")
+    d = cp_desc("fp16", 64, epi="wg", sched="persistent", **kw)
+    src = render(d)
+    consts = _template_constants(src)
+    assert d.stages == 2 and consts["LAUNCH_THREADS"] == 384
+    assert consts["MS_BYTES"] == 16 * 32 * 72 * 2 and consts["SINV_BYTES"] == 16 * fb * 2
+    assert consts["MS_OFFSET"] >= consts["TILE_OFFSET"] + consts["TILE_BYTES"] >= consts["BIG_BYTES"]
+    assert consts["SMEM_BYTES"] == consts["SINV_OFFSET"] + consts["SINV_BYTES"] == cp_smem_bytes(
+        64, 2, bc=32, epi="wg", sched="persistent", gather="push", fb=fb) <= 227 * 1024
+    assert consts["MAIN_REGS"] == 224 and consts["EPI_REGS"] == 64
+    assert "Barrier::init(msfull, WARPS);" in src and "Barrier::init(rmsfree, EPI_WARPS);" in src
+    assert "if (i > 0) wait_bar(msfree, static_cast<uint32_t>((i - 1) & 1));" in src
+    assert "if (i > 0) wait_bar(rmsfree, static_cast<uint32_t>((i - 1) & 1));   // the partner's MS is read" in src
+    assert src.count("Barrier::arrive(msfull);") == 2 and "arrive_and_expect_tx(msfull, PUSH_BYTES)" in src
+    assert "if (i + 1 < mine) Barrier::arrive(rmsfree, rank ^ 1u, 1u);" in src
+    assert "{{" not in src and "push_gather_single" not in src
+    with pytest.raises(Unsupported, match="epilogue 'tma'"):
+        cp_desc("fp16", 64, epi="tma", sched="persistent", **kw)
+    with pytest.raises(Unsupported, match="epilogue 'wg'"):
+        cp_desc("fp16", 64, epi="wg", sched="persistent", **{**kw, "gather": "batched"})
+    with pytest.raises(Unsupported, match="join 'relaxed'"):
+        cp_desc("fp16", 64, epi="wg", sched="persistent", join="relaxed", **kw)

@@ -26,7 +26,7 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, ga
               xchg: str | None = None, epi: str | None = None) -> dict:
     from cutlass_wsp.kernels.emitter import render
 
-    wg = dict(sched="persistent", producer="light") if epi == "wg" else {}
+    wg = dict(sched="persistent", producer="light") if epi == "wg" else {}   # (the full map's: the push gather)
     src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair, gather=gather, xchg=xchg, epi=epi,
                          **wg))
     cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in re.findall(
@@ -53,8 +53,9 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, ga
         assert "reinterpret_cast<uint32_t*>(sinv)[tid + q * THREADS] = invr[q];" in src
     if gather == "push":   # the expressions _push_epilogue mirrors
         assert "const int tl0 = (w4 & 1) * 16 + g;" in src and "if ((w4 >> 1) == static_cast<int>(rank)) {" in src
-        (pad,) = re.findall(r"^  constexpr int LDJ = MI \+ (\d+);", src, re.M)   # the epilogue's ms rows
-        env["LDJ"] = env["MI"] + int(pad)
+        if epi != "wg":   # (the warpgroup epilogue's LDJ is a namespace constant, read above)
+            (pad,) = re.findall(r"^  constexpr int LDJ = MI \+ (\d+);", src, re.M)   # the epilogue's ms rows
+            env["LDJ"] = env["MI"] + int(pad)
         if xchg == "half":   # a thread's run of MI / 4 values at q * (MI / 4), word q8; the inverse map through xrow
             assert "return j < 0 ? j : ((j & 7) >> 1) * (MI / 4) + (j >> 3) * 2 + (j & 1);" in src
             assert src.count("for (int q8 = 0; q8 < MI / 8; ++q8) wv[q8] = pack_out(f * acc[a][4 * q8 + 2 * h], "
@@ -66,21 +67,34 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, ga
             assert ':: "r"(dst + 2 * ((a * HT + 8 * h) * LDJ + 8 * u)), "r"(wv[4 * u]), "r"(wv[4 * u + 1]),' in src
             assert "(static_cast<uint32_t>(xrow(static_cast<int16_t>(w & 0xffffu))) & 0xffffu) |" in src
             assert "(static_cast<uint32_t>(xrow(static_cast<int>(w) >> 16)) << 16);" in src
-            assert "for (int r = tid; r < PP * HT; r += THREADS) ms[r * LDJ + MI] = 0;" in src
-            assert "mx[i / P][i % P] = x2f(mt[jx[i]]);" in src and "my[i / P][i % P] = x2f(mt[jy[i]]);" in src
+            zero = "et; r < PP * HT; r += EPI_THREADS" if epi == "wg" else "tid; r < PP * HT; r += THREADS"
+            assert f"for (int r = {zero}) ms[r * LDJ + MI] = 0;" in src
+            if epi != "wg":
+                assert "mx[i / P][i % P] = x2f(mt[jx[i]]);" in src and "my[i / P][i % P] = x2f(mt[jy[i]]);" in src
         else:
             assert "ms + ((col * PPC + a) * HT + tl0 + 8 * h) * LDJ + q8 * 8 + 2 * q" in src
             assert '"r"(cute::cast_smem_ptr_to_uint(ms + (col * PPC * HT + tl0) * LDJ + 2 * q)), "r"(rank ^ 1u));' in src
             assert ':: "r"(dst + 4 * ((a * HT + 8 * h) * LDJ + q8 * 8)), "f"(f * acc[a][4 * q8 + 2 * h]),' in src
             assert "for (int r = tid; r < PP * HT; r += THREADS) ms[r * LDJ + MI] = 0.0f;" in src
-        assert "const int so = ((i % P) * PPC + i / P) * HT * LDJ;" in src
-        assert ("jx[i] = so + static_cast<int>(min(static_cast<uint32_t>(static_cast<int>(static_cast<int16_t>(w & "
-                "0xffffu))),") in src
-        assert "jy[i] = so + static_cast<int>(min(static_cast<uint32_t>(static_cast<int>(w) >> 16), " in src
-        assert "const int4 ti = tiles[static_cast<int>(rank) * HT + warp + WARPS * kt];" in src
         mt = "uint16_t" if xchg == "half" else "float"   # ms's element
-        assert f"const {mt}* msw = ms + warp * LDJ;" in src and f"const {mt}* mt = msw + WARPS * kt * LDJ;" in src
-    if epi == "wg":   # the expressions _wg_epilogue mirrors
+        if epi == "wg":   # the epilogue warpgroup: one filter a lane, its 4 warps over this rank's tiles
+            assert "const uint16_t* msw = ms + ew * LDJ;" in src and "const uint16_t* mt = msw + EPI_WARPS * kt * LDJ;" in src
+            assert "const int4 ti = tiles[static_cast<int>(rank) * HT + ew + EPI_WARPS * kt];" in src
+            assert "jx[i] = ((i % P) * PPC + i / P) * HT * LDJ +" in src
+            assert ("static_cast<int>(min(static_cast<uint32_t>(static_cast<int>(sinv[i * FB + fl])), "
+                    "static_cast<uint32_t>(MI)));") in src
+            assert "for (int r = 0; r < P; ++r) mq[r] = x2f(mt[jx[r * P + q]]);" in src
+            assert ("reinterpret_cast<uint32_t*>(sinv)[e] = (static_cast<uint32_t>(xrow(static_cast<int16_t>(w & "
+                    "0xffffu))) & 0xffffu) |") in src
+            assert "*reinterpret_cast<uint16_t*>(dst0 + (u * p.W + 1) * p.n_out) = pack_out1(" in src
+        else:   # the pair gather: a word of the inverse map per filter pair and position
+            assert f"const {mt}* msw = ms + warp * LDJ;" in src and f"const {mt}* mt = msw + WARPS * kt * LDJ;" in src
+            assert "const int so = ((i % P) * PPC + i / P) * HT * LDJ;" in src
+            assert ("jx[i] = so + static_cast<int>(min(static_cast<uint32_t>(static_cast<int>(static_cast<int16_t>(w & "
+                    "0xffffu))),") in src
+            assert "jy[i] = so + static_cast<int>(min(static_cast<uint32_t>(static_cast<int>(w) >> 16), " in src
+            assert "const int4 ti = tiles[static_cast<int>(rank) * HT + warp + WARPS * kt];" in src
+    if epi == "wg" and not full:   # the expressions _wg_epilogue mirrors
         assert "uint4* const zw = reinterpret_cast<uint4*>(smem + ZBUF_OFFSET) + lt;" in src
         assert ("zw[((c * 2 + u) * NP + jj) * 128] = make_uint4(zh[u][4 * jj], zh[u][4 * jj + 1], zh[u][4 * jj + 2], "
                 "zh[u][4 * jj + 3]);") in src
@@ -497,17 +511,18 @@ def _winograd_reference(d: np.ndarray, lay) -> np.ndarray:
     return output_transform(np.einsum("ifc,ict->ift", Wf, X), 2, B, H, W).transpose(0, 2, 3, 1)
 
 
-@pytest.mark.parametrize("bc,vpair,gather,xchg", [(16, False, None, None), (32, False, None, None),
-                                                  (32, True, None, None), (32, True, "batched", None),
-                                                  (16, False, "batched", None), (32, True, "push", None),
-                                                  (16, False, "push", None), (32, True, "push", "half"),
-                                                  (16, False, "push", "half")])
+@pytest.mark.parametrize("bc,vpair,gather,xchg,epi", [(16, False, None, None, None), (32, False, None, None, None),
+                                                      (32, True, None, None, None), (32, True, "batched", None, None),
+                                                      (16, False, "batched", None, None), (32, True, "push", None, None),
+                                                      (16, False, "push", None, None), (32, True, "push", "half", None),
+                                                      (16, False, "push", "half", None), (32, True, "push", "half", "wg")])
 @pytest.mark.parametrize("ratio,n,fb", [(0.7, 200, 192), (0.5, 150, 128)])
-def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, gather, xchg, ratio, n, fb):
+def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, gather, xchg, epi, ratio, n, fb):
     """WSP-RB in the wide blocks of the full map (64 packed rows per position standing for FB filters; n leaves the
-    last block partly empty): the emulated kernel against the layer its layout stands for."""
+    last block partly empty): the emulated kernel against the layer its layout stands for. (epi "wg": the push
+    gather's ms writes by the mainloop, its gather one filter a lane by the epilogue warpgroup: the same values.)"""
     lay, d = _wsp_rb_case(ratio, n, fb, bc)
-    k = _rendered(bc, fb=fb, full=True, vpair=vpair, gather=gather, xchg=xchg)
+    k = _rendered(bc, fb=fb, full=True, vpair=vpair, gather=gather, xchg=xchg, epi=epi)
     got = _emulate(d, lay.U, pack_cp_weights(lay.U, bc), lay.n_out, bc, k, inv=lay.inv)
     ref = _winograd_reference(d, lay)
     assert np.abs(ref).max() > 0.1 and np.abs(got - ref).max() < 1e-9 * np.abs(ref).max()

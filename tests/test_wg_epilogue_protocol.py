@@ -65,13 +65,12 @@ def run(items: int, seed: int, *, zfree_wait: bool = True, pfree_wait: bool = Tr
             if i >= items:
                 continue
             step = (MAIN if kind == "m" else epi)[k]
-            ok = {"table": True, "nsync": nsync[c].get(i, 0) == M or (c, kind, w, i) in nsync[c].get("in", set()),
+            arrived = (c, kind, w, i) in nsync[c].get("in", set())   # at the named barrier: arrive, or go once all have
+            ok = {"table": True, "nsync": not arrived or nsync[c].get(i, 0) == M,
                   "wzfree": i == 0 or not zfree_wait or zfree[c].done((i - 1) & 1), "zwrite": True, "zarrive": True,
                   "arm": True, "wzfull": zfull[c].done(i & 1),
                   "wpfree": i == 0 or not pfree_wait or pfree[c].done((i - 1) & 1), "send": True,
                   "wpbar": pbar[c].done(i & 1), "read": True, "free": True}[step]
-            if step == "nsync":   # arrive first, then wait for all
-                ok = True
             if ok:
                 moves.append((c, kind, w))
         moves += [("land", n) for n in range(len(in_flight))]
@@ -150,3 +149,125 @@ def test_the_model_catches_each_broken_rule(rule, match):
     with pytest.raises(AssertionError, match=match):
         for seed in range(400):
             run(4, seed, **rule)
+
+
+FULL_MAIN = ("table", "nsync", "wmsfree", "wrmsfree", "write")
+FULL_EPI = ("wmsfull", "read", "free")
+
+
+def run_full(items: int, seed: int, *, msfree_all: bool = True, msfree_wait: bool = True, rmsfree_wait: bool = True,
+             last_arrive: bool = False, sender_arrives: bool = True) -> int:
+    """The full map's handshakes (push gather, epi 'wg'). Per CTA two mainloop warps: warp 0 writes this rank's tiles
+    into its own MS and arrives on msfull (arming the partner's bytes), warp 1 sends the partner's tiles into the
+    partner's MS by st.async (completing bytes on the partner's msfull); both wait for msfree (this CTA's epilogue read
+    item i - 1's MS), warp 1 also for rmsfree (the partner's epilogue did), then arrives on its own msfull too (no
+    data: without it this CTA's epilogue can finish item i while the sender still waits for msfree's phase i - 1, two
+    phases behind, a parity wait that never returns: `sender_arrives=False`). Two epilogue warps wait for msfull, read
+    MS and the tile table half i % 2, and arrive on msfree and (not after the last item) the partner's rmsfree. The
+    options break one rule each: `msfree_all=False` has only the writing warp wait for msfree (the sender may then
+    write item i + 1's tile table while the epilogue still reads item i - 1's); `msfree_wait=False`, `rmsfree_wait=False`
+    drop a wait; `last_arrive=True` arrives on the partner's rmsfree after the last item."""
+    rng = random.Random(seed)
+    msfull = [Bar(2 if sender_arrives else 1) for _ in range(2)]
+    msfree = [Bar(E) for _ in range(2)]
+    rmsfree = [Bar(E) for _ in range(2)]
+    ms = [[None, None] for _ in range(2)]                # [cta][0: its own writer's tiles, 1: the partner's]
+    tables = [[[None] * 2 for _ in range(2)] for _ in range(2)]
+    unread: dict = {}
+    nsync = [dict() for _ in range(2)]
+    agents = {(c, kind, w): [0, 0] for c in range(2) for kind in ("m", "e") for w in range(2)}
+    exited = [False, False]
+    in_flight = []
+
+    def write(key, content, store, index):
+        assert not unread.get(key), f"{content} overwrote {key}, unread by {unread.get(key)}"
+        store[index] = content
+        unread[key] = set(range(E))
+
+    steps = 0
+    while True:
+        moves = []
+        for (c, kind, w), (i, k) in agents.items():
+            if i >= items:
+                continue
+            step = (FULL_MAIN if kind == "m" else FULL_EPI)[k]
+            waits_msfree = msfree_wait and (msfree_all or w == 0)
+            arrived = nsync[c].get(i, set())   # a warp at the named barrier moves only to arrive, or once all have
+            ok = {"table": True, "nsync": w not in arrived or len(arrived) == 2,
+                  "wmsfree": i == 0 or not waits_msfree or msfree[c].done((i - 1) & 1),
+                  "wrmsfree": i == 0 or w == 0 or not rmsfree_wait or rmsfree[c].done((i - 1) & 1), "write": True,
+                  "wmsfull": msfull[c].done(i & 1), "read": True, "free": True}[step]
+            if ok:
+                moves.append((c, kind, w))
+        moves += [("land", n) for n in range(len(in_flight))]
+        if not moves:
+            assert all(a[0] >= items for a in agents.values()), f"deadlock: {agents}"
+            return steps
+        move = rng.choice(moves)
+        steps += 1
+        if move[0] == "land":
+            d, what, i = in_flight.pop(move[1])
+            assert not exited[d], f"{what} landed in CTA {d} after it exited"
+            if what == "part":
+                write(("ms", d, 1), ("ms", i), ms[d], 1)
+                msfull[d].complete_tx(1)
+            else:
+                rmsfree[d].arrive()
+            continue
+        c, kind, w = move
+        a = agents[move]
+        i, k = a
+        step = (FULL_MAIN if kind == "m" else FULL_EPI)[k]
+        advance = True
+        if step == "table":
+            write(("t", c, i & 1, w), i, tables[c][i & 1], w)
+        elif step == "nsync":
+            arrived = nsync[c].setdefault(i, set())
+            arrived.add(w)
+            advance = len(arrived) == 2
+        elif step == "write":
+            if w == 0:
+                write(("ms", c, 0), ("ms", i), ms[c], 0)
+                msfull[c].arrive(expect=1)
+            else:
+                in_flight.append((c ^ 1, "part", i))
+                if sender_arrives:
+                    msfull[c].arrive()
+        elif step == "read":
+            for slot in (0, 1):
+                assert ms[c][slot] == ("ms", i), f"CTA {c} epilogue warp {w} read {ms[c][slot]} as item {i}'s"
+                unread[("ms", c, slot)].discard(w)
+            for part in (0, 1):
+                assert tables[c][i & 1][part] == i, f"CTA {c} read table {tables[c][i & 1][part]} as item {i}'s"
+                unread[("t", c, i & 1, part)].discard(w)
+        elif step == "free":
+            msfree[c].arrive()
+            if i + 1 < items or last_arrive:
+                in_flight.append((c ^ 1, "rmsfree", i))
+        if advance:
+            a[1] += 1
+            if a[1] == len(FULL_MAIN if kind == "m" else FULL_EPI):
+                a[0], a[1] = i + 1, 0
+        if not exited[c] and all(agents[(c, kd, n)][0] >= items for kd in ("m", "e") for n in range(2)):
+            exited[c] = True
+
+
+@pytest.mark.parametrize("items", [1, 2, 3, 8])
+def test_the_full_maps_warpgroup_epilogue_never_deadlocks_or_overwrites(items):
+    for seed in range(80):
+        assert run_full(items, seed) > 0
+
+
+@pytest.mark.parametrize("rule,match", [(dict(msfree_all=False), "overwrote|read"),
+                                        (dict(msfree_wait=False), "overwrote|read"),
+                                        (dict(rmsfree_wait=False), "overwrote|read"),
+                                        (dict(last_arrive=True), "exited"),
+                                        (dict(sender_arrives=False), "deadlock")])
+def test_the_full_map_model_catches_each_broken_rule(rule, match):
+    """Only the writing warps waiting for msfree (a sender writes item i + 1's tile table over item i - 1's, still
+    read), no msfree or rmsfree wait (an item's MS lands over the one before, still read), an rmsfree arrive after
+    the last item, and senders that do not arrive on their own msfull (the model found this deadlock in the first
+    design: the epilogue two phases ahead of a sender's parity wait)."""
+    with pytest.raises(AssertionError, match=match):
+        for seed in range(400):
+            run_full(4, seed, **rule)

@@ -371,10 +371,15 @@ def _cp_big_bytes(mi: int, stages: int, raw: int, bc: int) -> int:
 
 
 def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi: str | None = None,
-                  sched: str | None = None, producer: str | None = None, gather: str | None = None) -> int:
+                  sched: str | None = None, producer: str | None = None, gather: str | None = None,
+                  fb: int | None = None) -> int:
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants); a persistent CTA
     has an mbarrier more (xsfree) and two tile tables, the full map's push gather one more (its xs2bar)."""
     persistent = sched == "persistent"
+    if epi == "wg" and gather == "push":   # rings, 3 mbarriers more, the walk, two tile tables, MS and SINV apart
+        nbar = 2 * stages + 2 * cp_ustages(stages, bc) + 3
+        return (_cp_big_bytes(mi, stages, raw, bc) + -(-(nbar * 8) // 16) * 16 + 3 * 16 + 2 * WS_BT * 16
+                + 16 * (WS_BT // 2) * (mi + 8) * 2 + 16 * (fb or max(WIDE_FB)) * 2)
     if epi == "wg":   # rings, 4 mbarriers more, the walk, two tile tables, then ZBUF, PBUF and the box apart
         nbar = 2 * stages + 2 * cp_ustages(stages, bc) + 4
         end = (_cp_big_bytes(mi, stages, raw, bc) + -(-(nbar * 8) // 16) * 16 + 3 * 16 + 2 * WS_BT * 16
@@ -415,10 +420,11 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
         raise Unsupported(f"input region of {extra.get('raw')} pixels", f"use {WS_RAW_PIX}")
     if extra.get("tiles", CP_TILES[0]) not in CP_TILES:
         raise Unsupported(f"generation-5 tile order {extra.get('tiles')!r}", f"use {', '.join(CP_TILES)} or none")
-    if "epi" in extra and (extra["epi"] not in CP_EPIS or full or mi % 32 or (extra["epi"] in ("tma", "wg") and mi != 64)):
-        raise Unsupported(f"generation-5 epilogue {extra['epi']!r} for MI={mi} ({extra.get('map')} map)",
-                          f"use epi {' or '.join(map(repr, CP_EPIS))} with the dense map and MI 32 or 64 (tma, wg: "
-                          "64), or none")
+    if "epi" in extra and (extra["epi"] not in CP_EPIS or mi % 32 or (extra["epi"] in ("tma", "wg") and mi != 64)
+                           or (full and (extra["epi"] != "wg" or extra.get("gather") != "push"))):
+        raise Unsupported(f"generation-5 epilogue {extra['epi']!r} for MI={mi} ({extra.get('map')} map, gather "
+                          f"{extra.get('gather')!r})", f"use epi {' or '.join(map(repr, CP_EPIS))} with the dense map and "
+                          "MI 32 or 64 (tma, wg: 64), or epi 'wg' with the full map's push gather, or none")
     if extra.get("epi") == "wg" and (extra.get("sched") != "persistent" or extra.get("xchg") != "half" or bc != 32
                                      or any(k in extra for k in ("stamps", "cstamps", "refill", "table", "pipe"))
                                      or extra.get("producer", "light") != "light"):
@@ -449,9 +455,10 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     if "stores" in extra and (extra["stores"] not in CP_STORES or extra.get("gather") != "push"):
         raise Unsupported(f"generation-5 stores {extra['stores']!r} with gather {extra.get('gather')!r}",
                           f"use stores {' or '.join(map(repr, CP_STORES))} with gather 'push' (the full map), or none")
-    if "join" in extra and (extra["join"] not in CP_JOINS or extra.get("gather") != "push"):
+    if "join" in extra and (extra["join"] not in CP_JOINS or extra.get("gather") != "push" or "sched" in extra):
         raise Unsupported(f"generation-5 join {extra['join']!r} with gather {extra.get('gather')!r}",
-                          f"use join {' or '.join(map(repr, CP_JOINS))} with gather 'push' (the full map), or none")
+                          f"use join {' or '.join(map(repr, CP_JOINS))} with gather 'push' (the full map, one-shot), "
+                          "or none")
     if "table" in extra and (extra["table"] not in CP_TABLES or extra.get("sched") != "persistent"):
         raise Unsupported(f"generation-5 tile table {extra['table']!r} with sched {extra.get('sched')!r}",
                           f"use table {' or '.join(map(repr, CP_TABLES))} with sched 'persistent', or none")
@@ -473,12 +480,12 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
     need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"), sched=extra.get("sched"),
-                         producer=extra.get("producer"), gather=extra.get("gather"))
+                         producer=extra.get("producer"), gather=extra.get("gather"), fb=fb)
     if need > SMEM_LIMIT:
         raise Unsupported(f"generation-5 tile {mi}x{bt}x{bc}, {desc.stages} stages needs {need // 1024} KB",
                           "use fewer stages or a smaller filter block")
     rings = _cp_big_bytes(mi, desc.stages, WS_RAW_PIX, bc)
-    if full and cp_full_epilogue_bytes(mi, fb) > rings:
+    if full and extra.get("epi") != "wg" and cp_full_epilogue_bytes(mi, fb) > rings:   # (wg: MS apart)
         raise Unsupported(f"generation 5's full-map epilogue ({cp_full_epilogue_bytes(mi, fb)} B) over rings of "
                           f"{rings} B", "use more stages or a smaller filter block")
     return desc
@@ -544,7 +551,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     if stages is None:
         stages = next((s for s in CP_STAGES[::-1]
                        if cp_smem_bytes(mi, s, bc=bc, epi=epi, sched=sched, producer=producer,
-                                        gather=gather) <= SMEM_LIMIT), 2)
+                                        gather=gather, fb=fb) <= SMEM_LIMIT), 2)
     desc = KernelDesc(family=FUSED_FAMILY, dtype=dtype, arch="sm90", tile=(mi, WS_BT, int(bc)), stages=stages,
                       extra=(("p", 4), ("fb", fb), ("warps", RS_WARPS), ("gen", 5),
                              ("map", "full" if full_rows else "dense"), ("raw", WS_RAW_PIX))

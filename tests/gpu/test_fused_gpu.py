@@ -265,7 +265,8 @@ GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, 
                  dict(bc=32, vpair=True, gather="push", xchg="half"), dict(bc=32, vpair=True, gather="push", producer="light"),
                  dict(bc=32, vpair=True, gather="push", producer="light", xchg="half"),
                  dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", join="relaxed"),
-                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", join="relaxed", stores="fast")]
+                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", join="relaxed", stores="fast"),
+                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", epi="wg", sched="persistent")]
 GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early", "k32-vpair-async",
             "k32-vpair-tma",   # tma: n_out % 8 == 0 stores by TMA (the dense shapes, FP 0.5), else per thread (FP 0.7)
             "k32-vpair-persist", "k32-vpair-tma-persist",   # pairs walking items (the test below: several a pair)
@@ -277,7 +278,8 @@ GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k3
             "k32-vpair-gather", "k32-vpair-push",   # the full map's gathers batched, pushed (the full-map test only)
             "k32-vpair-push-half", "k32-vpair-push-light", "k32-vpair-push-light-half",   # ms in fp16; the producer
             "k32-vpair-push-light-half-relaxed",   # and the pair's joins relaxed
-            "k32-vpair-push-light-half-relaxed-fast"]   # and the stores with one branch a tile
+            "k32-vpair-push-light-half-relaxed-fast",   # and the stores with one branch a tile
+            "k32-vpair-push-light-half-wg-persist"]   # the full map's epilogue in a warpgroup of its own
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -372,11 +374,31 @@ def test_gen5_full_map_equals_the_unfused_pipeline_with_the_same_mask(dtype, var
 
     _sm90()
     lay = layout_for(prune(he_winograd_weights((n, 64), 4, seed=17), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
-    if "epi" in variant:
+    if "epi" in variant and "gather" not in variant:
         pytest.skip(f"the {variant['epi']} epilogue is the dense map's")
     desc = cp_desc(dtype, lay.mi, fb=fb, full_rows=True, **variant)
     _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir,
                            f"gen5 wsp-rb {ratio}")
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("batch,c,n,H,W,fb", [(32, 64, 200, 56, 56, 192), (16, 40, 150, 31, 29, 128)])
+def test_gen5_full_map_wg_persist_walks_many_items_and_equals_the_unfused_pipeline(dtype, batch, c, n, H, W, fb,
+                                                                                  compile_cache_dir):
+    """The full map's warpgroup epilogue (push gather, persistent pairs): 5 to 12 items a pair on 132 SMs, so each
+    item's MS, inverse map and tile table are handed over while the next item's chunks run (msfull, msfree, rmsfree);
+    c = 40: two chunks, the last half past the input; n leaves the last block partly empty; odd sizes: rectangles
+    past the image. WSP-RB 0.7 / 0.5 against the fp32 unfused pipeline with the same mask."""
+    from cutlass_wsp.families.fused import cp_desc, layout_for
+    from cutlass_wsp.pruning import prune
+    from cutlass_wsp.weights import he_winograd_weights
+
+    _sm90()
+    ratio = 0.7 if fb == 192 else 0.5
+    lay = layout_for(prune(he_winograd_weights((n, c), 4, seed=23), "wsp-rb", ratio, block=fb), 4, fb=fb, mi=64)
+    desc = cp_desc(dtype, lay.mi, bc=32, vpair=True, fb=fb, full_rows=True, gather="push", producer="light",
+                   xchg="half", epi="wg", sched="persistent")
+    _check_against_unfused(lay, dtype, desc, batch, H, W, compile_cache_dir, f"gen5 wg wsp-rb {ratio}")
 
 
 def test_a_fused_config_search_verifies_records_and_is_read_back(compile_cache_dir, tmp_path):
