@@ -20,6 +20,7 @@ import pytest
 from cutlass_wsp.families.fused import cp_desc, dense_layout, pack_cp_weights
 from cutlass_wsp.fused_banks import pick_rectangle, tile_order
 from cutlass_wsp.winograd import direct_conv2d, filter_transform, matrices_float, tile_grid
+from test_fused_family import _tma_box_row
 
 
 def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, gather: str | None = None,
@@ -409,18 +410,7 @@ def _wg_epilogue(accs, swaps, k, tiles, block, mi, n_out, H, W, AT, out, rect) -
                     for q in range(4):
                         q8, h = 2 * jj + q // 2, q % 2
                         t = w4 * 16 + (lane >> 2) + 8 * h
-                        if k["vpair"]:
-                            pr, tt, half = (t >> 4) * 8 + (t & 7), (t >> 3) & 1, BY >> 1
-                            bi = pr // (half * BX)
-                            rem = pr - bi * half * BX
-                            by, bx = 2 * (rem // BX) + tt, rem % BX
-                        else:
-                            bi = t // (BY * BX)
-                            rem = t - bi * BY * BX
-                            by, bx = rem // BX, rem % BX
-                        b, ty, tx, _ = tiles[t]
-                        assert b < 0 or (b, ty, tx) == (b0 + bi, 2 * (iy * BY + by), 2 * (ix * BX + bx))
-                        R = (bi * 2 * BY + 2 * by + u) * BX + bx
+                        R = _tma_box_row(t, BI, BY, BX, u, k["vpair"])   # (the template's tile_coords)
                         f0 = q8 * 8 + 2 * (lane & 3)
                         kk = 8 * jj + 2 * q
                         box[R, f0:f0 + 2] = y[kk:kk + 2, et]

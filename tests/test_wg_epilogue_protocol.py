@@ -26,6 +26,82 @@ import pytest
 
 from test_rmcast_protocol import Bar
 
+
+class PairModel:
+    """What both models share: agents (CTA, kind, warp) each at (item, step) of their kind's steps, picked at random
+    among those that may move; a named barrier ("nsync") of a CTA's mainloop warps; buffers whose content must be read
+    by its readers before it is overwritten; remote bytes and arrives in flight, landing in any order, never in a CTA
+    whose agents have all finished. `run(ok, act, land)` returns the steps taken; AssertionError on a deadlock."""
+
+    def __init__(self, items: int, seed: int, steps: dict, counts: dict):
+        self.items, self.rng, self.steps = items, random.Random(seed), steps
+        self.agents = {(c, kind, w): [0, 0] for c in range(2) for kind, n in counts.items() for w in range(n)}
+        self.mainloop = counts["m"]
+        self.unread: dict = {}        # buffer key -> readers still to read its content
+        self.nsync: dict = {}         # (cta, item) -> mainloop warps arrived
+        self.in_flight: list = []     # (cta, what, payload)
+        self.exited = [False, False]
+
+    def write(self, key, content, readers, store, index):
+        assert not self.unread.get(key), f"{content} overwrote {key}, unread by {self.unread.get(key)}"
+        store[index] = content
+        self.unread[key] = set(readers)
+
+    def read(self, key, reader, got, want, what):
+        assert got == want, f"{what}: read {got} for {want}"
+        self.unread[key].discard(reader)
+
+    def free(self, c, i, local, remote: str, last_arrive: bool):
+        """An epilogue warp done with item i: it arrives on its CTA's `local` barrier and, but after the last item
+        (unless `last_arrive`), on the partner's `remote` one."""
+        local.arrive()
+        if i + 1 < self.items or last_arrive:
+            self.in_flight.append((c ^ 1, remote, i))
+
+    def run(self, ok, act, land) -> int:
+        steps = 0
+        while True:
+            moves = []
+            for (c, kind, w), (i, k) in self.agents.items():
+                if i >= self.items:
+                    continue
+                step = self.steps[kind][k]
+                if step == "nsync":   # arrive, or go once every mainloop warp of the CTA has
+                    arrived = self.nsync.get((c, i), set())
+                    if w not in arrived or len(arrived) == self.mainloop:
+                        moves.append((c, kind, w))
+                elif ok(c, kind, w, i, step):
+                    moves.append((c, kind, w))
+            moves += [("land", n) for n in range(len(self.in_flight))]
+            if not moves:
+                assert all(a[0] >= self.items for a in self.agents.values()), f"deadlock: {self.agents}"
+                return steps
+            move = self.rng.choice(moves)
+            steps += 1
+            if move[0] == "land":
+                d, what, payload = self.in_flight.pop(move[1])
+                assert not self.exited[d], f"{what} landed in CTA {d} after it exited"
+                land(d, what, payload)
+                continue
+            c, kind, w = move
+            a = self.agents[move]
+            i, k = a
+            step = self.steps[kind][k]
+            if step == "nsync":
+                arrived = self.nsync.setdefault((c, i), set())
+                arrived.add(w)
+                advance = len(arrived) == self.mainloop
+            else:
+                act(c, kind, w, i, step)
+                advance = True
+            if advance:
+                a[1] += 1
+                if a[1] == len(self.steps[kind]):
+                    a[0], a[1] = i + 1, 0
+            if not self.exited[c] and all(self.agents[x][0] >= self.items for x in self.agents if x[0] == c):
+                self.exited[c] = True
+
+
 M, E = 2, 2
 MAIN = ("table", "nsync", "wzfree", "zwrite", "zarrive")
 EPI = ("arm", "wzfull", "wpfree", "send", "wpbar", "read", "free")
@@ -33,122 +109,53 @@ EPI = ("arm", "wzfull", "wpfree", "send", "wpbar", "read", "free")
 
 def run(items: int, seed: int, *, zfree_wait: bool = True, pfree_wait: bool = True, free_after_read: bool = True,
         last_arrive: bool = False) -> int:
-    """Simulate one pair over `items` items; returns the steps. AssertionError on a deadlock, an overwrite of an
-    unread slot, a read of the wrong item's data, or a landing in an exited CTA. Each option breaks one rule:
-    `zfree_wait=False` writes Z without the zfree wait; `pfree_wait=False` sends without the pfree wait;
+    """Simulate one pair over `items` items (the dense map); returns the steps. AssertionError on a deadlock, an
+    overwrite of an unread slot, a read of the wrong item's data, or a landing in an exited CTA. Each option breaks
+    one rule: `zfree_wait=False` writes Z without the zfree wait; `pfree_wait=False` sends without the pfree wait;
     `free_after_read=False` frees before reading; `last_arrive=True` arrives on the partner's pfree after the last
     item too."""
-    rng = random.Random(seed)
-    zfull = [Bar(M) for _ in range(2)]
-    zfree = [Bar(E) for _ in range(2)]
-    pbar = [Bar(1) for _ in range(2)]
-    pfree = [Bar(E) for _ in range(2)]
+    epi = EPI if free_after_read else EPI[:5] + ("free", "read")
+    model = PairModel(items, seed, {"m": MAIN, "e": epi}, {"m": M, "e": E})
+    zfull, zfree = [Bar(M) for _ in range(2)], [Bar(E) for _ in range(2)]
+    pbar, pfree = [Bar(1) for _ in range(2)], [Bar(E) for _ in range(2)]
     zbuf = [[None] * M for _ in range(2)]
     pbuf = [[None] * E for _ in range(2)]
     tables = [[[None] * M for _ in range(2)] for _ in range(2)]          # [cta][half][part]
-    unread: dict = {}                                                    # (buffer key) -> epilogue warps still to read
-    nsync = [dict() for _ in range(2)]                                   # item -> mainloop warps arrived
-    agents = {(c, kind, w): [0, 0] for c in range(2) for kind, n in (("m", M), ("e", E)) for w in range(n)}
-    exited = [False, False]
-    in_flight = []                                                       # (cta, kind, payload)
-    epi = EPI if free_after_read else EPI[:5] + ("free", "read")
 
-    def write(key, content, readers, store, index):
-        assert not unread.get(key), f"{content} overwrote {key}, unread by {unread.get(key)}"
-        store[index] = content
-        unread[key] = set(readers)
+    def ok(c, kind, w, i, step):
+        return {"table": True, "wzfree": i == 0 or not zfree_wait or zfree[c].done((i - 1) & 1), "zwrite": True,
+                "zarrive": True, "arm": True, "wzfull": zfull[c].done(i & 1),
+                "wpfree": i == 0 or not pfree_wait or pfree[c].done((i - 1) & 1), "send": True,
+                "wpbar": pbar[c].done(i & 1), "read": True, "free": True}[step]
 
-    steps = 0
-    while True:
-        moves = []
-        for (c, kind, w), (i, k) in agents.items():
-            if i >= items:
-                continue
-            step = (MAIN if kind == "m" else epi)[k]
-            arrived = (c, kind, w, i) in nsync[c].get("in", set())   # at the named barrier: arrive, or go once all have
-            ok = {"table": True, "nsync": not arrived or nsync[c].get(i, 0) == M,
-                  "wzfree": i == 0 or not zfree_wait or zfree[c].done((i - 1) & 1), "zwrite": True, "zarrive": True,
-                  "arm": True, "wzfull": zfull[c].done(i & 1),
-                  "wpfree": i == 0 or not pfree_wait or pfree[c].done((i - 1) & 1), "send": True,
-                  "wpbar": pbar[c].done(i & 1), "read": True, "free": True}[step]
-            if ok:
-                moves.append((c, kind, w))
-        moves += [("land", n) for n in range(len(in_flight))]
-        if not moves:
-            assert all(a[0] >= items for a in agents.values()), f"deadlock: {agents}"
-            return steps
-        move = rng.choice(moves)
-        steps += 1
-        if move[0] == "land":
-            d, what, payload = in_flight.pop(move[1])
-            assert not exited[d], f"{what} landed in CTA {d} after it exited"
-            if what == "part":
-                e, i = payload
-                write(("p", d, e), ("p", i), [e], pbuf[d], e)
-                pbar[d].complete_tx(1)
-            else:
-                pfree[d].arrive()
-            continue
-        c, kind, w = move
-        a = agents[move]
-        i, k = a
-        step = (MAIN if kind == "m" else epi)[k]
-        advance = True
+    def act(c, kind, w, i, step):
         if step == "table":
-            write(("t", c, i & 1, w), i, range(E), tables[c][i & 1], w)
-        elif step == "nsync":
-            arrived = nsync[c].setdefault("in", set())
-            if (c, kind, w, i) not in arrived:
-                arrived.add((c, kind, w, i))
-                nsync[c][i] = nsync[c].get(i, 0) + 1
-            advance = nsync[c][i] == M
+            model.write(("t", c, i & 1, w), i, range(E), tables[c][i & 1], w)
         elif step == "zwrite":
-            write(("z", c, w), ("z", i), range(E), zbuf[c], w)
+            model.write(("z", c, w), ("z", i), range(E), zbuf[c], w)
         elif step == "zarrive":
             zfull[c].arrive()
-        elif step == "arm":
-            if w == 0:
-                pbar[c].arrive(expect=E)
+        elif step == "arm" and w == 0:
+            pbar[c].arrive(expect=E)
         elif step == "send":
-            in_flight.append((c ^ 1, "part", (w, i)))
+            model.in_flight.append((c ^ 1, "part", (w, i)))
         elif step == "read":
             for m in range(M):
-                assert zbuf[c][m] == ("z", i), f"CTA {c} epilogue warp {w} read {zbuf[c][m]} as item {i}'s Z"
-                unread[("z", c, m)].discard(w)
-                assert tables[c][i & 1][m] == i, f"CTA {c} read table {tables[c][i & 1][m]} as item {i}'s"
-                unread[("t", c, i & 1, m)].discard(w)
-            assert pbuf[c][w] == ("p", i), f"CTA {c} epilogue warp {w} read {pbuf[c][w]} as item {i}'s part"
-            unread[("p", c, w)].discard(w)
+                model.read(("z", c, m), w, zbuf[c][m], ("z", i), f"CTA {c} epilogue warp {w}'s Z")
+                model.read(("t", c, i & 1, m), w, tables[c][i & 1][m], i, f"CTA {c}'s tile table")
+            model.read(("p", c, w), w, pbuf[c][w], ("p", i), f"CTA {c} epilogue warp {w}'s part")
         elif step == "free":
-            zfree[c].arrive()
-            if i + 1 < items or last_arrive:
-                in_flight.append((c ^ 1, "pfree", None))
-        if advance:
-            a[1] += 1
-            if a[1] == len(MAIN if kind == "m" else epi):
-                a[0], a[1] = i + 1, 0
-        if not exited[c] and all(agents[(c, kd, n)][0] >= items for kd, cnt in (("m", M), ("e", E))
-                                 for n in range(cnt)):
-            exited[c] = True
+            model.free(c, i, zfree[c], "pfree", last_arrive)
 
+    def land(d, what, payload):
+        if what == "part":
+            e, i = payload
+            model.write(("p", d, e), ("p", i), [e], pbuf[d], e)
+            pbar[d].complete_tx(1)
+        else:
+            pfree[d].arrive()
 
-@pytest.mark.parametrize("items", [1, 2, 3, 8])
-def test_the_warpgroup_epilogues_handshakes_never_deadlock_or_overwrite(items):
-    for seed in range(80):
-        assert run(items, seed) > 0
-
-
-@pytest.mark.parametrize("rule,match", [(dict(zfree_wait=False), "overwrote|read"),
-                                        (dict(pfree_wait=False), "overwrote|read"),
-                                        (dict(free_after_read=False), "overwrote|read"),
-                                        (dict(last_arrive=True), "exited")])
-def test_the_model_catches_each_broken_rule(rule, match):
-    """Z written without the zfree wait, a part sent without the pfree wait, the frees sent before the reads (the
-    mainloop's next Z, the partner's next part or item i + 2's tile table lands over data still to be read), and a
-    pfree arrive after the last item (it may land in a partner that has exited)."""
-    with pytest.raises(AssertionError, match=match):
-        for seed in range(400):
-            run(4, seed, **rule)
+    return model.run(ok, act, land)
 
 
 FULL_MAIN = ("table", "nsync", "wmsfree", "wrmsfree", "write")
@@ -167,107 +174,66 @@ def run_full(items: int, seed: int, *, msfree_all: bool = True, msfree_wait: boo
     options break one rule each: `msfree_all=False` has only the writing warp wait for msfree (the sender may then
     write item i + 1's tile table while the epilogue still reads item i - 1's); `msfree_wait=False`, `rmsfree_wait=False`
     drop a wait; `last_arrive=True` arrives on the partner's rmsfree after the last item."""
-    rng = random.Random(seed)
+    model = PairModel(items, seed, {"m": FULL_MAIN, "e": FULL_EPI}, {"m": 2, "e": E})
     msfull = [Bar(2 if sender_arrives else 1) for _ in range(2)]
-    msfree = [Bar(E) for _ in range(2)]
-    rmsfree = [Bar(E) for _ in range(2)]
+    msfree, rmsfree = [Bar(E) for _ in range(2)], [Bar(E) for _ in range(2)]
     ms = [[None, None] for _ in range(2)]                # [cta][0: its own writer's tiles, 1: the partner's]
     tables = [[[None] * 2 for _ in range(2)] for _ in range(2)]
-    unread: dict = {}
-    nsync = [dict() for _ in range(2)]
-    agents = {(c, kind, w): [0, 0] for c in range(2) for kind in ("m", "e") for w in range(2)}
-    exited = [False, False]
-    in_flight = []
 
-    def write(key, content, store, index):
-        assert not unread.get(key), f"{content} overwrote {key}, unread by {unread.get(key)}"
-        store[index] = content
-        unread[key] = set(range(E))
+    def ok(c, kind, w, i, step):
+        waits_msfree = msfree_wait and (msfree_all or w == 0)
+        return {"table": True, "wmsfree": i == 0 or not waits_msfree or msfree[c].done((i - 1) & 1),
+                "wrmsfree": i == 0 or w == 0 or not rmsfree_wait or rmsfree[c].done((i - 1) & 1), "write": True,
+                "wmsfull": msfull[c].done(i & 1), "read": True, "free": True}[step]
 
-    steps = 0
-    while True:
-        moves = []
-        for (c, kind, w), (i, k) in agents.items():
-            if i >= items:
-                continue
-            step = (FULL_MAIN if kind == "m" else FULL_EPI)[k]
-            waits_msfree = msfree_wait and (msfree_all or w == 0)
-            arrived = nsync[c].get(i, set())   # a warp at the named barrier moves only to arrive, or once all have
-            ok = {"table": True, "nsync": w not in arrived or len(arrived) == 2,
-                  "wmsfree": i == 0 or not waits_msfree or msfree[c].done((i - 1) & 1),
-                  "wrmsfree": i == 0 or w == 0 or not rmsfree_wait or rmsfree[c].done((i - 1) & 1), "write": True,
-                  "wmsfull": msfull[c].done(i & 1), "read": True, "free": True}[step]
-            if ok:
-                moves.append((c, kind, w))
-        moves += [("land", n) for n in range(len(in_flight))]
-        if not moves:
-            assert all(a[0] >= items for a in agents.values()), f"deadlock: {agents}"
-            return steps
-        move = rng.choice(moves)
-        steps += 1
-        if move[0] == "land":
-            d, what, i = in_flight.pop(move[1])
-            assert not exited[d], f"{what} landed in CTA {d} after it exited"
-            if what == "part":
-                write(("ms", d, 1), ("ms", i), ms[d], 1)
-                msfull[d].complete_tx(1)
-            else:
-                rmsfree[d].arrive()
-            continue
-        c, kind, w = move
-        a = agents[move]
-        i, k = a
-        step = (FULL_MAIN if kind == "m" else FULL_EPI)[k]
-        advance = True
+    def act(c, kind, w, i, step):
         if step == "table":
-            write(("t", c, i & 1, w), i, tables[c][i & 1], w)
-        elif step == "nsync":
-            arrived = nsync[c].setdefault(i, set())
-            arrived.add(w)
-            advance = len(arrived) == 2
+            model.write(("t", c, i & 1, w), i, range(E), tables[c][i & 1], w)
+        elif step == "write" and w == 0:
+            model.write(("ms", c, 0), ("ms", i), range(E), ms[c], 0)
+            msfull[c].arrive(expect=1)
         elif step == "write":
-            if w == 0:
-                write(("ms", c, 0), ("ms", i), ms[c], 0)
-                msfull[c].arrive(expect=1)
-            else:
-                in_flight.append((c ^ 1, "part", i))
-                if sender_arrives:
-                    msfull[c].arrive()
+            model.in_flight.append((c ^ 1, "part", i))
+            if sender_arrives:
+                msfull[c].arrive()
         elif step == "read":
             for slot in (0, 1):
-                assert ms[c][slot] == ("ms", i), f"CTA {c} epilogue warp {w} read {ms[c][slot]} as item {i}'s"
-                unread[("ms", c, slot)].discard(w)
-            for part in (0, 1):
-                assert tables[c][i & 1][part] == i, f"CTA {c} read table {tables[c][i & 1][part]} as item {i}'s"
-                unread[("t", c, i & 1, part)].discard(w)
+                model.read(("ms", c, slot), w, ms[c][slot], ("ms", i), f"CTA {c} epilogue warp {w}'s MS")
+                model.read(("t", c, i & 1, slot), w, tables[c][i & 1][slot], i, f"CTA {c}'s tile table")
         elif step == "free":
-            msfree[c].arrive()
-            if i + 1 < items or last_arrive:
-                in_flight.append((c ^ 1, "rmsfree", i))
-        if advance:
-            a[1] += 1
-            if a[1] == len(FULL_MAIN if kind == "m" else FULL_EPI):
-                a[0], a[1] = i + 1, 0
-        if not exited[c] and all(agents[(c, kd, n)][0] >= items for kd in ("m", "e") for n in range(2)):
-            exited[c] = True
+            model.free(c, i, msfree[c], "rmsfree", last_arrive)
+
+    def land(d, what, i):
+        if what == "part":
+            model.write(("ms", d, 1), ("ms", i), range(E), ms[d], 1)
+            msfull[d].complete_tx(1)
+        else:
+            rmsfree[d].arrive()
+
+    return model.run(ok, act, land)
 
 
+@pytest.mark.parametrize("model", [run, run_full], ids=["dense", "full"])
 @pytest.mark.parametrize("items", [1, 2, 3, 8])
-def test_the_full_maps_warpgroup_epilogue_never_deadlocks_or_overwrites(items):
+def test_the_warpgroup_epilogues_handshakes_never_deadlock_or_overwrite(model, items):
     for seed in range(80):
-        assert run_full(items, seed) > 0
+        assert model(items, seed) > 0
 
 
-@pytest.mark.parametrize("rule,match", [(dict(msfree_all=False), "overwrote|read"),
-                                        (dict(msfree_wait=False), "overwrote|read"),
-                                        (dict(rmsfree_wait=False), "overwrote|read"),
-                                        (dict(last_arrive=True), "exited"),
-                                        (dict(sender_arrives=False), "deadlock")])
-def test_the_full_map_model_catches_each_broken_rule(rule, match):
-    """Only the writing warps waiting for msfree (a sender writes item i + 1's tile table over item i - 1's, still
-    read), no msfree or rmsfree wait (an item's MS lands over the one before, still read), an rmsfree arrive after
-    the last item, and senders that do not arrive on their own msfull (the model found this deadlock in the first
-    design: the epilogue two phases ahead of a sender's parity wait)."""
+@pytest.mark.parametrize("model,rule,match", [
+    # the dense map: Z written without the zfree wait, a part sent without the pfree wait, the frees sent before the
+    # reads (the mainloop's next Z, the partner's next part or item i + 2's tile table lands over data still to be
+    # read), a pfree arrive after the last item (it may land in a partner that has exited)
+    (run, dict(zfree_wait=False), "overwrote|read"), (run, dict(pfree_wait=False), "overwrote|read"),
+    (run, dict(free_after_read=False), "overwrote|read"), (run, dict(last_arrive=True), "exited"),
+    # the full map: only the writing warps waiting for msfree (a sender writes item i + 1's tile table over item
+    # i - 1's, still read), no msfree or rmsfree wait (an item's MS lands over the one before, still read), an rmsfree
+    # arrive after the last item, and senders that do not arrive on their own msfull (the deadlock the model found in
+    # the first design: the epilogue two phases ahead of a sender's parity wait)
+    (run_full, dict(msfree_all=False), "overwrote|read"), (run_full, dict(msfree_wait=False), "overwrote|read"),
+    (run_full, dict(rmsfree_wait=False), "overwrote|read"), (run_full, dict(last_arrive=True), "exited"),
+    (run_full, dict(sender_arrives=False), "deadlock")])
+def test_the_model_catches_each_broken_rule(model, rule, match):
     with pytest.raises(AssertionError, match=match):
         for seed in range(400):
-            run_full(4, seed, **rule)
+            model(4, seed, **rule)
