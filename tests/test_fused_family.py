@@ -906,12 +906,15 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
     full = kf.candidates(prob, "fp16", "sm90")
     assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
     if gen == 5 and not prob.identity:   # row layouts where row_filter_block picks generation 5's full map: 64 rows
-        # per position in wide_filter_block(mi=64), the push gather, then the batched one, then the first
+        # per position in wide_filter_block(mi=64), the push gather with ms in fp16, the light producer, relaxed joins
+        # and fast stores (eighth session), then the plain push gather, the batched one, the first
         n = ctx.point.n
         assert prob.mi == 64 and prob.fb == wide_filter_block(ctx.pruned.rows, n, mi=64)
         g5 = dict(bc=32, vpair=True, fb=prob.fb, full_rows=True)
-        assert desc == cp_desc("fp16", 64, gather="push", **g5)
-        assert full[:3] == [desc, cp_desc("fp16", 64, gather="batched", **g5), cp_desc("fp16", 64, **g5)]
+        assert desc == cp_desc("fp16", 64, gather="push", producer="light", xchg="half", join="relaxed", stores="fast",
+                               **g5)
+        assert full[:4] == [desc, cp_desc("fp16", 64, gather="push", **g5), cp_desc("fp16", 64, gather="batched", **g5),
+                            cp_desc("fp16", 64, **g5)]
         return
     if gen == 5:   # dense and FP where identity_filter_block picks blocks of 64: 32 channels a chunk with the vertical
         # tile pairs and the tma epilogue with the light producer and fp16 exchanges (persistent pairs up to c = 256),
@@ -1733,7 +1736,7 @@ def test_generation_5s_warpgroup_epilogue_lays_out_its_buffers_and_launches_384_
     item's epilogue under the next item's chunks. Its ZBUF (both warpgroups' Z of both rows u: 32 KB), PBUF (the
     partner's part: 16 KB) and the TMA box (16 KB, 1024-aligned) sit apart from the rings, so the raw ring has 2 stages
     (4 do not fit); cp_smem_bytes is the template's SMEM_BYTES; the launch and the occupancy query take 384 threads;
-    setmaxnreg gives the mainloop 240 registers and the epilogue 32; four mbarriers more (zfull, zfree, pbar, pfree),
+    setmaxnreg gives the mainloop 232 registers and the epilogue 40; four mbarriers more (zfull, zfree, pbar, pfree),
     the remote pfree not sent after the last item; the tile table's halves handed over per item (no CTA barrier in
     the mainloop's item loop: a named barrier of its 256 threads)."""
     from cutlass_wsp.kernels.emitter import render
@@ -1751,7 +1754,9 @@ def test_generation_5s_warpgroup_epilogue_lays_out_its_buffers_and_launches_384_
     assert consts["LAUNCH_THREADS"] == 384 and consts["NBAR"] == 2 * 2 + 2 * 2 + 4
     assert "__launch_bounds__(LAUNCH_THREADS, 1)" in src and "cfg.blockDim = dim3(LAUNCH_THREADS);" in src
     assert "wsp_fused_layer<<<grid, LAUNCH_THREADS, SMEM_BYTES, stream>>>" in src
-    assert consts["MAIN_REGS"] == 240 and consts["EPI_REGS"] == 32
+    # what the CTA holds at launch (168 a thread at 384 threads) moved within it: 240 / 240 / 32, the whole register
+    # file, failed to launch on the H100 (eighth session)
+    assert consts["MAIN_REGS"] == 232 and consts["EPI_REGS"] == 40 and 2 * 232 + 40 == 3 * 168
     assert "setmaxnreg.dec.sync.aligned.u32" in src and "setmaxnreg.inc.sync.aligned.u32" in src
     assert "if (i + 1 < mine) Barrier::arrive(pfree, rank ^ 1u, 1u);" in src
     loop = src[src.index("// The mainloop warpgroups."):]
@@ -1772,7 +1777,7 @@ def test_generation_5s_full_map_warpgroup_epilogue_keeps_ms_and_the_inverse_map_
     and the block's inverse map (16 FB halves) sit after the tile tables, apart from the 2-stage rings, within 227 KB
     up to FB 320 (cp_smem_bytes is the template's SMEM_BYTES); msfull counts all 8 mainloop warps (the senders too: the
     epilogue cannot then finish an item ahead of a sender's msfree wait), msfree and rmsfree the 4 epilogue warps; the
-    mainloop's registers 224 (the one-shot push kernel takes 222), the epilogue's 64 with one filter a lane; the
+    mainloop's registers 224 (the one-shot push kernel takes 222), the epilogue's 56 with one filter a lane; the
     senders wait for rmsfree before their st.async and every mainloop warp for msfree; no rmsfree after the last item.
     The full map takes no other epilogue, and the relaxed join stays the one-shot kernel's."""
     from cutlass_wsp.kernels.emitter import render
@@ -1786,7 +1791,7 @@ def test_generation_5s_full_map_warpgroup_epilogue_keeps_ms_and_the_inverse_map_
     assert consts["MS_OFFSET"] >= consts["TILE_OFFSET"] + consts["TILE_BYTES"] >= consts["BIG_BYTES"]
     assert consts["SMEM_BYTES"] == consts["SINV_OFFSET"] + consts["SINV_BYTES"] == cp_smem_bytes(
         64, 2, bc=32, epi="wg", sched="persistent", gather="push", fb=fb) <= 227 * 1024
-    assert consts["MAIN_REGS"] == 224 and consts["EPI_REGS"] == 64
+    assert consts["MAIN_REGS"] == 224 and consts["EPI_REGS"] == 56 and 2 * 224 + 56 == 3 * 168
     assert "Barrier::init(msfull, WARPS);" in src and "Barrier::init(rmsfree, EPI_WARPS);" in src
     assert "if (i > 0) wait_bar(msfree, static_cast<uint32_t>((i - 1) & 1));" in src
     assert "if (i > 0) wait_bar(rmsfree, static_cast<uint32_t>((i - 1) & 1));   // the partner's MS is read" in src

@@ -1116,10 +1116,14 @@ def _gen5_full_map(problem: FusedTuneProblem) -> bool:
 
 
 def _gen5_full_menu(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
-    """Generation 5's full map at 32 channels a chunk with vertical tile pairs: the push gather (1.2-1.3x the batched
-    one on the H100), the batched one, the first (each position's loads branched, the partner's read remotely)."""
-    return [cp_desc(dtype, 64, bc=32, vpair=True, fb=problem.fb, full_rows=True, gather=g)
-            for g in ("push", "batched", None)]
+    """Generation 5's full map at 32 channels a chunk with vertical tile pairs: the push gather with ms in fp16, the
+    light producer, the relaxed joins and the fast stores (1.12-1.37x the plain push gather on every layer at WSP-RB
+    0.5 / 0.7 / 0.9, H100, eighth session: results/fused/gen5-{push-fast,wg-push-fast}-time-h100.jsonl), the plain push gather
+    (1.2-1.3x the batched one), the batched one, the first (each position's loads branched, the partner's read
+    remotely)."""
+    kw = dict(bc=32, vpair=True, fb=problem.fb, full_rows=True)
+    return ([cp_desc(dtype, 64, gather="push", producer="light", xchg="half", join="relaxed", stores="fast", **kw)]
+            + [cp_desc(dtype, 64, gather=g, **kw) for g in ("push", "batched", None)])
 
 
 def _gen5_menu(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:

@@ -497,8 +497,8 @@ def test_the_sweeps_gen4_and_gen5_fused_points_verify_and_time(pattern, ratio, b
     """The sweep's path (registry -> FusedFamily -> the kernel of its filter block -> the harness's check against
     the fp32 unfused pipeline, then timing): ResNet-18 layer3 (256 -> 256 at 14 x 14), batch 3. Dense and FP run
     generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue in blocks of 64
-    (identity_filter_block), WSP-R and WSP-RB generation 5's full map with the push gather (row_filter_block: c = 256),
-    WSP-CB generation 4."""
+    (identity_filter_block), WSP-R and WSP-RB generation 5's full map with the push gather (row_filter_block: c = 256;
+    ms in fp16, the light producer, relaxed joins, fast stores), WSP-CB generation 4."""
     from cutlass_wsp.families.fused import balanced_block
     from cutlass_wsp.gpu.harness import TimingOptions
     from cutlass_wsp.kernels.cache import KernelCache
@@ -516,8 +516,9 @@ def test_the_sweeps_gen4_and_gen5_fused_points_verify_and_time(pattern, ratio, b
     assert ("_gen5_" if gen5 or full5 else "_gen4_") in row["kernel"] and ("_gatherpush_" in row["kernel"]) == full5
     assert ("_tilesvpair_" in row["kernel"]) == (gen5 or full5) and ("_epitma_" in row["kernel"]) == gen5
     assert ("_schedpersistent_" in row["kernel"]) == gen5   # c = 256: persistent pairs (up to c = 256)
-    assert ("_producerlight_" in row["kernel"]) == gen5   # the raw ring's producer in the conflict-free warpgroup
-    assert ("_xchghalf" in row["kernel"]) == gen5         # fp16: the epilogue's exchanges in fp16
+    assert ("_producerlight_" in row["kernel"]) == (gen5 or full5)   # the raw ring's producer without bank conflicts
+    assert ("_xchghalf" in row["kernel"]) == (gen5 or full5)         # fp16: the epilogue's exchanges (full map: ms)
+    assert ("_joinrelaxed_" in row["kernel"]) == full5 and ("_storesfast_" in row["kernel"]) == full5
     assert ("_mapdense_" in row["kernel"]) == (pattern in ("dense", "fp", "wsp-cb"))
     if gen5:
         assert row["kernel_config"]["filter_block"] == row["kernel_config"]["rows_per_position"] == 64
