@@ -376,18 +376,20 @@ def cp_smem_bytes(mi: int, stages: int, raw: int = WS_RAW_PIX, bc: int = BC, epi
     """Shared memory of one generation-5 CTA, as _fused_cp.cu.j2 lays it out (see its constants); a persistent CTA
     has an mbarrier more (xsfree) and two tile tables, the full map's push gather one more (its xs2bar)."""
     persistent = sched == "persistent"
-    if epi == "wg" and gather == "push":   # rings, 3 mbarriers more, the walk, two tile tables, MS and SINV apart
-        nbar = 2 * stages + 2 * cp_ustages(stages, bc) + 3
-        return (_cp_big_bytes(mi, stages, raw, bc) + -(-(nbar * 8) // 16) * 16 + 3 * 16 + 2 * WS_BT * 16
-                + 16 * (WS_BT // 2) * (mi + 8) * 2 + 16 * (fb or max(WIDE_FB)) * 2)
-    if epi == "wg":   # rings, 4 mbarriers more, the walk, two tile tables, then ZBUF, PBUF and the box apart
-        nbar = 2 * stages + 2 * cp_ustages(stages, bc) + 4
-        end = (_cp_big_bytes(mi, stages, raw, bc) + -(-(nbar * 8) // 16) * 16 + 3 * 16 + 2 * WS_BT * 16
-               + 3 * 2 * (mi // 16) * 128 * 16)
-        return _align1k(end) + WS_BT * 2 * mi * 2
+    ring_bars = 2 * stages + 2 * cp_ustages(stages, bc)   # rawfull, rawfree; ufull
+
+    def bar_bytes(n: int) -> int:   # n mbarriers, 16-byte aligned
+        return -(-(n * 8) // 16) * 16
+
+    if epi == "wg":   # rings, the mbarriers, the walk, two tile tables, then the epilogue warpgroup's buffers apart
+        head = _cp_big_bytes(mi, stages, raw, bc) + 3 * 16 + 2 * WS_BT * 16
+        if gather == "push":   # msfull, msfree, rmsfree; MS and SINV
+            return head + bar_bytes(ring_bars + 3) + 16 * (WS_BT // 2) * (mi + 8) * 2 + 16 * (fb or max(WIDE_FB)) * 2
+        # zfull, zfree, pbar, pfree; ZBUF and PBUF, then the box (1024-aligned)
+        return _align1k(head + bar_bytes(ring_bars + 4) + 3 * 2 * (mi // 16) * 128 * 16) + WS_BT * 2 * mi * 2
     xbar = epi in CP_XS2BAR_EPIS or gather == "push"
-    nbar = 2 * stages + 2 * cp_ustages(stages, bc) + xbar + persistent   # rawfull, rawfree; ufull; xs2bar; xsfree
-    bars = -(-(nbar * 8) // 16) * 16
+    nbar = ring_bars + xbar + persistent   # xs2bar; xsfree
+    bars = bar_bytes(nbar)
     # a persistent CTA's cached load items: the raw loads' (one per producer) and each warpgroup's weights'
     walk = (3 + (producer == "split")) * 16 if persistent else 0
     end = _cp_big_bytes(mi, stages, raw, bc) + bars + walk + (1 + persistent) * WS_BT * 16
