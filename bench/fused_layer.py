@@ -294,7 +294,9 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
     """(label, ratio or None, make Case) for one layer: dense in each config, then WSP-R (unbalanced),
     FP and WSP-RB (block 64) at the ratios; `gens`: generations 3 / 4 too (p = 4, own columns "p4 genX ...",
     `stages` deep, or the deepest ring that fits; generation 4 also WSP-CB at the ratios that keep a block of
-    16 channels); `gens_only`: those alone."""
+    16 channels; generation 5's full-map variants also unbalanced WSP-R in the widest block of 64 rows);
+    `gens_only`: those alone."""
+    from cutlass_wsp.errors import Unsupported
     from cutlass_wsp.weights import he_winograd_weights
 
     for p in ps:
@@ -326,6 +328,14 @@ def _fused_variants(c: int, n: int, H: int, W: int, ps, dtype: str, batch: int, 
                             continue
                         pr = prune(Wd, "wsp-rb", r, block=fb)
                         yield f"p4 {tag} wsp-rb", r, (lambda pr=pr, kw=kw, fb=fb: Case(
+                            pr, 4, dtype, batch, H, W, fb=fb, mi=64, gen=5, **kw))
+                    for r in (ratios if full_only else []):   # unbalanced WSP-R on the full map, in the widest
+                        pr = prune(Wd, "wsp-r", r, balance="unbalanced")   # block of 64 rows (the sweep's pick
+                        try:                                                # where row_filter_block takes it)
+                            fb = wide_filter_block(pr.rows, n, mi=64)
+                        except Unsupported:
+                            continue
+                        yield f"p4 {tag} wsp-r", r, (lambda pr=pr, kw=kw, fb=fb: Case(
                             pr, 4, dtype, batch, H, W, fb=fb, mi=64, gen=5, **kw))
                 continue
             yield f"p4 gen{x} dense", None, (lambda dense=dense, x=x: Case(dense, 4, dtype, batch, H, W, fb=32, gen=x,
