@@ -32,6 +32,7 @@ from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUC
                                         balanced_block, cp_desc, fused_desc, kernel_pad_waste, layout_for,
                                         pair_desc, rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError, exit_now, is_sticky  # noqa: E402
+from cutlass_wsp.gpu.device import require_gpu  # noqa: E402  (light: CuPy imported inside)
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
 from cutlass_wsp.pruning import WSP_CB_BLOCK, kept_count, prune  # noqa: E402
 from cutlass_wsp.winograd import direct_conv2d, filter_transform  # noqa: E402
@@ -222,6 +223,7 @@ def verify_cases(gens=()):
 
 
 def cmd_verify(args) -> int:
+    require_gpu()   # no GPU: one line, not a FAIL per case
     failures = 0
     rows = []
     for what, make, g in verify_cases(args.gens):
@@ -511,6 +513,15 @@ def cmd_profile(args) -> int:
     if args.chunk_stamps and (args.stamps or args.epi5 not in ("async", "tma") or args.kc != 32 or args.pipe):
         raise InputError("--chunk-stamps is a build of generation 5 at 32 channels a chunk with the async or tma "
                          "epilogue", "add --kc 32 --epi5 tma (or async), without --stamps or --pipe")
+    if args.item_stamps and (not gen5 or args.stamps or args.chunk_stamps or args.kc != 32 or args.sched != "persistent"
+                             or (args.pattern == "dense" and args.epi5 not in ("async", "tma", "wg"))
+                             or (args.pattern == "wsp-rb" and (args.epi5 != "wg" or args.gather != "push"))
+                             or args.pattern == "wsp-r"):
+        raise InputError("--item-stamps is a build of generation 5's persistent pairs at 32 channels a chunk: dense "
+                         "with the async, tma or wg epilogue, or WSP-RB with the wg epilogue and the push gather",
+                         "add --gen5 --kc 32 --sched persistent --epi5 wg (or tma, async: dense), with --pattern "
+                         "wsp-rb also --gather push, without the other stamps")
+    require_gpu()   # (after the options' checks) no GPU: one line, not CuPy's traceback
     for spec in args.layers.split("+"):
         (lay,) = resolve_layers(spec)
         Wd = he_winograd_weights((lay.n, lay.c), args.p, seed=1)
@@ -519,7 +530,8 @@ def cmd_profile(args) -> int:
             pr = prune(Wd, "wsp-rb", args.ratio, block=fb)
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, mi=64, gen=5, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, gather=args.gather, xchg=args.xchg,
-                        producer=args.producer, join=args.join).ready()
+                        producer=args.producer, join=args.join, epi=args.epi5, sched=args.sched,
+                        item_stamps=args.item_stamps).ready()
         elif args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
             if args.pattern == "wsp-rb":
                 fb = balanced_block(args.ratio, lay.n)
@@ -535,7 +547,7 @@ def cmd_profile(args) -> int:
                         gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, epi=args.epi5,
                         chunk_stamps=args.chunk_stamps, refill=args.refill, producer=args.producer,
-                        xchg=args.xchg).ready()
+                        xchg=args.xchg, item_stamps=args.item_stamps).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -561,6 +573,15 @@ def cmd_profile(args) -> int:
             summary = summarize(read_chunk_stamps(case), -(-lay.c // args.kc))
             print(json.dumps({"layer": spec, "kernel": case.name, **summary}))
             print("\n".join(report(summary)))
+        if args.item_stamps:   # where each persistent item's time goes, mainloop and epilogue warpgroup (verified above)
+            import item_stamps
+
+            for _ in range(3):
+                case.launch()   # warm
+            buf, (ctas, items, slots) = _read_buffer(case, "istamps", 3, 3)
+            summary = item_stamps.summarize(buf.reshape(ctas, items, slots), -(-lay.c // args.kc))
+            print(json.dumps({"layer": spec, "kernel": case.name, **summary}))
+            print(item_stamps.report(summary))
         for _ in range(args.launches):
             case.launch()
         cupy.cuda.get_current_stream().synchronize()
@@ -869,6 +890,10 @@ def main(argv=None) -> int:
     f.add_argument("--chunk-stamps", action="store_true",
                    help="generation 5's chunk-stamps build (--kc 32, --epi5 async or tma, either --sched): each "
                         "warp's clock at five points of a chunk, to split a chunk's time and the warps' drift")
+    f.add_argument("--item-stamps", action="store_true",
+                   help="generation 5's item-stamps build (--kc 32 --sched persistent, --epi5 async, tma or wg; "
+                        "WSP-RB: wg with --gather push): each warpgroup's clock at a few points of an item, to see "
+                        "whether the mainloop waits for the epilogue (bench/item_stamps.py)")
     f.add_argument("--refill", choices=CP_REFILLS, default=None,
                    help="generation 5's weight refill after the chunk's products are issued (CP_REFILLS)")
     f.add_argument("--producer", choices=CP_PRODUCERS, default=None,

@@ -254,10 +254,13 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
     assert "'1,3': use one or more of 1, 2, 4" in capsys.readouterr().err
     if gpu_status()[0]:
         return
-    argv = ["time", "--gen4", "--gens-only", "--ps", "4", "--nets", "resnet18", "--ratios", "0.7"]
-    assert fused_layer.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fused_layer: no CUDA GPU") and "Traceback" not in err[0]
+    for argv in (["time", "--gen4", "--gens-only", "--ps", "4", "--nets", "resnet18", "--ratios", "0.7"],
+                 ["profile", "--gen5", "--kc", "32", "--vpair", "--sched", "persistent", "--epi5", "wg",
+                  "--producer", "light", "--xchg", "half", "--item-stamps", "--layers", "vgg16:conv4_2"],
+                 ["verify"]):
+        assert fused_layer.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fused_layer: no CUDA GPU") and "Traceback" not in err[0], argv
 
 
 def test_fused_table_best_takes_each_cells_fastest_variant(tmp_path, capsys):
@@ -428,6 +431,45 @@ def test_chunk_stamps_summary_splits_a_chunk_and_measures_the_warps_drift():
         cs.summarize(np.zeros_like(raw), chunks)
     with pytest.raises(ValueError, match="expected"):
         cs.summarize(raw[..., :5], chunks)
+
+
+def test_item_stamps_summary_splits_an_item_between_the_mainloop_and_the_epilogue_warpgroup():
+    """bench/item_stamps.py on synthetic stamps with known steps: 2 CTAs, 5 items each of 8 chunks (1,000 cycles a
+    chunk), the mainloop waiting 700 cycles for the epilogue's buffer, a 300-cycle handoff and a 500-cycle restart;
+    the epilogue warpgroup busy 9,000 cycles an item. Without the epilogue warpgroup (tma) only the start, products
+    done and end are recorded. Items past those run (zeros) are not counted."""
+    import numpy as np
+
+    st = _load("item_stamps")
+    ctas, items, chunks = 2, 5, 8
+    raw = np.zeros((ctas, items + 3, len(st.SLOTS)), np.int64)
+    period = chunks * 1000 + 700 + 300 + 500
+    for i in range(items):
+        t = 50_000 + i * period
+        raw[:, i, :5] = [t, t + 8000, t + 8700, t + 9000, t + 8040]
+        e = t + 9000   # the epilogue: its data at the handoff, then pfree, the partner's part, the writes
+        raw[:, i, 5:] = [e - 2500, e + 20, e + 120, e + 4120, e + 9020]
+    s = st.summarize(raw, chunks)
+    assert s["ctas"] == 2 and s["items_recorded"] == ctas * items and s["epilogue_warpgroup"]
+    assert s["period"] == period and s["mainloop"] == 8000 and s["chunk"] == 1000
+    assert s["free_wait"] == 700 and s["handoff"] == 300 and s["restart"] == 500 and s["wg1_lag"] == 40
+    assert not s["full_map"] and s["epi_idle"] == 2520 and s["epi_pfree"] == 100 and s["epi_partner"] == 4000
+    assert s["epi_write"] == 4900 and s["epi_busy"] == 9000 and s["epi_share"] == 9000 / period
+    assert s["cta_span"] == (items - 1) * period + 9000
+    full = raw.copy()   # the full map: SINV staged (epi_mid) before the data wait, the gather done at epi_part
+    full[:, :items, 7] = full[:, :items, 5] + 400
+    s2 = st.summarize(full, chunks)
+    assert s2["full_map"] and s2["epi_stage"] == 400 and s2["epi_idle"] == 2520 - 400 and s2["epi_gather"] == 4100
+    tma = raw.copy()   # no epilogue warpgroup: the end is the item's (its epilogue between the items)
+    tma[..., 2] = 0
+    tma[..., 5:] = 0
+    s3 = st.summarize(tma, chunks)
+    assert not s3["epilogue_warpgroup"] and s3["epilogue"] == 1000 and "epi_busy" not in s3 and "free_wait" not in s3
+    assert "epilogue busy / item period" in st.report(s) and "epilogue busy" not in st.report(s3)
+    with pytest.raises(ValueError, match="no CTA"):
+        st.summarize(np.zeros_like(raw), chunks)
+    with pytest.raises(ValueError, match="expected"):
+        st.summarize(raw[..., :5], chunks)
 
 
 def test_fused_carry_names_the_chunk_stamps_builds_and_refuses_others_in_one_line():

@@ -1156,6 +1156,45 @@ def test_generation_5s_chunk_stamps_build_marks_each_chunk_and_leaves_the_kernel
             cp_desc("fp16", 64, **kw)
 
 
+@pytest.mark.parametrize("kw", [dict(epi="tma"), dict(epi="wg"), dict(epi="wg", full_rows=True, fb=192, gather="push")],
+                         ids=["tma", "wg", "wg-full"])
+def test_generation_5s_item_stamps_build_marks_each_item_and_leaves_the_kernel_as_it_was(kw):
+    """cp_desc(item_stamps=True) (persistent pairs): thread 0 stamps an item's start, its products done (warpgroup 1's
+    thread 0 too) and its end; with the epilogue warpgroup also the mainloop's free wait and handoff, and the epilogue
+    thread 0's start, data, middle wait, partner's part (full map: SINV staged before its data wait, the gather done)
+    and end, in that order; the kernel without them renders exactly as before (the stamps are the only lines added);
+    refused without the persistent schedule or with the other stamps."""
+    import difflib
+
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, sched="persistent", producer="light", xchg="half", **kw)
+    d, plain = cp_desc("fp16", 64, item_stamps=True, **kw), cp_desc("fp16", 64, **kw)
+    assert "_istamps1_" in d.name and d.name.replace("istamps1_", "") == plain.name
+    src, base = render(d), render(plain)
+    assert "istamp(" not in base and "wsp_istamps" not in base
+    a, b = base.splitlines(), src.splitlines()
+    ops = [op for op in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes() if op[0] != "equal"]
+    assert all(tag == "insert" or (tag == "replace" and a[i1:i2] == [x.replace("istamps1_", "") for x in b[j1:j2]])
+               for tag, i1, i2, j1, j2 in ops), ops
+    for sym in ("wsp_istamps_read", "wsp_istamps_clear", "wsp_istamps_layout"):
+        assert f'extern "C" int {sym}(' in src
+    main = src[src.index("The mainloop warpgroups.") if kw["epi"] == "wg" else 0:]
+    seq = ["istamp(i, 0);", "for (int k = k0; k < k0 + nch; ++k)", "istamp(i, c == 0 ? 1 : 4);"]
+    seq += ["istamp(i, 2);", "istamp(i, 3);"] if kw["epi"] == "wg" else ["istamp(i, 3);"]
+    order = [main.index(x) for x in seq]
+    assert order == sorted(order)
+    if kw["epi"] == "wg":   # the epilogue warpgroup's, before the mainloop's in the source
+        epi = src[src.index("if (wg == CONSUMERS) {"):src.index("The mainloop warpgroups.")]
+        slots = (5, 7, 6, 8, 9) if kw.get("full_rows") else (5, 6, 7, 8, 9)
+        order = [epi.index(f"if (et == 0) istamp(i, {k});") for k in slots]
+        assert order == sorted(order)
+        assert epi.index("istamp(i, 6);") > epi.index("wait_bar(msfull" if kw.get("full_rows") else "wait_bar(zfull")
+    for bad in (dict(sched=None, epi="tma"), dict(chunk_stamps=True, epi="tma")):
+        with pytest.raises(Unsupported, match="item stamps"):
+            cp_desc("fp16", 64, **{**kw, "full_rows": False, "gather": None, "fb": 64, **bad, "item_stamps": True})
+
+
 @pytest.mark.parametrize("sched", [None, "persistent"])
 def test_generation_5s_late_refill_moves_the_leaders_copy_after_the_issue(sched):
     """refill='late': the leader's weight copy of chunk k - 1 + USTAGES comes after chunk k's commit (not between

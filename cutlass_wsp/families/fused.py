@@ -470,6 +470,12 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
                           f"{extra.get('epi')!r}" + (" and the phase stamps" if "stamps" in extra else ""),
                           "use cstamps=1 with the dense map, epi 'async' or 'tma', the default pipe and no phase "
                           "stamps, or none")
+    if extra.get("istamps", 1) != 1 or ("istamps" in extra and (
+            extra.get("sched") != "persistent" or "stamps" in extra or "cstamps" in extra)):
+        raise Unsupported(f"generation-5 item stamps {extra.get('istamps')!r} with sched {extra.get('sched')!r}"
+                          + (" and the phase or chunk stamps" if "stamps" in extra or "cstamps" in extra else ""),
+                          "use istamps=1 with sched 'persistent' (epi 'async', 'tma' or 'wg') and no other stamps, "
+                          "or none")
     if "sched" in extra and (extra["sched"] not in CP_SCHEDS or extra.get("epi") not in CP_ASYNC_EPIS or bc != 32
                              or "stamps" in extra):
         raise Unsupported(f"generation-5 schedule {extra['sched']!r} with epi {extra.get('epi')!r} at {bc} channels a "
@@ -498,7 +504,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
             epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False,
             refill: str | None = None, table: str | None = None, producer: str | None = None,
             xchg: str | None = None, gather: str | None = None, join: str | None = None,
-            stores: str | None = None) -> KernelDesc:
+            stores: str | None = None, item_stamps: bool = False) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -547,7 +553,9 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
-    (bench/fused_layer.py profile --chunk-stamps); never picked either."""
+    (bench/fused_layer.py profile --chunk-stamps); never picked either. `item_stamps` (sched 'persistent', epi 'async',
+    'tma' or 'wg'): a profiling build whose warpgroups' thread 0 record their clocks at a few points of each item: the
+    products done, the handoff, the epilogue's waits (bench/fused_layer.py profile --item-stamps); never picked."""
     mi = int(mi)
     fb = mi if fb is None else int(fb)
     if stages is None:
@@ -563,7 +571,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       + ((("refill", refill),) if refill else ()) + ((("table", table),) if table else ())
                       + ((("producer", producer),) if producer else ()) + ((("xchg", xchg),) if xchg else ())
                       + ((("gather", gather),) if gather else ()) + ((("join", join),) if join else ())
-                      + ((("stores", stores),) if stores else ()))
+                      + ((("stores", stores),) if stores else ()) + ((("istamps", 1),) if item_stamps else ()))
     return check_fused_desc(desc)
 
 
