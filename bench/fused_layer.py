@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
-                                        balanced_block, cp_desc, fused_desc, kernel_pad_waste, layout_for,
+                                        CP_STAGES, balanced_block, cp_desc, fused_desc, kernel_pad_waste, layout_for,
                                         pair_desc, rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError, exit_now, is_sticky  # noqa: E402
 from cutlass_wsp.gpu.device import require_gpu  # noqa: E402  (light: CuPy imported inside)
@@ -531,7 +531,7 @@ def cmd_profile(args) -> int:
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, mi=64, gen=5, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, gather=args.gather, xchg=args.xchg,
                         producer=args.producer, join=args.join, epi=args.epi5, sched=args.sched,
-                        item_stamps=args.item_stamps).ready()
+                        item_stamps=args.item_stamps, stages=args.stages5).ready()
         elif args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
             if args.pattern == "wsp-rb":
                 fb = balanced_block(args.ratio, lay.n)
@@ -547,7 +547,7 @@ def cmd_profile(args) -> int:
                         gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, epi=args.epi5,
                         chunk_stamps=args.chunk_stamps, refill=args.refill, producer=args.producer,
-                        xchg=args.xchg, item_stamps=args.item_stamps).ready()
+                        xchg=args.xchg, item_stamps=args.item_stamps, stages=args.stages5).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
@@ -882,6 +882,8 @@ def main(argv=None) -> int:
                         "with --gen5 WSP-RB in generation 5's full map")
     f.add_argument("--ratio", type=float, default=0.7)
     f.add_argument("--kc", type=int, choices=(16, 32), default=16, help="generation 5's channels per chunk (CP_BC)")
+    f.add_argument("--stages5", type=int, choices=CP_STAGES, default=None,
+                   help="generation 5's raw-ring depth (CP_STAGES; default: the deepest that fits)")
     f.add_argument("--vpair", action="store_true", help="generation 5's vertical tile pairs (CP_TILES)")
     f.add_argument("--epi5", choices=CP_EPIS, default=None, help="generation 5's epilogue (CP_EPIS)")
     f.add_argument("--stamps", action="store_true",
