@@ -29,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
-                                        CP_STAGES, balanced_block, cp_desc, fused_desc, kernel_pad_waste, layout_for,
+                                        CP_STAGES, CP_STORES, balanced_block, cp_desc, fused_desc, kernel_pad_waste, layout_for,
                                         pair_desc, rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError, exit_now, is_sticky  # noqa: E402
 from cutlass_wsp.gpu.device import require_gpu  # noqa: E402  (light: CuPy imported inside)
@@ -530,7 +530,7 @@ def cmd_profile(args) -> int:
             pr = prune(Wd, "wsp-rb", args.ratio, block=fb)
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, mi=64, gen=5, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, gather=args.gather, xchg=args.xchg,
-                        producer=args.producer, join=args.join, epi=args.epi5, sched=args.sched,
+                        producer=args.producer, join=args.join, stores=args.stores, epi=args.epi5, sched=args.sched,
                         item_stamps=args.item_stamps, stages=args.stages5).ready()
         elif args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
             if args.pattern == "wsp-rb":
@@ -909,6 +909,9 @@ def main(argv=None) -> int:
                         "--epi5 async or tma, the full map with --gather push)")
     f.add_argument("--join", choices=CP_JOINS, default=None,
                    help="generation 5's full map with --gather push: the pair's joins split and relaxed (CP_JOINS)")
+    f.add_argument("--stores", choices=CP_STORES, default=None,
+                   help="generation 5's full map with --gather push: the output transform's stores with one branch a "
+                        "tile (CP_STORES)")
     f.add_argument("--pipe", choices=("halves",), default=None,
                    help="generation 4's or 5's mainloop pipeline (RS_PIPES; generation 5: with --kc 32)")
     f.add_argument("--sched", choices=("persistent",), default=None,
