@@ -72,7 +72,7 @@ def gpu_test_descs() -> list:
 def bench_descs(args) -> list:
     import fused_layer as fl
 
-    from cutlass_wsp.families.fused import FusedTuneProblem, candidates_for, cp_desc, layout_for
+    from cutlass_wsp.families.fused import FusedTuneProblem, balanced_block, candidates_for, cp_desc, layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
 
@@ -91,6 +91,14 @@ def bench_descs(args) -> list:
         for refill in (None, "late"):      # (and --refill late)
             out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, epi=epi, sched=sched, chunk_stamps=True,
                                refill=refill))
+    for build in args.item_stamps:   # `profile --gen5 --kc 32 --vpair --sched persistent --producer light --xchg half
+        epi, _, rest = build.partition("-")   # --item-stamps --epi5 E [--stages5 2] [--pattern wsp-rb --gather push]`
+        kw = dict(bc=32, vpair=True, epi=epi, sched="persistent", producer="light", xchg="half", item_stamps=True)
+        if rest == "full":   # the full map of WSP-RB at the ratios, in the blocks `profile` takes per layer width
+            for fb in sorted({balanced_block(r, lay.n, mi=64) for _, lay in fl.bench_layers(args.nets) for r in ratios}):
+                out.append(cp_desc("fp16", 64, fb=fb, full_rows=True, gather="push", **kw))
+        else:
+            out.append(cp_desc("fp16", 64, fb=64, stages=2 if rest == "s2" else None, **kw))
     if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
         from cutlass_wsp.commands.sweep_options import from_args
         from cutlass_wsp.sweep.measure import Workload, planned_descs
@@ -131,6 +139,20 @@ def _chunk_stamp_builds(text: str) -> tuple:
     return tuple(out)
 
 
+ITEM_STAMP_BUILDS = ("wg", "wg-full", "tma", "tma-s2", "async")
+
+
+def _item_stamp_builds(text: str) -> tuple:
+    """'wg,tma-s2' -> ('wg', 'tma-s2'): the item-stamps builds (ITEM_STAMP_BUILDS: the epilogue, '-full' the full map
+    of WSP-RB, '-s2' the 2-stage ring)."""
+    got = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in got if t not in ITEM_STAMP_BUILDS]
+    if bad or not got:
+        raise argparse.ArgumentTypeError(f"unknown item-stamps build {(bad or [text])[0]!r}: use one or more of "
+                                         f"{', '.join(ITEM_STAMP_BUILDS)}, comma-separated")
+    return got
+
+
 def main() -> int:
     import fused_layer as fl
 
@@ -151,6 +173,9 @@ def main() -> int:
     ap.add_argument("--chunk-stamps", type=_chunk_stamp_builds, default=(),
                     help="generation 5's chunk-stamps builds (profile --chunk-stamps), comma-separated EPI or "
                          "EPI-SCHED: tma, tma-persistent, async, async-persistent")
+    ap.add_argument("--item-stamps", type=_item_stamp_builds, default=(),
+                    help="generation 5's item-stamps builds (profile --item-stamps), comma-separated: "
+                         + ", ".join(ITEM_STAMP_BUILDS) + " (wg-full: WSP-RB's full map at --ratios)")
     ap.add_argument("--sweep", action="store_true", help="the sweep's fused points too (fused_gen4_run.sh's sweep)")
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
     ap.add_argument("--no-tests", action="store_true",
