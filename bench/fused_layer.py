@@ -812,18 +812,22 @@ def cmd_table(args) -> int:
     return 0
 
 
+def parse_choices(text: str, known, what: str = "choice") -> tuple[str, ...]:
+    """A comma-separated list of `known` names (argparse's one-line error where one is not, or none is given)."""
+    got = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in got if t not in known]
+    if bad or not got:
+        raise argparse.ArgumentTypeError(f"unknown {what} {', '.join(bad) or '(none)'}: use one or more of "
+                                         f"{', '.join(known)}, comma-separated")
+    return got
+
+
 def _options(menu: str):
     """An argparse type: a comma-separated list from 'one' (the default kernel) and families.fused.<menu>."""
     def parse(text: str) -> tuple[str, ...]:
         import cutlass_wsp.families.fused as fused
 
-        known = ("one",) + getattr(fused, menu)
-        got = tuple(t.strip() for t in text.split(",") if t.strip())
-        bad = [t for t in got if t not in known]
-        if bad or not got:
-            raise argparse.ArgumentTypeError(f"unknown choice {', '.join(bad) or '(none)'}: use one or more of "
-                                             f"{', '.join(known)}, comma-separated")
-        return got
+        return parse_choices(text, ("one",) + getattr(fused, menu))
     return parse
 
 

@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+import fused_layer  # noqa: E402  (bench/: its variant lists and argparse types)
+
 
 def gpu_test_descs() -> list:
     """The generation-4 and -5 kernels of tests/gpu/test_fused_gpu.py (-k "gen4 or gen5"), from its own case lists and
@@ -145,12 +147,7 @@ ITEM_STAMP_BUILDS = ("wg", "wg-full", "tma", "tma-s2", "async")
 def _item_stamp_builds(text: str) -> tuple:
     """'wg,tma-s2' -> ('wg', 'tma-s2'): the item-stamps builds (ITEM_STAMP_BUILDS: the epilogue, '-full' the full map
     of WSP-RB, '-s2' the 2-stage ring)."""
-    got = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [t for t in got if t not in ITEM_STAMP_BUILDS]
-    if bad or not got:
-        raise argparse.ArgumentTypeError(f"unknown item-stamps build {(bad or [text])[0]!r}: use one or more of "
-                                         f"{', '.join(ITEM_STAMP_BUILDS)}, comma-separated")
-    return got
+    return fused_layer.parse_choices(text, ITEM_STAMP_BUILDS, "item-stamps build")
 
 
 def main() -> int:
