@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_XCHGS,  # noqa: E402
-                                        CP_STAGES, CP_STORES, balanced_block, cp_desc, fused_desc, kernel_pad_waste, layout_for,
-                                        pair_desc, rs_desc, wide_filter_block, ws_desc)
+from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_STAGES,  # noqa: E402
+                                        CP_STORES, CP_XCHGS, balanced_block, cp_desc, fused_desc, kernel_pad_waste,
+                                        layout_for, pair_desc, rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError, exit_now, is_sticky  # noqa: E402
 from cutlass_wsp.gpu.device import require_gpu  # noqa: E402  (light: CuPy imported inside)
 from cutlass_wsp.layers import resolve_layers  # noqa: E402
@@ -553,9 +553,10 @@ def cmd_profile(args) -> int:
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
                         stages=st, gen=gen, warps=wp).ready()
         print(f"{spec}: {case.name} rel err {verify(case):.1e}")
-        if args.stamps:   # where each CTA's time goes (verified above: the stamps do not touch the output)
+        if args.stamps or args.chunk_stamps or args.item_stamps:   # (one of them: a stamps build, read once warm)
             for _ in range(3):
-                case.launch()   # warm
+                case.launch()
+        if args.stamps:   # where each CTA's time goes (verified above: the stamps do not touch the output)
             raw, phases = read_stamps(case)
             summary = stamp_phases(raw, phases, -(-lay.c // args.kc))
             print(json.dumps({"layer": spec, "kernel": case.name, **summary}))
@@ -568,16 +569,12 @@ def cmd_profile(args) -> int:
         if args.chunk_stamps:   # where each chunk's time goes, warp by warp (verified above)
             from chunk_stamps import report, summarize
 
-            for _ in range(3):
-                case.launch()   # warm
             summary = summarize(read_chunk_stamps(case), -(-lay.c // args.kc))
             print(json.dumps({"layer": spec, "kernel": case.name, **summary}))
             print("\n".join(report(summary)))
         if args.item_stamps:   # where each persistent item's time goes, mainloop and epilogue warpgroup (verified above)
             import item_stamps
 
-            for _ in range(3):
-                case.launch()   # warm
             buf, (ctas, items, slots) = _read_buffer(case, "istamps", 3, 3)
             summary = item_stamps.summarize(buf.reshape(ctas, items, slots), -(-lay.c // args.kc))
             print(json.dumps({"layer": spec, "kernel": case.name, **summary}))

@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-import fused_layer  # noqa: E402  (bench/: its variant lists and argparse types)
+import fused_layer as fl  # noqa: E402  (bench/: its variant lists and argparse types)
 
 
 def gpu_test_descs() -> list:
@@ -72,8 +72,6 @@ def gpu_test_descs() -> list:
 
 
 def bench_descs(args) -> list:
-    import fused_layer as fl
-
     from cutlass_wsp.families.fused import FusedTuneProblem, balanced_block, candidates_for, cp_desc, layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
@@ -147,12 +145,10 @@ ITEM_STAMP_BUILDS = ("wg", "wg-full", "tma", "tma-s2", "async")
 def _item_stamp_builds(text: str) -> tuple:
     """'wg,tma-s2' -> ('wg', 'tma-s2'): the item-stamps builds (ITEM_STAMP_BUILDS: the epilogue, '-full' the full map
     of WSP-RB, '-s2' the 2-stage ring)."""
-    return fused_layer.parse_choices(text, ITEM_STAMP_BUILDS, "item-stamps build")
+    return fl.parse_choices(text, ITEM_STAMP_BUILDS, "item-stamps build")
 
 
 def main() -> int:
-    import fused_layer as fl
-
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / ".cache-carry"))
     ap.add_argument("--max-mb", type=float, default=41.0,
