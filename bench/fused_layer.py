@@ -93,7 +93,16 @@ GEN5_TAGS = (("gen5", dict(kc=16)), ("gen5-k32", dict(kc=32)), ("gen5-k32-vpair"
                                                                   xchg="half", join="relaxed", stores="fast")),
              # the full map's epilogue in a warpgroup of its own, persistent ("-wg-persist")
              ("gen5-k32-vpair-push-light-half-wg-persist", dict(kc=32, vpair=True, gather="push", producer="light",
-                                                                xchg="half", epi="wg", sched="persistent")))
+                                                                xchg="half", epi="wg", sched="persistent")),
+             # "-planes": the region's columns in two planes by parity, so no column's loads have the bank conflict
+             # (tenth session: built without a GPU); the sweep's defaults with it
+             ("gen5-k32-vpair-tma-light-half-planes", dict(kc=32, vpair=True, epi="tma", producer="light", xchg="half",
+                                                           region="planes")),
+             ("gen5-k32-vpair-tma-persist-light-half-planes", dict(kc=32, vpair=True, epi="tma", sched="persistent",
+                                                                   producer="light", xchg="half", region="planes")),
+             ("gen5-k32-vpair-push-light-half-relaxed-fast-planes", dict(kc=32, vpair=True, gather="push",
+                                                                         producer="light", xchg="half", join="relaxed",
+                                                                         stores="fast", region="planes")))
 
 
 class Case:

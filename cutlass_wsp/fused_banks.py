@@ -58,10 +58,19 @@ def tile_order(BI: int, BY: int, BX: int, *, vpair: bool = False) -> list[tuple[
     return out
 
 
-def tile_pixels(BI: int, BY: int, BX: int, *, m: int = 2, vpair: bool = False) -> list[int]:
-    """Each tile's first patch pixel in the region (the kernels' tiles[t].w), tiles in the kernels' order."""
+def tile_pixels(BI: int, BY: int, BX: int, *, m: int = 2, vpair: bool = False, planes: bool = False) -> list[int]:
+    """Each tile's first patch pixel in the region (the kernels' tiles[t].w), tiles in the kernels' order; with
+    `planes` (generation 5's region "planes", m = 2) its pixel in the plane of the region's even columns, whose rows
+    are PW = BX + 1 pixels."""
     RH, RW = BY * m + 2, BX * m + 2
+    if planes:
+        return [(bi * RH + by * m) * (BX + 1) + bx for bi, by, bx in tile_order(BI, BY, BX, vpair=vpair)]
     return [(bi * RH + by * m) * RW + bx * m for bi, by, bx in tile_order(BI, BY, BX, vpair=vpair)]
+
+
+def plane_offset(j: int, plane_pixels: int) -> int:
+    """Region "planes": patch column j of a tile is pixel j // 2 past its own in plane j % 2 (plane_pixels apart)."""
+    return (j & 1) * plane_pixels + (j >> 1)
 
 
 def rotated(w: Sequence[int], t: int, pixel_bytes: int = PIXEL_BYTES) -> bool:
@@ -117,14 +126,21 @@ def gen4_load_wavefronts(w: Sequence[int], *, rotate: bool = True) -> tuple[int,
 
 
 def gen5_load_wavefronts(w: Sequence[int], j0: int, j1: int, *, swap: bool = True,
-                         channels: int = 16, vpair: bool = False) -> tuple[int, int]:
+                         channels: int = 16, vpair: bool = False, plane_pixels: int = 0) -> tuple[int, int]:
     """(wavefronts, ideal) of generation 5's two loads (columns j0, j1) of one patch row over the rectangle's tiles,
     `channels` per chunk (16: 32-byte pixels, 8-byte loads; 32: 64-byte pixels, 16-byte loads); a rotated tile swaps
     them where they are adjacent (swap). With `vpair` the second tile of each thread (M rows 8-15 of a warp's 16) loads
-    nothing of its own: its rows come with its pair's (per patch row, only the first tiles' warp rows count)."""
+    nothing of its own: its rows come with its pair's (per patch row, only the first tiles' warp rows count). With
+    `plane_pixels` (region "planes": w from tile_pixels(planes=True), the planes that many pixels apart) column j is
+    read at plane_offset(j): every column's two loads then sit in different pixel slots, so every column swaps (what
+    a rectangle one tile wide needs: its tiles all start in one slot)."""
     pb = 2 * channels
-    adjacent = swap and abs(j0 - j1) == 1
+    adjacent = swap and (abs(j0 - j1) == 1 or bool(plane_pixels))
     if vpair:   # the warp rows g of tiles 16 w4 + g, which load for both tiles of their pairs
         w = [x for t0 in range(0, len(w), 16) for x in w[t0:t0 + 8]]
+    if plane_pixels:
+        o0, o1 = plane_offset(j0, plane_pixels), plane_offset(j1, plane_pixels)
+        return (load_wavefronts(w, lambda t: (o1, o0) if adjacent and rotated(w, t, pb) else (o0, o1), pb),
+                ideal_wavefronts(w, 2, pb))
     return (load_wavefronts(w, lambda t: (j1, j0) if adjacent and rotated(w, t, pb) else (j0, j1), pb),
             ideal_wavefronts(w, 2, pb))

@@ -216,29 +216,37 @@ def test_fused_layer_variants_side_by_side_and_one_line_without_a_gpu(capsys):
         ("p4 gen5-k32-vpair-wg-persist-light-half dense", None), ("p4 gen5-k32-vpair-wg-persist-light-half fp", 0.7),
     ] + [(f"p4 gen5-k32-vpair-{t} {pat}", 0.7)   # the full map's gathers: WSP-RB, and unbalanced WSP-R
          for t in ("gather", "push", "push-half", "push-light", "push-light-half", "push-light-half-relaxed",
-                   "push-light-half-relaxed-fast", "push-light-half-wg-persist") for pat in ("wsp-rb", "wsp-r")]
+                   "push-light-half-relaxed-fast", "push-light-half-wg-persist") for pat in ("wsp-rb", "wsp-r")] + [
+        # the region in planes: the sweep's defaults with it (tenth session)
+        ("p4 gen5-k32-vpair-tma-light-half-planes dense", None), ("p4 gen5-k32-vpair-tma-light-half-planes fp", 0.7),
+        ("p4 gen5-k32-vpair-tma-persist-light-half-planes dense", None),
+        ("p4 gen5-k32-vpair-tma-persist-light-half-planes fp", 0.7)] + [
+        (f"p4 gen5-k32-vpair-push-light-half-relaxed-fast-planes {pat}", 0.7) for pat in ("wsp-rb", "wsp-r")]
     assert all(d.extra_dict()["gen"] == 5 for _, _, d in g5)
-    assert [d.tile[2] for _, _, d in g5] == [16, 16, 16] + [32] * 59
-    assert [d.extra_dict().get("tiles") for _, _, d in g5] == [None] * 6 + ["vpair"] * 56
-    assert [d.extra_dict().get("pipe") for _, _, d in g5] == [None] * 9 + ["halves"] * 3 + [None] * 50
+    assert [d.tile[2] for _, _, d in g5] == [16, 16, 16] + [32] * 65
+    assert [d.extra_dict().get("tiles") for _, _, d in g5] == [None] * 6 + ["vpair"] * 62
+    assert [d.extra_dict().get("region") for _, _, d in g5] == [None] * 62 + ["planes"] * 6
+    assert [d.extra_dict().get("pipe") for _, _, d in g5] == [None] * 9 + ["halves"] * 3 + [None] * 56
     assert [d.extra_dict().get("epi") for _, _, d in g5] == ([None] * 12 + ["lean"] * 2 + ["early"] * 2 + ["async"] * 2
-                                                             + ["tma"] * 4 + ["async"] * 2 + ["tma"] * 20 + ["wg"] * 2 + [None] * 14 + ["wg"] * 2)
+                                                             + ["tma"] * 4 + ["async"] * 2 + ["tma"] * 20 + ["wg"] * 2 + [None] * 14 + ["wg"] * 2
+                                                             + ["tma"] * 4 + [None] * 2)
     assert [d.stages for _, _, d in g5][18:22] == [4, 4, 2, 2]   # the tma kernels' rings: the deepest that fits, and 2
     assert [d.extra_dict().get("sched") for _, _, d in g5] == ([None] * 22 + ["persistent"] * 4 + [None] * 2
                                                                + ["persistent"] * 4 + ([None] * 2 + ["persistent"] * 2) * 3
-                                                               + ["persistent"] * 2 + [None] * 14 + ["persistent"] * 2)
-    assert [d.extra_dict().get("refill") for _, _, d in g5] == [None] * 26 + ["late"] * 6 + [None] * 30
-    assert [d.extra_dict().get("table") for _, _, d in g5] == [None] * 30 + ["early"] * 2 + [None] * 30
+                                                               + ["persistent"] * 2 + [None] * 14 + ["persistent"] * 2
+                                                               + [None] * 2 + ["persistent"] * 2 + [None] * 2)
+    assert [d.extra_dict().get("refill") for _, _, d in g5] == [None] * 26 + ["late"] * 6 + [None] * 36
+    assert [d.extra_dict().get("table") for _, _, d in g5] == [None] * 30 + ["early"] * 2 + [None] * 36
     assert [d.extra_dict().get("producer") for _, _, d in g5] == ([None] * 32 + ["light"] * 4 + ["split"] * 4
-                                                                  + ["light"] * 6 + [None] * 6 + ["light"] * 10)
+                                                                  + ["light"] * 6 + [None] * 6 + ["light"] * 16)
     assert [d.extra_dict().get("xchg") for _, _, d in g5] == ([None] * 40 + ["half"] * 6 + [None] * 4
-                                                              + ["half"] * 2 + [None] * 2 + ["half"] * 8)
-    assert [(d.extra_dict().get("gather"), d.extra_dict()["map"]) for _, _, d in g5][-16:] == [
-        ("batched", "full")] * 2 + [("push", "full")] * 14
+                                                              + ["half"] * 2 + [None] * 2 + ["half"] * 14)
+    assert [(d.extra_dict().get("gather"), d.extra_dict()["map"]) for _, _, d in g5][-22:] == [
+        ("batched", "full")] * 2 + [("push", "full")] * 14 + [(None, "dense")] * 4 + [("push", "full")] * 2
     # unbalanced WSP-R 0.7 on the full map: the widest block whose (block, position)s keep at most 64 rows
     assert {(d.extra_dict()["fb"], d.tile[0]) for label, _, d in g5 if label.endswith(" wsp-r")} == {(64, 64)}
-    assert [d.extra_dict().get("join") for _, _, d in g5] == [None] * 56 + ["relaxed"] * 4 + [None] * 2
-    assert [d.extra_dict().get("stores") for _, _, d in g5] == [None] * 58 + ["fast"] * 2 + [None] * 2
+    assert [d.extra_dict().get("join") for _, _, d in g5] == [None] * 56 + ["relaxed"] * 4 + [None] * 6 + ["relaxed"] * 2
+    assert [d.extra_dict().get("stores") for _, _, d in g5] == [None] * 58 + ["fast"] * 2 + [None] * 6 + ["fast"] * 2
     # --gen5-tags picks generation 5's variants (time and compile); an unknown one is refused in one line
     picked = [label for label, _, _ in fused_layer.fused_variants(
         256, 256, 56, 56, [4], "fp16", 32, [0.7], [5], None, True, gen5_tags=("gen5-k32-vpair-halves",))]

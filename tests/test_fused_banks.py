@@ -153,6 +153,34 @@ def test_generation_5_at_32_channels_serves_two_tiles_per_phase_and_the_swap_sti
         in src
 
 
+def test_the_region_in_planes_makes_every_columns_loads_conflict_free():
+    """Region "planes" (64-byte pixels, vertical pairs): every column's two loads are pixels in different halves of a
+    128-byte period (a plane is whole periods: RH even), so the swap spreads any phase, columns 0 and 3 too (2-way
+    before), and a rectangle one tile wide (VGG-16's and ResNet-18's 14 x 14 layers), whose tiles all start in one
+    half. Per CTA and chunk the pixel reads fall from 3/2 of the ideal to the ideal (576 to 384 wavefronts)."""
+    from cutlass_wsp.kernels.emitter import render
+
+    seen = set()
+    for b, h, w_ in SHAPES:
+        bi_, by_, bx_ = pick_rectangle(b, *tile_grid(h, w_, 2), vpair=True)
+        plane = bi_ * (2 * by_ + 2) * (bx_ + 1)
+        assert plane * 64 % 128 == 0
+        w = tile_pixels(bi_, by_, bx_, vpair=True, planes=True)
+        before = after = ideal_all = 0
+        for j0, j1 in GEN5_COLUMNS:
+            got, ideal = gen5_load_wavefronts(w, j0, j1, channels=32, vpair=True, plane_pixels=plane)
+            plain, _ = gen5_load_wavefronts(w, j0, j1, channels=32, vpair=True, plane_pixels=plane, swap=False)
+            old, _ = gen5_load_wavefronts(tile_pixels(bi_, by_, bx_, vpair=True), j0, j1, channels=32, vpair=True)
+            assert got == ideal and plain == (ideal if bx_ > 1 else 2 * ideal), ((bi_, by_, bx_), j0)
+            before, after, ideal_all = before + old, after + got, ideal_all + ideal
+        assert 2 * before == 3 * ideal_all and after == ideal_all, (bi_, by_, bx_)
+        seen.add(bx_ > 1)
+    assert seen == {True, False}
+    src = render(cp_desc("fp16", bc=32, vpair=True, epi="tma", region="planes"))
+    assert "(bi * p.RH + by * MO) * p.PW + bx);" in src and "p.PW = p.RW / 2;" in src
+    assert "int off0 = (j0 & 1) * p.plane + (j0 >> 1) * (RAW_CH * 2)" in src
+
+
 def test_tile_pixels_follow_the_kernels_tile_table():
     # tiles[t].w = (bi * RH + by * MO) * RW + bx * MO, t = (bi * BY + by) * BX + bx
     w = tile_pixels(2, 2, 16)

@@ -24,12 +24,14 @@ from test_fused_family import _tma_box_row
 
 
 def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, gather: str | None = None,
-              xchg: str | None = None, epi: str | None = None) -> dict:
+              xchg: str | None = None, epi: str | None = None, region: str | None = None,
+              sched: str | None = None) -> dict:
     from cutlass_wsp.kernels.emitter import render
 
     wg = dict(sched="persistent", producer="light") if epi == "wg" else {}   # (the full map's: the push gather)
+    wg.update(sched=sched) if sched else None
     src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair, gather=gather, xchg=xchg, epi=epi,
-                         **wg))
+                         region=region, **wg))
     cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in re.findall(
         r"if \(col == (\d)\) \{ j0 = (\d); j1 = (\d); sgn = (-?[\d.]+)f; swappable = (\w+); \}", src)}
     env: dict = {"align1k": lambda b: (b + 1023) // 1024 * 1024}
@@ -110,7 +112,52 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, ga
         assert "*reinterpret_cast<uint32_t*>(box + R * 128 + ((q8 ^ (R & 7)) << 4) + 4 * (lane & 3)) =" in src
         assert ("SM90_TMA_STORE_4D::copy(rank == 0 ? &omap0 : &omap1, box, block * FB, ix * p.BX, iy * p.BY * MO,"
                 in src)
-    return {"cols": cols, "vpair": vpair, "gather": gather, "xchg": xchg, "epi": epi, **env}
+    if region == "planes":   # the expressions the planes' emulation mirrors: the host's maps and the kernel's offsets
+        assert "p.PW = p.RW / 2;" in src and "p.plane = p.BI * p.RH * p.PW * RAW_CH * 2;" in src
+        assert "p.oddh = a.W / 2 ? 0 : -(1 << 20);" in src
+        assert "const cuuint64_t odd = (cuuint64_t)(a.W / 2), even = (cuuint64_t)((a.W + 1) / 2);" in src
+        assert "const cuuint64_t dims[4] = {(cuuint64_t)a.C, odd ? odd : even, (cuuint64_t)a.H, (cuuint64_t)a.batch};" in src
+        assert "const cuuint64_t dims1[4] = {(cuuint64_t)a.C, even, (cuuint64_t)a.H, (cuuint64_t)a.batch};" in src
+        assert "const cuuint64_t strides[3] = {(cuuint64_t)a.C * 2 * 2, (cuuint64_t)a.W * a.C * 2," in src
+        assert "const cuuint32_t box[4] = {(cuuint32_t)RAW_CH, (cuuint32_t)p.PW, (cuuint32_t)p.RH, (cuuint32_t)p.BI};" in src
+        assert "const_cast<Element*>(in + (m == 0 && odd ? a.C : 0)), m ? dims1 : dims, strides, box," in src
+        x = "w.y" if sched == "persistent" or epi == "wg" else "x0"
+        assert f"(({x} - 1) >> 1) + p.oddh" in src and f"smem + s * RAW_BYTES + p.plane, " in src
+        assert f"({x} + 1) >> 1, " in src
+        assert "tiles[t] = make_int4(ok ? b : -1, ty * MO, tx * MO, (bi * p.RH + by * MO) * p.PW + bx);" in src
+        assert "int off0 = (j0 & 1) * p.plane + (j0 >> 1) * (RAW_CH * 2), off1 = (j1 & 1) * p.plane + (j1 >> 1) * " \
+               "(RAW_CH * 2);" in src
+        assert "la[tt] = src + (sw ? off1 : off0);" in src and "lb[tt] = src + (sw ? off0 : off1);" in src
+        assert "const int row_bytes = __shfl_sync(0xffffffffu, p.PW * (RAW_CH * 2), 0);" in src
+        assert all(sw for *_, sw in cols.values())   # every column swaps
+    return {"cols": cols, "vpair": vpair, "gather": gather, "xchg": xchg, "epi": epi, "planes": region == "planes",
+            **env}
+
+
+def _planes_region(d: np.ndarray, b0: int, y0: int, x0: int, ch: int, bc: int, BI: int, RH: int, PW: int,
+                   chunks: int) -> np.ndarray:
+    """Raw stage of region "planes" [2 planes x BI x RH x PW, bc] as the host's two tensor maps land it: map (odd
+    columns from pixel 1, or where the layer has none the even map's with its box moved out by p.oddh) at column
+    ((x0 - 1) >> 1) + oddh, map1 (even columns) at (x0 + 1) >> 1; y0 and x0 count from -1 (the padding); zeros past
+    the image and past C."""
+    B, H, W, C = d.shape
+    odd, even = W // 2, (W + 1) // 2
+    dc = np.zeros((B, H, W, chunks * bc))
+    dc[..., :C] = d
+    planes = []
+    for m in range(2):
+        base = 1 if (m == 0 and odd) else 0        # in + a.C: pixel 1
+        ext = even if m else (odd or even)
+        h0 = (x0 + 1) >> 1 if m else ((x0 - 1) >> 1) + (0 if odd else -(1 << 20))
+        box = np.zeros((BI, RH, PW, bc))
+        for bi in range(BI):
+            for r in range(RH):
+                for h in range(PW):
+                    b, y, hh = b0 + bi, y0 + r, h0 + h
+                    if 0 <= b < B and 0 <= y < H and 0 <= hh < ext:
+                        box[bi, r, h] = dc[b, y, base + 2 * hh, ch * bc:(ch + 1) * bc]
+        planes.append(box.reshape(-1, bc))
+    return np.concatenate(planes)
 
 
 def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: int, k: dict,
@@ -124,6 +171,8 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
     vpair = k["vpair"]
     BI, BY, BX = pick_rectangle(B, th, tw, vpair=vpair)
     RH, RW = 2 * BY + 2, 2 * BX + 2
+    planes, PW = k.get("planes"), BX + 1
+    plane_px = BI * RH * PW                                   # (p.plane in pixels)
     gy, gx = -(-th // BY), -(-tw // BX)
     units = -(-B // BI) * gy * gx
     _, _, BT = matrices_float(2)
@@ -141,7 +190,8 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
         tiles = []
         for bi, by, bx in tile_order(BI, BY, BX, vpair=vpair):   # the kernel's table (M row t: a pair's row tt)
             ok = bi < BI and b0 + bi < B and iy * BY + by < th and ix * BX + bx < tw
-            tiles.append((b0 + bi if ok else -1, (iy * BY + by) * 2, (ix * BX + bx) * 2, (bi * RH + by * 2) * RW + bx * 2))
+            w_ = (bi * RH + by * 2) * PW + bx if planes else (bi * RH + by * 2) * RW + bx * 2   # its pixel (in a plane)
+            tiles.append((b0 + bi if ok else -1, (iy * BY + by) * 2, (ix * BX + bx) * 2, w_))
         w = [t[3] for t in tiles]
         for block in range(blocks):
             accs, swaps = {}, {}
@@ -155,7 +205,12 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
                 second = [j0 if swapped(t) else j1 for t in range(64)]
                 acc = np.zeros((4, 64, mi))                    # [row a of the column][tile][filter]
                 for ch in range(chunks):
-                    region = dpad[b0:b0 + BI, y0:y0 + RH, x0:x0 + RW, ch * bc:(ch + 1) * bc].reshape(-1, bc)
+                    if planes:
+                        region = _planes_region(d, b0, y0 - 1, x0 - 1, ch, bc, BI, RH, PW, chunks)
+                        row, off = PW, lambda j: (j & 1) * plane_px + (j >> 1)
+                    else:
+                        region = dpad[b0:b0 + BI, y0:y0 + RH, x0:x0 + RW, ch * bc:(ch + 1) * bc].reshape(-1, bc)
+                        row, off = RW, lambda j: j
                     for st in range(k["KSTEPS"]):
                         A = np.zeros((4, 64, 16))              # the fragments: [position row][tile][k slot]
                         for t in range(64):
@@ -166,8 +221,8 @@ def _emulate(d: np.ndarray, U: np.ndarray, packed: np.ndarray, n_out: int, bc: i
                             for q in range(4):                 # lane (g, q): channels CPI q + 4 st + (0, 1 | 2, 3)
                                 chs = k["CPI"] * q + 4 * st + np.arange(4)
                                 r0 = k.get("pair_rows", 2) * tt_         # the kernel's MO * tt
-                                da = np.array([region[w[t0] + (r0 + r) * RW + first[t0], chs] for r in range(4)])
-                                db = np.array([region[w[t0] + (r0 + r) * RW + second[t0], chs] for r in range(4)])
+                                da = np.array([region[w[t0] + (r0 + r) * row + off(first[t0]), chs] for r in range(4)])
+                                db = np.array([region[w[t0] + (r0 + r) * row + off(second[t0]), chs] for r in range(4)])
                                 tt = da + sgn * db             # t[r] = fma2(db, sg, da)
                                 V = BT @ tt                    # [row a][4 channels]
                                 A[:, t, [2 * q, 2 * q + 1, 2 * q + 8, 2 * q + 9]] = V
@@ -462,6 +517,41 @@ def test_generation_5s_data_path_gives_the_convolution(bc, B, c, n, H, W, vpair)
     assert np.abs(got - ref).max() < 1e-4 * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("sched", [None, "persistent"])
+@pytest.mark.parametrize("B,c,n,H,W", [(1, 40, 80, 7, 9), (3, 64, 48, 5, 6), (1, 32, 64, 3, 20), (2, 32, 64, 5, 1),
+                                       (1, 32, 64, 6, 3), (8, 32, 64, 13, 5)])
+def test_the_region_in_planes_gives_the_convolution(B, c, n, H, W, sched):
+    """Region "planes": the two tensor maps' boxes (odd columns, even columns; a layer one pixel wide has no odd one)
+    land each chunk's region by column parity, and the loads read patch column j at plane j % 2, pixel + j / 2.
+    (8 x 13 x 5: a rectangle one tile wide, where every second tile of a phase swaps its columns, each with its sign.)"""
+    rng = np.random.default_rng(B + c + n + H + W)
+    g = rng.standard_normal((n, c, 3, 3))
+    d = rng.standard_normal((B, H, W, c))
+    lay = dense_layout(filter_transform(g, 2).astype(np.float32), 4, fb=64)
+    k = _rendered(32, vpair=True, epi="tma", region="planes", sched=sched)
+    got = _emulate(d, lay.U, pack_cp_weights(lay.U, 32), n, 32, k)
+    ref = direct_conv2d(d.transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
+    assert np.abs(got - ref).max() < 1e-4 * np.abs(ref).max()
+
+
+def test_the_planes_emulation_catches_planes_swapped(monkeypatch):
+    """The check can fail: the two planes landing in each other's place gives the wrong layer."""
+    rng = np.random.default_rng(4)
+    g = rng.standard_normal((64, 32, 3, 3))
+    d = rng.standard_normal((1, 6, 10, 32))
+    lay = dense_layout(filter_transform(g, 2).astype(np.float32), 4, fb=64)
+    k = _rendered(32, vpair=True, epi="tma", region="planes")
+    ref = direct_conv2d(d.transpose(0, 3, 1, 2), g).transpose(0, 2, 3, 1)
+    right = _planes_region
+
+    def swapped(*a):
+        r = right(*a)
+        return np.concatenate([r[len(r) // 2:], r[:len(r) // 2]])
+    monkeypatch.setattr(__import__(__name__), "_planes_region", swapped)
+    got = _emulate(d, lay.U, pack_cp_weights(lay.U, 32), 64, 32, k)
+    assert np.abs(got - ref).max() > 0.1 * np.abs(ref).max()
+
+
 def test_the_emulation_catches_a_wrong_channel_order():
     """The check can fail: k step 1 of a 32-channel chunk reading step 0's channels, or the epilogue dropping the swapped
     tiles' sign, gives the wrong layer."""
@@ -505,14 +595,18 @@ def _winograd_reference(d: np.ndarray, lay) -> np.ndarray:
                                                       (32, True, None, None, None), (32, True, "batched", None, None),
                                                       (16, False, "batched", None, None), (32, True, "push", None, None),
                                                       (16, False, "push", None, None), (32, True, "push", "half", None),
-                                                      (16, False, "push", "half", None), (32, True, "push", "half", "wg")])
+                                                      (16, False, "push", "half", None), (32, True, "push", "half", "wg"),
+                                                      (32, True, "push", "half", "planes")])
 @pytest.mark.parametrize("ratio,n,fb", [(0.7, 200, 192), (0.5, 150, 128)])
 def test_generation_5s_full_map_gives_the_row_pruned_layer(bc, vpair, gather, xchg, epi, ratio, n, fb):
     """WSP-RB in the wide blocks of the full map (64 packed rows per position standing for FB filters; n leaves the
     last block partly empty): the emulated kernel against the layer its layout stands for. (epi "wg": the push
-    gather's ms writes by the mainloop, its gather one filter a lane by the epilogue warpgroup: the same values.)"""
+    gather's ms writes by the mainloop, its gather one filter a lane by the epilogue warpgroup: the same values;
+    "planes": the push gather with the region in planes.)"""
     lay, d = _wsp_rb_case(ratio, n, fb, bc)
-    k = _rendered(bc, fb=fb, full=True, vpair=vpair, gather=gather, xchg=xchg, epi=epi)
+    region = "planes" if epi == "planes" else None
+    k = _rendered(bc, fb=fb, full=True, vpair=vpair, gather=gather, xchg=xchg, epi=None if region else epi,
+                  region=region)
     got = _emulate(d, lay.U, pack_cp_weights(lay.U, bc), lay.n_out, bc, k, inv=lay.inv)
     ref = _winograd_reference(d, lay)
     assert np.abs(ref).max() > 0.1 and np.abs(got - ref).max() < 1e-9 * np.abs(ref).max()

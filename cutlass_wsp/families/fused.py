@@ -355,6 +355,8 @@ CP_STORES = ("fast",)            # (the push gather) one branch a tile: a tile i
                                  # pair stores its 4 pixels unconditionally; per-pixel checks only for the rest
 CP_JOINS = ("relaxed",)          # (the push gather) the pair's joins split and relaxed as the tma epilogue's: the last
                                  # ring's releases not sent, the wait only before the partner's ms is written
+CP_REGIONS = ("planes",)         # (32 channels a chunk) the raw stage in two planes of the region's columns by parity, so a
+                                 # quarter-warp's two tiles read two pixel slots of a 128-byte period in every column
 
 
 def cp_ustages(stages: int, bc: int = BC) -> int:
@@ -485,6 +487,9 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     if extra.get("pipe", RS_PIPES[0]) not in RS_PIPES or ("pipe" in extra and bc == BC):
         raise Unsupported(f"generation-5 pipeline {extra.get('pipe')!r} at {bc} channels a chunk",
                           f"use pipe {RS_PIPES[0]!r} (one commit group per k step) with bc=32, or none")
+    if "region" in extra and (extra["region"] not in CP_REGIONS or bc != 32):
+        raise Unsupported(f"generation-5 region layout {extra['region']!r} at {bc} channels a chunk",
+                          f"use region {' or '.join(map(repr, CP_REGIONS))} with bc=32, or none")
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
     need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"), sched=extra.get("sched"),
@@ -504,7 +509,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
             epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False,
             refill: str | None = None, table: str | None = None, producer: str | None = None,
             xchg: str | None = None, gather: str | None = None, join: str | None = None,
-            stores: str | None = None, item_stamps: bool = False) -> KernelDesc:
+            stores: str | None = None, item_stamps: bool = False, region: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -550,6 +555,10 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     the partner's ms), so the partner's skew runs under the tile table and this CTA's own stores. `stores='fast'`
     (CP_STORES; the push gather): the output transform's stores with one branch a tile, not per pixel and filter (the
     SASS: ~300 of the gather loop's ~1,130 instructions per 4 tiles were the stores' branches, predicates and R2UR).
+    `region='planes'` (CP_REGIONS; bc 32): each raw stage holds the region's columns in two planes by parity (two TMA
+    boxes of every second column, from two tensor maps), so the tiles of a phase, which start on even pixels, fall in
+    both 64-byte pixel slots of a 128-byte period for every column: columns 0 and 3 load without their 2-way bank
+    conflict (576 pixel-read wavefronts a CTA and chunk become 384; no instruction more in the chunk loop).
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
@@ -571,7 +580,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       + ((("refill", refill),) if refill else ()) + ((("table", table),) if table else ())
                       + ((("producer", producer),) if producer else ()) + ((("xchg", xchg),) if xchg else ())
                       + ((("gather", gather),) if gather else ()) + ((("join", join),) if join else ())
-                      + ((("stores", stores),) if stores else ()) + ((("istamps", 1),) if item_stamps else ()))
+                      + ((("stores", stores),) if stores else ()) + ((("istamps", 1),) if item_stamps else ())
+                      + ((("region", region),) if region else ()))
     return check_fused_desc(desc)
 
 

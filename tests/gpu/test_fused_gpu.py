@@ -266,7 +266,11 @@ GEN5_VARIANTS = [dict(bc=16), dict(bc=32), dict(bc=32, vpair=True), dict(bc=32, 
                  dict(bc=32, vpair=True, gather="push", producer="light", xchg="half"),
                  dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", join="relaxed"),
                  dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", join="relaxed", stores="fast"),
-                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", epi="wg", sched="persistent")]
+                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", epi="wg", sched="persistent"),
+                 dict(bc=32, vpair=True, epi="tma", producer="light", xchg="half", region="planes"),
+                 dict(bc=32, vpair=True, epi="tma", sched="persistent", producer="light", xchg="half", region="planes"),
+                 dict(bc=32, vpair=True, gather="push", producer="light", xchg="half", join="relaxed", stores="fast",
+                      region="planes")]
 GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k32-vpair-early", "k32-vpair-async",
             "k32-vpair-tma",   # tma: n_out % 8 == 0 stores by TMA (the dense shapes, FP 0.5), else per thread (FP 0.7)
             "k32-vpair-persist", "k32-vpair-tma-persist",   # pairs walking items (the test below: several a pair)
@@ -279,7 +283,10 @@ GEN5_IDS = ["k16", "k32", "k32-vpair", "k32-vpair-halves", "k32-vpair-lean", "k3
             "k32-vpair-push-half", "k32-vpair-push-light", "k32-vpair-push-light-half",   # ms in fp16; the producer
             "k32-vpair-push-light-half-relaxed",   # and the pair's joins relaxed
             "k32-vpair-push-light-half-relaxed-fast",   # and the stores with one branch a tile
-            "k32-vpair-push-light-half-wg-persist"]   # the full map's epilogue in a warpgroup of its own
+            "k32-vpair-push-light-half-wg-persist",   # the full map's epilogue in a warpgroup of its own
+            # the region's columns in two planes by parity (no bank conflict in any column): the defaults with it
+            "k32-vpair-tma-light-half-planes", "k32-vpair-tma-persist-light-half-planes",
+            "k32-vpair-push-light-half-relaxed-fast-planes"]
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
@@ -305,8 +312,30 @@ def test_gen5_dense_equals_direct_convolution(dtype, variant, batch, c, n, H, W,
 
 
 @pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+@pytest.mark.parametrize("sched", [None, "persistent"])
+@pytest.mark.parametrize("batch,c,n,H,W", [(2, 64, 64, 9, 1), (3, 32, 48, 7, 2), (8, 64, 64, 14, 14),
+                                           (8, 96, 80, 13, 5), (32, 64, 64, 28, 28)])
+def test_gen5_region_in_planes_equals_direct_convolution(dtype, sched, batch, c, n, H, W, compile_cache_dir):
+    """Region "planes": each chunk's region as two TMA boxes, the input's odd columns and its even ones (a layer one
+    pixel wide has no odd column: its box lands out of bounds, zeros; W = 2: one of each), every column's loads
+    swapping on a rectangle one tile wide (8 x 14 x 14 and 8 x 13 x 5: the 14 x 14 layers' rectangle). Dense against
+    direct convolution, one-shot and as persistent pairs (several items a pair on the larger shapes)."""
+    from cutlass_wsp.families.fused import cp_desc, dense_layout
+    from cutlass_wsp.winograd import filter_transform
+
+    _sm90()
+    rng = np.random.default_rng(batch * 100 + c + H + W + 11)
+    g = (rng.standard_normal((n, c, 3, 3)) * np.sqrt(2.0 / (9 * c))).astype(np.float32)
+    lay = dense_layout(filter_transform(g.astype(np.float64), 2).astype(np.float32), 4, fb=64)
+    desc = cp_desc(dtype, lay.mi, bc=32, vpair=True, epi="tma", sched=sched, producer="light", xchg="half",
+                   region="planes")
+    err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused gen5 {desc.name}")
+    assert 0 < err
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
 @pytest.mark.parametrize("epi", ["async", "tma", "tma-late-table", "tma-light", "tma-split", "tma-light-half",
-                                 "wg-light-half"])
+                                 "wg-light-half", "tma-light-half-planes"])
 @pytest.mark.parametrize("batch,c,n,H,W", [(32, 40, 96, 31, 31), (32, 16, 64, 29, 29), (16, 96, 128, 57, 23),
                                            (32, 64, 58, 28, 28)])
 def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dtype, epi, batch, c, n, H, W,
@@ -332,7 +361,8 @@ def test_gen5_persistent_pairs_walking_several_items_equal_direct_convolution(dt
           "tma-light": dict(epi="tma", producer="light"),
           "tma-split": dict(epi="tma", producer="split"),
           "tma-light-half": dict(epi="tma", producer="light", xchg="half"),
-          "wg-light-half": dict(epi="wg", producer="light", xchg="half")}.get(epi, dict(epi=epi))
+          "wg-light-half": dict(epi="wg", producer="light", xchg="half"),
+          "tma-light-half-planes": dict(epi="tma", producer="light", xchg="half", region="planes")}.get(epi, dict(epi=epi))
     desc = cp_desc(dtype, lay.mi, bc=32, vpair=True, sched="persistent", **kw)
     err = _dense_layer_error(lay, g, desc, dtype, batch, H, W, compile_cache_dir, f"fused gen5 {desc.name}")
     assert 0 < err
