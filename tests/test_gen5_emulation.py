@@ -113,22 +113,20 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, ga
         assert ("SM90_TMA_STORE_4D::copy(rank == 0 ? &omap0 : &omap1, box, block * FB, ix * p.BX, iy * p.BY * MO,"
                 in src)
     if region == "planes":   # the expressions the planes' emulation mirrors: the host's maps and the kernel's offsets
-        assert "p.PW = p.RW / 2;" in src and "p.plane = p.BI * p.RH * p.PW * RAW_CH * 2;" in src
-        assert "p.oddh = a.W / 2 ? 0 : -(1 << 20);" in src
-        assert "const cuuint64_t odd = (cuuint64_t)(a.W / 2), even = (cuuint64_t)((a.W + 1) / 2);" in src
-        assert "const cuuint64_t dims[4] = {(cuuint64_t)a.C, odd ? odd : even, (cuuint64_t)a.H, (cuuint64_t)a.batch};" in src
-        assert "const cuuint64_t dims1[4] = {(cuuint64_t)a.C, even, (cuuint64_t)a.H, (cuuint64_t)a.batch};" in src
-        assert "const cuuint64_t strides[3] = {(cuuint64_t)a.C * 2 * 2, (cuuint64_t)a.W * a.C * 2," in src
-        assert "const cuuint32_t box[4] = {(cuuint32_t)RAW_CH, (cuuint32_t)p.PW, (cuuint32_t)p.RH, (cuuint32_t)p.BI};" in src
-        assert "const_cast<Element*>(in + (m == 0 && odd ? a.C : 0)), m ? dims1 : dims, strides, box," in src
         x = "w.y" if sched == "persistent" or epi == "wg" else "x0"
-        assert f"(({x} - 1) >> 1) + p.oddh" in src and f"smem + s * RAW_BYTES + p.plane, " in src
-        assert f"({x} + 1) >> 1, " in src
-        assert "tiles[t] = make_int4(ok ? b : -1, ty * MO, tx * MO, (bi * p.RH + by * MO) * p.PW + bx);" in src
-        assert "int off0 = (j0 & 1) * p.plane + (j0 >> 1) * (RAW_CH * 2), off1 = (j1 & 1) * p.plane + (j1 >> 1) * " \
-               "(RAW_CH * 2);" in src
-        assert "la[tt] = src + (sw ? off1 : off0);" in src and "lb[tt] = src + (sw ? off0 : off1);" in src
-        assert "const int row_bytes = __shfl_sync(0xffffffffu, p.PW * (RAW_CH * 2), 0);" in src
+        for e in ("p.PW = p.RW / 2;", "p.plane = p.BI * p.RH * p.PW * RAW_CH * 2;", "p.oddh = a.W / 2 ? 0 : -(1 << 20);",
+                  "const cuuint64_t odd = (cuuint64_t)(a.W / 2), even = (cuuint64_t)((a.W + 1) / 2);",
+                  "const cuuint64_t dims[4] = {(cuuint64_t)a.C, odd ? odd : even, (cuuint64_t)a.H, (cuuint64_t)a.batch};",
+                  "const cuuint64_t dims1[4] = {(cuuint64_t)a.C, even, (cuuint64_t)a.H, (cuuint64_t)a.batch};",
+                  "const cuuint64_t strides[3] = {(cuuint64_t)a.C * 2 * 2, (cuuint64_t)a.W * a.C * 2,",
+                  "const cuuint32_t box[4] = {(cuuint32_t)RAW_CH, (cuuint32_t)p.PW, (cuuint32_t)p.RH, (cuuint32_t)p.BI};",
+                  "const_cast<Element*>(in + (m == 0 && odd ? a.C : 0)), m ? dims1 : dims, strides, box,",
+                  f"(({x} - 1) >> 1) + p.oddh", "smem + s * RAW_BYTES + p.plane, ", f"({x} + 1) >> 1, ",
+                  "tiles[t] = make_int4(ok ? b : -1, ty * MO, tx * MO, (bi * p.RH + by * MO) * p.PW + bx);",
+                  "int off0 = (j0 & 1) * p.plane + (j0 >> 1) * (RAW_CH * 2), off1 = (j1 & 1) * p.plane + (j1 >> 1) * "
+                  "(RAW_CH * 2);", "la[tt] = src + (sw ? off1 : off0);", "lb[tt] = src + (sw ? off0 : off1);",
+                  "const int row_bytes = __shfl_sync(0xffffffffu, p.PW * (RAW_CH * 2), 0);"):
+            assert e in src, e
         assert all(sw for *_, sw in cols.values())   # every column swaps
     return {"cols": cols, "vpair": vpair, "gather": gather, "xchg": xchg, "epi": epi, "planes": region == "planes",
             **env}
