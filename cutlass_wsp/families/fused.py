@@ -355,8 +355,8 @@ CP_STORES = ("fast",)            # (the push gather) one branch a tile: a tile i
                                  # pair stores its 4 pixels unconditionally; per-pixel checks only for the rest
 CP_JOINS = ("relaxed",)          # (the push gather) the pair's joins split and relaxed as the tma epilogue's: the last
                                  # ring's releases not sent, the wait only before the partner's ms is written
-CP_REGIONS = ("planes",)         # (32 channels a chunk) the raw stage in two planes of the region's columns by parity, so a
-                                 # quarter-warp's two tiles read two pixel slots of a 128-byte period in every column
+CP_REGIONS = ("planes",)         # (32 channels a chunk) the raw stage in two planes of the region's columns by parity, so
+                                 # every column's two loads sit in different halves of a 128-byte period (and can swap)
 
 
 def cp_ustages(stages: int, bc: int = BC) -> int:
@@ -556,9 +556,10 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     (CP_STORES; the push gather): the output transform's stores with one branch a tile, not per pixel and filter (the
     SASS: ~300 of the gather loop's ~1,130 instructions per 4 tiles were the stores' branches, predicates and R2UR).
     `region='planes'` (CP_REGIONS; bc 32): each raw stage holds the region's columns in two planes by parity (two TMA
-    boxes of every second column, from two tensor maps), so the tiles of a phase, which start on even pixels, fall in
-    both 64-byte pixel slots of a 128-byte period for every column: columns 0 and 3 load without their 2-way bank
-    conflict (576 pixel-read wavefronts a CTA and chunk become 384; no instruction more in the chunk loop).
+    boxes of every second column, from two tensor maps), so every column's two loads sit in different 64-byte halves
+    of a 128-byte period and the swap that spread columns 1 and 2 spreads all four: columns 0 and 3 load without their
+    2-way bank conflict, on one-tile-wide rectangles too (576 pixel-read wavefronts a CTA and chunk become 384; one
+    instruction more a chunk outside the producer's second copy).
     `stamps`: a profiling build whose thread 0 of each CTA records its phases' clocks (bench/fused_layer.py profile
     --stamps); never picked by the sweep or the tuner. `chunk_stamps` (epi 'async' or 'tma', either schedule): a
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
