@@ -138,9 +138,6 @@ def gen5_load_wavefronts(w: Sequence[int], j0: int, j1: int, *, swap: bool = Tru
     adjacent = swap and (abs(j0 - j1) == 1 or bool(plane_pixels))
     if vpair:   # the warp rows g of tiles 16 w4 + g, which load for both tiles of their pairs
         w = [x for t0 in range(0, len(w), 16) for x in w[t0:t0 + 8]]
-    if plane_pixels:
-        o0, o1 = plane_offset(j0, plane_pixels), plane_offset(j1, plane_pixels)
-        return (load_wavefronts(w, lambda t: (o1, o0) if adjacent and rotated(w, t, pb) else (o0, o1), pb),
-                ideal_wavefronts(w, 2, pb))
-    return (load_wavefronts(w, lambda t: (j1, j0) if adjacent and rotated(w, t, pb) else (j0, j1), pb),
+    o0, o1 = (plane_offset(j0, plane_pixels), plane_offset(j1, plane_pixels)) if plane_pixels else (j0, j1)
+    return (load_wavefronts(w, lambda t: (o1, o0) if adjacent and rotated(w, t, pb) else (o0, o1), pb),
             ideal_wavefronts(w, 2, pb))

@@ -29,7 +29,8 @@ def _rendered(bc: int, fb: int = 64, full: bool = False, vpair: bool = False, ga
     from cutlass_wsp.kernels.emitter import render
 
     wg = dict(sched="persistent", producer="light") if epi == "wg" else {}   # (the full map's: the push gather)
-    wg.update(sched=sched) if sched else None
+    if sched:
+        wg["sched"] = sched
     src = render(cp_desc("fp16", 64, bc=bc, fb=fb, full_rows=full, vpair=vpair, gather=gather, xchg=xchg, epi=epi,
                          region=region, **wg))
     cols = {int(c): (int(j0), int(j1), float(sg), sw == "true") for c, j0, j1, sg, sw in re.findall(
@@ -143,17 +144,14 @@ def _planes_region(d: np.ndarray, b0: int, y0: int, x0: int, ch: int, bc: int, B
     dc = np.zeros((B, H, W, chunks * bc))
     dc[..., :C] = d
     planes = []
+    b, y = b0 + np.arange(BI), y0 + np.arange(RH)
     for m in range(2):
         base = 1 if (m == 0 and odd) else 0        # in + a.C: pixel 1
         ext = even if m else (odd or even)
-        h0 = (x0 + 1) >> 1 if m else ((x0 - 1) >> 1) + (0 if odd else -(1 << 20))
+        h = ((x0 + 1) >> 1 if m else ((x0 - 1) >> 1) + (0 if odd else -(1 << 20))) + np.arange(PW)
+        inb, iny, inh = b < B, (y >= 0) & (y < H), (h >= 0) & (h < ext)   # out of bounds: zeros
         box = np.zeros((BI, RH, PW, bc))
-        for bi in range(BI):
-            for r in range(RH):
-                for h in range(PW):
-                    b, y, hh = b0 + bi, y0 + r, h0 + h
-                    if 0 <= b < B and 0 <= y < H and 0 <= hh < ext:
-                        box[bi, r, h] = dc[b, y, base + 2 * hh, ch * bc:(ch + 1) * bc]
+        box[np.ix_(inb, iny, inh)] = dc[np.ix_(b[inb], y[iny], base + 2 * h[inh])][..., ch * bc:(ch + 1) * bc]
         planes.append(box.reshape(-1, bc))
     return np.concatenate(planes)
 
