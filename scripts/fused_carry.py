@@ -87,10 +87,11 @@ def bench_descs(args) -> list:
     out += candidates_for(FusedTuneProblem.of(lay, 4, 28, 28), "fp16")[:5]
     for epi in args.stamps:   # the profiling builds `profile --gen5 --kc 32 --vpair --stamps [--epi5 E]` asks for
         out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, stamps=True, epi=None if epi == "plain" else epi))
-    for epi, sched in args.chunk_stamps:   # `profile --gen5 --kc 32 --vpair --chunk-stamps --epi5 E [--sched S]`
-        for refill in (None, "late"):      # (and --refill late)
+    for epi, sched, opts in args.chunk_stamps:   # `profile --gen5 --kc 32 --vpair --chunk-stamps --epi5 E [--sched S]
+        kw = {k: v for o in opts for k, v in CHUNK_STAMP_OPTS[o].items()}   # [--producer light --xchg half] [--region
+        for refill in (None,) if opts else (None, "late"):   # planes]` (without options, and --refill late)
             out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, epi=epi, sched=sched, chunk_stamps=True,
-                               refill=refill))
+                               refill=refill, **kw))
     for build in args.item_stamps:   # `profile --gen5 --kc 32 --vpair --sched persistent --producer light --xchg half
         epi, _, rest = build.partition("-")   # --item-stamps --epi5 E [--stages5 2] [--pattern wsp-rb --gather push]`
         kw = dict(bc=32, vpair=True, epi=epi, sched="persistent", producer="light", xchg="half", item_stamps=True)
@@ -125,18 +126,24 @@ def _stamp_epis(text: str) -> tuple:
 
 
 def _chunk_stamp_builds(text: str) -> tuple:
-    """'tma,tma-persistent' -> (('tma', None), ('tma', 'persistent')): the chunk-stamps builds per epilogue and
-    schedule."""
+    """'tma,tma-persistent-light-planes' -> (('tma', None, ()), ('tma', 'persistent', ('light', 'planes'))): the
+    chunk-stamps builds per epilogue and schedule, with the sweep's producer and exchanges ('light': --producer light
+    --xchg half) and the region in planes ('planes': --region planes)."""
     from cutlass_wsp.families.fused import CP_SCHEDS, CP_XS2BAR_EPIS
 
     out = []
     for tok in (t.strip() for t in text.split(",") if t.strip()):
-        epi, _, sched = tok.partition("-")
-        if epi not in CP_XS2BAR_EPIS or (sched and sched not in CP_SCHEDS):
-            raise argparse.ArgumentTypeError(f"unknown chunk-stamps build {tok!r}: use EPI or EPI-SCHED with EPI in "
-                                             f"{', '.join(CP_XS2BAR_EPIS)} and SCHED in {', '.join(CP_SCHEDS)}")
-        out.append((epi, sched or None))
+        epi, *rest = tok.split("-")
+        sched = rest.pop(0) if rest and rest[0] in CP_SCHEDS else None
+        if epi not in CP_XS2BAR_EPIS or any(r not in CHUNK_STAMP_OPTS for r in rest):
+            raise argparse.ArgumentTypeError(f"unknown chunk-stamps build {tok!r}: use EPI[-SCHED][-OPT...] with EPI in "
+                                             f"{', '.join(CP_XS2BAR_EPIS)}, SCHED in {', '.join(CP_SCHEDS)} and OPT "
+                                             f"in {', '.join(CHUNK_STAMP_OPTS)}")
+        out.append((epi, sched, tuple(rest)))
     return tuple(out)
+
+
+CHUNK_STAMP_OPTS = {"light": dict(producer="light", xchg="half"), "planes": dict(region="planes")}
 
 
 ITEM_STAMP_BUILDS = ("wg", "wg-full", "tma", "tma-s2", "async")
@@ -165,7 +172,8 @@ def main() -> int:
                     help="generation 5's stamps builds (profile --stamps), per epilogue: plain and CP_EPIS, comma-separated")
     ap.add_argument("--chunk-stamps", type=_chunk_stamp_builds, default=(),
                     help="generation 5's chunk-stamps builds (profile --chunk-stamps), comma-separated EPI or "
-                         "EPI-SCHED: tma, tma-persistent, async, async-persistent")
+                         "EPI-SCHED, each optionally followed by -light and -planes: tma, tma-persistent, async, "
+                         "tma-persistent-light-planes")
     ap.add_argument("--item-stamps", type=_item_stamp_builds, default=(),
                     help="generation 5's item-stamps builds (profile --item-stamps), comma-separated: "
                          + ", ".join(ITEM_STAMP_BUILDS) + " (wg-full: WSP-RB's full map at --ratios)")

@@ -481,8 +481,9 @@ def test_item_stamps_summary_splits_an_item_between_the_mainloop_and_the_epilogu
 
 
 def test_fused_carry_names_the_chunk_stamps_builds_and_refuses_others_in_one_line():
-    """scripts/fused_carry.py --chunk-stamps: EPI or EPI-SCHED per build (the profiling builds `profile --chunk-stamps`
-    asks for); an unknown epilogue or schedule is refused with the choices."""
+    """scripts/fused_carry.py --chunk-stamps: EPI[-SCHED][-light][-planes] per build (the profiling builds `profile
+    --chunk-stamps` asks for, with --producer light --xchg half, --region planes); an unknown epilogue, schedule or
+    option (or one out of order) is refused with the choices."""
     import argparse
     import importlib.util
     from pathlib import Path
@@ -497,9 +498,10 @@ def test_fused_carry_names_the_chunk_stamps_builds_and_refuses_others_in_one_lin
         spec.loader.exec_module(mod)   # (it puts the repo and bench/ first on sys.path: restored after)
     finally:
         sys.path[:] = saved
-    assert mod._chunk_stamp_builds("tma, tma-persistent,async") == (("tma", None), ("tma", "persistent"),
-                                                                     ("async", None))
-    for bad in ("lean", "tma-oneshot"):
+    assert mod._chunk_stamp_builds("tma, tma-persistent,async,tma-light-planes,tma-persistent-light") == (
+        ("tma", None, ()), ("tma", "persistent", ()), ("async", None, ()), ("tma", None, ("light", "planes")),
+        ("tma", "persistent", ("light",)))
+    for bad in ("lean", "tma-oneshot", "tma-planes-persistent"):
         with pytest.raises(argparse.ArgumentTypeError, match=f"unknown chunk-stamps build '{bad}'.*tma.*persistent"):
             mod._chunk_stamp_builds(bad)
     # --item-stamps: the epilogue, the full map, the 2-stage ring (profile --item-stamps)

@@ -1119,8 +1119,10 @@ def test_generation_5s_stamps_build_records_each_phase_and_nothing_else_changes(
                                          + (("stamps", 2),)}))
 
 
-@pytest.mark.parametrize("sched", [None, "persistent"])
-def test_generation_5s_chunk_stamps_build_marks_each_chunk_and_leaves_the_kernel_as_it_was(sched):
+@pytest.mark.parametrize("sched,opts", [(None, {}), ("persistent", {}),
+                                        (None, dict(producer="light", xchg="half", region="planes"))],
+                         ids=["oneshot", "persistent", "planes"])
+def test_generation_5s_chunk_stamps_build_marks_each_chunk_and_leaves_the_kernel_as_it_was(sched, opts):
     """cp_desc(chunk_stamps=True): lane 0 of every warp stamps five points of each chunk (head, region landed, the
     previous products done, ready to issue, issued) and three of each item's end, in that order, in both schedules; the
     kernel without them renders exactly as before (the stamps are the only lines added); refused with the phase
@@ -1129,8 +1131,8 @@ def test_generation_5s_chunk_stamps_build_marks_each_chunk_and_leaves_the_kernel
 
     from cutlass_wsp.kernels.emitter import render
 
-    d = cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched, chunk_stamps=True)
-    plain = cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched)
+    d = cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched, chunk_stamps=True, **opts)
+    plain = cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched, **opts)
     assert "_cstamps1_" in d.name and d.name.replace("cstamps1_", "") == plain.name
     src, base = render(d), render(plain)
     assert "cstamp(" not in base and "wsp_cstamps" not in base
