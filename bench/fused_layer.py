@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_REGIONS,  # noqa: E402
+from cutlass_wsp.families.fused import (CP_ABLATES, CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_REGIONS,  # noqa: E402
                                         CP_STAGES, CP_STORES, CP_XCHGS, balanced_block, cp_desc, fused_desc, kernel_pad_waste,
                                         layout_for, pair_desc, rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError, exit_now, is_sticky  # noqa: E402
@@ -540,7 +540,8 @@ def cmd_profile(args) -> int:
             case = Case(pr, 4, args.dtype, args.batch, lay.H, lay.W, fb=fb, mi=64, gen=5, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, gather=args.gather, xchg=args.xchg,
                         producer=args.producer, join=args.join, stores=args.stores, epi=args.epi5, sched=args.sched,
-                        item_stamps=args.item_stamps, stages=args.stages5, region=args.region).ready()
+                        item_stamps=args.item_stamps, stages=args.stages5, region=args.region,
+                        ablate=args.ablate).ready()
         elif args.pattern != "dense":   # generation 4, a row-pruned form in its widest filter block (as `time`)
             if args.pattern == "wsp-rb":
                 fb = balanced_block(args.ratio, lay.n)
@@ -556,12 +557,16 @@ def cmd_profile(args) -> int:
                         gen=gen, pipe=args.pipe, sched=args.sched, rmcast=args.rmcast, kc=args.kc,
                         vpair=args.vpair, stamps=args.stamps, epi=args.epi5,
                         chunk_stamps=args.chunk_stamps, refill=args.refill, producer=args.producer,
-                        xchg=args.xchg, item_stamps=args.item_stamps, stages=args.stages5, region=args.region).ready()
+                        xchg=args.xchg, item_stamps=args.item_stamps, stages=args.stages5, region=args.region,
+                        ablate=args.ablate).ready()
         else:
             mi, bt, st, gen, wp = DENSE_CONFIGS[args.p][0]
             case = Case(prune(Wd, "dense", 0.0), args.p, args.dtype, args.batch, lay.H, lay.W, fb=mi, mi=mi, bt=bt,
                         stages=st, gen=gen, warps=wp).ready()
-        print(f"{spec}: {case.name} rel err {verify(case):.1e}")
+        if args.ablate:   # wrong by design: launched, never verified (its stamps only)
+            print(f"{spec}: {case.name} ablated ({args.ablate}): not verified, its output is wrong by design")
+        else:
+            print(f"{spec}: {case.name} rel err {verify(case):.1e}")
         if args.stamps or args.chunk_stamps or args.item_stamps:   # (one of them: a stamps build, read once warm)
             for _ in range(3):
                 case.launch()
@@ -908,6 +913,9 @@ def main(argv=None) -> int:
                         "whether the mainloop waits for the epilogue (bench/item_stamps.py)")
     f.add_argument("--region", choices=CP_REGIONS, default=None,
                    help="generation 5's raw stage in two planes of the region's columns by parity (CP_REGIONS; --kc 32)")
+    f.add_argument("--ablate", choices=CP_ABLATES, default=None,
+                   help="generation 5's chunk without its wgmma, its transform's column pass, or both (CP_ABLATES; with "
+                        "--chunk-stamps or --item-stamps): what bounds a chunk; never verified, its output is wrong")
     f.add_argument("--refill", choices=CP_REFILLS, default=None,
                    help="generation 5's weight refill after the chunk's products are issued (CP_REFILLS)")
     f.add_argument("--producer", choices=CP_PRODUCERS, default=None,

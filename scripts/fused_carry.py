@@ -72,7 +72,7 @@ def gpu_test_descs() -> list:
 
 
 def bench_descs(args) -> list:
-    from cutlass_wsp.families.fused import FusedTuneProblem, balanced_block, candidates_for, cp_desc, layout_for
+    from cutlass_wsp.families.fused import CP_ABLATES, FusedTuneProblem, balanced_block, candidates_for, cp_desc, layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
 
@@ -98,8 +98,9 @@ def bench_descs(args) -> list:
         if rest == "full":   # the full map of WSP-RB at the ratios, in the blocks `profile` takes per layer width
             for fb in sorted({balanced_block(r, lay.n, mi=64) for _, lay in fl.bench_layers(args.nets) for r in ratios}):
                 out.append(cp_desc("fp16", 64, fb=fb, full_rows=True, gather="push", **kw))
-        else:
-            out.append(cp_desc("fp16", 64, fb=64, stages=2 if rest == "s2" else None, **kw))
+        else:   # (profile ... --stages5 2, or --ablate A)
+            out.append(cp_desc("fp16", 64, fb=64, stages=2 if rest == "s2" else None,
+                               ablate=rest if rest in CP_ABLATES else None, **kw))
     if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
         from cutlass_wsp.commands.sweep_options import from_args
         from cutlass_wsp.sweep.measure import Workload, planned_descs
@@ -146,12 +147,12 @@ def _chunk_stamp_builds(text: str) -> tuple:
 CHUNK_STAMP_OPTS = {"light": dict(producer="light", xchg="half"), "planes": dict(region="planes")}
 
 
-ITEM_STAMP_BUILDS = ("wg", "wg-full", "tma", "tma-s2", "async")
+ITEM_STAMP_BUILDS = ("wg", "wg-full", "tma", "tma-s2", "async", "tma-mma", "tma-loads", "tma-both")
 
 
 def _item_stamp_builds(text: str) -> tuple:
     """'wg,tma-s2' -> ('wg', 'tma-s2'): the item-stamps builds (ITEM_STAMP_BUILDS: the epilogue, '-full' the full map
-    of WSP-RB, '-s2' the 2-stage ring)."""
+    of WSP-RB, '-s2' the 2-stage ring, '-mma' / '-colpass' / '-both' an ablation, CP_ABLATES)."""
     return fl.parse_choices(text, ITEM_STAMP_BUILDS, "item-stamps build")
 
 

@@ -797,8 +797,9 @@ def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
     # one-shot; then fp32 exchanges, then thread 0 as the producer, then the async epilogue, each in both orders
     g5 = dict(bc=32, vpair=True, epi="tma")
     assert default_desc(wide, "fp16") == cp_desc("fp16", 64, sched="persistent", producer="light", xchg="half", **g5)
-    assert candidates_for(wide, "fp16")[:11] == [
+    assert candidates_for(wide, "fp16")[:12] == [
         cp_desc("fp16", 64, sched="persistent", producer="light", xchg="half", **g5),
+        cp_desc("fp16", 64, producer="light", xchg="half", region="planes", **g5),
         cp_desc("fp16", 64, producer="light", xchg="half", **g5),
         cp_desc("fp16", 64, sched="persistent", producer="light", **g5),
         cp_desc("fp16", 64, producer="light", **g5),
@@ -806,13 +807,15 @@ def test_generation_4_is_the_default_where_its_rows_hold_the_layout():
         cp_desc("fp16", 64, bc=32, vpair=True, epi="async", sched="persistent"),
         cp_desc("fp16", 64, bc=32, vpair=True, epi="async"),
         cp_desc("fp16", 64, bc=32, vpair=True), cp_desc("fp16", 64, bc=32), cp_desc("fp16", 64)]
-    assert candidates_for(wide, "fp16")[11].extra_dict()["gen"] == 2
+    assert candidates_for(wide, "fp16")[12].extra_dict()["gen"] == 2
     # bf16: no fp16 exchanges (its 8-bit mantissa), the light producer first
     assert default_desc(wide, "bf16") == cp_desc("bf16", 64, sched="persistent", producer="light", **g5)
     deep = FusedTuneProblem.of(layout_for(prune(he_winograd_weights((64, 512), 4, seed=4), "dense", 0.0), 4, fb=64),
-                               3, 13, 11)   # c = 512: one-shot first, the persistent pair next
-    assert default_desc(deep, "fp16") == cp_desc("fp16", 64, producer="light", xchg="half", **g5)
-    assert candidates_for(deep, "fp16")[1:4] == [
+                               3, 13, 11)   # c = 512: one-shot first (fp16: the region in planes, then linear),
+    # the persistent pair next
+    assert default_desc(deep, "fp16") == cp_desc("fp16", 64, producer="light", xchg="half", region="planes", **g5)
+    assert candidates_for(deep, "fp16")[1:5] == [
+        cp_desc("fp16", 64, producer="light", xchg="half", **g5),
         cp_desc("fp16", 64, sched="persistent", producer="light", xchg="half", **g5),
         cp_desc("fp16", 64, producer="light", **g5),
         cp_desc("fp16", 64, sched="persistent", producer="light", **g5)]
@@ -907,25 +910,29 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
     assert full[0] == desc and len(full) >= 2 and all(check_fused_desc(d) is d for d in full)
     if gen == 5 and not prob.identity:   # row layouts where row_filter_block picks generation 5's full map: 64 rows
         # per position in wide_filter_block(mi=64), the push gather with ms in fp16, the light producer, relaxed joins
-        # and fast stores (eighth session), then the plain push gather, the batched one, the first
+        # and fast stores (eighth session) with the region in planes (eleventh), the same without the planes, then the
+        # plain push gather, the batched one, the first
         n = ctx.point.n
         assert prob.mi == 64 and prob.fb == wide_filter_block(ctx.pruned.rows, n, mi=64)
         g5 = dict(bc=32, vpair=True, fb=prob.fb, full_rows=True)
-        assert desc == cp_desc("fp16", 64, gather="push", producer="light", xchg="half", join="relaxed", stores="fast",
-                               **g5)
-        assert full[:4] == [desc, cp_desc("fp16", 64, gather="push", **g5), cp_desc("fp16", 64, gather="batched", **g5),
-                            cp_desc("fp16", 64, **g5)]
+        fast = dict(gather="push", producer="light", xchg="half", join="relaxed", stores="fast")
+        assert desc == cp_desc("fp16", 64, region="planes", **fast, **g5)
+        assert full[:4] == [desc, cp_desc("fp16", 64, **fast, **g5), cp_desc("fp16", 64, gather="push", **g5),
+                            cp_desc("fp16", 64, gather="batched", **g5)]
         return
     if gen == 5:   # dense and FP where identity_filter_block picks blocks of 64: 32 channels a chunk with the vertical
-        # tile pairs and the tma epilogue with the light producer and fp16 exchanges (persistent pairs up to c = 256),
-        # the other schedule, fp32 exchanges in both, thread 0 as the producer (the family's limit: 5)
+        # tile pairs and the tma epilogue with the light producer and fp16 exchanges (persistent pairs up to c = 256;
+        # one-shot with the region in planes, then linear), the other schedule, fp32 exchanges in both (the family's
+        # limit: 5)
         sched = "persistent" if prob.c <= 256 else None
         g5 = dict(bc=32, vpair=True, epi="tma", producer="light")
-        assert prob.fb == prob.mi == 64 and desc == cp_desc("fp16", 64, sched=sched, xchg="half", **g5)
+        half = [cp_desc("fp16", 64, sched=sched, xchg="half", region=None if sched else "planes", **g5)]
+        half += ([cp_desc("fp16", 64, xchg="half", region="planes", **g5), cp_desc("fp16", 64, xchg="half", **g5)]
+                 if sched else [cp_desc("fp16", 64, xchg="half", **g5),
+                                cp_desc("fp16", 64, sched="persistent", xchg="half", **g5)])
         other = None if sched else "persistent"
-        assert full == [desc, cp_desc("fp16", 64, sched=other, xchg="half", **g5), cp_desc("fp16", 64, sched=sched, **g5),
-                        cp_desc("fp16", 64, sched=other, **g5),
-                        cp_desc("fp16", 64, bc=32, vpair=True, epi="tma", sched=sched)]   # the family's menu of 5
+        assert prob.fb == prob.mi == 64 and desc == half[0]
+        assert full == half + [cp_desc("fp16", 64, sched=sched, **g5), cp_desc("fp16", 64, sched=other, **g5)][:5 - 3]
         return
     # generation 4: the dense map (register epilogue) for dense / FP, the unbranched full map for row layouts in
     # the widest filter block whose (block, position)s keep at most 32 rows; generation 2 in the menu behind it

@@ -357,6 +357,9 @@ CP_JOINS = ("relaxed",)          # (the push gather) the pair's joins split and 
                                  # ring's releases not sent, the wait only before the partner's ms is written
 CP_REGIONS = ("planes",)         # (32 channels a chunk) the raw stage in two planes of the region's columns by parity, so
                                  # every column's two loads sit in different halves of a 128-byte period (and can swap)
+CP_ABLATES = ("mma", "loads", "both")   # (stamps builds only: wrong by design, never verified or timed) the chunk
+                                 # without its wgmma ("mma"), its pixels from registers instead of the raw stage's LDS
+                                 # ("loads": the region still lands, the transform still runs), or both: a chunk's bound
 
 
 def cp_ustages(stages: int, bc: int = BC) -> int:
@@ -490,6 +493,12 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     if "region" in extra and (extra["region"] not in CP_REGIONS or bc != 32):
         raise Unsupported(f"generation-5 region layout {extra['region']!r} at {bc} channels a chunk",
                           f"use region {' or '.join(map(repr, CP_REGIONS))} with bc=32, or none")
+    if "ablate" in extra and (extra["ablate"] not in CP_ABLATES or "pipe" in extra or bc != 32
+                              or extra.get("tiles") != "vpair" or not any(k in extra for k in ("cstamps", "istamps"))):
+        raise Unsupported(f"generation-5 ablation {extra['ablate']!r}" + ("" if any(
+            k in extra for k in ("cstamps", "istamps")) else " outside a chunk- or item-stamps build"),
+                          f"use ablate {' or '.join(map(repr, CP_ABLATES))} with chunk_stamps or item_stamps, bc=32, "
+                          "vertical tile pairs and the default pipe, or none")
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
     need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"), sched=extra.get("sched"),
@@ -509,7 +518,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
             epi: str | None = None, sched: str | None = None, chunk_stamps: bool = False,
             refill: str | None = None, table: str | None = None, producer: str | None = None,
             xchg: str | None = None, gather: str | None = None, join: str | None = None,
-            stores: str | None = None, item_stamps: bool = False, region: str | None = None) -> KernelDesc:
+            stores: str | None = None, item_stamps: bool = False, region: str | None = None,
+            ablate: str | None = None) -> KernelDesc:
     """A generation-5 fused kernel (p = 4): a cluster pair splits V's columns, each warpgroup transforms its column
     into wgmma's A registers with N = MI, the input region multicast to both CTAs; `bc` channels per chunk (CP_BC: 32
     runs two k16 steps per chunk). The dense map (dense and FP layouts in filter blocks of MI), or with `full_rows`
@@ -565,7 +575,10 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     profiling build whose warps record their clocks at five points of every chunk and three of every item's end
     (bench/fused_layer.py profile --chunk-stamps); never picked either. `item_stamps` (sched 'persistent', epi 'async',
     'tma' or 'wg'): a profiling build whose warpgroups' thread 0 record their clocks at a few points of each item: the
-    products done, the handoff, the epilogue's waits (bench/fused_layer.py profile --item-stamps); never picked."""
+    products done, the handoff, the epilogue's waits (bench/fused_layer.py profile --item-stamps); never picked.
+    `ablate` (CP_ABLATES; a chunk- or item-stamps build): the chunk without its wgmma, without its pixel loads from
+    shared memory, or without both, to find what bounds a chunk by its stamps; its output is wrong by design, so it is never
+    verified, timed or picked (bench/fused_layer.py profile --ablate)."""
     mi = int(mi)
     fb = mi if fb is None else int(fb)
     if stages is None:
@@ -582,7 +595,7 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       + ((("producer", producer),) if producer else ()) + ((("xchg", xchg),) if xchg else ())
                       + ((("gather", gather),) if gather else ()) + ((("join", join),) if join else ())
                       + ((("stores", stores),) if stores else ()) + ((("istamps", 1),) if item_stamps else ())
-                      + ((("region", region),) if region else ()))
+                      + ((("region", region),) if region else ()) + ((("ablate", ablate),) if ablate else ()))
     return check_fused_desc(desc)
 
 
@@ -1141,9 +1154,12 @@ def _gen5_full_menu(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     light producer, the relaxed joins and the fast stores (1.12-1.37x the plain push gather on every layer at WSP-RB
     0.5 / 0.7 / 0.9, H100, eighth session: results/fused/gen5-{push-fast,wg-push-fast}-time-h100.jsonl), the plain push gather
     (1.2-1.3x the batched one), the batched one, the first (each position's loads branched, the partner's read
-    remotely)."""
+    remotely). The first with the region in planes (CP_REGIONS: 1.023-1.027x in geomean over 12 layers at WSP-RB and
+    WSP-R 0.7 in two runs, H100, tenth and eleventh sessions: results/fused/gen5-planes-push-time-h100.jsonl,
+    gen5-planes2-time-h100.jsonl), then without."""
     kw = dict(bc=32, vpair=True, fb=problem.fb, full_rows=True)
-    return ([cp_desc(dtype, 64, gather="push", producer="light", xchg="half", join="relaxed", stores="fast", **kw)]
+    fast = dict(gather="push", producer="light", xchg="half", join="relaxed", stores="fast")
+    return ([cp_desc(dtype, 64, region="planes", **fast, **kw), cp_desc(dtype, 64, **fast, **kw)]
             + [cp_desc(dtype, 64, gather=g, **kw) for g in ("push", "batched", None)])
 
 
@@ -1152,12 +1168,15 @@ def _gen5_menu(problem: FusedTuneProblem, dtype: str) -> list[KernelDesc]:
     ring's producer in the conflict-free warpgroup (producer="light") and the exchanges in fp16 (xchg="half"), in the
     layer's schedule (persistent pairs up to GEN5_PERSISTENT_MAX_C input channels, one-shot above), then in the other;
     then the same with fp32 exchanges (bf16's first: its 8-bit mantissa is not rounded into the sums), then thread 0
-    as the producer, then the async epilogue, each in both."""
+    as the producer, then the async epilogue, each in both. For fp16 the first kind's one-shot kernel has the region
+    in planes (CP_REGIONS), then comes without: 1.022x and 1.029x in geomean over 12 layers, dense, in two runs (H100,
+    tenth and eleventh sessions; the persistent pair 0.998x and 0.992x, so it keeps the linear region)."""
     scheds = ("persistent", None) if problem.c <= GEN5_PERSISTENT_MAX_C else (None, "persistent")
     kinds = ((("tma", "light", "half"),) if dtype == "fp16" else ()) + (("tma", "light", None), ("tma", None, None),
                                                                         ("async", None, None))
-    return [cp_desc(dtype, 64, bc=32, vpair=True, epi=epi, sched=sched, producer=prod, xchg=xchg)
-            for epi, prod, xchg in kinds for sched in scheds]
+    return [cp_desc(dtype, 64, bc=32, vpair=True, epi=epi, sched=sched, producer=prod, xchg=xchg, region=region)
+            for epi, prod, xchg in kinds for sched in scheds
+            for region in (("planes", None) if sched is None and xchg == "half" else (None,))]
 
 
 def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
@@ -1165,7 +1184,7 @@ def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     st.async, the output by one TMA store a CTA: 1.11x the async one on the H100), the raw ring's producer in the
     warpgroup whose column loads without bank conflicts (1.06x persistent, 1.01x one-shot) and, for fp16, the
     epilogue's exchanges in fp16 (1.05x), as persistent pairs up to c = 256
-    (GEN5_PERSISTENT_MAX_C), for identity layouts in filter blocks of 64 without a chunk map
+    (GEN5_PERSISTENT_MAX_C), above that one-shot with the region in planes (fp16, 1.02-1.03x), for identity layouts in filter blocks of 64 without a chunk map
     (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
     16 or 32 packed rows per position hold the layout (the dense map with the register epilogue; row layouts with the
     unbranched "full" map, measured faster than the branching "rows" map on the H200, docs/fused.md), else generation
