@@ -1165,6 +1165,48 @@ def test_generation_5s_chunk_stamps_build_marks_each_chunk_and_leaves_the_kernel
             cp_desc("fp16", 64, **kw)
 
 
+@pytest.mark.parametrize("stamps", [dict(item_stamps=True, sched="persistent"), dict(chunk_stamps=True)],
+                         ids=["item", "chunk"])
+def test_generation_5s_ablations_remove_one_part_of_the_chunk_and_exist_only_in_stamps_builds(stamps):
+    """cp_desc(ablate=...) (CP_ABLATES, profile --ablate): each ablation takes out its part of the chunk and nothing
+    else: "mma" the wgmma issue (the A registers kept live by a never-taken branch), "loads" the pixels' shared-memory
+    loads, "both" the two, "weights" the weights' bulk copies (the barrier still arrived on), "skeleton" the wgmma and
+    the loads with nothing keeping the transform; refused outside a stamps build, without the vertical tile pairs or
+    by another name."""
+    import difflib
+
+    from cutlass_wsp.kernels.emitter import render
+
+    kw = dict(bc=32, vpair=True, epi="tma", producer="light", xchg="half", **stamps)
+    base = render(cp_desc("fp16", 64, **kw)).splitlines()
+
+    def diff(ablate):
+        d = cp_desc("fp16", 64, ablate=ablate, **kw)
+        assert f"_ablate{ablate}_" in d.name
+        src = render(d).splitlines()
+        ops = difflib.SequenceMatcher(None, base, src, autojunk=False).get_opcodes()
+        gone = "\n".join("\n".join(base[i1:i2]) for tag, i1, i2, _, _ in ops if tag in ("delete", "replace"))
+        added = "\n".join("\n".join(src[j1:j2]) for tag, _, _, j1, j2 in ops if tag in ("insert", "replace"))
+        return gone.replace(d.name, ""), added.replace(d.name, "")
+
+    gmma = "gmma<MI>(areg[st][a]"
+    lds = "*reinterpret_cast<const Ld*>(raw + r * row_bytes"
+    copy = "SM90_BULK_COPY_G2S::copy"
+    for ablate, removed, kept in [("mma", [gmma], [lds, copy]), ("loads", [lds], [gmma, copy]),
+                                  ("both", [gmma, lds], [copy]), ("weights", [copy], [gmma, lds]),
+                                  ("skeleton", [gmma, lds], [copy])]:
+        gone, added = diff(ablate)
+        assert all(x in gone for x in removed) and not any(x in gone for x in kept), ablate
+        assert ("sink ^=" in added) == (ablate in ("mma", "both")), ablate   # the A registers' only use
+        if ablate == "weights":
+            assert "Barrier::arrive(&uf[s]);" in added
+    for bad in (dict(item_stamps=False, chunk_stamps=False), dict(vpair=False), dict(ablate="transform")):
+        k = dict(kw, ablate="mma")
+        k.update(bad)
+        with pytest.raises(Unsupported, match="ablation"):
+            cp_desc("fp16", 64, **k)
+
+
 @pytest.mark.parametrize("kw", [dict(epi="tma"), dict(epi="wg"), dict(epi="wg", full_rows=True, fb=192, gather="push")],
                          ids=["tma", "wg", "wg-full"])
 def test_generation_5s_item_stamps_build_marks_each_item_and_leaves_the_kernel_as_it_was(kw):
