@@ -145,11 +145,11 @@ def _chunk_stamp_builds(text: str) -> tuple:
 
 
 CHUNK_STAMP_OPTS = {"light": dict(producer="light", xchg="half"), "planes": dict(region="planes"),
-                    **{a: dict(ablate=a) for a in ("mma", "loads", "both", "weights", "skeleton")}}   # (CP_ABLATES: profile --ablate A)
+                    **{a: dict(ablate=a) for a in fl.CP_ABLATES}}   # (CP_ABLATES: profile --ablate A)
 
 
 ITEM_STAMP_BUILDS = ("wg", "wg-full", "tma", "tma-s2", "async", "tma-mma", "tma-loads", "tma-both",
-                     "tma-weights", "tma-skeleton")
+                     "tma-weights", "tma-skeleton", "tma-bare")
 
 
 def _item_stamp_builds(text: str) -> tuple:
@@ -175,7 +175,7 @@ def main() -> int:
                     help="generation 5's stamps builds (profile --stamps), per epilogue: plain and CP_EPIS, comma-separated")
     ap.add_argument("--chunk-stamps", type=_chunk_stamp_builds, default=(),
                     help="generation 5's chunk-stamps builds (profile --chunk-stamps), comma-separated EPI or "
-                         "EPI-SCHED, each optionally followed by -light, -planes and an ablation (-mma, -loads, -both, -weights, -skeleton): "
+                         "EPI-SCHED, each optionally followed by -light, -planes and an ablation (CP_ABLATES: -mma, -loads, -both, -weights, -skeleton, -bare): "
                          "tma, tma-persistent, async, tma-persistent-light-planes, tma-light-both")
     ap.add_argument("--item-stamps", type=_item_stamp_builds, default=(),
                     help="generation 5's item-stamps builds (profile --item-stamps), comma-separated: "

@@ -1171,7 +1171,7 @@ def test_generation_5s_ablations_remove_one_part_of_the_chunk_and_exist_only_in_
     """cp_desc(ablate=...) (CP_ABLATES, profile --ablate): each ablation takes out its part of the chunk and nothing
     else: "mma" the wgmma issue (the A registers kept live by a never-taken branch), "loads" the pixels' shared-memory
     loads, "both" the two, "weights" the weights' bulk copies (the barrier still arrived on), "skeleton" the wgmma and
-    the loads with nothing keeping the transform; refused outside a stamps build, without the vertical tile pairs or
+    the loads with nothing keeping the transform, "bare" the skeleton without the weights' copies; refused outside a stamps build, without the vertical tile pairs or
     by another name."""
     import difflib
 
@@ -1194,11 +1194,11 @@ def test_generation_5s_ablations_remove_one_part_of_the_chunk_and_exist_only_in_
     copy = "SM90_BULK_COPY_G2S::copy"
     for ablate, removed, kept in [("mma", [gmma], [lds, copy]), ("loads", [lds], [gmma, copy]),
                                   ("both", [gmma, lds], [copy]), ("weights", [copy], [gmma, lds]),
-                                  ("skeleton", [gmma, lds], [copy])]:
+                                  ("skeleton", [gmma, lds], [copy]), ("bare", [gmma, lds, copy], [])]:
         gone, added = diff(ablate)
         assert all(x in gone for x in removed) and not any(x in gone for x in kept), ablate
         assert ("sink ^=" in added) == (ablate in ("mma", "both")), ablate   # the A registers' only use
-        if ablate == "weights":
+        if ablate in ("weights", "bare"):
             assert "Barrier::arrive(&uf[s]);" in added
     for bad in (dict(item_stamps=False, chunk_stamps=False), dict(vpair=False), dict(ablate="transform")):
         k = dict(kw, ablate="mma")

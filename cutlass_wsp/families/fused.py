@@ -357,12 +357,13 @@ CP_JOINS = ("relaxed",)          # (the push gather) the pair's joins split and 
                                  # ring's releases not sent, the wait only before the partner's ms is written
 CP_REGIONS = ("planes",)         # (32 channels a chunk) the raw stage in two planes of the region's columns by parity, so
                                  # every column's two loads sit in different halves of a 128-byte period (and can swap)
-CP_ABLATES = ("mma", "loads", "both", "weights", "skeleton")   # (stamps builds only: wrong by design, never
-                                 # verified or timed) the chunk without its wgmma ("mma"; its A registers kept live),
-                                 # its pixels from registers instead of the raw stage's LDS ("loads": the region still
-                                 # lands, the transform still runs), both, without the weights' bulk copies (their
-                                 # barrier still arrived on), or without the wgmma, the loads and the transform
-                                 # ("skeleton": the rings' waits, releases and copies alone): what bounds a chunk
+CP_ABLATES = ("mma", "loads", "both", "weights", "skeleton", "bare")   # (stamps builds only: wrong by design,
+                                 # never verified or timed) the chunk without its wgmma ("mma"; its A registers kept
+                                 # live), its pixels from registers instead of the raw stage's LDS ("loads": the
+                                 # region still lands, the transform still runs), both, without the weights' bulk
+                                 # copies (their barrier still arrived on), without the wgmma, the loads and the
+                                 # transform ("skeleton": the rings' waits, releases and copies alone), or the skeleton
+                                 # without the weights' copies too ("bare"): what bounds a chunk
 
 
 def cp_ustages(stages: int, bc: int = BC) -> int:
@@ -580,7 +581,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     'tma' or 'wg'): a profiling build whose warpgroups' thread 0 record their clocks at a few points of each item: the
     products done, the handoff, the epilogue's waits (bench/fused_layer.py profile --item-stamps); never picked.
     `ablate` (CP_ABLATES; a chunk- or item-stamps build): the chunk without its wgmma, without its pixel loads from
-    shared memory, without both, without the weights' copies from L2, or its skeleton (the rings alone), to find what bounds a chunk by its stamps; its output is wrong by design, so it is never
+    shared memory, without both, without the weights' copies from L2, its skeleton (the rings alone), or the
+    skeleton without the weights' copies, to find what bounds a chunk by its stamps; its output is wrong by design, so it is never
     verified, timed or picked (bench/fused_layer.py profile --ablate)."""
     mi = int(mi)
     fb = mi if fb is None else int(fb)
