@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import (CP_ABLATES, CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_REGIONS,  # noqa: E402
+from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_REGIONS,  # noqa: E402
                                         CP_STAGES, CP_STORES, CP_XCHGS, balanced_block, cp_desc, fused_desc, kernel_pad_waste,
                                         layout_for, pair_desc, rs_desc, wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError, exit_now, is_sticky  # noqa: E402
@@ -833,6 +833,16 @@ def parse_choices(text: str, known, what: str = "choice") -> tuple[str, ...]:
     return got
 
 
+def _ablation(text: str) -> str:
+    """An argparse type: generation 5's ablation (families.fused.ablation), argparse's one-line error otherwise."""
+    from cutlass_wsp.families.fused import Unsupported, ablation
+
+    try:
+        return ablation(text)
+    except Unsupported as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _options(menu: str):
     """An argparse type: a comma-separated list from 'one' (the default kernel) and families.fused.<menu>."""
     def parse(text: str) -> tuple[str, ...]:
@@ -913,9 +923,10 @@ def main(argv=None) -> int:
                         "whether the mainloop waits for the epilogue (bench/item_stamps.py)")
     f.add_argument("--region", choices=CP_REGIONS, default=None,
                    help="generation 5's raw stage in two planes of the region's columns by parity (CP_REGIONS; --kc 32)")
-    f.add_argument("--ablate", choices=CP_ABLATES, default=None,
-                   help="generation 5's chunk without its wgmma, its transform's column pass, or both (CP_ABLATES; with "
-                        "--chunk-stamps or --item-stamps): what bounds a chunk; never verified, its output is wrong")
+    f.add_argument("--ablate", type=_ablation, default=None,
+                   help="generation 5's chunk without parts of it (CP_ABLATE_PARTS joined by '+': mma, loads, "
+                        "transform, weights; or a name of CP_ABLATES), with --chunk-stamps or --item-stamps: what "
+                        "bounds a chunk; never verified, its output is wrong by design")
     f.add_argument("--refill", choices=CP_REFILLS, default=None,
                    help="generation 5's weight refill after the chunk's products are issued (CP_REFILLS)")
     f.add_argument("--producer", choices=CP_PRODUCERS, default=None,

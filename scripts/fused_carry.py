@@ -72,7 +72,7 @@ def gpu_test_descs() -> list:
 
 
 def bench_descs(args) -> list:
-    from cutlass_wsp.families.fused import CP_ABLATES, FusedTuneProblem, balanced_block, candidates_for, cp_desc, layout_for
+    from cutlass_wsp.families.fused import FusedTuneProblem, balanced_block, candidates_for, cp_desc, layout_for
     from cutlass_wsp.pruning import prune
     from cutlass_wsp.weights import he_winograd_weights
 
@@ -88,7 +88,7 @@ def bench_descs(args) -> list:
     for epi in args.stamps:   # the profiling builds `profile --gen5 --kc 32 --vpair --stamps [--epi5 E]` asks for
         out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, stamps=True, epi=None if epi == "plain" else epi))
     for epi, sched, opts in args.chunk_stamps:   # `profile --gen5 --kc 32 --vpair --chunk-stamps --epi5 E [--sched S]
-        kw = {k: v for o in opts for k, v in CHUNK_STAMP_OPTS[o].items()}   # [--producer light --xchg half] [--region
+        kw = {k: v for o in opts for k, v in _chunk_stamp_opt(o).items()}   # [--producer light --xchg half] [--region
         for refill in (None,) if opts else (None, "late"):   # planes]` (without options, and --refill late)
             out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, epi=epi, sched=sched, chunk_stamps=True,
                                refill=refill, **kw))
@@ -100,7 +100,7 @@ def bench_descs(args) -> list:
                 out.append(cp_desc("fp16", 64, fb=fb, full_rows=True, gather="push", **kw))
         else:   # (profile ... --stages5 2, or --ablate A)
             out.append(cp_desc("fp16", 64, fb=64, stages=2 if rest == "s2" else None,
-                               ablate=rest if rest in CP_ABLATES else None, **kw))
+                               ablate=rest if rest and rest != "s2" else None, **kw))
     if args.sweep:   # the fused points scripts/fused_gen4_run.sh sweeps, and the sweep's GPU test points
         from cutlass_wsp.commands.sweep_options import from_args
         from cutlass_wsp.sweep.measure import Workload, planned_descs
@@ -136,26 +136,46 @@ def _chunk_stamp_builds(text: str) -> tuple:
     for tok in (t.strip() for t in text.split(",") if t.strip()):
         epi, *rest = tok.split("-")
         sched = rest.pop(0) if rest and rest[0] in CP_SCHEDS else None
-        if epi not in CP_XS2BAR_EPIS or any(r not in CHUNK_STAMP_OPTS for r in rest):
+        if epi not in CP_XS2BAR_EPIS or any(_chunk_stamp_opt(r) is None for r in rest):
             raise argparse.ArgumentTypeError(f"unknown chunk-stamps build {tok!r}: use EPI[-SCHED][-OPT...] with EPI in "
                                              f"{', '.join(CP_XS2BAR_EPIS)}, SCHED in {', '.join(CP_SCHEDS)} and OPT "
-                                             f"in {', '.join(CHUNK_STAMP_OPTS)}")
+                                             f"in {', '.join(CHUNK_STAMP_OPTS)} or an ablation (CP_ABLATE_PARTS "
+                                             "joined by '+')")
         out.append((epi, sched, tuple(rest)))
     return tuple(out)
 
 
-CHUNK_STAMP_OPTS = {"light": dict(producer="light", xchg="half"), "planes": dict(region="planes"),
-                    **{a: dict(ablate=a) for a in fl.CP_ABLATES}}   # (CP_ABLATES: profile --ablate A)
+CHUNK_STAMP_OPTS = {"light": dict(producer="light", xchg="half"), "planes": dict(region="planes")}
 
 
-ITEM_STAMP_BUILDS = ("wg", "wg-full", "tma", "tma-s2", "async", "tma-mma", "tma-loads", "tma-both",
-                     "tma-weights", "tma-skeleton", "tma-bare")
+def _chunk_stamp_opt(tok: str) -> dict | None:
+    """A chunk-stamps build's option: CHUNK_STAMP_OPTS, or an ablation (CP_ABLATE_PARTS joined by '+', or a name of
+    CP_ABLATES: profile --ablate A); None if neither."""
+    from cutlass_wsp.families.fused import Unsupported, ablation
+
+    if tok in CHUNK_STAMP_OPTS:
+        return CHUNK_STAMP_OPTS[tok]
+    try:
+        return dict(ablate=ablation(tok))
+    except Unsupported:
+        return None
+
+
+ITEM_STAMP_BUILDS = ("wg", "wg-full", "tma", "tma-s2", "async")
 
 
 def _item_stamp_builds(text: str) -> tuple:
-    """'wg,tma-s2' -> ('wg', 'tma-s2'): the item-stamps builds (ITEM_STAMP_BUILDS: the epilogue, '-full' the full map
-    of WSP-RB, '-s2' the 2-stage ring, '-mma' / '-colpass' / '-both' an ablation, CP_ABLATES)."""
-    return fl.parse_choices(text, ITEM_STAMP_BUILDS, "item-stamps build")
+    """'wg,tma-s2,tma-mma+weights' -> ('wg', 'tma-s2', 'tma-mma+weights'): the item-stamps builds (ITEM_STAMP_BUILDS:
+    the epilogue, '-full' the full map of WSP-RB, '-s2' the 2-stage ring; 'tma-A' the tma one with an ablation A,
+    CP_ABLATE_PARTS joined by '+' or a name of CP_ABLATES)."""
+    got = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in got if t not in ITEM_STAMP_BUILDS
+           and not (t.startswith("tma-") and "ablate" in (_chunk_stamp_opt(t[4:]) or {}))]
+    if bad or not got:
+        raise argparse.ArgumentTypeError(f"unknown item-stamps build {', '.join(bad) or '(none)'}: use one or more of "
+                                         f"{', '.join(ITEM_STAMP_BUILDS)}, tma-ABLATION (CP_ABLATE_PARTS joined by "
+                                         "'+'), comma-separated")
+    return got
 
 
 def main() -> int:
@@ -175,11 +195,13 @@ def main() -> int:
                     help="generation 5's stamps builds (profile --stamps), per epilogue: plain and CP_EPIS, comma-separated")
     ap.add_argument("--chunk-stamps", type=_chunk_stamp_builds, default=(),
                     help="generation 5's chunk-stamps builds (profile --chunk-stamps), comma-separated EPI or "
-                         "EPI-SCHED, each optionally followed by -light, -planes and an ablation (CP_ABLATES: -mma, -loads, -both, -weights, -skeleton, -bare): "
+                         "EPI-SCHED, each optionally followed by -light, -planes and an ablation (CP_ABLATE_PARTS joined by '+', "
+                         "or a name of CP_ABLATES): "
                          "tma, tma-persistent, async, tma-persistent-light-planes, tma-light-both")
     ap.add_argument("--item-stamps", type=_item_stamp_builds, default=(),
                     help="generation 5's item-stamps builds (profile --item-stamps), comma-separated: "
-                         + ", ".join(ITEM_STAMP_BUILDS) + " (wg-full: WSP-RB's full map at --ratios)")
+                         + ", ".join(ITEM_STAMP_BUILDS) + ", tma-ABLATION (wg-full: WSP-RB's full map at --ratios; "
+                         "ABLATION: CP_ABLATE_PARTS joined by '+', e.g. tma-mma+weights)")
     ap.add_argument("--sweep", action="store_true", help="the sweep's fused points too (fused_gen4_run.sh's sweep)")
     ap.add_argument("--device", action="store_true", help="on the device: build what is missing, all cores")
     ap.add_argument("--no-tests", action="store_true",

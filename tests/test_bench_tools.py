@@ -505,7 +505,9 @@ def test_fused_carry_names_the_chunk_stamps_builds_and_refuses_others_in_one_lin
         with pytest.raises(argparse.ArgumentTypeError, match=f"unknown chunk-stamps build '{bad}'.*tma.*persistent"):
             mod._chunk_stamp_builds(bad)
     # --item-stamps: the epilogue, the full map, the 2-stage ring (profile --item-stamps)
-    assert mod._item_stamp_builds("wg, wg-full,tma-s2") == ("wg", "wg-full", "tma-s2")
-    for bad in ("lean", "tma-s4", ""):
+    assert mod._item_stamp_builds("wg, wg-full,tma-s2,tma-mma+weights") == ("wg", "wg-full", "tma-s2", "tma-mma+weights")
+    assert mod._chunk_stamp_builds("tma-persistent-light-weights+loads") == (
+        ("tma", "persistent", ("light", "weights+loads")),)
+    for bad in ("lean", "tma-s4", "", "tma-transform", "wg-mma"):
         with pytest.raises(argparse.ArgumentTypeError, match="unknown item-stamps build.*wg, wg-full, tma"):
             mod._item_stamp_builds(bad)

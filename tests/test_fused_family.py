@@ -1168,10 +1168,10 @@ def test_generation_5s_chunk_stamps_build_marks_each_chunk_and_leaves_the_kernel
 @pytest.mark.parametrize("stamps", [dict(item_stamps=True, sched="persistent"), dict(chunk_stamps=True)],
                          ids=["item", "chunk"])
 def test_generation_5s_ablations_remove_one_part_of_the_chunk_and_exist_only_in_stamps_builds(stamps):
-    """cp_desc(ablate=...) (CP_ABLATES, profile --ablate): each ablation takes out its part of the chunk and nothing
-    else: "mma" the wgmma issue (the A registers kept live by a never-taken branch), "loads" the pixels' shared-memory
-    loads, "both" the two, "weights" the weights' bulk copies (the barrier still arrived on), "skeleton" the wgmma and
-    the loads with nothing keeping the transform, "bare" the skeleton without the weights' copies; refused outside a stamps build, without the vertical tile pairs or
+    """cp_desc(ablate=...) (CP_ABLATE_PARTS joined by '+', profile --ablate): each part takes its piece out of the
+    chunk and nothing else: "mma" the wgmma issue (the A registers kept live by a never-taken branch), "loads" the
+    pixels' shared-memory loads, "weights" the weights' bulk copies (the barrier still arrived on), "transform" (with
+    mma) whatever kept the A registers; refused outside a stamps build, without the vertical tile pairs or
     by another name."""
     import difflib
 
@@ -1182,7 +1182,7 @@ def test_generation_5s_ablations_remove_one_part_of_the_chunk_and_exist_only_in_
 
     def diff(ablate):
         d = cp_desc("fp16", 64, ablate=ablate, **kw)
-        assert f"_ablate{ablate}_" in d.name
+        assert f"_ablate{ablate.replace('+', '.')}_" in d.name
         src = render(d).splitlines()
         ops = difflib.SequenceMatcher(None, base, src, autojunk=False).get_opcodes()
         gone = "\n".join("\n".join(base[i1:i2]) for tag, i1, i2, _, _ in ops if tag in ("delete", "replace"))
@@ -1193,14 +1193,20 @@ def test_generation_5s_ablations_remove_one_part_of_the_chunk_and_exist_only_in_
     lds = "*reinterpret_cast<const Ld*>(raw + r * row_bytes"
     copy = "SM90_BULK_COPY_G2S::copy"
     for ablate, removed, kept in [("mma", [gmma], [lds, copy]), ("loads", [lds], [gmma, copy]),
-                                  ("both", [gmma, lds], [copy]), ("weights", [copy], [gmma, lds]),
-                                  ("skeleton", [gmma, lds], [copy]), ("bare", [gmma, lds, copy], [])]:
+                                  ("mma+loads", [gmma, lds], [copy]), ("weights", [copy], [gmma, lds]),
+                                  ("mma+weights", [gmma, copy], [lds]), ("mma+loads+transform", [gmma, lds], [copy]),
+                                  ("mma+loads+transform+weights", [gmma, lds, copy], [])]:
         gone, added = diff(ablate)
         assert all(x in gone for x in removed) and not any(x in gone for x in kept), ablate
-        assert ("sink ^=" in added) == (ablate in ("mma", "both")), ablate   # the A registers' only use
-        if ablate in ("weights", "bare"):
+        # the A registers' only use once the wgmma is gone, unless the transform goes too
+        assert ("sink ^=" in added) == ("mma" in ablate and "transform" not in ablate), ablate
+        if "weights" in ablate:
             assert "Barrier::arrive(&uf[s]);" in added
-    for bad in (dict(item_stamps=False, chunk_stamps=False), dict(vpair=False), dict(ablate="transform")):
+    # the measured names, and any order of the parts, are one build each
+    assert cp_desc("fp16", 64, ablate="skeleton", **kw) == cp_desc("fp16", 64, ablate="transform+loads+mma", **kw)
+    assert cp_desc("fp16", 64, ablate="bare", **kw).extra_dict()["ablate"] == "mma.loads.transform.weights"
+    for bad in (dict(item_stamps=False, chunk_stamps=False), dict(vpair=False), dict(ablate="transform"),
+                dict(ablate="mma+colpass")):
         k = dict(kw, ablate="mma")
         k.update(bad)
         with pytest.raises(Unsupported, match="ablation"):

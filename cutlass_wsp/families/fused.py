@@ -357,13 +357,26 @@ CP_JOINS = ("relaxed",)          # (the push gather) the pair's joins split and 
                                  # ring's releases not sent, the wait only before the partner's ms is written
 CP_REGIONS = ("planes",)         # (32 channels a chunk) the raw stage in two planes of the region's columns by parity, so
                                  # every column's two loads sit in different halves of a 128-byte period (and can swap)
-CP_ABLATES = ("mma", "loads", "both", "weights", "skeleton", "bare")   # (stamps builds only: wrong by design,
-                                 # never verified or timed) the chunk without its wgmma ("mma"; its A registers kept
-                                 # live), its pixels from registers instead of the raw stage's LDS ("loads": the
-                                 # region still lands, the transform still runs), both, without the weights' bulk
-                                 # copies (their barrier still arrived on), without the wgmma, the loads and the
-                                 # transform ("skeleton": the rings' waits, releases and copies alone), or the skeleton
-                                 # without the weights' copies too ("bare"): what bounds a chunk
+CP_ABLATE_PARTS = ("mma", "loads", "transform", "weights")   # (stamps builds only: wrong by design, never verified
+                                 # or timed) what an ablation takes out of the chunk, '+'-joined: its wgmma ("mma"; the A
+                                 # registers kept live), the raw stage's pixel loads ("loads": the pixels from registers,
+                                 # the region still lands), the transform ("transform", with "mma": nothing keeps the A
+                                 # registers, so the compiler drops it), the weights' bulk copies ("weights": their
+                                 # barrier still arrived on); what is left of the chunk bounds it
+CP_ABLATES = {"both": "mma+loads", "skeleton": "mma+loads+transform",    # names of the measured ones
+              "bare": "mma+loads+transform+weights"}
+
+
+def ablation(spec: str) -> str:
+    """'weights+mma' or a name of CP_ABLATES -> the parts in CP_ABLATE_PARTS order, '.'-joined ('mma.weights');
+    Unsupported for an
+    unknown part or the transform without the wgmma (it is their use of its registers that keeps it)."""
+    parts = set(CP_ABLATES.get(spec, spec).replace(".", "+").split("+"))
+    if not parts or not parts <= set(CP_ABLATE_PARTS) or ("transform" in parts and "mma" not in parts):
+        raise Unsupported(f"generation-5 ablation {spec!r}",
+                          f"join parts of {', '.join(CP_ABLATE_PARTS)} with '+' (transform only with mma), or use "
+                          f"{', '.join(CP_ABLATES)}")
+    return ".".join(x for x in CP_ABLATE_PARTS if x in parts)   # ('.': a kernel name's character)
 
 
 def cp_ustages(stages: int, bc: int = BC) -> int:
@@ -497,12 +510,12 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     if "region" in extra and (extra["region"] not in CP_REGIONS or bc != 32):
         raise Unsupported(f"generation-5 region layout {extra['region']!r} at {bc} channels a chunk",
                           f"use region {' or '.join(map(repr, CP_REGIONS))} with bc=32, or none")
-    if "ablate" in extra and (extra["ablate"] not in CP_ABLATES or "pipe" in extra or bc != 32
+    if "ablate" in extra and (ablation(extra["ablate"]) != extra["ablate"] or "pipe" in extra or bc != 32
                               or extra.get("tiles") != "vpair" or not any(k in extra for k in ("cstamps", "istamps"))):
         raise Unsupported(f"generation-5 ablation {extra['ablate']!r}" + ("" if any(
             k in extra for k in ("cstamps", "istamps")) else " outside a chunk- or item-stamps build"),
-                          f"use ablate {' or '.join(map(repr, CP_ABLATES))} with chunk_stamps or item_stamps, bc=32, "
-                          "vertical tile pairs and the default pipe, or none")
+                          "use parts of CP_ABLATE_PARTS joined by '+' in their order, with chunk_stamps or "
+                          "item_stamps, bc=32, vertical tile pairs and the default pipe, or none")
     if desc.stages not in CP_STAGES:
         raise Unsupported(f"{desc.stages} stages", f"the generation-5 ring takes {', '.join(map(str, CP_STAGES))}")
     need = cp_smem_bytes(mi, desc.stages, bc=bc, epi=extra.get("epi"), sched=extra.get("sched"),
@@ -580,10 +593,9 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
     (bench/fused_layer.py profile --chunk-stamps); never picked either. `item_stamps` (sched 'persistent', epi 'async',
     'tma' or 'wg'): a profiling build whose warpgroups' thread 0 record their clocks at a few points of each item: the
     products done, the handoff, the epilogue's waits (bench/fused_layer.py profile --item-stamps); never picked.
-    `ablate` (CP_ABLATES; a chunk- or item-stamps build): the chunk without its wgmma, without its pixel loads from
-    shared memory, without both, without the weights' copies from L2, its skeleton (the rings alone), or the
-    skeleton without the weights' copies, to find what bounds a chunk by its stamps; its output is wrong by design, so it is never
-    verified, timed or picked (bench/fused_layer.py profile --ablate)."""
+    `ablate` (CP_ABLATE_PARTS joined by '+', or a name of CP_ABLATES; a chunk- or item-stamps build): the chunk
+    without its wgmma, its pixel loads, its transform or its weights' copies, to find what bounds it by its stamps; its
+    output is wrong by design, so it is never verified, timed or picked (bench/fused_layer.py profile --ablate)."""
     mi = int(mi)
     fb = mi if fb is None else int(fb)
     if stages is None:
@@ -600,7 +612,8 @@ def cp_desc(dtype: str, mi: int = 64, *, stages: int | None = None, bc: int = BC
                       + ((("producer", producer),) if producer else ()) + ((("xchg", xchg),) if xchg else ())
                       + ((("gather", gather),) if gather else ()) + ((("join", join),) if join else ())
                       + ((("stores", stores),) if stores else ()) + ((("istamps", 1),) if item_stamps else ())
-                      + ((("region", region),) if region else ()) + ((("ablate", ablate),) if ablate else ()))
+                      + ((("region", region),) if region else ())
+                      + ((("ablate", ablation(ablate)),) if ablate else ()))
     return check_fused_desc(desc)
 
 
