@@ -28,9 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS, CP_REGIONS,  # noqa: E402
-                                        CP_STAGES, CP_STORES, CP_XCHGS, balanced_block, cp_desc, fused_desc, kernel_pad_waste,
-                                        layout_for, pair_desc, rs_desc, wide_filter_block, ws_desc)
+from cutlass_wsp.families.fused import (CP_EPIS, CP_GATHERS, CP_JOINS, CP_PRODUCERS, CP_REFILLS,  # noqa: E402
+                                        CP_REGIONS, CP_STAGES, CP_STORES, CP_XCHGS, balanced_block, cp_desc,
+                                        fused_desc, kernel_pad_waste, layout_for, pair_desc, rs_desc,
+                                        wide_filter_block, ws_desc)
 from cutlass_wsp.errors import InputError, KernelError, WspError, exit_now, is_sticky  # noqa: E402
 from cutlass_wsp.gpu.device import require_gpu  # noqa: E402  (light: CuPy imported inside)
 from cutlass_wsp.layers import resolve_layers  # noqa: E402

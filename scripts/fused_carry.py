@@ -87,9 +87,11 @@ def bench_descs(args) -> list:
     out += candidates_for(FusedTuneProblem.of(lay, 4, 28, 28), "fp16")[:5]
     for epi in args.stamps:   # the profiling builds `profile --gen5 --kc 32 --vpair --stamps [--epi5 E]` asks for
         out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, stamps=True, epi=None if epi == "plain" else epi))
-    for epi, sched, opts in args.chunk_stamps:   # `profile --gen5 --kc 32 --vpair --chunk-stamps --epi5 E [--sched S]
-        kw = {k: v for o in opts for k, v in _chunk_stamp_opt(o).items()}   # [--producer light --xchg half] [--region
-        for refill in (None,) if opts else (None, "late"):   # planes]` (without options, and --refill late)
+    # `profile --gen5 --kc 32 --vpair --chunk-stamps --epi5 E [--sched S] [--producer light --xchg half] [--region
+    # planes] [--ablate A]` (without options, also --refill late)
+    for epi, sched, opts in args.chunk_stamps:
+        kw = {k: v for o in opts for k, v in _chunk_stamp_opt(o).items()}
+        for refill in (None,) if opts else (None, "late"):
             out.append(cp_desc("fp16", 64, bc=32, fb=64, vpair=True, epi=epi, sched=sched, chunk_stamps=True,
                                refill=refill, **kw))
     for build in args.item_stamps:   # `profile --gen5 --kc 32 --vpair --sched persistent --producer light --xchg half
@@ -195,9 +197,9 @@ def main() -> int:
                     help="generation 5's stamps builds (profile --stamps), per epilogue: plain and CP_EPIS, comma-separated")
     ap.add_argument("--chunk-stamps", type=_chunk_stamp_builds, default=(),
                     help="generation 5's chunk-stamps builds (profile --chunk-stamps), comma-separated EPI or "
-                         "EPI-SCHED, each optionally followed by -light, -planes and an ablation (CP_ABLATE_PARTS joined by '+', "
-                         "or a name of CP_ABLATES): "
-                         "tma, tma-persistent, async, tma-persistent-light-planes, tma-light-both")
+                         "EPI-SCHED, each optionally followed by -light, -planes and an ablation (CP_ABLATE_PARTS "
+                         "joined by '+', or a name of CP_ABLATES): tma, tma-persistent, async, "
+                         "tma-persistent-light-planes, tma-light-mma+weights")
     ap.add_argument("--item-stamps", type=_item_stamp_builds, default=(),
                     help="generation 5's item-stamps builds (profile --item-stamps), comma-separated: "
                          + ", ".join(ITEM_STAMP_BUILDS) + ", tma-ABLATION (wg-full: WSP-RB's full map at --ratios; "

@@ -357,20 +357,19 @@ CP_JOINS = ("relaxed",)          # (the push gather) the pair's joins split and 
                                  # ring's releases not sent, the wait only before the partner's ms is written
 CP_REGIONS = ("planes",)         # (32 channels a chunk) the raw stage in two planes of the region's columns by parity, so
                                  # every column's two loads sit in different halves of a 128-byte period (and can swap)
-CP_ABLATE_PARTS = ("mma", "loads", "transform", "weights")   # (stamps builds only: wrong by design, never verified
-                                 # or timed) what an ablation takes out of the chunk, '+'-joined: its wgmma ("mma"; the A
-                                 # registers kept live), the raw stage's pixel loads ("loads": the pixels from registers,
-                                 # the region still lands), the transform ("transform", with "mma": nothing keeps the A
-                                 # registers, so the compiler drops it), the weights' bulk copies ("weights": their
-                                 # barrier still arrived on); what is left of the chunk bounds it
+# What an ablation takes out of generation 5's chunk (stamps builds only: wrong by design, never verified or timed),
+# '+'-joined: its wgmma ("mma"; the A registers kept live), the raw stage's pixel loads ("loads": the pixels from
+# registers, the region still lands), the transform ("transform", with "mma": nothing keeps the A registers, so the
+# compiler drops it), the weights' bulk copies ("weights": their barrier still arrived on). What is left bounds a chunk.
+CP_ABLATE_PARTS = ("mma", "loads", "transform", "weights")
 CP_ABLATES = {"both": "mma+loads", "skeleton": "mma+loads+transform",    # names of the measured ones
               "bare": "mma+loads+transform+weights"}
 
 
 def ablation(spec: str) -> str:
     """'weights+mma' or a name of CP_ABLATES -> the parts in CP_ABLATE_PARTS order, '.'-joined ('mma.weights');
-    Unsupported for an
-    unknown part or the transform without the wgmma (it is their use of its registers that keeps it)."""
+    Unsupported for an unknown part, or the transform without the wgmma (the wgmma's use of its registers is what
+    keeps it)."""
     parts = set(CP_ABLATES.get(spec, spec).replace(".", "+").split("+"))
     if not parts or not parts <= set(CP_ABLATE_PARTS) or ("transform" in parts and "mma" not in parts):
         raise Unsupported(f"generation-5 ablation {spec!r}",
@@ -1201,9 +1200,9 @@ def default_desc(problem: FusedTuneProblem, dtype: str) -> KernelDesc:
     """p = 4: generation 5 at 32 channels a chunk with vertical tile pairs and the tma epilogue (the pair's part by
     st.async, the output by one TMA store a CTA: 1.11x the async one on the H100), the raw ring's producer in the
     warpgroup whose column loads without bank conflicts (1.06x persistent, 1.01x one-shot) and, for fp16, the
-    epilogue's exchanges in fp16 (1.05x), as persistent pairs up to c = 256
-    (GEN5_PERSISTENT_MAX_C), above that one-shot with the region in planes (fp16, 1.02-1.03x), for identity layouts in filter blocks of 64 without a chunk map
-    (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
+    epilogue's exchanges in fp16 (1.05x), as persistent pairs up to c = 256 (GEN5_PERSISTENT_MAX_C), above that
+    one-shot with the region in planes (fp16, 1.02-1.03x), for identity layouts in filter blocks of 64 without a chunk
+    map (identity_filter_block chooses those blocks where it measured faster); generation 4 where its
     16 or 32 packed rows per position hold the layout (the dense map with the register epilogue; row layouts with the
     unbranched "full" map, measured faster than the branching "rows" map on the H200, docs/fused.md), else generation
     2 (8 warps); p = 6: generation 1."""
