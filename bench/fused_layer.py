@@ -531,6 +531,9 @@ def cmd_profile(args) -> int:
                          "with the async, tma or wg epilogue, or WSP-RB with the wg epilogue and the push gather",
                          "add --gen5 --kc 32 --sched persistent --epi5 wg (or tma, async: dense), with --pattern "
                          "wsp-rb also --gather push, without the other stamps")
+    if args.ablate and not (args.chunk_stamps or args.item_stamps):
+        raise InputError("--ablate is a chunk- or item-stamps build (its output is wrong by design: only its stamps "
+                         "are read)", "add --chunk-stamps or --item-stamps")
     require_gpu()   # (after the options' checks) no GPU: one line, not CuPy's traceback
     for spec in args.layers.split("+"):
         (lay,) = resolve_layers(spec)

@@ -394,6 +394,14 @@ def test_profile_stamps_outside_generation_5_is_one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["fused_layer: --chunk-stamps is a build of generation 5 at 32 channels a chunk with the async or "
                    "tma epilogue (add --kc 32 --epi5 tma (or async), without --stamps or --pipe)"]
+    # --ablate only in a stamps build (its output is wrong by design), and only of known parts
+    assert fl.main(["profile", "--gen5", "--kc", "32", "--vpair", "--epi5", "tma", "--ablate", "mma+weights"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "fused_layer: --ablate is a chunk- or item-stamps build (its output is wrong by design: only its stamps are "
+        "read) (add --chunk-stamps or --item-stamps)"]
+    with pytest.raises(SystemExit):
+        fl.main(["profile", "--gen5", "--kc", "32", "--chunk-stamps", "--epi5", "tma", "--ablate", "transform"])
+    assert "transform only with mma" in capsys.readouterr().err
 
 
 def test_chunk_stamps_summary_splits_a_chunk_and_measures_the_warps_drift():
