@@ -932,7 +932,7 @@ def test_plan_names_the_kernel_and_its_tune_problem(pattern, ratio, balance, lay
                                 cp_desc("fp16", 64, sched="persistent", xchg="half", **g5)])
         other = None if sched else "persistent"
         assert prob.fb == prob.mi == 64 and desc == half[0]
-        assert full == half + [cp_desc("fp16", 64, sched=sched, **g5), cp_desc("fp16", 64, sched=other, **g5)][:5 - 3]
+        assert full == (half + [cp_desc("fp16", 64, sched=sched, **g5), cp_desc("fp16", 64, sched=other, **g5)])[:5]
         return
     # generation 4: the dense map (register epilogue) for dense / FP, the unbranched full map for row layouts in
     # the widest filter block whose (block, position)s keep at most 32 rows; generation 2 in the menu behind it

@@ -371,7 +371,7 @@ def ablation(spec: str) -> str:
     Unsupported for an unknown part, or the transform without the wgmma (the wgmma's use of its registers is what
     keeps it)."""
     parts = set(CP_ABLATES.get(spec, spec).replace(".", "+").split("+"))
-    if not parts or not parts <= set(CP_ABLATE_PARTS) or ("transform" in parts and "mma" not in parts):
+    if not parts <= set(CP_ABLATE_PARTS) or ("transform" in parts and "mma" not in parts):
         raise Unsupported(f"generation-5 ablation {spec!r}",
                           f"join parts of {', '.join(CP_ABLATE_PARTS)} with '+' (transform only with mma), or use "
                           f"{', '.join(CP_ABLATES)}")
@@ -509,10 +509,11 @@ def _check_cp(desc: KernelDesc, extra: dict) -> KernelDesc:
     if "region" in extra and (extra["region"] not in CP_REGIONS or bc != 32):
         raise Unsupported(f"generation-5 region layout {extra['region']!r} at {bc} channels a chunk",
                           f"use region {' or '.join(map(repr, CP_REGIONS))} with bc=32, or none")
+    stamped = "cstamps" in extra or "istamps" in extra
     if "ablate" in extra and (ablation(extra["ablate"]) != extra["ablate"] or "pipe" in extra or bc != 32
-                              or extra.get("tiles") != "vpair" or not any(k in extra for k in ("cstamps", "istamps"))):
-        raise Unsupported(f"generation-5 ablation {extra['ablate']!r}" + ("" if any(
-            k in extra for k in ("cstamps", "istamps")) else " outside a chunk- or item-stamps build"),
+                              or extra.get("tiles") != "vpair" or not stamped):
+        raise Unsupported(f"generation-5 ablation {extra['ablate']!r}"
+                          + ("" if stamped else " outside a chunk- or item-stamps build"),
                           "use parts of CP_ABLATE_PARTS joined by '+' in their order, with chunk_stamps or "
                           "item_stamps, bc=32, vertical tile pairs and the default pipe, or none")
     if desc.stages not in CP_STAGES:
